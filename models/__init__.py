@@ -1,0 +1,1 @@
+"""Neural networks of matscreen, installed as ``screening.models``."""
