@@ -1,0 +1,346 @@
+"""Search domains: a finite pool of candidates, or a continuous box.
+
+A *domain* answers three questions for a campaign: which points may be proposed, how a point
+is turned into the feature vector the surrogate sees, and how a point is written down (a key)
+so the campaign store can recognise it again after a crash.
+
+- :class:`DiscretePool` — a finite set of candidates (e.g. crystals), each with an id and a
+  feature vector (e.g. PCA coordinates of CGCNN embeddings). Candidates already evaluated or
+  pending are never proposed again.
+- :class:`Box` — continuous bounds (e.g. flow rates in mL/min) with optional linear inequality
+  constraints such as "the first four flows sum to at most 90", Latin-hypercube designs that
+  respect those constraints, and boundary expansion that is recorded, so a report can say when
+  and why the search region grew.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy.stats import qmc
+
+from screening.errors import MatscreenError
+
+
+class DomainError(MatscreenError):
+    """A point or candidate does not belong to the domain, or a domain is ill-defined."""
+
+
+# --------------------------------------------------------------------------- discrete pool
+
+
+class DiscretePool:
+    """A finite pool of candidates with ids and feature vectors.
+
+    ``features`` has shape (n_candidates, d): the coordinates the surrogate works in (for the
+    band-gap search, PCA coordinates of CGCNN embeddings). ``prior_mean`` optionally holds one
+    number per candidate that a surrogate may use as its prior mean (e.g. the CGCNN-predicted
+    band gap in eV). Ids must be unique strings.
+    """
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        features: np.ndarray,
+        prior_mean: np.ndarray | None = None,
+    ) -> None:
+        ids = [str(i) for i in ids]
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2:
+            raise DomainError(f"pool features must be 2-d (n, d), got shape {features.shape}")
+        if len(ids) != features.shape[0]:
+            raise DomainError(f"{len(ids)} ids but {features.shape[0]} feature rows")
+        if not np.all(np.isfinite(features)):
+            bad = int(np.flatnonzero(~np.all(np.isfinite(features), axis=1))[0])
+            raise DomainError(f"candidate {ids[bad]!r} has a non-finite feature value")
+        index = {cid: i for i, cid in enumerate(ids)}
+        if len(index) != len(ids):
+            seen: set[str] = set()
+            dup = next(c for c in ids if c in seen or seen.add(c))  # type: ignore[func-returns-value]
+            raise DomainError(f"candidate id {dup!r} occurs more than once in the pool")
+        if prior_mean is not None:
+            prior_mean = np.asarray(prior_mean, dtype=np.float64).reshape(-1)
+            if prior_mean.shape[0] != len(ids):
+                raise DomainError("prior_mean needs one value per candidate")
+            if not np.all(np.isfinite(prior_mean)):
+                raise DomainError("prior_mean has non-finite values")
+        self.ids = ids
+        self.features = features
+        self.prior_mean = prior_mean
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """(2, d) array of the per-feature minimum and maximum over the pool."""
+        return np.stack([self.features.min(axis=0), self.features.max(axis=0)])
+
+    def index_of(self, candidate_id: str) -> int:
+        """Row of ``candidate_id``; raises :class:`DomainError` for an unknown id."""
+        try:
+            return self._index[str(candidate_id)]
+        except KeyError:
+            raise DomainError(f"unknown candidate {candidate_id!r}: not in the pool") from None
+
+    def indices_of(self, candidate_ids: Iterable[str]) -> np.ndarray:
+        return np.array([self.index_of(c) for c in candidate_ids], dtype=np.int64)
+
+    def contains(self, candidate_id: str) -> bool:
+        return str(candidate_id) in self._index
+
+    def available_mask(self, excluded: Iterable[str]) -> np.ndarray:
+        """Boolean mask of the candidates that may still be proposed (not in ``excluded``)."""
+        mask = np.ones(len(self.ids), dtype=bool)
+        idx = [self._index[c] for c in excluded if c in self._index]
+        if idx:
+            mask[np.asarray(idx, dtype=np.int64)] = False
+        return mask
+
+    def random_ids(self, n: int, rng: np.random.Generator, excluded: Iterable[str] = ()) -> list[str]:
+        """``n`` distinct random candidates that are not excluded (a random initial design)."""
+        free = np.flatnonzero(self.available_mask(excluded))
+        if n > free.size:
+            raise DomainError(f"asked for {n} candidates but only {free.size} remain in the pool")
+        pick = rng.choice(free, size=n, replace=False)
+        return [self.ids[i] for i in pick]
+
+    def content_hash(self) -> str:
+        """SHA-256 over ids and features: identifies the pool a campaign was run on."""
+        h = hashlib.sha256()
+        h.update("\n".join(self.ids).encode())
+        h.update(np.ascontiguousarray(self.features).tobytes())
+        return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- continuous box
+
+
+@dataclass(frozen=True)
+class LinearConstraint:
+    """``sum(coefficients[k] * x[indices[k]]) <= rhs`` — e.g. total flow <= 90 mL/min."""
+
+    indices: tuple[int, ...]
+    coefficients: tuple[float, ...]
+    rhs: float
+
+    def __post_init__(self) -> None:
+        if len(self.indices) != len(self.coefficients):
+            raise DomainError("a linear constraint needs one coefficient per index")
+
+    @classmethod
+    def sum_at_most(cls, indices: Sequence[int], total: float) -> "LinearConstraint":
+        """The common case: the inputs at ``indices`` sum to at most ``total``."""
+        return cls(tuple(int(i) for i in indices), tuple(1.0 for _ in indices), float(total))
+
+    def slack(self, X: np.ndarray) -> np.ndarray:
+        """rhs - lhs for each row of X; >= 0 where the constraint holds."""
+        X = np.atleast_2d(X)
+        lhs = X[:, list(self.indices)] @ np.asarray(self.coefficients, dtype=np.float64)
+        return self.rhs - lhs
+
+
+@dataclass(frozen=True)
+class BoundaryExpansion:
+    """One recorded widening of a Box bound: which input, which side, from what to what, why."""
+
+    dim: int
+    side: str  # "lower" or "upper"
+    old: float
+    new: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Box:
+    """A continuous search box ``lower <= x <= upper`` with optional linear constraints.
+
+    Units are those of the objective's inputs (e.g. mL/min). ``expansions`` records every
+    boundary expansion that produced this box from the original one; ``hard_lower`` /
+    ``hard_upper`` are physical limits that expansion never crosses (default: unlimited).
+    """
+
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    names: tuple[str, ...] | None = None
+    constraints: tuple[LinearConstraint, ...] = ()
+    hard_lower: tuple[float, ...] | None = None
+    hard_upper: tuple[float, ...] | None = None
+    expansions: tuple[BoundaryExpansion, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        lo = np.asarray(self.lower, dtype=np.float64)
+        hi = np.asarray(self.upper, dtype=np.float64)
+        if lo.ndim != 1 or lo.shape != hi.shape or lo.size == 0:
+            raise DomainError("Box needs 1-d lower and upper bounds of equal length")
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise DomainError("Box bounds must be finite")
+        if np.any(hi <= lo):
+            d = int(np.flatnonzero(hi <= lo)[0])
+            raise DomainError(f"Box input {d}: upper bound {hi[d]} is not above lower bound {lo[d]}")
+        if self.names is not None and len(self.names) != lo.size:
+            raise DomainError("Box needs one name per input")
+        for c in self.constraints:
+            if any(i < 0 or i >= lo.size for i in c.indices):
+                raise DomainError(f"constraint {c} refers to an input outside the box")
+
+    @classmethod
+    def from_bounds(
+        cls,
+        bounds: Sequence[tuple[float, float]],
+        names: Sequence[str] | None = None,
+        constraints: Sequence[LinearConstraint] = (),
+        hard_bounds: Sequence[tuple[float, float]] | None = None,
+    ) -> "Box":
+        """Build a Box from ``[(low, high), ...]`` pairs."""
+        lo = tuple(float(b[0]) for b in bounds)
+        hi = tuple(float(b[1]) for b in bounds)
+        hard_lo = hard_hi = None
+        if hard_bounds is not None:
+            hard_lo = tuple(float(b[0]) for b in hard_bounds)
+            hard_hi = tuple(float(b[1]) for b in hard_bounds)
+        return cls(lo, hi, tuple(names) if names is not None else None, tuple(constraints), hard_lo, hard_hi)
+
+    @property
+    def dim(self) -> int:
+        return len(self.lower)
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """(2, d) array: row 0 lower bounds, row 1 upper bounds."""
+        return np.array([self.lower, self.upper], dtype=np.float64)
+
+    def feasible(self, X: np.ndarray, atol: float = 1e-9) -> np.ndarray:
+        """Boolean mask: rows of X inside the bounds and satisfying every constraint."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if X.shape[1] != self.dim:
+            raise DomainError(f"points have {X.shape[1]} inputs, the box has {self.dim}")
+        b = self.bounds
+        ok = np.all(np.isfinite(X), axis=1)
+        ok &= np.all(X >= b[0] - atol, axis=1) & np.all(X <= b[1] + atol, axis=1)
+        for c in self.constraints:
+            ok &= c.slack(X) >= -atol
+        return ok
+
+    def to_unit(self, X: np.ndarray) -> np.ndarray:
+        b = self.bounds
+        return (np.asarray(X, dtype=np.float64) - b[0]) / (b[1] - b[0])
+
+    def from_unit(self, U: np.ndarray) -> np.ndarray:
+        b = self.bounds
+        return b[0] + np.asarray(U, dtype=np.float64) * (b[1] - b[0])
+
+    def latin_hypercube(self, n: int, seed: int | None = None, oversample: int = 8, max_rounds: int = 50) -> np.ndarray:
+        """``n`` space-filling points that satisfy the bounds and every linear constraint.
+
+        A plain Latin hypercube ignores constraints, so this draws scrambled LHS designs of
+        ``oversample * n`` points (scipy.stats.qmc), keeps the feasible ones, and picks ``n`` of
+        them by greedy max-min distance in the unit cube. Without constraints it returns one
+        exact LHS of size ``n``. Raises :class:`DomainError` when the feasible region is too
+        small to find ``n`` points after ``max_rounds`` draws.
+        """
+        if n < 1:
+            raise DomainError("a design needs at least one point")
+        sampler = qmc.LatinHypercube(d=self.dim, rng=np.random.default_rng(seed))
+        if not self.constraints:
+            return self.from_unit(sampler.random(n))
+        pool: list[np.ndarray] = []
+        found = 0
+        for _ in range(max_rounds):
+            X = self.from_unit(sampler.random(oversample * n))
+            X = X[self.feasible(X)]
+            pool.append(X)
+            found += X.shape[0]
+            if found >= oversample * n or (found >= n and len(pool) >= 4):
+                break
+        feasible_points = np.concatenate(pool) if pool else np.empty((0, self.dim))
+        if feasible_points.shape[0] < n:
+            raise DomainError(
+                f"found only {feasible_points.shape[0]} feasible points for a design of {n}: "
+                "the constraints leave almost no room inside the bounds"
+            )
+        return feasible_points[greedy_maximin(self.to_unit(feasible_points), n)]
+
+    def uniform(self, n: int, rng: np.random.Generator, max_rounds: int = 100) -> np.ndarray:
+        """``n`` independent uniform points from the feasible region (rejection sampling)."""
+        out: list[np.ndarray] = []
+        count = 0
+        for _ in range(max_rounds):
+            X = self.from_unit(rng.random((max(2 * n, 64), self.dim)))
+            X = X[self.feasible(X)]
+            out.append(X)
+            count += X.shape[0]
+            if count >= n:
+                return np.concatenate(out)[:n]
+        raise DomainError("the feasible region is too small for rejection sampling")
+
+    def expanded_at_boundary(self, X: np.ndarray, rtol: float = 0.02, fraction: float = 0.25, reason: str = "") -> "Box":
+        """A new Box widened on every side where a point of ``X`` lies within ``rtol`` of it.
+
+        Why: when the best points of a campaign sit on a bound, the optimum may lie outside the
+        region first chosen. Each side found at the boundary moves outwards by ``fraction`` of the
+        current width, clipped to the hard limits; every move is appended to ``expansions``.
+        Returns ``self`` when nothing is at a boundary (or nothing can move).
+        """
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        lo, hi = np.array(self.lower), np.array(self.upper)
+        width = hi - lo
+        hard_lo = np.array(self.hard_lower) if self.hard_lower is not None else np.full(self.dim, -np.inf)
+        hard_hi = np.array(self.hard_upper) if self.hard_upper is not None else np.full(self.dim, np.inf)
+        new_lo, new_hi = lo.copy(), hi.copy()
+        moves: list[BoundaryExpansion] = []
+        why = reason or "a point lies on the boundary"
+        for d in range(self.dim):
+            if np.any(X[:, d] <= lo[d] + rtol * width[d]):
+                target = max(lo[d] - fraction * width[d], hard_lo[d])
+                if target < lo[d]:
+                    new_lo[d] = target
+                    moves.append(BoundaryExpansion(d, "lower", float(lo[d]), float(target), why))
+            if np.any(X[:, d] >= hi[d] - rtol * width[d]):
+                target = min(hi[d] + fraction * width[d], hard_hi[d])
+                if target > hi[d]:
+                    new_hi[d] = target
+                    moves.append(BoundaryExpansion(d, "upper", float(hi[d]), float(target), why))
+        if not moves:
+            return self
+        return Box(
+            tuple(float(v) for v in new_lo),
+            tuple(float(v) for v in new_hi),
+            self.names,
+            self.constraints,
+            self.hard_lower,
+            self.hard_upper,
+            self.expansions + tuple(moves),
+        )
+
+    def key_of(self, x: Sequence[float]) -> str:
+        """A stable text key of a point (used by the campaign store to spot duplicates)."""
+        return ",".join(repr(float(v)) for v in np.asarray(x, dtype=np.float64).reshape(-1))
+
+
+def greedy_maximin(U: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` rows of ``U`` chosen greedily to maximise the minimum pairwise distance.
+
+    Starts from the row nearest the centroid; deterministic for a given ``U``.
+    """
+    U = np.asarray(U, dtype=np.float64)
+    if n >= U.shape[0]:
+        return np.arange(U.shape[0])
+    first = int(np.argmin(((U - U.mean(axis=0)) ** 2).sum(axis=1)))
+    chosen = [first]
+    dist = ((U - U[first]) ** 2).sum(axis=1)
+    for _ in range(n - 1):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, ((U - U[nxt]) ** 2).sum(axis=1))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+Domain = DiscretePool | Box

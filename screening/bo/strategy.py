@@ -1,0 +1,368 @@
+"""Choosing the next batch: a :class:`Strategy` applied to a domain and the data so far.
+
+This is the glue between the surrogate (which knows nothing of candidates) and the acquisition
+functions (which know nothing of models): it fits the GP on what the strategy models (the loss,
+or the property itself), scores the candidates, and picks ``q`` distinct points by local
+penalisation, sequential-greedy qLogEI, or Thompson sampling.
+
+- :func:`suggest_pool` — a :class:`~screening.bo.domain.DiscretePool`; evaluated and pending
+  candidates are never proposed.
+- :func:`suggest_box` — a :class:`~screening.bo.domain.Box` with linear constraints; candidates
+  are a dense feasible random design, and each pick is refined by a constrained local search.
+
+Everything is deterministic for a given ``seed`` and data, which is what lets a campaign resume
+after a crash with the same next suggestion.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+
+from screening.bo import acquisition as acq
+from screening.bo.domain import Box, DiscretePool
+from screening.bo.surrogate import DTYPE, GPSurrogate
+from screening.errors import MatscreenError
+
+
+class StrategyError(MatscreenError):
+    """A strategy is inconsistent with the objective or domain it is applied to."""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a campaign chooses points.
+
+    ``model``: "loss" fits the GP on the loss (the seed's way); "value" fits it on y and needs a
+    scalar target (``TargetSpec``). ``acquisition``: for "loss" one of logei, ei, ucb, pi,
+    thompson; for "value" one of window, folded-ei, thompson. ``batch``: "lp" (local
+    penalisation) or "qlogei" (sequential-greedy Monte-Carlo qLogEI). ``beta`` is UCB's
+    exploration weight. ``use_prior`` puts a per-candidate prior covariate (the pool's
+    ``prior_mean``, e.g. the CGCNN prediction) into the GP mean. ``n_init`` random (pool) or
+    Latin-hypercube (box) points start a campaign that has fewer observations.
+    """
+
+    model: str = "value"
+    acquisition: str = "window"
+    batch: str = "lp"
+    beta: float = 4.0
+    use_prior: bool = False
+    n_init: int = 5
+    shortlist: int = 1024
+    box_raw_samples: int = 2048
+    mc_samples: int = 256
+
+    def __post_init__(self) -> None:
+        if self.model not in ("loss", "value"):
+            raise StrategyError(f"model must be 'loss' or 'value', got {self.model!r}")
+        allowed = acq.LOSS_ACQUISITIONS if self.model == "loss" else acq.VALUE_ACQUISITIONS
+        if self.acquisition not in allowed:
+            raise StrategyError(f"acquisition {self.acquisition!r} does not fit model {self.model!r}; choose one of {allowed}")
+        if self.batch not in ("lp", "qlogei"):
+            raise StrategyError(f"batch must be 'lp' or 'qlogei', got {self.batch!r}")
+        if self.beta <= 0:
+            raise StrategyError("beta must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Strategy":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Target value and tolerance (units of y) for the value model."""
+
+    target: float
+    tolerance: float
+
+
+# ------------------------------------------------------------------ shared scoring
+
+
+def _fit(strategy: Strategy, bounds: np.ndarray, X: np.ndarray, told_y: np.ndarray, told_loss: np.ndarray,
+         prior: np.ndarray | None, target: Target | None, seed: int) -> tuple[GPSurrogate, np.ndarray]:
+    """Fit the GP on what the strategy models; returns it and the values it was fitted on."""
+    if strategy.model == "value":
+        if target is None:
+            raise StrategyError("the value model needs a target value and tolerance")
+        values = np.asarray(told_y, dtype=np.float64).reshape(-1)
+        prior_cov = prior
+    else:
+        values = np.asarray(told_loss, dtype=np.float64).reshape(-1)
+        prior_cov = None if prior is None or target is None else np.abs(prior - target.target)
+    surrogate = GPSurrogate(bounds, use_prior=strategy.use_prior and prior is not None)
+    surrogate.fit(X, values, prior=prior_cov if surrogate.use_prior else None, seed=seed)
+    return surrogate, prior_cov if surrogate.use_prior else None  # type: ignore[return-value]
+
+
+@dataclass
+class _Scores:
+    log_score: np.ndarray  # log acquisition, higher is better
+    f_mean: np.ndarray  # posterior mean of the minimised function (loss or |y - t|)
+    f_std: np.ndarray
+    mean: np.ndarray  # posterior of the modelled quantity
+    std: np.ndarray
+
+
+def _score(strategy: Strategy, mean: np.ndarray, std: np.ndarray, best: float, target: Target | None) -> _Scores:
+    a = strategy.acquisition
+    if strategy.model == "loss":
+        f_mean, f_std = mean, std
+        if a in ("logei", "thompson"):
+            log_score = acq.log_expected_improvement(mean, std, best)
+        elif a == "ei":
+            log_score = np.log(np.maximum(acq.expected_improvement(mean, std, best), 1e-300))
+        elif a == "pi":
+            log_score = acq.log_probability_of_improvement(mean, std, best)
+        else:  # ucb
+            log_score = acq.log_softplus(acq.upper_confidence_bound(mean, std, strategy.beta))
+    else:
+        assert target is not None
+        f_mean, f_std = acq.folded_normal_mean(mean, std, target.target), std
+        if a in ("window", "thompson"):
+            log_score = acq.log_probability_in_window(mean, std, target.target, target.tolerance)
+        else:  # folded-ei
+            log_score = acq.log_folded_expected_improvement(mean, std, target.target, best)
+    return _Scores(log_score, f_mean, f_std, mean, std)
+
+
+def _best(strategy: Strategy, told_y: np.ndarray, told_loss: np.ndarray, target: Target | None) -> float:
+    if strategy.model == "loss":
+        return float(np.min(told_loss))
+    assert target is not None
+    return float(np.min(np.abs(np.asarray(told_y, dtype=np.float64) - target.target)))
+
+
+def _lipschitz(surrogate: GPSurrogate, feats: np.ndarray, prior: np.ndarray | None, rng: np.random.Generator, n: int = 1000) -> float:
+    rows = rng.choice(feats.shape[0], size=min(n, feats.shape[0]), replace=False)
+    return acq.lipschitz_from_gradients(surrogate.mean_gradient_norms(feats[rows], None if prior is None else prior[rows]))
+
+
+def _thompson_rows(strategy: Strategy, surrogate: GPSurrogate, feats: np.ndarray, prior: np.ndarray | None,
+                   scores: _Scores, q: int, rng: np.random.Generator, target: Target | None) -> list[int]:
+    """Thompson sampling: q joint posterior draws over a shortlist of plausible winners.
+
+    The shortlist keeps the candidates whose optimistic bound (3 standard deviations) could
+    still beat the others; a draw's winner outside it has negligible probability.
+    """
+    if strategy.model == "loss":
+        optimistic = scores.mean - 3.0 * scores.std
+    else:
+        assert target is not None
+        optimistic = np.maximum(np.abs(scores.mean - target.target) - 3.0 * scores.std, 0.0) - 1e-9 * scores.std
+    k = min(strategy.shortlist, feats.shape[0])
+    short = np.argsort(optimistic, kind="stable")[:k]
+    samples = surrogate.sample_joint(feats[short], q, rng, None if prior is None else prior[short])
+    if strategy.model == "value":
+        assert target is not None
+        samples = np.abs(samples - target.target)
+    picks: list[int] = []
+    for s in samples:
+        s = s.copy()
+        if picks:
+            s[[int(np.flatnonzero(short == p)[0]) for p in picks]] = np.inf
+        picks.append(int(short[int(np.argmin(s))]))
+    return picks
+
+
+def _qlogei_rows(strategy: Strategy, surrogate: GPSurrogate, feats: np.ndarray, prior: np.ndarray | None,
+                 scores: _Scores, best: float, q: int, seed: int, target: Target | None,
+                 pending_feats: np.ndarray | None, pending_prior: np.ndarray | None) -> list[int]:
+    """Sequential-greedy qLogEI (BoTorch) over the top of the analytic ranking.
+
+    Each step adds the candidate that maximises the Monte-Carlo log-EI of the batch given the
+    already chosen (and externally pending) points. The objective is -loss (loss model) or
+    -|y - t| (value model), both in the GP's standardised units.
+    """
+    from botorch.acquisition.logei import qLogExpectedImprovement
+    from botorch.acquisition.objective import GenericMCObjective
+    from botorch.sampling import SobolQMCNormalSampler
+
+    k = min(strategy.shortlist, feats.shape[0])
+    short = np.argsort(-scores.log_score, kind="stable")[:k]
+    choices = surrogate.model_inputs(feats[short], None if prior is None else prior[short])
+    ym, ys = surrogate.y_mean_, surrogate.y_std_
+    if strategy.model == "loss":
+        objective = GenericMCObjective(lambda samples, X=None: -(samples[..., 0] * ys + ym))
+    else:
+        assert target is not None
+        t = target.target
+        objective = GenericMCObjective(lambda samples, X=None: -(samples[..., 0] * ys + ym - t).abs())
+    sampler = SobolQMCNormalSampler(sample_shape=torch.Size([strategy.mc_samples]), seed=seed)
+    acqf = qLogExpectedImprovement(surrogate.model, best_f=-best, sampler=sampler, objective=objective)
+    chosen: list[int] = []
+    base_pending = None
+    if pending_feats is not None and len(pending_feats):
+        base_pending = surrogate.model_inputs(pending_feats, pending_prior)
+    with torch.no_grad():
+        for _ in range(min(q, k)):
+            parts = [t for t in (base_pending, choices[chosen] if chosen else None) if t is not None]
+            acqf.set_X_pending(torch.cat(parts) if parts else None)
+            vals = torch.cat([acqf(choices[i : i + 256].unsqueeze(1)) for i in range(0, k, 256)])
+            if chosen:
+                vals[chosen] = -torch.inf
+            chosen.append(int(torch.argmax(vals)))
+    return [int(short[c]) for c in chosen]
+
+
+# ------------------------------------------------------------------ discrete pools
+
+
+def suggest_pool(
+    strategy: Strategy,
+    pool: DiscretePool,
+    told_ids: Sequence[str],
+    told_y: np.ndarray,
+    told_loss: np.ndarray,
+    q: int = 1,
+    seed: int = 0,
+    target: Target | None = None,
+    excluded_ids: Sequence[str] = (),
+    pending_ids: Sequence[str] = (),
+) -> list[str]:
+    """The next ``q`` candidate ids from ``pool``.
+
+    ``told_ids`` / ``told_y`` / ``told_loss`` are the successful observations (the GP data);
+    ``excluded_ids`` are never proposed (failed evaluations and everything told); ``pending_ids``
+    are out for evaluation: never proposed and, in a batch, they penalise their neighbourhood.
+    With fewer than ``strategy.n_init`` successful observations the picks are uniformly random.
+    """
+    rng = np.random.default_rng(seed)
+    excluded = set(map(str, told_ids)) | set(map(str, excluded_ids)) | set(map(str, pending_ids))
+    free = np.flatnonzero(pool.available_mask(excluded))
+    if free.size == 0:
+        raise StrategyError("the pool is exhausted: every candidate has been evaluated or is pending")
+    q = min(q, free.size)
+    if len(told_ids) < max(strategy.n_init, 2):
+        return [pool.ids[i] for i in rng.choice(free, size=q, replace=False)]
+    told_rows = pool.indices_of(told_ids)
+    prior_all = pool.prior_mean if strategy.use_prior else None
+    if strategy.use_prior and prior_all is None:
+        raise StrategyError("use_prior needs a pool with prior_mean values")
+    surrogate, _ = _fit(strategy, pool.bounds, pool.features[told_rows], told_y, told_loss,
+                        None if prior_all is None else prior_all[told_rows], target, seed)
+    prior_cov_all = None
+    if prior_all is not None:
+        prior_cov_all = prior_all if strategy.model == "value" else np.abs(prior_all - target.target)  # type: ignore[union-attr]
+    feats = pool.features[free]
+    prior_free = None if prior_cov_all is None else prior_cov_all[free]
+    mean, std = surrogate.predict(feats, prior_free)
+    best = _best(strategy, told_y, told_loss, target)
+    scores = _score(strategy, mean, std, best, target)
+    pend_rows = pool.indices_of([p for p in pending_ids]) if len(pending_ids) else np.empty(0, dtype=np.int64)
+    if strategy.acquisition == "thompson":
+        rows = _thompson_rows(strategy, surrogate, feats, prior_free, scores, q, rng, target)
+    elif strategy.batch == "qlogei" and q > 1:
+        rows = _qlogei_rows(strategy, surrogate, feats, prior_free, scores, best, q, seed, target,
+                            pool.features[pend_rows] if pend_rows.size else None,
+                            None if prior_cov_all is None or not pend_rows.size else prior_cov_all[pend_rows])
+    elif q == 1 and pend_rows.size == 0:
+        rows = [int(np.argmax(scores.log_score))]
+    else:
+        lipschitz = _lipschitz(surrogate, feats, prior_free, rng)
+        pf = pm = ps = None
+        if pend_rows.size:
+            pm_, ps_ = surrogate.predict(pool.features[pend_rows], None if prior_cov_all is None else prior_cov_all[pend_rows])
+            pscore = _score(strategy, pm_, ps_, best, target)
+            pf, pm, ps = pool.features[pend_rows], pscore.f_mean, pscore.f_std
+        rows = acq.select_locally_penalised(scores.log_score, feats, scores.f_mean, scores.f_std, q, lipschitz, best, pf, pm, ps)
+    return [pool.ids[free[r]] for r in rows]
+
+
+# ------------------------------------------------------------------ continuous boxes
+
+
+def _box_log_score(strategy: Strategy, surrogate: GPSurrogate, X: np.ndarray, best: float, target: Target | None) -> _Scores:
+    mean, std = surrogate.predict(X)
+    return _score(strategy, mean, std, best, target)
+
+
+def _refine_in_box(fun, x0: np.ndarray, box: Box, max_iter: int = 60) -> np.ndarray:
+    """Local constrained maximisation of ``fun`` (rows -> scores) from ``x0`` with SLSQP."""
+    span = box.bounds[1] - box.bounds[0]
+
+    def neg(u: np.ndarray) -> float:
+        return -float(fun(box.from_unit(u.reshape(1, -1)))[0])
+
+    cons = []
+    for c in box.constraints:
+        coef = np.zeros(box.dim)
+        coef[list(c.indices)] = c.coefficients
+        cu, off = coef * span, float(coef @ box.bounds[0])
+        cons.append({"type": "ineq", "fun": lambda u, cu=cu, off=off, rhs=c.rhs: rhs - off - cu @ u})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = minimize(neg, box.to_unit(x0).reshape(-1), method="SLSQP", bounds=[(0.0, 1.0)] * box.dim,
+                       constraints=cons, options={"maxiter": max_iter, "eps": 1e-4})
+    cand = box.from_unit(np.clip(res.x, 0.0, 1.0)).reshape(1, -1)
+    if box.feasible(cand)[0] and -res.fun >= fun(x0.reshape(1, -1))[0]:
+        return cand[0]
+    return np.asarray(x0, dtype=np.float64)
+
+
+def suggest_box(
+    strategy: Strategy,
+    box: Box,
+    X: np.ndarray,
+    told_y: np.ndarray,
+    told_loss: np.ndarray,
+    q: int = 1,
+    seed: int = 0,
+    target: Target | None = None,
+    X_pending: np.ndarray | None = None,
+    refine: bool = True,
+) -> np.ndarray:
+    """The next ``q`` points in ``box`` (rows, in the box's units), feasible under its constraints.
+
+    With fewer than ``strategy.n_init`` observations the points come from a constrained Latin
+    hypercube. Otherwise: candidates are ``strategy.box_raw_samples`` feasible random points;
+    batches use local penalisation (each pick refined by SLSQP on the penalised acquisition
+    under the bounds and linear constraints) or sequential-greedy qLogEI over the candidates.
+    ``X_pending`` rows are out for evaluation and penalise their neighbourhood.
+    """
+    rng = np.random.default_rng(seed)
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64)) if len(X) else np.empty((0, box.dim))
+    if X.shape[0] < max(strategy.n_init, 2):
+        return box.latin_hypercube(q, seed=seed)
+    if strategy.use_prior:
+        raise StrategyError("a prior-mean covariate is only available for discrete pools")
+    surrogate, _ = _fit(strategy, box.bounds, X, told_y, told_loss, None, target, seed)
+    best = _best(strategy, told_y, told_loss, target)
+    cands = np.vstack([box.uniform(strategy.box_raw_samples, rng), X])
+    scores = _box_log_score(strategy, surrogate, cands, best, target)
+    if strategy.acquisition == "thompson":
+        rows = _thompson_rows(strategy, surrogate, cands, None, scores, q, rng, target)
+        return cands[rows]
+    if strategy.batch == "qlogei" and q > 1:
+        rows = _qlogei_rows(strategy, surrogate, cands, None, scores, best, q, seed, target, X_pending, None)
+        return cands[rows]
+    lipschitz = _lipschitz(surrogate, cands, None, rng)
+    pend: list[tuple[np.ndarray, float, float]] = []
+    if X_pending is not None and len(X_pending):
+        ps = _box_log_score(strategy, surrogate, np.atleast_2d(X_pending), best, target)
+        pend = [(x, float(m), float(s)) for x, m, s in zip(np.atleast_2d(X_pending), ps.f_mean, ps.f_std)]
+
+    def penalised(Z: np.ndarray) -> np.ndarray:
+        sc = _box_log_score(strategy, surrogate, Z, best, target)
+        total = sc.log_score.copy()
+        for xj, mj, sj in pend:
+            total += acq.log_local_penalty(np.sqrt(((Z - xj) ** 2).sum(axis=1)), mj, sj, lipschitz, best)
+        return total
+
+    picks: list[np.ndarray] = []
+    for _ in range(q):
+        totals = penalised(cands)
+        x = cands[int(np.argmax(totals))]
+        if refine:
+            x = _refine_in_box(penalised, x, box)
+        picks.append(x)
+        sc = _box_log_score(strategy, surrogate, x.reshape(1, -1), best, target)
+        pend.append((x, float(sc.f_mean[0]), float(sc.f_std[0])))
+    return np.vstack(picks)
