@@ -1,0 +1,337 @@
+"""Reading a SOURCE (folder, single CIF, table, JSON) into a stream of structure records.
+
+Kinds of source, detected from the path:
+
+* a folder of ``*.cif`` files: the record id is the file stem. If the folder holds a CGCNN-style
+  ``id_prop.csv`` (no header; column 0 the id, further columns the targets), its values become
+  labels named ``target`` (one column) or ``target_0``, ``target_1``, ... ; ids it lists whose
+  CIF is missing become error records, CIFs it does not list are still read.
+* a single ``.cif`` file: one record, id = file stem.
+* a table, ``.csv`` / ``.csv.gz`` / ``.parquet``, with a ``cif`` column of CIF text: the id comes
+  from the first of ``material_id, id, cif_id, name, idx`` present, else the row number; the
+  other scalar columns become labels (``formula`` excepted: outputs recompute it from the
+  structure). Read in chunks, so a large table never sits in memory whole.
+* JSON, ``.json`` / ``.json.gz``: a list of pymatgen ``Structure`` dicts (ids are list
+  positions), a dict ``id -> Structure dict``, or a list of entries
+  ``{"id": ..., "structure": {...} or CIF text, <label>: ...}``.
+
+The iterator never raises for a bad record: it yields a :class:`RecordError` naming the id,
+reason and file, and goes on. Only a source that cannot be read at all (missing path, unknown
+kind, table without a ``cif`` column, invalid JSON) raises :class:`MatscreenError`.
+
+CIF text is parsed lazily (see :mod:`screening.io.records`) unless ``parse=True``.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Structure
+
+from screening.errors import MatscreenError, RecordError
+from screening.io.records import StructureRecord, parse_record
+
+ID_COLUMNS = ("material_id", "id", "cif_id", "name", "idx")
+CIF_COLUMN = "cif"
+STRUCTURE_FIELD = "structure"
+NOT_LABELS = frozenset({CIF_COLUMN, STRUCTURE_FIELD, "formula"})
+ID_PROP_FILE = "id_prop.csv"
+DEFAULT_CHUNKSIZE = 2048
+
+SUPPORTED = "a folder of .cif files, a .cif file, .csv/.csv.gz/.parquet with a 'cif' column, or .json/.json.gz"
+
+
+def _suffix(path: Path) -> str:
+    """Lower-case suffix, with ``.gz`` kept together with what it compresses (``.csv.gz``)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] == ".gz":
+        return "".join(suffixes[-2:])
+    return suffixes[-1] if suffixes else ""
+
+
+def source_kind(source: str | Path) -> str:
+    """Which kind of source ``source`` is: ``cif_dir``, ``cif_file``, ``csv``, ``parquet`` or ``json``.
+
+    Raises :class:`MatscreenError` naming the path when it does not exist or is of no known kind.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise MatscreenError(f"source not found: {path}")
+    if path.is_dir():
+        return "cif_dir"
+    suffix = _suffix(path)
+    kinds = {".cif": "cif_file", ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".json": "json", ".json.gz": "json"}
+    if suffix not in kinds:
+        raise MatscreenError(f"unknown source kind for {path} (suffix {suffix or 'none'!r}); expected {SUPPORTED}")
+    return kinds[suffix]
+
+
+def iter_records(
+    source: str | Path, parse: bool = False, chunksize: int = DEFAULT_CHUNKSIZE
+) -> Iterator[StructureRecord | RecordError]:
+    """Yield every record of ``source`` in file order, bad ones as :class:`RecordError`.
+
+    With ``parse=True`` CIF text is parsed here, so unreadable CIFs and empty structures come out
+    as errors of the stream; by default records keep their text for :func:`parse_record` to
+    parse later (e.g. in worker processes). A record id seen twice in one source is an error
+    record the second time. ``chunksize`` is the number of table rows read at a time.
+    """
+    path = Path(source)
+    kind = source_kind(path)
+    readers = {
+        "cif_dir": lambda: _iter_cif_dir(path),
+        "cif_file": lambda: iter([_cif_file_record(path, path.stem, str(path))]),
+        "csv": lambda: _iter_table(path, chunksize),
+        "parquet": lambda: _iter_table(path, chunksize),
+        "json": lambda: _iter_json(path),
+    }
+    seen: set[str] = set()
+    for item in readers[kind]():
+        if isinstance(item, StructureRecord):
+            if item.record_id in seen:
+                item = RecordError(item.record_id, "duplicate record id (an earlier record has it)", item.source)
+            else:
+                seen.add(item.record_id)
+                if parse:
+                    item = _parsed(item)
+        yield item
+
+
+def count_records(source: str | Path) -> int:
+    """How many items :func:`iter_records` yields for ``source`` (records and errors), cheaply.
+
+    Meant for progress bars: it reads file names, the id column or Parquet metadata, not CIFs.
+    """
+    path = Path(source)
+    kind = source_kind(path)
+    if kind == "cif_dir":
+        listed = [row[0] for row in _read_id_prop(path)] if (path / ID_PROP_FILE).is_file() else []
+        return len(listed) + len({p.stem for p in _cif_files(path)} - set(listed))
+    if kind == "cif_file":
+        return 1
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    if kind == "csv":
+        first = _table_columns(path)[0]
+        return sum(len(chunk) for chunk in pd.read_csv(path, usecols=[first], chunksize=1 << 16))
+    return len(_load_json_entries(path))
+
+
+# --- folders of CIFs -------------------------------------------------------------------------
+
+
+def _cif_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".cif")
+
+
+def _read_id_prop(folder: Path) -> list[list[str]]:
+    """Rows of a CGCNN ``id_prop.csv`` (no header), blank lines dropped."""
+    id_prop = folder / ID_PROP_FILE
+    try:
+        with id_prop.open(newline="", encoding="utf-8") as handle:
+            return [[cell.strip() for cell in row] for row in csv.reader(handle) if row and row[0].strip()]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MatscreenError(f"cannot read {id_prop}: {exc}") from exc
+
+
+def _target_labels(values: list[str]) -> dict[str, Any]:
+    """CGCNN target columns as labels: ``target`` for one, ``target_0..`` for several."""
+    parsed = [_number_or_text(v) for v in values]
+    if len(parsed) == 1:
+        return {"target": parsed[0]}
+    return {f"target_{k}": v for k, v in enumerate(parsed)}
+
+
+def _number_or_text(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _cif_file_record(path: Path, record_id: str, source: str, labels: dict[str, Any] | None = None) -> StructureRecord | RecordError:
+    """A lazy record for one CIF file; an error record if the file cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return RecordError(record_id, f"cannot read CIF file: {exc.strerror or exc}", source)
+    return StructureRecord(record_id=record_id, source=source, text=text, labels=labels or {})
+
+
+def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
+    files = {p.stem: p for p in _cif_files(folder)}
+    has_id_prop = (folder / ID_PROP_FILE).is_file()
+    if not files and not has_id_prop:
+        raise MatscreenError(f"no .cif files in folder {folder}; expected {SUPPORTED}")
+    listed: set[str] = set()
+    if has_id_prop:
+        id_prop_source = str(folder / ID_PROP_FILE)
+        for row in _read_id_prop(folder):
+            record_id = row[0]
+            listed.add(record_id)
+            cif_path = files.get(record_id)
+            if cif_path is None:
+                yield RecordError(record_id, f"listed in {ID_PROP_FILE} but {record_id}.cif is missing", id_prop_source)
+                continue
+            yield _cif_file_record(cif_path, record_id, str(cif_path), _target_labels(row[1:]))
+    for record_id, cif_path in files.items():
+        if record_id not in listed:
+            yield _cif_file_record(cif_path, record_id, str(cif_path))
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def _table_columns(path: Path) -> list[str]:
+    try:
+        if _suffix(path) == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(pd.read_csv(path, nrows=0).columns)
+    except Exception as exc:  # pandas / pyarrow raise many types for unreadable files
+        raise MatscreenError(f"cannot read table {path}: {exc}") from exc
+
+
+def id_column(columns: Iterable[str]) -> str | None:
+    """The column that names records: the first of ``material_id, id, cif_id, name, idx``."""
+    present = set(columns)
+    return next((name for name in ID_COLUMNS if name in present), None)
+
+
+def _table_chunks(path: Path, chunksize: int) -> Iterator[pd.DataFrame]:
+    if _suffix(path) == ".parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize):
+            yield batch.to_pandas()
+    else:
+        yield from pd.read_csv(path, chunksize=chunksize)
+
+
+def _label_value(value: Any) -> tuple[bool, Any]:
+    """(is a scalar label, plain Python value) for one table or JSON cell."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True, value
+    return False, None
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _iter_table(path: Path, chunksize: int) -> Iterator[StructureRecord | RecordError]:
+    columns = _table_columns(path)
+    if CIF_COLUMN not in columns:
+        raise MatscreenError(f"table {path} has no '{CIF_COLUMN}' column (columns: {', '.join(columns)})")
+    id_col = id_column(columns)
+    label_cols = [c for c in columns if c not in NOT_LABELS and c != id_col]
+    source = str(path)
+    row_number = 0
+    try:
+        for chunk in _table_chunks(path, chunksize):
+            cifs = chunk[CIF_COLUMN].tolist()
+            ids = chunk[id_col].tolist() if id_col else list(range(row_number, row_number + len(chunk)))
+            label_lists = {c: chunk[c].tolist() for c in label_cols}
+            for k, (raw_id, text) in enumerate(zip(ids, cifs)):
+                record_id = f"row{row_number + k}" if _is_missing(raw_id) else str(raw_id)
+                if not isinstance(text, str) or not text.strip():
+                    yield RecordError(record_id, f"empty '{CIF_COLUMN}' cell (row {row_number + k})", source)
+                    continue
+                labels = {}
+                for c in label_cols:
+                    ok, value = _label_value(label_lists[c][k])
+                    if ok:
+                        labels[c] = value
+                yield StructureRecord(record_id=record_id, source=source, text=text, labels=labels)
+            row_number += len(chunk)
+    except MatscreenError:
+        raise
+    except Exception as exc:  # a corrupt chunk ends the table; say where
+        raise MatscreenError(f"cannot read table {path} after row {row_number}: {exc}") from exc
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def _load_json_entries(path: Path) -> list[tuple[str, Any]]:
+    """(id, entry) pairs from any of the supported JSON layouts."""
+    opener = gzip.open if _suffix(path) == ".json.gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, EOFError) as exc:
+        raise MatscreenError(f"cannot read JSON source {path}: {exc}") from exc
+    if isinstance(data, Mapping):
+        if _looks_like_structure(data):
+            return [("0", data)]
+        return [(str(key), value) for key, value in data.items()]
+    if isinstance(data, list):
+        return [(_entry_id(entry, position), entry) for position, entry in enumerate(data)]
+    raise MatscreenError(f"JSON source {path} holds a {type(data).__name__}; expected a list or an object of structures")
+
+
+def _looks_like_structure(entry: Any) -> bool:
+    return isinstance(entry, Mapping) and "lattice" in entry and "sites" in entry
+
+
+def _entry_id(entry: Any, position: int) -> str:
+    if isinstance(entry, Mapping) and not _looks_like_structure(entry):
+        key = id_column(entry.keys())
+        if key is not None and not _is_missing(entry[key]):
+            return str(entry[key])
+    return str(position)
+
+
+def _json_record(record_id: str, entry: Any, source: str) -> StructureRecord | RecordError:
+    labels: dict[str, Any] = {}
+    if _looks_like_structure(entry):
+        payload = entry
+    elif isinstance(entry, Mapping) and STRUCTURE_FIELD in entry:
+        payload = entry[STRUCTURE_FIELD]
+        id_key = id_column(entry.keys())
+        for key, value in entry.items():
+            if key in NOT_LABELS or key == id_key:
+                continue
+            ok, plain = _label_value(value)
+            if ok:
+                labels[key] = plain
+    else:
+        return RecordError(record_id, f"entry is neither a Structure dict nor an object with a '{STRUCTURE_FIELD}' field", source)
+    if isinstance(payload, str):  # CIF text inside JSON
+        return StructureRecord(record_id=record_id, source=source, text=payload, labels=labels)
+    if not _looks_like_structure(payload):
+        return RecordError(record_id, f"'{STRUCTURE_FIELD}' is not a Structure dict or CIF text", source)
+    try:
+        structure = Structure.from_dict(payload)
+    except Exception as exc:  # from_dict raises KeyError/ValueError/TypeError on malformed dicts
+        return RecordError(record_id, f"invalid Structure dict ({type(exc).__name__}: {exc})", source)
+    if len(structure) == 0:
+        return RecordError(record_id, "structure has no atoms", source)
+    return StructureRecord(record_id=record_id, source=source, structure=structure, labels=labels)
+
+
+def _iter_json(path: Path) -> Iterator[StructureRecord | RecordError]:
+    source = str(path)
+    for record_id, entry in _load_json_entries(path):
+        yield _json_record(record_id, entry, source)
+
+
+def _parsed(record: StructureRecord) -> StructureRecord | RecordError:
+    """The record with its structure parsed, or the error that parsing raised."""
+    try:
+        structure = parse_record(record)
+    except RecordError as exc:
+        return exc
+    return StructureRecord(record_id=record.record_id, source=record.source, structure=structure, labels=record.labels)
