@@ -1,0 +1,322 @@
+"""Campaigns: the ask / tell / run loop around an objective, with stop rules and a history.
+
+A :class:`Campaign` holds no state that is not in its store: every ``ask`` records the
+suggestions as pending and every ``tell`` appends the results, each in one SQLite transaction
+(:mod:`screening.bo.store`). Reopening the file after a crash (even SIGKILL) gives back every
+told observation; since suggestions depend only on the seed and the data, the next suggestion
+is the one an uninterrupted run would have made.
+
+Telling bad data — a point the domain does not know, a point already told or repeated in the
+batch, a NaN or infinite value or loss — raises :class:`TellError` naming the point and the
+reason, and changes nothing (the whole batch is validated before anything is written).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from screening.bo.domain import Box, DiscretePool
+from screening.bo.store import CampaignStore, ObservationRecord
+from screening.bo.strategy import Strategy, StrategyError, Target, suggest_box, suggest_pool
+from screening.errors import MatscreenError, RecordError
+from screening.objectives.base import Evaluation, Objective, Point, target_spec_of
+
+
+class TellError(RecordError):
+    """A told result is unusable (unknown or duplicate point, NaN value, bad loss)."""
+
+
+@dataclass(frozen=True)
+class StopRules:
+    """When ``run`` stops. ``budget``: search evaluations (prior data excluded);
+    ``stop_on_hit``: stop at the first evaluation the objective calls a hit; ``plateau``: stop
+    after this many search evaluations without the best loss improving by more than
+    ``plateau_tol`` (units of the loss)."""
+
+    budget: int | None = None
+    stop_on_hit: bool = True
+    plateau: int | None = None
+    plateau_tol: float = 0.0
+
+
+@dataclass
+class History:
+    """Told observations in order, with helpers for reports. Losses of failed points are NaN."""
+
+    records: list[ObservationRecord]
+    hits: list[bool]
+
+    @property
+    def n_search(self) -> int:
+        return sum(r.source == "search" for r in self.records)
+
+    def losses(self) -> np.ndarray:
+        return np.array([r.loss if r.loss is not None else np.nan for r in self.records], dtype=np.float64)
+
+    def best_loss_curve(self, source: str | None = "search") -> np.ndarray:
+        """Best loss after each evaluation (prior data included as the starting level)."""
+        losses = self.losses()
+        prior = [r.source == "prior" for r in self.records]
+        start = np.nanmin(np.where(prior, losses, np.nan)) if any(prior) and np.any(np.isfinite(losses[prior])) else np.inf
+        search = losses[[not p for p in prior]] if source == "search" else losses
+        search = np.where(np.isfinite(search), search, np.inf)
+        return np.minimum.accumulate(np.concatenate([[start], search]))[1:] if search.size else np.empty(0)
+
+    def first_hit(self) -> int | None:
+        """1-based count of search evaluations up to and including the first hit, or None."""
+        n = 0
+        for r, hit in zip(self.records, self.hits):
+            if r.source != "search":
+                continue
+            n += 1
+            if hit:
+                return n
+        return None
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = []
+        best = math.inf
+        for r, hit in zip(self.records, self.hits):
+            if r.loss is not None and r.loss < best:
+                best = r.loss
+            rows.append({"seq": r.seq, "point": r.key, "source": r.source,
+                         "y": r.y if not isinstance(r.y, list) else str(r.y),
+                         "loss": r.loss, "best_loss": best if math.isfinite(best) else None,
+                         "hit": hit, "error": r.error, "told_at": r.told_at})
+        return pd.DataFrame(rows)
+
+
+def stop_reason(rules: StopRules, history: History, budget: int | None = None) -> str | None:
+    """Why a campaign should stop now ("hit", "budget", "plateau") or None to go on."""
+    if rules.stop_on_hit and any(history.hits):
+        return "hit"
+    cap = budget if budget is not None else rules.budget
+    if cap is not None and history.n_search >= cap:
+        return "budget"
+    if rules.plateau is not None:
+        curve = history.best_loss_curve()
+        if curve.size > rules.plateau:
+            if curve[-1 - rules.plateau] - curve[-1] <= rules.plateau_tol:
+                return "plateau"
+    return None
+
+
+class Campaign:
+    """Ask / tell / run over an objective, persisted in a :class:`CampaignStore`.
+
+    Create with :meth:`create` (new file) or :meth:`open` (resume); the plain constructor takes
+    an open store. ``batch_size`` is q, the points suggested per round.
+    """
+
+    def __init__(self, objective: Objective, store: CampaignStore, strategy: Strategy, seed: int = 0,
+                 batch_size: int = 1, stop: StopRules = StopRules()) -> None:
+        self.objective = objective
+        self.store = store
+        self.strategy = strategy
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.stop = stop
+        self.stopped_because: str | None = None
+        spec = target_spec_of(objective)
+        self.target = Target(spec.target, spec.tolerance) if spec is not None else None
+        if strategy.model == "value" and self.target is None:
+            raise StrategyError("the value model needs an objective with `target` and `tolerance`")
+
+    # ---------------------------------------------------------------- construction
+
+    @staticmethod
+    def _config(strategy: Strategy, seed: int, batch_size: int, stop: StopRules, extra: dict | None) -> dict:
+        return {"strategy": strategy.to_dict(), "seed": int(seed), "batch_size": int(batch_size),
+                "stop": asdict(stop), "extra": extra or {}}
+
+    @classmethod
+    def create(cls, path: str | Path, objective: Objective, strategy: Strategy = Strategy(), seed: int = 0,
+               batch_size: int = 1, stop: StopRules = StopRules(), pool_ref: dict | None = None,
+               extra: dict | None = None) -> "Campaign":
+        """A new campaign file at ``path``; ``extra`` keeps anything a caller needs to rebuild
+        the objective later (e.g. the pool path and target)."""
+        if pool_ref is None and isinstance(objective.domain, DiscretePool):
+            pool_ref = {"n_candidates": len(objective.domain), "content_hash": objective.domain.content_hash()}
+        store = CampaignStore.create(path, cls._config(strategy, seed, batch_size, stop, extra), pool_ref)
+        return cls(objective, store, strategy, seed, batch_size, stop)
+
+    @classmethod
+    def open(cls, path: str | Path, objective: Objective) -> "Campaign":
+        """Resume the campaign in ``path`` with its stored strategy, seed and stop rules."""
+        store = CampaignStore.open(path)
+        cfg = store.config
+        ref = store.pool_ref
+        if ref and "content_hash" in ref and isinstance(objective.domain, DiscretePool):
+            if objective.domain.content_hash() != ref["content_hash"]:
+                store.close()
+                raise MatscreenError(f"{path}: the pool given is not the pool this campaign was created with "
+                                     "(content hash differs)")
+        return cls(objective, store, Strategy.from_dict(cfg["strategy"]), cfg["seed"], cfg["batch_size"],
+                   StopRules(**cfg["stop"]))
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def domain(self) -> DiscretePool | Box:
+        return self.objective.domain
+
+    def history(self) -> History:
+        records = self.store.observations()
+        hits = [r.ok and bool(self.objective.is_hit(_as_y(r.y))) for r in records]
+        return History(records, hits)
+
+    def pending_points(self) -> list[Point]:
+        return [self._point_of(p.key, p.x) for p in self.store.pending()]
+
+    def _point_of(self, key: str, x: list[float] | None) -> Point:
+        return key if isinstance(self.domain, DiscretePool) else np.asarray(x, dtype=np.float64)
+
+    def _key(self, point: Point) -> str:
+        if isinstance(self.domain, DiscretePool):
+            return str(point)
+        return self.domain.key_of(point)
+
+    def _ask_seed(self, n_told: int, n_pending: int) -> int:
+        return int(np.random.SeedSequence([self.seed, n_told, n_pending]).generate_state(1)[0])
+
+    # ---------------------------------------------------------------- ask / tell
+
+    def ask(self, n: int | None = None) -> list[Point]:
+        """Suggest ``n`` (default: batch size) new points and record them as pending."""
+        n = self.batch_size if n is None else int(n)
+        records = self.store.observations()
+        pending = self.store.pending()
+        ok = [r for r in records if r.ok]
+        told_y = np.array([_scalar_or_nan(r.y) for r in ok], dtype=np.float64)
+        told_loss = np.array([r.loss for r in ok], dtype=np.float64)
+        seed = self._ask_seed(len(records), len(pending))
+        if isinstance(self.domain, DiscretePool):
+            points: list[Point] = suggest_pool(
+                self.strategy, self.domain, [r.key for r in ok], told_y, told_loss, q=n, seed=seed,
+                target=self.target, excluded_ids=[r.key for r in records], pending_ids=[p.key for p in pending])
+            self.store.add_pending((str(p), None) for p in points)
+        else:
+            X = np.array([r.x for r in ok], dtype=np.float64).reshape(len(ok), self.domain.dim)
+            Xp = np.array([p.x for p in pending], dtype=np.float64).reshape(len(pending), self.domain.dim)
+            P = suggest_box(self.strategy, self.domain, X, told_y, told_loss, q=n, seed=seed,
+                            target=self.target, X_pending=Xp if len(pending) else None)
+            points = [row for row in P]
+            self.store.add_pending((self._key(p), [float(v) for v in p]) for p in points)
+        return points
+
+    def tell(self, points: Sequence[Point], ys: Sequence[Any], errors: Sequence[str | None] | None = None,
+             source: str = "search", origin: str | None = None) -> None:
+        """Record results for ``points``: ``ys[i]`` is the outcome, or ``errors[i]`` a failure reason.
+
+        ``origin`` names where the results came from (e.g. a results CSV) for error messages.
+        Validates the whole batch first; on any problem raises :class:`TellError` and writes nothing.
+        """
+        if errors is None:
+            errors = [None] * len(points)
+        if not (len(points) == len(ys) == len(errors)):
+            raise TellError("<batch>", f"{len(points)} points, {len(ys)} values and {len(errors)} errors", origin)
+        evals = [Evaluation(p, y, e) for p, y, e in zip(points, ys, errors)]
+        self.tell_evaluations(evals, source=source, origin=origin)
+
+    def tell_evaluations(self, evaluations: Sequence[Evaluation], source: str = "search", origin: str | None = None) -> None:
+        """Like :meth:`tell` for the objective's own :class:`Evaluation` objects."""
+        told = self.store.told_keys()
+        seen: set[str] = set()
+        records: list[ObservationRecord] = []
+        for ev in evaluations:
+            key, x = self._validate_point(ev.point, origin)
+            if key in told:
+                raise TellError(key, "already told: each point is evaluated once", origin)
+            if key in seen:
+                raise TellError(key, "appears twice in this batch", origin)
+            seen.add(key)
+            if ev.error is not None:
+                records.append(ObservationRecord(key, x, None, None, str(ev.error), source))
+                continue
+            y = _check_y(ev.y, key, origin)
+            try:
+                loss = float(self.objective.loss(_as_y(y)))
+            except Exception as exc:  # noqa: BLE001 - the objective's own complaint, re-labelled
+                raise TellError(key, f"the objective cannot compute a loss from this value ({exc})", origin) from exc
+            if not math.isfinite(loss):
+                raise TellError(key, f"loss {loss} is not finite", origin)
+            records.append(ObservationRecord(key, x, y, loss, None, source))
+        if records:
+            self.store.record_tell(records)
+
+    def _validate_point(self, point: Point, origin: str | None) -> tuple[str, list[float] | None]:
+        if isinstance(self.domain, DiscretePool):
+            key = str(point)
+            if not self.domain.contains(key):
+                raise TellError(key, "unknown candidate: not in this campaign's pool", origin)
+            return key, None
+        x = np.asarray(point, dtype=np.float64).reshape(-1)
+        key = self.domain.key_of(x) if x.size == self.domain.dim else str(list(x))
+        if x.size != self.domain.dim or not self.domain.feasible(x.reshape(1, -1))[0]:
+            raise TellError(key, "point outside the campaign's box or its constraints", origin)
+        return key, [float(v) for v in x]
+
+    # ---------------------------------------------------------------- loop
+
+    def stop_reason(self, budget: int | None = None) -> str | None:
+        return stop_reason(self.stop, self.history(), budget)
+
+    def run(self, budget: int | None = None,
+            on_evaluation: Callable[[Evaluation, float | None, bool], None] | None = None) -> History:
+        """Ask, evaluate with the objective, tell, until a stop rule fires.
+
+        Pending points left by an interrupted run are evaluated first. ``budget`` overrides the
+        stored budget (total search evaluations, counting those made before a restart).
+        ``on_evaluation(evaluation, loss, is_hit)`` is called after every told batch, per point.
+        """
+        while True:
+            history = self.history()
+            reason = stop_reason(self.stop, history, budget)
+            if reason is not None:
+                self.stopped_because = reason
+                return history
+            pending = self.pending_points()
+            if not pending:
+                cap = budget if budget is not None else self.stop.budget
+                n = self.batch_size if cap is None else max(1, min(self.batch_size, cap - history.n_search))
+                pending = self.ask(n)
+            evaluations = self.objective.evaluate(pending)
+            self.tell_evaluations(evaluations)
+            if on_evaluation is not None:
+                for ev in evaluations:
+                    if ev.ok:
+                        y = _as_y(ev.y)
+                        on_evaluation(ev, float(self.objective.loss(y)), bool(self.objective.is_hit(y)))
+                    else:
+                        on_evaluation(ev, None, False)
+
+
+def _check_y(y: Any, key: str, origin: str | None) -> Any:
+    """y as JSON-able data (float or list of floats), every number finite."""
+    if y is None:
+        raise TellError(key, "no value given (pass an error reason for a failed evaluation)", origin)
+    arr = np.asarray(y, dtype=np.float64) if not isinstance(y, str) else None
+    if arr is None:
+        try:
+            arr = np.asarray(float(y))
+        except ValueError:
+            raise TellError(key, f"value {y!r} is not a number", origin) from None
+    if not np.all(np.isfinite(arr)):
+        raise TellError(key, f"value {y!r} is NaN or infinite", origin)
+    return float(arr) if arr.ndim == 0 else arr.tolist()
+
+
+def _as_y(y: Any) -> Any:
+    return np.asarray(y, dtype=np.float64) if isinstance(y, list) else y
+
+
+def _scalar_or_nan(y: Any) -> float:
+    return float(y) if isinstance(y, (int, float)) else float("nan")

@@ -1,0 +1,152 @@
+"""Band-gap target search over a pool of featurised crystals, with the pool as the oracle.
+
+The seed's setting: every crystal in the pool already has a known (DFT) band gap, and we pretend
+that looking one up is an experiment. The campaign sees only PCA coordinates of the crystals'
+CGCNN embeddings (and optionally the network's predicted gap as a prior mean) and must find a
+crystal whose gap is within ``tolerance`` of ``target`` (both in eV) in as few look-ups as
+possible.
+
+Pool files are the Parquet tables that ``matscreen featurize`` writes: columns ``id``,
+``formula``, ``emb_0`` … ``emb_{d-1}``, ``pred_band_gap`` (eV, optional) and ``band_gap`` (eV, the
+oracle's answers).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from screening.bo.domain import DiscretePool
+from screening.errors import MatscreenError, RecordError
+from screening.objectives.base import Evaluation
+from screening.reduce import PCAReducer, embedding_columns
+
+
+class PoolFileError(MatscreenError):
+    """A pool file is missing, unreadable or lacks the columns a search needs."""
+
+
+@dataclass
+class BandGapPool:
+    """A loaded pool: the candidates' frame, their PCA features, and the fitted reducer."""
+
+    frame: pd.DataFrame
+    features: np.ndarray
+    reducer: PCAReducer
+    source: str
+    file_hash: str
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frame["id"].astype(str).tolist()
+
+    def domain(self, use_prior: bool = False) -> DiscretePool:
+        prior = None
+        if use_prior:
+            if "pred_band_gap" not in self.frame.columns:
+                raise PoolFileError(f"{self.source}: no pred_band_gap column for a prior mean")
+            prior = self.frame["pred_band_gap"].to_numpy(dtype=np.float64)
+        return DiscretePool(self.ids, self.features, prior_mean=prior)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pool_from_frame(frame: pd.DataFrame, n_components: int = 3, reducer: PCAReducer | None = None,
+                    source: str = "<frame>", require_band_gap: bool = True) -> BandGapPool:
+    """Validate a featurised frame and project its embeddings with PCA (fitted here unless given).
+
+    Rows with a missing id, a duplicate id, non-finite embeddings or (when the gap is required)
+    a missing band gap raise :class:`RecordError` naming the row, so a broken pool is not
+    silently searched.
+    """
+    emb = embedding_columns(frame.columns)
+    missing = [c for c in ("id",) if c not in frame.columns]
+    if require_band_gap and "band_gap" not in frame.columns:
+        missing.append("band_gap")
+    if missing or not emb:
+        raise PoolFileError(f"{source}: missing columns {missing + ([] if emb else ['emb_0...'])}")
+    frame = frame.reset_index(drop=True).copy()
+    frame["id"] = frame["id"].astype(str)
+    dup = frame["id"].duplicated()
+    if dup.any():
+        raise RecordError(frame.loc[dup.idxmax(), "id"], "duplicate id in the pool", source)
+    E = frame[emb].to_numpy(dtype=np.float64)
+    bad = ~np.all(np.isfinite(E), axis=1)
+    if bad.any():
+        raise RecordError(frame.loc[int(np.flatnonzero(bad)[0]), "id"], "non-finite embedding value", source)
+    if require_band_gap:
+        gaps = pd.to_numeric(frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(gaps)
+        if bad.any():
+            raise RecordError(frame.loc[int(np.flatnonzero(bad)[0]), "id"], "band_gap is missing or not a number", source)
+    if reducer is None:
+        reducer = PCAReducer(n_components=n_components).fit(E)
+    features = reducer.transform(E)
+    return BandGapPool(frame, features, reducer, source, "")
+
+
+def load_pool(path: str | Path, n_components: int = 3, reducer: PCAReducer | None = None,
+              require_band_gap: bool = True) -> BandGapPool:
+    """Read a featurised Parquet pool and project it (see :func:`pool_from_frame`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoolFileError(f"{path}: pool file not found")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise PoolFileError(f"{path}: cannot read as Parquet ({exc})") from exc
+    pool = pool_from_frame(frame, n_components, reducer, str(path), require_band_gap)
+    pool.file_hash = file_sha256(path)
+    return pool
+
+
+class BandGapPoolObjective:
+    """Find a crystal with band gap ``target`` ± ``tolerance`` (eV); the pool's gaps are the oracle.
+
+    ``loss(y) = |y - target|`` in eV; ``is_hit(y)`` when that is within ``tolerance``.
+    """
+
+    def __init__(self, domain: DiscretePool, band_gaps: Sequence[float], target: float, tolerance: float) -> None:
+        gaps = np.asarray(band_gaps, dtype=np.float64).reshape(-1)
+        if gaps.shape[0] != len(domain):
+            raise PoolFileError(f"{gaps.shape[0]} band gaps for {len(domain)} candidates")
+        if tolerance < 0:
+            raise MatscreenError("tolerance must be non-negative (eV)")
+        self.domain = domain
+        self.band_gaps = gaps
+        self.target = float(target)
+        self.tolerance = float(tolerance)
+
+    @classmethod
+    def from_pool(cls, pool: BandGapPool, target: float, tolerance: float, use_prior: bool = False) -> "BandGapPoolObjective":
+        return cls(pool.domain(use_prior), pool.frame["band_gap"].to_numpy(dtype=np.float64), target, tolerance)
+
+    def evaluate(self, points: Sequence[str]) -> list[Evaluation]:
+        out = []
+        for p in points:
+            if not self.domain.contains(p):
+                out.append(Evaluation(p, None, "unknown candidate: not in the pool"))
+                continue
+            gap = float(self.band_gaps[self.domain.index_of(p)])
+            out.append(Evaluation(p, gap) if np.isfinite(gap) else Evaluation(p, None, "no known band gap"))
+        return out
+
+    def loss(self, y: float) -> float:
+        return abs(float(y) - self.target)
+
+    def is_hit(self, y: float) -> bool:
+        return abs(float(y) - self.target) <= self.tolerance + 1e-12
+
+    def n_hits(self) -> int:
+        """How many pool candidates are hits: what random search is up against."""
+        return int(np.sum(np.abs(self.band_gaps - self.target) <= self.tolerance + 1e-12))
