@@ -147,8 +147,10 @@ class CrystalGraphConvNet(nn.Module):
         edge_attr = self.gaussian(batch.edge_dist)
         for conv in self.convs:
             x = conv(x, batch.edge_index, edge_attr)
-        index = batch.batch if getattr(batch, "batch", None) is not None else torch.zeros_like(batch.z)
-        pooled = global_mean_pool(x, index)
+        index = getattr(batch, "batch", None)
+        if index is None:
+            index = torch.zeros_like(batch.z)
+        pooled = global_mean_pool(x, index, size=getattr(batch, "num_graphs", None))
         h = F.softplus(self.conv_to_fc(F.softplus(pooled)))
         h = self.dropout(h)
         for fc in self.fcs:
@@ -159,27 +161,6 @@ class CrystalGraphConvNet(nn.Module):
         else:
             prediction = raw[:, 0] * self.config.target_std + self.config.target_mean
         return {"prediction": prediction, "embedding": h, "pooled": pooled, "raw": raw, "atom_features": x}
-
-
-# ---------------------------------------------------------------------------------------------
-# Graph arrays -> PyG data
-# ---------------------------------------------------------------------------------------------
-
-
-def graph_to_data(atomic_numbers: np.ndarray, nbr_idx: np.ndarray, nbr_dist: np.ndarray) -> Data:
-    """One crystal graph as a PyG ``Data``: edges go from neighbour j (source) to centre i (target).
-
-    Padded slots become real edges to atom 0, exactly like the original's unmasked padding.
-    """
-    n, m = nbr_idx.shape
-    target = np.repeat(np.arange(n, dtype=np.int64), m)
-    edge_index = torch.from_numpy(np.stack([nbr_idx.reshape(-1).astype(np.int64), target]))
-    return Data(
-        z=torch.from_numpy(np.asarray(atomic_numbers, dtype=np.int64)),
-        edge_index=edge_index,
-        edge_dist=torch.from_numpy(np.asarray(nbr_dist, dtype=np.float64).reshape(-1)),
-        num_nodes=n,
-    )
 
 
 def check_elements(model: CrystalGraphConvNet, atomic_numbers: np.ndarray, record_id: str = "?") -> None:
@@ -205,7 +186,8 @@ def _torch_load_restricted(path: Path) -> dict:
         from numpy._core.multiarray import scalar as np_scalar  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core.multiarray import scalar as np_scalar  # type: ignore[no-redef]
-    safe += [np_scalar, np.dtype, type(np.dtype(np.float64))]
+    # The pickle names the reconstructor by its numpy 1.x path; allow exactly that name.
+    safe += [(np_scalar, "numpy.core.multiarray.scalar"), np_scalar, np.dtype, type(np.dtype(np.float64))]
     with torch.serialization.safe_globals(safe):
         return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -322,7 +304,6 @@ __all__ = [
     "CrystalGraphConvNet",
     "CGCNNConv",
     "GaussianDistance",
-    "graph_to_data",
     "check_elements",
     "load_original_checkpoint",
     "save_model",

@@ -1,0 +1,503 @@
+"""Embeddings for many structures: parsing in workers, batching, a content-keyed cache, progress.
+
+The flow for one source is
+
+    records ──(worker processes)──> parsed structure + crystal graph ──(batches)──> CGCNN
+            ──> rows: id, formula, pred_<target>, emb_0 … emb_{d-1}, labels
+
+CIF parsing and neighbour search are CPU-bound Python/numpy work, so they run in a process pool;
+the forward pass runs batched in the parent. A record that fails at any stage becomes an error
+row (id, source, stage, reason) and the rest goes on. Results are cached in SQLite under a key of
+(structure content, model weights, graph settings), so re-running a screen only pays for what is
+new. :func:`featurize_source` streams chunks straight to Parquet so memory stays bounded for
+databases of any size.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import warnings
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from screening.errors import GraphBuildError, ModelLoadError, RecordError, StructureReadError
+from screening.graph_store import collate
+from screening.graphs import CrystalGraph, structure_to_graph
+from screening.models.cgcnn import CrystalGraphConvNet, check_elements, load_model, load_original_checkpoint
+
+DEFAULT_MODEL = "cgcnn_bandgap_128"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+def pretrained_dir() -> Path:
+    """Where the project's own weights live (``MATSCREEN_PRETRAINED`` overrides)."""
+    return Path(os.environ.get("MATSCREEN_PRETRAINED", REPO_ROOT / "pretrained"))
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """A model name (``cgcnn_bandgap_128``) or a path to ``.safetensors`` / original ``.pth.tar``."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.suffix in {".safetensors", ".tar", ".pth"} or path.exists():
+        return path
+    candidate = pretrained_dir() / f"{model}.safetensors"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in pretrained_dir().glob("*.safetensors"))
+    raise ModelLoadError(f"unknown model {model!r}: not a file, and pretrained/ has {known or 'no models'}")
+
+
+def load_featurizer_model(model: str | Path | None = None, atom_init: str | Path | None = None) -> CrystalGraphConvNet:
+    """Load the project's model (default) or an original CGCNN checkpoint.
+
+    Original ``*.pth.tar`` checkpoints need the ``atom_init.json`` they were trained with:
+    ``atom_init`` or, as in the original CGCNN, an ``atom_init.json`` beside the checkpoint.
+    """
+    path = resolve_model_path(model)
+    if path.name.endswith((".pth.tar", ".pth", ".tar")):
+        from screening.atom_features import load_atom_init
+
+        table_path = Path(atom_init) if atom_init else path.parent / "atom_init.json"
+        if not table_path.is_file():
+            raise ModelLoadError(
+                f"{path}: an original CGCNN checkpoint needs its atom_init.json (pass --atom-init PATH); "
+                f"none at {table_path}"
+            )
+        return load_original_checkpoint(path, load_atom_init(table_path))
+    return load_model(path)
+
+
+def model_fingerprint(model: CrystalGraphConvNet) -> str:
+    """Hash of the weights and graph settings: the model half of the cache key."""
+    h = hashlib.blake2b(digest_size=16)
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    cfg = model.config
+    h.update(f"{cfg.radius}|{cfg.max_num_nbr}|{cfg.dmin}|{cfg.step}".encode())
+    return h.hexdigest()
+
+
+def structure_fingerprint(structure) -> str:
+    """Hash of lattice, species and fractional coordinates (rounded to 1e-6): the content key."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.round(structure.lattice.matrix, 6).tobytes())
+    h.update(np.asarray([site.specie.Z for site in structure], dtype=np.int64).tobytes())
+    h.update(np.round(np.mod(structure.frac_coords, 1.0), 6).tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------
+
+
+class EmbeddingCache:
+    """SQLite table (content key -> prediction, embedding) for one model fingerprint."""
+
+    def __init__(self, directory: str | Path, model_key: str) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.path = Path(directory) / f"cgcnn-{model_key}.sqlite"
+        self._db = sqlite3.connect(self.path, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, prediction REAL, embedding BLOB)")
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[float, np.ndarray]]:
+        found: dict[str, tuple[float, np.ndarray]] = {}
+        for start in range(0, len(keys), 900):
+            chunk = list(keys[start : start + 900])
+            q = f"SELECT key, prediction, embedding FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
+            for key, pred, blob in self._db.execute(q, chunk):
+                found[key] = (pred, np.frombuffer(blob, dtype=np.float32))
+        return found
+
+    def put_many(self, items: Iterable[tuple[str, float, np.ndarray]]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
+                ((k, float(p), np.asarray(e, dtype=np.float32).tobytes()) for k, p, e in items),
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Records -> graphs (runs in worker processes)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedRecord:
+    """A record after parsing and graph building (or the error that stopped it)."""
+
+    record_id: str
+    source: str
+    labels: dict[str, Any]
+    formula: str | None = None
+    key: str | None = None
+    graph: CrystalGraph | None = None
+    error: RecordError | None = None
+
+
+def prepare_record(record: Any, radius: float, max_num_nbr: int) -> PreparedRecord:
+    """Parse one record and build its graph; every failure becomes ``PreparedRecord.error``."""
+    from screening.io.records import parse_record
+
+    prepared = PreparedRecord(record.record_id, record.source, dict(record.labels or {}))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            structure = parse_record(record)
+            prepared.formula = structure.composition.reduced_formula if len(structure) else None
+            prepared.graph = structure_to_graph(structure, radius, max_num_nbr, record.record_id)
+            prepared.key = structure_fingerprint(structure)
+    except RecordError as exc:
+        exc.source = exc.source or record.source
+        prepared.error = exc
+    except Exception as exc:  # noqa: BLE001 - any parser/library failure is this record's error
+        prepared.error = StructureReadError(record.record_id, f"{type(exc).__name__}: {exc}", record.source)
+    return prepared
+
+
+def _prepare_star(args):
+    return prepare_record(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# The featurizer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FeaturizeResult:
+    frame: pd.DataFrame
+    errors: list[RecordError] = field(default_factory=list)
+
+    def error_frame(self) -> pd.DataFrame:
+        return errors_to_frame(self.errors)
+
+
+def errors_to_frame(errors: Sequence[RecordError]) -> pd.DataFrame:
+    """The error report: one row per failed record, naming file, record and reason."""
+    return pd.DataFrame(
+        {
+            "id": [e.record_id for e in errors],
+            "source": [e.source for e in errors],
+            "error": [type(e).__name__ for e in errors],
+            "reason": [e.reason for e in errors],
+        }
+    )
+
+
+def embed_graphs(model: CrystalGraphConvNet, graphs: Sequence[CrystalGraph], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (n,) and embeddings (n, h) for graphs, batched, eval mode, no grad."""
+    preds, embs = [], []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(graphs), batch_size):
+            out = model(collate(graphs[start : start + batch_size]))
+            preds.append(out["prediction"].numpy())
+            embs.append(out["embedding"].numpy())
+    if not preds:
+        return np.zeros(0, np.float32), np.zeros((0, model.config.h_fea_len), np.float32)
+    return np.concatenate(preds), np.concatenate(embs)
+
+
+class Featurizer:
+    """Records in, embedding rows out, with worker processes, cache and error collection.
+
+    ``workers=0`` parses in-process (small jobs, tests); ``workers>0`` uses a process pool.
+    """
+
+    def __init__(
+        self,
+        model: CrystalGraphConvNet,
+        batch_size: int = 256,
+        workers: int = 0,
+        cache_dir: str | Path | None = None,
+        chunk_size: int = 2048,
+    ) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.workers = workers
+        self.chunk_size = chunk_size
+        self.cache = EmbeddingCache(cache_dir, model_fingerprint(model)) if cache_dir else None
+        self.target = f"pred_{model.config.target_name}"
+        self.cache_hits = 0
+
+    def _prepared(self, records: Iterable[Any]) -> Iterator[PreparedRecord]:
+        cfg = self.model.config
+        jobs = ((r, cfg.radius, cfg.max_num_nbr) for r in records)
+        if self.workers <= 0:
+            yield from (_prepare_star(j) for j in jobs)
+            return
+        with get_context("spawn").Pool(self.workers, initializer=_worker_init) as pool:
+            yield from pool.imap(_prepare_star, jobs, chunksize=16)
+
+    def iter_chunks(
+        self, records: Iterable[Any], on_progress: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[pd.DataFrame, list[RecordError]]]:
+        """Featurize ``records`` in chunks of ``chunk_size``; yields (rows, errors) per chunk."""
+        buffer: list[PreparedRecord] = []
+        for prepared in self._prepared(records):
+            buffer.append(prepared)
+            if len(buffer) >= self.chunk_size:
+                yield self._finish_chunk(buffer)
+                if on_progress:
+                    on_progress(len(buffer))
+                buffer = []
+        if buffer:
+            yield self._finish_chunk(buffer)
+            if on_progress:
+                on_progress(len(buffer))
+
+    def featurize(self, records: Iterable[Any], on_progress: Callable[[int], None] | None = None) -> FeaturizeResult:
+        frames, errors = [], []
+        for frame, errs in self.iter_chunks(records, on_progress):
+            frames.append(frame)
+            errors.extend(errs)
+        frame = pd.concat(frames, ignore_index=True) if frames else self._empty_frame()
+        return FeaturizeResult(frame, errors)
+
+    def _empty_frame(self) -> pd.DataFrame:
+        cols = ["id", "formula", self.target] + [f"emb_{k}" for k in range(self.model.config.h_fea_len)]
+        return pd.DataFrame(columns=cols)
+
+    def _finish_chunk(self, chunk: list[PreparedRecord]) -> tuple[pd.DataFrame, list[RecordError]]:
+        errors: list[RecordError] = []
+        good: list[PreparedRecord] = []
+        for p in chunk:
+            if p.error is None:
+                try:
+                    check_elements(self.model, p.graph.atomic_numbers, p.record_id)
+                except GraphBuildError as exc:
+                    exc.source = p.source
+                    p.error = exc
+            (errors.append(p.error) if p.error is not None else good.append(p))
+        cached = self.cache.get_many([p.key for p in good]) if self.cache else {}
+        todo = [p for p in good if p.key not in cached]
+        preds, embs = embed_graphs(self.model, [p.graph for p in todo], self.batch_size)
+        fresh = {p.key: (float(pr), em) for p, pr, em in zip(todo, preds, embs)}
+        if self.cache and fresh:
+            self.cache.put_many((k, v[0], v[1]) for k, v in fresh.items())
+        self.cache_hits += len(good) - len(todo)
+        results = cached | fresh
+        h = self.model.config.h_fea_len
+        emb = np.stack([results[p.key][1] for p in good]).astype(np.float32) if good else np.zeros((0, h), np.float32)
+        frame = pd.DataFrame({"id": [p.record_id for p in good], "formula": [p.formula for p in good]})
+        frame[self.target] = np.array([results[p.key][0] for p in good], dtype=np.float64)
+        frame = pd.concat([frame, pd.DataFrame(emb, columns=[f"emb_{k}" for k in range(h)])], axis=1)
+        labels = pd.DataFrame([p.labels for p in good])
+        for col in labels.columns:
+            if col not in frame.columns:
+                frame[col] = labels[col].to_numpy()
+        return frame, errors
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+
+
+def featurize_records(
+    records: Iterable[Any],
+    model: CrystalGraphConvNet | str | Path | None = None,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    workers: int = 0,
+    progress: bool = False,
+) -> FeaturizeResult:
+    """Featurize records in memory (see :class:`Featurizer`)."""
+    if not isinstance(model, CrystalGraphConvNet):
+        model = load_featurizer_model(model)
+    featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir)
+    records = list(records)
+    if not progress:
+        return featurizer.featurize(records)
+    with _progress_bar(len(records), "featurizing") as advance:
+        return featurizer.featurize(records, advance)
+
+
+def featurize_source(
+    source: str | Path,
+    output: str | Path,
+    model: CrystalGraphConvNet | str | Path | None = None,
+    errors_path: str | Path | None = None,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Featurize a CIF folder / CSV / JSON source to Parquet, streaming chunk by chunk.
+
+    Writes ``output`` (Parquet) and an error report CSV (``<output stem>.errors.csv`` unless
+    ``errors_path`` is given), and returns counts. Memory holds one chunk at a time.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from screening.io.sources import count_records, iter_records
+
+    if not isinstance(model, CrystalGraphConvNet):
+        model = load_featurizer_model(model)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    errors_path = Path(errors_path) if errors_path else output.with_suffix(".errors.csv")
+    featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir)
+    errors: list[RecordError] = []
+
+    def records() -> Iterator[Any]:
+        for item in iter_records(source):
+            if isinstance(item, RecordError):
+                errors.append(item)
+            else:
+                yield item
+
+    writer, schema, n_rows = None, None, 0
+    total = count_records(source) if progress else 0
+    with _progress_bar(total, f"featurizing {Path(source).name}", enabled=progress) as advance:
+        try:
+            for frame, errs in featurizer.iter_chunks(records(), advance):
+                errors.extend(errs)
+                if frame.empty:
+                    continue
+                if schema is None:
+                    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+                    writer = pq.ParquetWriter(output, schema)
+                table = pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema, preserve_index=False)
+                writer.write_table(table)
+                n_rows += len(frame)
+        finally:
+            if writer is not None:
+                writer.close()
+    if writer is None:  # nothing featurized: still leave a valid (empty) file
+        featurizer._empty_frame().to_parquet(output, index=False)
+    errors_to_frame(errors).to_csv(errors_path, index=False)
+    return {
+        "rows": n_rows,
+        "errors": len(errors),
+        "cache_hits": featurizer.cache_hits,
+        "output": str(output),
+        "errors_path": str(errors_path),
+    }
+
+
+class _progress_bar:
+    """A rich progress bar as a context manager yielding ``advance(n)``; silent when disabled."""
+
+    def __init__(self, total: int, description: str, enabled: bool = True) -> None:
+        self.total, self.description, self.enabled = total, description, enabled
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._progress = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+        )
+        self._progress.start()
+        task = self._progress.add_task(self.description, total=self.total or None)
+        return lambda n: self._progress.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# matminer-compatible featurizer
+# ---------------------------------------------------------------------------------------------
+
+try:
+    from matminer.featurizers.base import BaseFeaturizer as _MatminerBase
+except ImportError:  # matminer is an optional extra
+    _MatminerBase = object
+
+
+class CGCNNFeaturizer(_MatminerBase):
+    """CGCNN embedding as a matminer featurizer: ``CGCNNFeaturizer().featurize_dataframe(df, "structure")``.
+
+    ``featurize_many`` is overridden to batch every structure through the network at once
+    (matminer's default calls ``featurize`` one structure at a time).
+    """
+
+    def __init__(self, model: str | Path | CrystalGraphConvNet | None = None, batch_size: int = 256) -> None:
+        self.model = model if isinstance(model, CrystalGraphConvNet) else load_featurizer_model(model)
+        self.batch_size = batch_size
+        if hasattr(self, "set_n_jobs"):
+            self.set_n_jobs(1)
+
+    def featurize(self, structure) -> list[float]:
+        return self.featurize_many([structure], ignore_errors=False)[0]
+
+    def featurize_many(self, entries, ignore_errors: bool = False, return_errors: bool = False, pbar: bool = False):
+        structures = [e[0] if isinstance(e, (tuple, list)) else e for e in entries]
+        rows: list[list[float]] = [None] * len(structures)  # type: ignore[list-item]
+        graphs, where, errs = [], [], {}
+        cfg = self.model.config
+        for k, s in enumerate(structures):
+            try:
+                graph = structure_to_graph(s, cfg.radius, cfg.max_num_nbr, record_id=str(k))
+                check_elements(self.model, graph.atomic_numbers, str(k))
+                graphs.append(graph)
+                where.append(k)
+            except Exception as exc:  # noqa: BLE001
+                if not ignore_errors:
+                    raise
+                errs[k] = exc
+        _, emb = embed_graphs(self.model, graphs, self.batch_size)
+        for k, vec in zip(where, emb):
+            rows[k] = vec.astype(float).tolist()
+        width = len(self.feature_labels())
+        for k, exc in errs.items():
+            rows[k] = [float("nan")] * width + ([str(exc)] if return_errors else [])
+        if return_errors:
+            rows = [r if len(r) > width else r + [None] for r in rows]
+        return rows
+
+    def feature_labels(self) -> list[str]:
+        return [f"cgcnn_emb_{k}" for k in range(self.model.config.h_fea_len)]
+
+    def citations(self) -> list[str]:
+        return [
+            "@article{xie2018crystal, title={Crystal Graph Convolutional Neural Networks for an Accurate and "
+            "Interpretable Prediction of Material Properties}, author={Xie, Tian and Grossman, Jeffrey C.}, "
+            "journal={Phys. Rev. Lett.}, volume={120}, pages={145301}, year={2018}}"
+        ]
+
+    def implementors(self) -> list[str]:
+        return ["matscreen"]
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CGCNNFeaturizer",
+    "EmbeddingCache",
+    "FeaturizeResult",
+    "Featurizer",
+    "embed_graphs",
+    "errors_to_frame",
+    "featurize_records",
+    "featurize_source",
+    "load_featurizer_model",
+    "model_fingerprint",
+    "prepare_record",
+    "resolve_model_path",
+    "structure_fingerprint",
+]
