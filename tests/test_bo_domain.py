@@ -1,0 +1,101 @@
+"""DiscretePool and Box: membership, exclusion, constrained Latin hypercubes, recorded expansion."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from screening.bo.domain import Box, DiscretePool, DomainError, LinearConstraint, greedy_maximin
+
+
+def _pool(n: int = 50) -> DiscretePool:
+    rng = np.random.default_rng(0)
+    return DiscretePool([f"m{i}" for i in range(n)], rng.random((n, 3)))
+
+
+def test_pool_rejects_duplicate_ids_and_bad_features() -> None:
+    with pytest.raises(DomainError, match="'a' occurs more than once"):
+        DiscretePool(["a", "b", "a"], np.zeros((3, 2)))
+    with pytest.raises(DomainError, match="non-finite"):
+        DiscretePool(["a", "b"], np.array([[0.0, 1.0], [np.nan, 0.0]]))
+    with pytest.raises(DomainError, match="3 ids but 2"):
+        DiscretePool(["a", "b", "c"], np.zeros((2, 2)))
+
+
+def test_pool_lookup_and_exclusion() -> None:
+    pool = _pool()
+    assert pool.index_of("m7") == 7
+    with pytest.raises(DomainError, match="unknown candidate 'zz'"):
+        pool.index_of("zz")
+    mask = pool.available_mask(["m1", "m2", "not-there"])
+    assert mask.sum() == 48 and not mask[1] and not mask[2]
+    picks = pool.random_ids(48, np.random.default_rng(1), excluded=["m1", "m2"])
+    assert len(set(picks)) == 48 and "m1" not in picks and "m2" not in picks
+    with pytest.raises(DomainError, match="only 48 remain"):
+        pool.random_ids(49, np.random.default_rng(1), excluded=["m1", "m2"])
+
+
+def test_pool_hash_changes_with_content() -> None:
+    a, b = _pool(), _pool()
+    assert a.content_hash() == b.content_hash()
+    b.features[0, 0] += 1e-9
+    assert a.content_hash() != b.content_hash()
+
+
+def test_lhs_without_constraints_is_a_latin_hypercube() -> None:
+    box = Box.from_bounds([(0, 10), (-1, 1), (5, 6)])
+    X = box.latin_hypercube(20, seed=3)
+    assert X.shape == (20, 3) and box.feasible(X).all()
+    strata = np.floor(box.to_unit(X) * 20).astype(int)
+    for d in range(3):  # every one of the 20 strata is hit exactly once per input
+        assert sorted(strata[:, d]) == list(range(20))
+
+
+def test_lhs_respects_a_sum_constraint_and_spreads_out() -> None:
+    # Four flows in mL/min, each 0-40, with the first four summing to at most 90.
+    box = Box.from_bounds([(0, 40)] * 5, constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], 90.0)])
+    X = box.latin_hypercube(30, seed=0)
+    assert X.shape == (30, 5)
+    assert np.all(X[:, :4].sum(axis=1) <= 90.0 + 1e-9)
+    assert box.feasible(X).all()
+    # Space filling: no two design points nearly coincide.
+    U = box.to_unit(X)
+    d = np.sqrt(((U[:, None] - U[None]) ** 2).sum(-1)) + np.eye(30) * 9
+    assert d.min() > 0.1
+    # Same seed, same design.
+    assert np.array_equal(X, box.latin_hypercube(30, seed=0))
+
+
+def test_lhs_fails_clearly_when_constraints_leave_no_room() -> None:
+    box = Box.from_bounds([(0, 40)] * 4, constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], 0.01)])
+    with pytest.raises(DomainError, match="feasible points"):
+        box.latin_hypercube(20, seed=0, max_rounds=3)
+
+
+def test_box_validation() -> None:
+    with pytest.raises(DomainError, match="upper bound"):
+        Box.from_bounds([(0, 1), (2, 2)])
+    with pytest.raises(DomainError, match="outside the box"):
+        Box.from_bounds([(0, 1)], constraints=[LinearConstraint.sum_at_most([0, 3], 1.0)])
+    box = Box.from_bounds([(0, 1), (0, 1)], constraints=[LinearConstraint.sum_at_most([0, 1], 1.0)])
+    assert box.feasible(np.array([[0.5, 0.5], [0.6, 0.6], [1.1, 0.0]])).tolist() == [True, False, False]
+
+
+def test_boundary_expansion_is_recorded_and_respects_hard_limits() -> None:
+    box = Box.from_bounds([(10, 20), (0, 5)], names=["flow_a", "flow_b"], hard_bounds=[(0, 22), (0, 100)])
+    same = box.expanded_at_boundary(np.array([[15.0, 2.5]]))
+    assert same is box and box.expansions == ()
+    grown = box.expanded_at_boundary(np.array([[20.0, 2.5], [10.0, 5.0]]), reason="best point on the edge")
+    assert grown.lower == (7.5, 0.0)  # 10 - 0.25*10
+    assert grown.upper == (22.0, 6.25)  # capped by the hard limit 22; 5 + 0.25*5
+    sides = {(e.dim, e.side): (e.old, e.new) for e in grown.expansions}
+    assert sides == {(0, "lower"): (10.0, 7.5), (0, "upper"): (20.0, 22.0), (1, "upper"): (5.0, 6.25)}
+    assert all(e.reason == "best point on the edge" for e in grown.expansions)
+    # dim 1 lower side is at the hard limit 0 already: no move recorded there.
+    again = grown.expanded_at_boundary(np.array([[22.0, 3.0]]))
+    assert again is grown  # upper side of dim 0 sits on its hard limit
+
+
+def test_greedy_maximin_picks_spread_points() -> None:
+    U = np.array([[0.0, 0.0], [0.01, 0.0], [1.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    idx = greedy_maximin(U, 3)
+    assert len(set(idx.tolist())) == 3 and not {0, 1} <= set(idx.tolist())
