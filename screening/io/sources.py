@@ -313,6 +313,8 @@ def _json_record(record_id: str, entry: Any, source: str) -> StructureRecord | R
         return StructureRecord(record_id=record_id, source=source, text=payload, labels=labels)
     if not _looks_like_structure(payload):
         return RecordError(record_id, f"'{STRUCTURE_FIELD}' is not a Structure dict or CIF text", source)
+    if not payload["sites"]:
+        return RecordError(record_id, "structure has no atoms", source)
     try:
         structure = Structure.from_dict(payload)
     except Exception as exc:  # from_dict raises KeyError/ValueError/TypeError on malformed dicts
