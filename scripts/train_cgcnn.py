@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from multiprocessing import Pool
@@ -102,6 +101,14 @@ def evaluate(model, store, indices, y, batch_size=512, device="cpu"):
     return pred, mae, r2
 
 
+def warmup_cosine(step: int, steps_per_epoch: int, epochs: int, floor: float = 0.01) -> float:
+    """LR factor: linear warm-up over the first epoch, then cosine decay to ``floor``."""
+    if step < steps_per_epoch:
+        return 0.1 + 0.9 * step / steps_per_epoch
+    progress = min(1.0, (step - steps_per_epoch) / max(1, (epochs - 1) * steps_per_epoch))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def parity_plot(target: np.ndarray, pred: np.ndarray, mae: float, r2: float, path: Path) -> None:
     import matplotlib
 
@@ -127,8 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="cgcnn_bandgap_128")
     p.add_argument("--cache", type=Path, default=REPO / "cache" / "train_graphs_r8_n12.npz")
     p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--h-fea-len", type=int, default=128)
     p.add_argument("--atom-fea-len", type=int, default=64)
@@ -138,6 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="train on the first N crystals only (smoke test)")
     p.add_argument("--loss", choices=["l1", "mse"], default="l1")
+    p.add_argument(
+        "--time-budget-min", type=float, default=0, help="cap the epochs so training ends within this many minutes"
+    )
     args = p.parse_args(argv)
 
     from screening.atom_features import element_property_table
@@ -175,15 +185,17 @@ def main(argv=None) -> int:
     model = init_model(config, element_property_table(), seed=args.seed).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.1
+    schedule = {"epochs": args.epochs}
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, steps_per_epoch, schedule["epochs"])
     )
     y_norm = torch.tensor((y - mean) / std, dtype=torch.float32)
     rng = np.random.default_rng(args.seed)
     best_val, history = math.inf, []
     weights_path = args.out / f"{args.name}.safetensors"
     t_start = time.time()
-    for epoch in range(args.epochs):
+    epoch = 0
+    while epoch < schedule["epochs"]:
         model.train()
         t0, total = time.time(), 0.0
         perm = rng.permutation(train)
@@ -206,10 +218,16 @@ def main(argv=None) -> int:
             save_model(model.cpu(), weights_path, {"epoch": epoch + 1, "val_mae": val_mae, "status": "training"})
             model.to(device)
         print(
-            f"epoch {epoch + 1:3d}/{args.epochs}  train {total / len(train):.4f}  val MAE {val_mae:.4f} eV  "
+            f"epoch {epoch + 1:3d}/{schedule['epochs']}  train {total / len(train):.4f}  val MAE {val_mae:.4f} eV  "
             f"R² {val_r2:.3f}  {time.time() - t0:.0f} s{'  *' if improved else ''}",
             flush=True,
         )
+        epoch += 1
+        if epoch == 1 and args.time_budget_min:
+            # Fix the schedule length from the first epoch's cost; `--epochs N` then reproduces it.
+            fit = int(args.time_budget_min * 60 / (time.time() - t_start))
+            schedule["epochs"] = max(2, min(args.epochs, fit))
+            print(f"time budget {args.time_budget_min} min -> {schedule['epochs']} epochs", flush=True)
 
     from screening.models.cgcnn import load_model
 
@@ -224,12 +242,13 @@ def main(argv=None) -> int:
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
-        "epochs": args.epochs,
+        "epochs": schedule["epochs"],
         "best_epoch": int(np.argmin([h["val_mae"] for h in history]) + 1),
         "train_seconds": time.time() - t_start,
         "device": device,
         "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "command": "python scripts/train_cgcnn.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": f"python scripts/train_cgcnn.py --epochs {schedule['epochs']} --batch-size {args.batch_size} "
+        f"--lr {args.lr} --seed {args.seed}",
         "history": history,
     }
     save_model(best.cpu(), weights_path, {k: v for k, v in metrics.items() if k != "history"} | {"status": "final"})

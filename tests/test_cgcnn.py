@@ -180,3 +180,18 @@ def test_loading_a_non_model_file_fails_clearly(tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ModelLoadError, match="bad.safetensors"):
         load_model(bad)
+
+
+def test_dense_fixed_degree_path_equals_message_passing_path(small_model):
+    """The reshape-sum fast path and PyG's scatter path compute the same convolution."""
+    structures = [
+        Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        Structure(Lattice.hexagonal(3.2, 5.2), ["Zn", "O"], [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.38]]),
+    ]
+    batch = collate([structure_to_graph(s) for s in structures])
+    with torch.no_grad():
+        dense = small_model(batch)
+        del batch.nbr_idx
+        scatter = small_model(batch)
+    np.testing.assert_allclose(dense["embedding"].numpy(), scatter["embedding"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(dense["prediction"].numpy(), scatter["prediction"].numpy(), atol=1e-6)
