@@ -1,0 +1,110 @@
+"""Files exchanged with an external oracle (a lab, a DFT code): the asked batch and the results.
+
+``ask`` files are CSV with one row per suggested point: ``id`` (plus descriptive columns such as
+``formula``) for a pool, or one column per input (the box's names, else ``x0``, ``x1`` …) for a
+box. ``results`` files are CSV with the same identifying columns plus the measured value (for a
+pool: ``band_gap`` or ``y``; for a box: ``y``) and an optional ``error`` column whose non-empty
+text marks a failed evaluation.
+
+A malformed results file raises :class:`ResultsFileError` naming the file, the row and the
+reason; nothing is told in that case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from screening.bo.domain import Box
+from screening.errors import RecordError
+
+
+class ResultsFileError(RecordError):
+    """A results file cannot be read, or one of its rows is malformed."""
+
+
+@dataclass
+class Results:
+    points: list[Any]
+    ys: list[Any]
+    errors: list[str | None]
+
+
+def box_columns(box: Box) -> list[str]:
+    return list(box.names) if box.names else [f"x{i}" for i in range(box.dim)]
+
+
+def write_box_batch(path: str | Path, box: Box, points: Sequence[np.ndarray]) -> Path:
+    """The asked box points as CSV, one column per input."""
+    path = Path(path)
+    frame = pd.DataFrame(np.atleast_2d(np.asarray(points, dtype=np.float64)), columns=box_columns(box))
+    frame.to_csv(path, index=False, float_format="%.10g")
+    return path
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ResultsFileError("<file>", "results file not found", str(path))
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001 - pandas raises many parser error types
+        raise ResultsFileError("<file>", f"not a readable CSV ({exc})", str(path)) from exc
+    if frame.empty:
+        raise ResultsFileError("<file>", "no result rows", str(path))
+    return frame
+
+
+def _value(text: str, row_id: str, column: str, path: Path) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ResultsFileError(row_id, f"{column} {text!r} is not a number", str(path)) from None
+    if not np.isfinite(v):
+        raise ResultsFileError(row_id, f"{column} is {text!r}: NaN or infinite values are not results", str(path))
+    return v
+
+
+def read_pool_results(path: str | Path, value_columns: Sequence[str] = ("band_gap", "y")) -> Results:
+    """Read ``id`` + value (+ ``error``) rows for a pool campaign."""
+    path = Path(path)
+    frame = _read_csv(path)
+    if "id" not in frame.columns:
+        raise ResultsFileError("<header>", f"needs an 'id' column, has {list(frame.columns)}", str(path))
+    col = next((c for c in value_columns if c in frame.columns), None)
+    if col is None:
+        raise ResultsFileError("<header>", f"needs a value column (one of {list(value_columns)})", str(path))
+    out = Results([], [], [])
+    for n, row in enumerate(frame.to_dict("records"), start=2):
+        rid = row["id"].strip() or f"line {n}"
+        if not row["id"].strip():
+            raise ResultsFileError(rid, "empty id", str(path))
+        err = (row.get("error") or "").strip() or None
+        out.points.append(row["id"].strip())
+        out.errors.append(err)
+        if err is not None and not row[col].strip():
+            out.ys.append(None)
+        else:
+            out.ys.append(_value(row[col].strip(), rid, col, path))
+    return out
+
+
+def read_box_results(path: str | Path, box: Box) -> Results:
+    """Read input columns + ``y`` (+ ``error``) rows for a box campaign."""
+    path = Path(path)
+    frame = _read_csv(path)
+    cols = box_columns(box)
+    missing = [c for c in cols + ["y"] if c not in frame.columns]
+    if missing:
+        raise ResultsFileError("<header>", f"missing columns {missing}", str(path))
+    out = Results([], [], [])
+    for n, row in enumerate(frame.to_dict("records"), start=2):
+        rid = f"line {n}"
+        x = np.array([_value(row[c].strip(), rid, c, path) for c in cols])
+        err = (row.get("error") or "").strip() or None
+        out.points.append(x)
+        out.errors.append(err)
+        out.ys.append(None if err is not None and not row["y"].strip() else _value(row["y"].strip(), rid, "y", path))
+    return out

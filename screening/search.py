@@ -1,0 +1,198 @@
+"""Campaign directories: set up, reopen and report a search, for the CLI.
+
+A campaign directory holds ``campaign.sqlite`` (the crash-safe state) plus what is needed to
+rebuild its objective: for a band-gap pool, the fitted PCA (``pca.json``) and the pool path and
+hash in the store's config; for a user objective, its ``package.module:ClassName``. Reports write
+``history.csv``, ``convergence.png``, ``pool_map.png`` (pools) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from screening.bo.baselines import expected_best_loss_curve, expected_draws_to_first_hit
+from screening.bo.campaign import Campaign, StopRules
+from screening.bo.domain import DiscretePool
+from screening.bo.strategy import Strategy
+from screening.errors import MatscreenError, RecordError
+from screening.objectives.bandgap import BandGapPool, BandGapPoolObjective, file_sha256, load_pool
+from screening.objectives.base import load_objective_class
+from screening.reduce import PCAReducer
+
+STORE_NAME = "campaign.sqlite"
+PCA_NAME = "pca.json"
+
+
+@dataclass
+class CampaignDir:
+    """An open campaign directory: the campaign, and the pool behind it (None for user objectives)."""
+
+    path: Path
+    campaign: Campaign
+    pool: BandGapPool | None
+
+
+def create_pool_campaign(outdir: str | Path, pool_path: str | Path, target: float, tolerance: float,
+                         strategy: Strategy, seed: int = 0, batch_size: int = 1, stop: StopRules = StopRules(),
+                         n_components: int = 3, require_band_gap: bool = True) -> CampaignDir:
+    """A new band-gap campaign over a featurised pool; fits and saves the PCA in ``outdir``."""
+    outdir = Path(outdir)
+    if (outdir / STORE_NAME).exists():
+        raise MatscreenError(f"{outdir / STORE_NAME}: a campaign already exists here")
+    pool = load_pool(pool_path, n_components=n_components, require_band_gap=require_band_gap)
+    outdir.mkdir(parents=True, exist_ok=True)
+    pool.reducer.save(outdir / PCA_NAME)
+    objective = _pool_objective(pool, target, tolerance, strategy.use_prior)
+    extra = {"kind": "bandgap-pool", "pool_path": str(Path(pool_path).resolve()), "pool_file_sha256": pool.file_hash,
+             "target": target, "tolerance": tolerance, "n_components": n_components, "require_band_gap": require_band_gap}
+    campaign = Campaign.create(outdir / STORE_NAME, objective, strategy, seed, batch_size, stop,
+                               pool_ref={"path": extra["pool_path"], "file_sha256": pool.file_hash,
+                                         "content_hash": objective.domain.content_hash(), "n_candidates": len(objective.domain)},
+                               extra=extra)
+    return CampaignDir(outdir, campaign, pool)
+
+
+def create_objective_campaign(outdir: str | Path, spec: str, strategy: Strategy, seed: int = 0, batch_size: int = 1,
+                              stop: StopRules = StopRules()) -> CampaignDir:
+    """A new campaign over a user objective class ``package.module:ClassName`` (built without arguments)."""
+    outdir = Path(outdir)
+    objective = load_objective_class(spec)()
+    outdir.mkdir(parents=True, exist_ok=True)
+    campaign = Campaign.create(outdir / STORE_NAME, objective, strategy, seed, batch_size, stop,
+                               extra={"kind": "objective", "spec": spec})
+    return CampaignDir(outdir, campaign, None)
+
+
+def open_campaign_dir(outdir: str | Path) -> CampaignDir:
+    """Reopen a campaign directory (after a crash, or from another command)."""
+    from screening.bo.store import CampaignStore
+
+    outdir = Path(outdir)
+    with CampaignStore.open(outdir / STORE_NAME) as store:
+        cfg = store.config
+    extra = cfg.get("extra", {})
+    strategy = Strategy.from_dict(cfg["strategy"])
+    if extra.get("kind") == "objective":
+        objective = load_objective_class(extra["spec"])()
+        return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, objective), None)
+    if extra.get("kind") != "bandgap-pool":
+        raise MatscreenError(f"{outdir}: unknown campaign kind {extra.get('kind')!r}")
+    pool_path = Path(extra["pool_path"])
+    if not pool_path.is_file():
+        raise MatscreenError(f"{outdir}: its pool file {pool_path} is gone")
+    if file_sha256(pool_path) != extra["pool_file_sha256"]:
+        raise MatscreenError(f"{outdir}: the pool file {pool_path} changed since the campaign was created")
+    reducer = PCAReducer.load(outdir / PCA_NAME)
+    pool = load_pool(pool_path, reducer=reducer, require_band_gap=extra.get("require_band_gap", True))
+    objective = _pool_objective(pool, extra["target"], extra["tolerance"], strategy.use_prior)
+    return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, objective), pool)
+
+
+def _pool_objective(pool: BandGapPool, target: float, tolerance: float, use_prior: bool) -> BandGapPoolObjective:
+    domain = pool.domain(use_prior)
+    if "band_gap" in pool.frame.columns:
+        gaps = pd.to_numeric(pool.frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
+    else:
+        gaps = np.full(len(domain), np.nan)
+    return BandGapPoolObjective(domain, gaps, target, tolerance)
+
+
+def add_prior_data(cd: CampaignDir, prior_csv: str | Path | None = None, n_prior: int = 0, seed: int = 0) -> int:
+    """Tell the prior data once, at the start: rows of ``prior_csv`` (``id`` and optionally
+    ``band_gap``; without it the pool's gap is used), or ``n_prior`` random crystals that are
+    *not* hits (the seed's setting: the search starts from known misses). Returns rows told."""
+    campaign, pool = cd.campaign, cd.pool
+    if campaign.store.observations():
+        return 0
+    objective = campaign.objective
+    assert isinstance(objective, BandGapPoolObjective) and pool is not None
+    if prior_csv is not None:
+        frame = pd.read_csv(prior_csv, dtype={"id": str})
+        if "id" not in frame.columns:
+            raise RecordError("<header>", "prior file needs an 'id' column", str(prior_csv))
+        ids = frame["id"].astype(str).str.strip().tolist()
+        if "band_gap" in frame.columns:
+            campaign.tell(ids, frame["band_gap"].tolist(), source="prior", origin=str(prior_csv))
+        else:
+            unknown = [i for i in ids if not objective.domain.contains(i)]
+            if unknown:
+                raise RecordError(unknown[0], "unknown candidate: not in the pool", str(prior_csv))
+            campaign.tell_evaluations(objective.evaluate(ids), source="prior", origin=str(prior_csv))
+        return len(ids)
+    if n_prior > 0:
+        hits = [c for c, g in zip(objective.domain.ids, objective.band_gaps) if np.isfinite(g) and objective.is_hit(g)]
+        ids = objective.domain.random_ids(n_prior, np.random.default_rng(seed), excluded=hits)
+        campaign.tell_evaluations(objective.evaluate(ids), source="prior")
+        return n_prior
+    return 0
+
+
+def summary(cd: CampaignDir) -> dict[str, Any]:
+    """Counts, best point, hit, pending: what ``campaign status`` prints."""
+    c = cd.campaign
+    h = c.history()
+    ok = [(r, hit) for r, hit in zip(h.records, h.hits) if r.ok]
+    best = min(ok, key=lambda t: t[0].loss) if ok else None
+    out: dict[str, Any] = {
+        "observations": len(h.records), "prior": sum(r.source == "prior" for r in h.records),
+        "search_evaluations": h.n_search, "failed": sum(not r.ok for r in h.records),
+        "pending": [str(p) if isinstance(p, str) else [float(v) for v in p] for p in c.pending_points()],
+        "best_point": best[0].key if best else None, "best_y": best[0].y if best else None,
+        "best_loss": best[0].loss if best else None, "evaluations_to_first_hit": h.first_hit(),
+        "hit": any(h.hits), "stop_reason": c.stop_reason(),
+        "strategy": c.strategy.to_dict(), "seed": c.seed, "batch_size": c.batch_size,
+    }
+    obj = c.objective
+    if isinstance(obj, BandGapPoolObjective) and np.all(np.isfinite(obj.band_gaps)):
+        told = {r.key for r in h.records if r.source == "prior"}
+        remaining = len(obj.domain) - len(told)
+        hits_left = sum(obj.is_hit(g) for cid, g in zip(obj.domain.ids, obj.band_gaps) if cid not in told)
+        out["pool_candidates"] = len(obj.domain)
+        out["pool_hits_after_prior"] = int(hits_left)
+        out["random_search_expected_evaluations"] = expected_draws_to_first_hit(remaining, int(hits_left))
+    return out
+
+
+def write_report(cd: CampaignDir) -> dict[str, Path]:
+    """history.csv, convergence.png, pool_map.png (pool campaigns) and summary.json in the directory."""
+    from screening.plots import convergence_plot, pool_map_plot
+
+    c, out = cd.campaign, cd.path
+    h = c.history()
+    frame = h.to_frame()
+    if cd.pool is not None and "formula" in cd.pool.frame.columns:
+        formulas = dict(zip(cd.pool.frame["id"].astype(str), cd.pool.frame["formula"]))
+        frame.insert(2, "formula", frame["point"].map(formulas))
+    paths = {"history": out / "history.csv", "summary": out / "summary.json", "convergence": out / "convergence.png"}
+    frame.to_csv(paths["history"], index=False)
+    info = summary(cd)
+    paths["summary"].write_text(json.dumps(info, indent=2, default=str))
+    curve = h.best_loss_curve()
+    losses = h.losses()
+    prior_mask = np.array([r.source == "prior" for r in h.records], dtype=bool)
+    start = float(np.nanmin(losses[prior_mask])) if prior_mask.any() and np.isfinite(losses[prior_mask]).any() else None
+    random_curve = None
+    tol = getattr(c.objective, "tolerance", None)
+    obj = c.objective
+    if isinstance(obj, BandGapPoolObjective) and np.all(np.isfinite(obj.band_gaps)):
+        prior_ids = {r.key for r in h.records if r.source == "prior"}
+        avail = np.array([cid not in prior_ids for cid in obj.domain.ids])
+        random_curve = expected_best_loss_curve(np.abs(obj.band_gaps[avail] - obj.target), max(len(curve), 20),
+                                                start=start if start is not None else np.inf)
+    convergence_plot(curve, paths["convergence"], random_curve, tol, start,
+                     ylabel="best |gap − target| (eV)" if cd.pool is not None else "best loss")
+    if cd.pool is not None:
+        paths["pool_map"] = out / "pool_map.png"
+        dom: DiscretePool = obj.domain  # type: ignore[assignment]
+        rows = {cid: i for i, cid in enumerate(dom.ids)}
+        picks = [rows[r.key] for r in h.records if r.source == "search"]
+        prior = [rows[r.key] for r in h.records if r.source == "prior"]
+        hits = [rows[r.key] for r, hit in zip(h.records, h.hits) if hit]
+        gaps = obj.band_gaps if np.all(np.isfinite(obj.band_gaps)) else None  # type: ignore[union-attr]
+        pool_map_plot(cd.pool.features, gaps, paths["pool_map"], picks, prior, hits)
+    return paths
