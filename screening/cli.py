@@ -79,6 +79,244 @@ def reduce(
 
 
 # --- search / campaign (issue 3) -------------------------------------------------------------
+# Band-gap target search over a featurised pool, and ask/tell campaigns for a lab or DFT oracle.
+# Logic lives in screening.search / screening.bo; these commands parse options and print.
+
+_ACQ_HELP = "Acquisition: with --model value: window | folded-ei | thompson; with --model loss: logei | ei | ucb | pi | thompson."
+
+
+def _strategy(model: str, acq: str, batch_method: str, beta: float, prior_mean: bool, n_init: int):
+    from screening.bo.strategy import Strategy
+
+    try:
+        return Strategy(model=model, acquisition=acq, batch=batch_method, beta=beta, use_prior=prior_mean, n_init=n_init)
+    except Exception as exc:  # StrategyError: show it as a usage error
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def search(
+    pool: Path = typer.Option(..., "--pool", help="Featurised pool (Parquet: id, formula, emb_*, pred_band_gap, band_gap)."),
+    target: float = typer.Option(..., "--target", help="Target band gap (eV)."),
+    tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
+    prior: Path = typer.Option(None, "--prior", help="CSV of prior data: id [, band_gap]."),
+    n_prior: int = typer.Option(0, "--n-prior", help="Random non-hit crystals told as prior data (ignored with --prior)."),
+    budget: int = typer.Option(50, "--budget", help="Evaluations after the prior data."),
+    model: str = typer.Option("value", "--model", help="What the GP models: value (the gap) or loss (|gap - target|, the seed's way)."),
+    acq: str = typer.Option("window", "--acq", help=_ACQ_HELP),
+    batch: int = typer.Option(1, "--batch", help="Points per round (q)."),
+    batch_method: str = typer.Option("lp", "--batch-method", help="lp (local penalisation) or qlogei."),
+    beta: float = typer.Option(4.0, "--beta", help="UCB exploration weight."),
+    prior_mean: bool = typer.Option(False, "--prior-mean/--no-prior-mean", help="Use the CGCNN's pred_band_gap as the GP prior mean."),
+    n_init: int = typer.Option(5, "--n-init", help="Random picks before the GP takes over (when prior data are fewer)."),
+    seed: int = typer.Option(0, "--seed"),
+    pca_components: int = typer.Option(3, "--pca-components", help="PCA dimensions of the embeddings the GP sees."),
+    out: Path = typer.Option(Path("search-out"), "-o", "--out", help="Run directory (campaign.sqlite, pca.json, history.csv, plots). An existing one is resumed."),
+) -> None:
+    """Find a crystal with band gap TARGET ± TOL in the pool; the pool's known gaps are the oracle."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from screening.bo.campaign import StopRules
+    from screening.errors import MatscreenError
+    from screening.search import STORE_NAME, add_prior_data, create_pool_campaign, open_campaign_dir, summary, write_report
+
+    console = Console()
+    strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init)
+    try:
+        if (out / STORE_NAME).exists():
+            cd = open_campaign_dir(out)
+            console.print(f"resuming the campaign in {out} ({len(cd.campaign.store.observations())} observations so far)")
+        else:
+            cd = create_pool_campaign(out, pool, target, tol, strategy, seed, batch, StopRules(budget=budget), pca_components)
+            ratio = ", ".join(f"{v:.2f}" for v in cd.pool.reducer.explained_variance_ratio_)
+            console.print(f"pool {pool}: {len(cd.pool.frame)} crystals, PCA-{pca_components} keeps [{ratio}] of the variance")
+            told = add_prior_data(cd, prior, n_prior, seed)
+            if told:
+                console.print(f"told {told} prior observations")
+        info = summary(cd)
+        if "random_search_expected_evaluations" in info:
+            console.print(f"{info['pool_hits_after_prior']} hits left in the pool; random search needs "
+                          f"{info['random_search_expected_evaluations']:.1f} evaluations on average")
+        names = dict(zip(cd.pool.frame["id"].astype(str), cd.pool.frame.get("formula", cd.pool.frame["id"]))) if cd.pool is not None else {}
+        done = cd.campaign.history().n_search
+        with Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("", total=budget, completed=done)
+            best = [info["best_loss"] if info["best_loss"] is not None else float("inf")]
+
+            def show(ev, loss, hit):
+                progress.advance(task)
+                n = int(progress.tasks[0].completed)
+                if loss is None:
+                    progress.console.print(f"{n:4d}  {ev.point:<14} failed: {ev.error}")
+                    return
+                best[0] = min(best[0], loss)
+                mark = "  [bold green]HIT[/]" if hit else ""
+                progress.console.print(f"{n:4d}  {ev.point:<14} {str(names.get(ev.point, '')):<14} gap {ev.y:7.3f} eV"
+                                       f"  |Δ| {loss:.3f}  best {best[0]:.3f}{mark}")
+                progress.update(task, description=f"best |Δ| {best[0]:.3f} eV")
+
+            cd.campaign.run(budget=budget, on_evaluation=show)
+        paths = write_report(cd)
+    except MatscreenError as exc:
+        _fail(exc)
+    info = summary(cd)
+    first = info["evaluations_to_first_hit"]
+    console.print(f"stopped: {cd.campaign.stopped_because}; "
+                  + (f"first hit {info['best_point']} after {first} evaluations" if first else f"best |Δ| {info['best_loss']:.4f} eV, no hit"))
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+campaign_app = typer.Typer(no_args_is_help=True, help="Ask/tell campaigns for a lab or DFT oracle (state in DIR/campaign.sqlite).")
+app.add_typer(campaign_app, name="campaign")
+
+
+@campaign_app.command("new")
+def campaign_new(
+    directory: Path = typer.Argument(..., help="Campaign directory to create."),
+    pool: Path = typer.Option(None, "--pool", help="Featurised pool (Parquet); band_gap may be absent (a lab measures it)."),
+    target: float = typer.Option(None, "--target", help="Target band gap (eV), with --pool."),
+    tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
+    objective: str = typer.Option(None, "--objective", help="Instead of a pool: your objective class, package.module:ClassName."),
+    model: str = typer.Option("value", "--model"),
+    acq: str = typer.Option("window", "--acq", help=_ACQ_HELP),
+    batch: int = typer.Option(1, "--batch", help="Points per ask (q)."),
+    batch_method: str = typer.Option("lp", "--batch-method"),
+    beta: float = typer.Option(4.0, "--beta"),
+    prior_mean: bool = typer.Option(False, "--prior-mean/--no-prior-mean"),
+    n_init: int = typer.Option(5, "--n-init"),
+    budget: int = typer.Option(None, "--budget", help="Budget for `campaign run`."),
+    seed: int = typer.Option(0, "--seed"),
+    pca_components: int = typer.Option(3, "--pca-components"),
+) -> None:
+    """Create a campaign over a pool (--pool, --target) or a user objective (--objective)."""
+    from screening.bo.campaign import StopRules
+    from screening.errors import MatscreenError
+    from screening.search import create_objective_campaign, create_pool_campaign
+
+    strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init)
+    try:
+        if objective:
+            create_objective_campaign(directory, objective, strategy, seed, batch, StopRules(budget=budget))
+        elif pool is not None and target is not None:
+            create_pool_campaign(directory, pool, target, tol, strategy, seed, batch, StopRules(budget=budget),
+                                 pca_components, require_band_gap=False)
+        else:
+            raise typer.BadParameter("give --pool and --target, or --objective")
+    except MatscreenError as exc:
+        _fail(exc)
+    typer.echo(f"created {directory}")
+
+
+@campaign_app.command("ask")
+def campaign_ask(
+    directory: Path = typer.Argument(...),
+    n: int = typer.Option(None, "-n", help="Points to suggest (default: the campaign's batch size)."),
+    out: Path = typer.Option(None, "-o", "--out", help="CSV to write (default DIR/ask-<k>.csv)."),
+) -> None:
+    """Suggest the next batch and write it as CSV; the points stay pending until told."""
+    import pandas as pd
+
+    from screening.bo.domain import DiscretePool
+    from screening.bo.exchange import write_box_batch
+    from screening.errors import MatscreenError
+    from screening.search import open_campaign_dir
+
+    try:
+        cd = open_campaign_dir(directory)
+        points = cd.campaign.ask(n)
+        out = out or directory / f"ask-{len(cd.campaign.store.observations()):04d}.csv"
+        if isinstance(cd.campaign.domain, DiscretePool):
+            frame = cd.pool.frame.set_index("id").loc[[str(p) for p in points]].reset_index()
+            keep = [c for c in ("id", "formula", "pred_band_gap") if c in frame.columns]
+            frame[keep].to_csv(out, index=False)
+        else:
+            write_box_batch(out, cd.campaign.domain, points)
+    except MatscreenError as exc:
+        _fail(exc)
+    typer.echo(pd.read_csv(out).to_string(index=False))
+    typer.echo(f"wrote {out}")
+
+
+@campaign_app.command("tell")
+def campaign_tell(
+    directory: Path = typer.Argument(...),
+    results: Path = typer.Argument(..., help="CSV: id + band_gap (pool) or input columns + y (box); optional error column."),
+) -> None:
+    """Record results; a malformed file, unknown or duplicate point or NaN changes nothing."""
+    from screening.bo.domain import DiscretePool
+    from screening.bo.exchange import read_box_results, read_pool_results
+    from screening.errors import MatscreenError
+    from screening.search import open_campaign_dir, summary
+
+    try:
+        cd = open_campaign_dir(directory)
+        dom = cd.campaign.domain
+        res = read_pool_results(results) if isinstance(dom, DiscretePool) else read_box_results(results, dom)
+        cd.campaign.tell(res.points, res.ys, res.errors, origin=str(results))
+        info = summary(cd)
+    except MatscreenError as exc:
+        _fail(exc)
+    typer.echo(f"told {len(res.points)} results; best loss {info['best_loss']}; hit: {info['hit']}")
+
+
+@campaign_app.command("status")
+def campaign_status(directory: Path = typer.Argument(...)) -> None:
+    """Counts, best point, pending points and whether a stop rule has fired."""
+    import json
+
+    from screening.errors import MatscreenError
+    from screening.search import open_campaign_dir, summary
+
+    try:
+        info = summary(open_campaign_dir(directory))
+    except MatscreenError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(info, indent=2, default=str))
+
+
+@campaign_app.command("report")
+def campaign_report(directory: Path = typer.Argument(...)) -> None:
+    """Write history.csv, summary.json and the plots into the campaign directory."""
+    from screening.errors import MatscreenError
+    from screening.search import open_campaign_dir, write_report
+
+    try:
+        paths = write_report(open_campaign_dir(directory))
+    except MatscreenError as exc:
+        _fail(exc)
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@campaign_app.command("run")
+def campaign_run(
+    directory: Path = typer.Argument(...),
+    budget: int = typer.Option(None, "--budget", help="Total search evaluations (default: the campaign's)."),
+) -> None:
+    """Run the campaign with its own objective as the oracle (pool look-up, simulator) until a stop rule."""
+    from screening.errors import MatscreenError
+    from screening.search import open_campaign_dir, write_report
+
+    try:
+        cd = open_campaign_dir(directory)
+
+        def show(ev, loss, hit):
+            typer.echo(f"{ev.point!s:<30} loss {loss if loss is not None else 'failed: ' + str(ev.error)}{'  HIT' if hit else ''}")
+
+        cd.campaign.run(budget=budget, on_evaluation=show)
+        write_report(cd)
+    except MatscreenError as exc:
+        _fail(exc)
+    typer.echo(f"stopped: {cd.campaign.stopped_because}")
+
+# --- end search / campaign (issue 3) ---------------------------------------------------------
+
 
 
 # --- synth (issue 4) -------------------------------------------------------------------------
