@@ -193,5 +193,5 @@ def test_dense_fixed_degree_path_equals_message_passing_path(small_model):
         dense = small_model(batch)
         del batch.nbr_idx
         scatter = small_model(batch)
-    np.testing.assert_allclose(dense["embedding"].numpy(), scatter["embedding"].numpy(), atol=1e-6)
-    np.testing.assert_allclose(dense["prediction"].numpy(), scatter["prediction"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(dense["embedding"].numpy(), scatter["embedding"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(dense["prediction"].numpy(), scatter["prediction"].numpy(), atol=1e-5)
