@@ -1,0 +1,114 @@
+"""`matscreen search` and `matscreen campaign` end to end on a small generated pool."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from screening.cli import app
+from test_objectives_bandgap import synthetic_pool_frame
+
+runner = CliRunner()
+
+
+def _pool(tmp_path):
+    frame = synthetic_pool_frame(300, seed=2)
+    path = tmp_path / "pool.parquet"
+    frame.to_parquet(path)
+    return path, frame
+
+
+def test_search_finds_a_hit_and_writes_its_report(tmp_path) -> None:
+    path, frame = _pool(tmp_path)
+    target = float(frame["band_gap"].iloc[17])
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["search", "--pool", str(path), "--target", str(target), "--tol", "0.01",
+                              "--n-prior", "20", "--budget", "40", "--seed", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "HIT" in res.output and "stopped: hit" in res.output
+    hist = pd.read_csv(out / "history.csv")
+    assert (hist["source"] == "prior").sum() == 20
+    assert hist["hit"].iloc[-1] and not hist["hit"].iloc[:-1].any()
+    assert set(hist["formula"].dropna()) <= set(frame["formula"])
+    for name in ("convergence.png", "pool_map.png", "pca.json", "campaign.sqlite"):
+        assert (out / name).stat().st_size > 0
+    info = json.loads((out / "summary.json").read_text())
+    assert info["evaluations_to_first_hit"] == int((hist["source"] == "search").sum())
+    # Re-running the same command resumes: nothing is repeated, the campaign has already stopped.
+    again = runner.invoke(app, ["search", "--pool", str(path), "--target", str(target), "-o", str(out)])
+    assert again.exit_code == 0 and "resuming" in again.output
+    assert len(pd.read_csv(out / "history.csv")) == len(hist)
+
+
+def test_search_with_a_prior_file_and_loss_model(tmp_path) -> None:
+    path, frame = _pool(tmp_path)
+    prior = tmp_path / "prior.csv"
+    frame[["id"]].iloc[100:130].to_csv(prior, index=False)
+    res = runner.invoke(app, ["search", "--pool", str(path), "--target", "9.0", "--prior", str(prior), "--budget", "3",
+                              "--model", "loss", "--acq", "ucb", "--batch", "2", "-o", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    hist = pd.read_csv(tmp_path / "r" / "history.csv")
+    assert list(hist["point"].iloc[:30]) == list(frame["id"].iloc[100:130]) and len(hist) == 33
+    assert "stopped: budget" in res.output
+
+
+def test_search_rejects_a_bad_acquisition(tmp_path) -> None:
+    path, _ = _pool(tmp_path)
+    res = runner.invoke(app, ["search", "--pool", str(path), "--target", "2.5", "--acq", "window", "--model", "loss"])
+    assert res.exit_code != 0 and "does not fit" in res.output
+
+
+def test_campaign_ask_tell_status_report(tmp_path) -> None:
+    path, frame = _pool(tmp_path)
+    lab = tmp_path / "lab"
+    assert runner.invoke(app, ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5", "--batch", "3"]).exit_code == 0
+    ask = runner.invoke(app, ["campaign", "ask", str(lab), "-o", str(tmp_path / "b1.csv")])
+    assert ask.exit_code == 0, ask.output
+    batch = pd.read_csv(tmp_path / "b1.csv")
+    assert len(batch) == 3 and {"id", "formula"} <= set(batch.columns)
+    gaps = dict(zip(frame["id"], frame["band_gap"]))
+    results = pd.DataFrame({"id": batch["id"], "band_gap": [gaps[i] for i in batch["id"]], "error": ["", "", ""]})
+    results.loc[1, "band_gap"] = None
+    results.loc[1, "error"] = "SCF did not converge"
+    results.to_csv(tmp_path / "r1.csv", index=False)
+    told = runner.invoke(app, ["campaign", "tell", str(lab), str(tmp_path / "r1.csv")])
+    assert told.exit_code == 0, told.output
+
+    def status():
+        res = runner.invoke(app, ["campaign", "status", str(lab)])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)
+
+    before = status()
+    assert before["observations"] == 3 and before["failed"] == 1 and before["pending"] == []
+    # Malformed files and repeated results: clear errors, nothing changes.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,band_gap\nmp-250,2.0\nmp-251,not-a-number\n")
+    res = runner.invoke(app, ["campaign", "tell", str(lab), str(bad)])
+    assert res.exit_code == 1 and "bad.csv" in res.output and "mp-251" in res.output
+    bad.write_text("name,band_gap\nmp-250,2.0\n")
+    res = runner.invoke(app, ["campaign", "tell", str(lab), str(bad)])
+    assert res.exit_code == 1 and "'id' column" in res.output
+    res = runner.invoke(app, ["campaign", "tell", str(lab), str(tmp_path / "r1.csv")])
+    assert res.exit_code == 1 and "already told" in res.output
+    bad.write_text("id,band_gap\nmp-250,2.0\nnot-in-pool,2.0\n")
+    res = runner.invoke(app, ["campaign", "tell", str(lab), str(bad)])
+    assert res.exit_code == 1 and "not-in-pool" in res.output
+    assert status() == before
+    rep = runner.invoke(app, ["campaign", "report", str(lab)])
+    assert rep.exit_code == 0 and (lab / "convergence.png").exists() and (lab / "history.csv").exists()
+
+
+def test_campaign_with_a_user_objective_class(tmp_path) -> None:
+    lab = tmp_path / "quad"
+    res = runner.invoke(app, ["campaign", "new", str(lab), "--objective", "test_objectives_bandgap:Quadratic",
+                              "--model", "loss", "--acq", "logei", "--budget", "8"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["campaign", "run", str(lab)])
+    assert res.exit_code == 0, res.output
+    hist = pd.read_csv(lab / "history.csv")
+    assert len(hist) == 8 and hist["best_loss"].iloc[-1] < 0.05
+    ask = runner.invoke(app, ["campaign", "ask", str(lab), "-n", "2", "-o", str(tmp_path / "q.csv")])
+    assert ask.exit_code == 0, ask.output
+    assert list(pd.read_csv(tmp_path / "q.csv").columns) == ["x0", "x1"]

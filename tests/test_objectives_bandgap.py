@@ -1,0 +1,111 @@
+"""Band-gap pool objective and pool loading; the objective protocol and class loading."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from screening.errors import RecordError
+from screening.objectives.bandgap import BandGapPoolObjective, PoolFileError, load_pool, pool_from_frame
+from screening.objectives.base import Objective, ObjectiveError, load_objective_class
+
+
+def synthetic_pool_frame(n: int = 200, d: int = 8, seed: int = 0) -> pd.DataFrame:
+    """A featurised-pool-shaped frame: embeddings are a noisy linear image of 3 latent coordinates."""
+    rng = np.random.default_rng(seed)
+    Z = rng.random((n, 3))
+    E = Z @ rng.standard_normal((3, d)) + 0.01 * rng.standard_normal((n, d))
+    gap = 2.0 + np.sin(4 * Z[:, 0]) + Z[:, 1]
+    frame = pd.DataFrame({"id": [f"mp-{i}" for i in range(n)], "formula": [f"Na{i}Cl" for i in range(n)]})
+    for k in range(d):
+        frame[f"emb_{k}"] = E[:, k].astype("float32")
+    frame["pred_band_gap"] = gap + 0.1 * rng.standard_normal(n)
+    frame["band_gap"] = gap
+    return frame
+
+
+def test_load_pool_projects_embeddings_with_pca(tmp_path) -> None:
+    frame = synthetic_pool_frame()
+    frame.to_parquet(tmp_path / "pool.parquet")
+    pool = load_pool(tmp_path / "pool.parquet", n_components=3)
+    assert pool.features.shape == (200, 3)
+    assert pool.reducer.explained_variance_ratio_.sum() > 0.99  # 3 latent coordinates
+    assert len(pool.file_hash) == 64
+    dom = pool.domain(use_prior=True)
+    np.testing.assert_allclose(dom.prior_mean, frame["pred_band_gap"].to_numpy())
+    # reusing the fitted reducer reproduces the same features exactly
+    again = load_pool(tmp_path / "pool.parquet", reducer=pool.reducer)
+    np.testing.assert_array_equal(again.features, pool.features)
+
+
+def test_bad_pools_name_the_file_and_row(tmp_path) -> None:
+    frame = synthetic_pool_frame(20)
+    with pytest.raises(PoolFileError, match="band_gap"):
+        pool_from_frame(frame.drop(columns="band_gap"), source="p.parquet")
+    dup = frame.copy()
+    dup.loc[5, "id"] = "mp-3"
+    with pytest.raises(RecordError, match="'mp-3'.*duplicate"):
+        pool_from_frame(dup, source="p.parquet")
+    nan_gap = frame.copy()
+    nan_gap.loc[7, "band_gap"] = np.nan
+    with pytest.raises(RecordError, match="p.parquet: record 'mp-7': band_gap"):
+        pool_from_frame(nan_gap, source="p.parquet")
+    with pytest.raises(PoolFileError, match="not found"):
+        load_pool(tmp_path / "missing.parquet")
+    (tmp_path / "junk.parquet").write_text("junk")
+    with pytest.raises(PoolFileError, match="cannot read"):
+        load_pool(tmp_path / "junk.parquet")
+
+
+def test_objective_looks_up_gaps_and_scores_them() -> None:
+    pool = pool_from_frame(synthetic_pool_frame(50))
+    gaps = pool.frame["band_gap"].to_numpy()
+    obj = BandGapPoolObjective.from_pool(pool, target=float(gaps[3]) + 0.005, tolerance=0.01)
+    assert isinstance(obj, Objective)
+    evs = obj.evaluate(["mp-3", "nope"])
+    assert evs[0].ok and evs[0].y == pytest.approx(gaps[3])
+    assert not evs[1].ok and "not in the pool" in evs[1].error
+    assert obj.loss(gaps[3]) == pytest.approx(0.005)
+    assert obj.is_hit(gaps[3]) and not obj.is_hit(gaps[3] + 0.1)
+    assert obj.n_hits() == int(np.sum(np.abs(gaps - obj.target) <= 0.01 + 1e-12))
+
+
+class Quadratic:
+    """A user objective living outside the framework (loaded by name in the test)."""
+
+    def __init__(self) -> None:
+        from screening.bo.domain import Box
+
+        self.domain = Box.from_bounds([(0, 1), (0, 1)])
+
+    def evaluate(self, points):
+        from screening.objectives.base import Evaluation
+
+        return [Evaluation(p, float(((np.asarray(p) - 0.3) ** 2).sum())) for p in points]
+
+    def loss(self, y):
+        return float(y)
+
+    def is_hit(self, y):
+        return float(y) < 1e-3
+
+
+def test_load_objective_class_by_name() -> None:
+    cls = load_objective_class("test_objectives_bandgap:Quadratic")
+    assert isinstance(cls(), Objective)
+    with pytest.raises(ObjectiveError, match="package.module:ClassName"):
+        load_objective_class("no_colon_here")
+    with pytest.raises(ObjectiveError, match="cannot import"):
+        load_objective_class("no_such_module_xyz:Thing")
+    with pytest.raises(ObjectiveError, match="no class 'Nope'"):
+        load_objective_class("test_objectives_bandgap:Nope")
+    with pytest.raises(ObjectiveError, match="lacks evaluate"):
+        load_objective_class("test_objectives_bandgap:synthetic_pool_frame".replace("synthetic_pool_frame", "NotAnObjective"))
+
+
+class NotAnObjective:
+    def loss(self, y):
+        return 0.0
+
+    def is_hit(self, y):
+        return False
