@@ -127,7 +127,7 @@ def _scan_p1_block(text: str) -> tuple[dict[str, str], dict[str, list[str]]] | N
             return None
         if line[0] == "_":
             parts = line.split(None, 1)
-            if parts[0] in seen:
+            if parts[0] in seen or parts[0] == "_eof":  # pymatgen stops reading at _eof
                 return None
             if len(parts) == 1:  # pymatgen writes long values on the next line
                 if i >= n_lines:
@@ -157,26 +157,26 @@ def _scan_p1_block(text: str) -> tuple[dict[str, str], dict[str, list[str]]] | N
             i += 1
         if not names:
             return None
-        bare = names[0].startswith("_atom_site_")
-        values: list[str] = []
+        rows: list[str] = []
         while i < n_lines:
             raw = lines[i].strip()
             if raw.startswith(("_", "loop_", "data_")):
                 break
             i += 1
-            if not raw or raw[0] == "#":
-                continue
-            if "#" in raw or raw[0] == ";":
+            if raw and raw[0] != "#":
+                rows.append(raw)
+        block = "\n".join(rows)
+        # comments after data, text fields, and tokens pymatgen would read as keys or loop starts
+        if "#" in block or block.startswith(";") or "\n;" in block or "loop_" in block:
+            return None
+        if " _" in block or "\t_" in block:
+            return None
+        if names[0].startswith("_atom_site_"):
+            if "'" in block or '"' in block:
                 return None
-            if bare:
-                if "'" in raw or '"' in raw:
-                    return None
-                tokens = raw.split()
-            else:
-                tokens = ["".join(t) for t in _TOKEN.findall(raw)]
-            if any(t.startswith(("_", "loop_")) for t in tokens):
-                return None
-            values.extend(tokens)
+            values = block.split()
+        else:
+            values = ["".join(t) for t in _TOKEN.findall(block)]
         n_cols = len(names)
         if not values or len(values) % n_cols:
             return None
@@ -255,7 +255,7 @@ def parse_p1_cif(text: str) -> Structure | None:
             return None
     try:
         elements = [_ELEMENTS[s] for s in symbols]
-        frac = np.array([[float(x), float(y), float(z)] for x, y, z in zip(xs, ys, zs)], dtype=np.float64)
+        frac = np.fromiter(map(float, xs + ys + zs), dtype=np.float64, count=3 * n_sites).reshape(3, n_sites).T.copy()
     except (KeyError, ValueError):
         return None
     if not np.isfinite(frac).all():
