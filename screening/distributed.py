@@ -1,0 +1,149 @@
+"""Ray execution of featurization shards, with at-least-once tasks and exactly-once outputs.
+
+A *shard* is an independent piece of work (here: one chunk of a database) whose result is a file.
+Ray schedules the shards on a cluster (``ray.init(address=...)``) or on this machine, and
+re-runs a shard whose worker process died (``max_retries``). Re-running is safe because a shard
+commits its output with :func:`write_parquet_atomic`: it writes a temporary file with a unique
+name and renames it onto the final name in one step, so a worker that dies mid-shard leaves
+only a stray temporary file (ignored and later swept), never a half-written part, and a shard
+that is run twice writes the same content to the same name. Each record therefore appears in
+the committed outputs exactly once, whatever happened to the workers.
+
+The scheduler is Ray's; this module only keeps a bounded number of shards in flight (so the
+driver never holds the whole database) and hands results back as they finish.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from screening.errors import MatscreenError
+
+TMP_PREFIX = ".tmp-"
+
+
+class DistributedError(MatscreenError):
+    """Ray is missing, the cluster cannot be reached, or a shard failed after all its retries."""
+
+
+def write_parquet_atomic(frame: Any, path: str | Path) -> Path:
+    """Write a DataFrame (or Arrow table) to ``path`` so that readers see all of it or nothing.
+
+    The temporary name is unique per call (a retried shard never collides with the attempt
+    that died), lives in the same folder (so ``os.replace`` is a rename) and starts with
+    :data:`TMP_PREFIX` so :func:`sweep_temporary_files` can remove leftovers.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    try:
+        if isinstance(frame, pa.Table):
+            pq.write_table(frame, tmp)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def sweep_temporary_files(folder: str | Path) -> int:
+    """Delete temporary files that dead shards left behind; returns how many."""
+    n = 0
+    for stray in Path(folder).glob(f"{TMP_PREFIX}*"):
+        try:
+            stray.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise DistributedError("the ray engine needs Ray: pip install 'matscreen[ray]' (or pip install 'ray>=2.9')") from None
+    return ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to a Ray cluster at ``address`` or start one on this machine (``num_cpus`` workers).
+
+    Does nothing when Ray is already initialised in this process (tests share one session).
+    """
+    ray = _import_ray()
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address:
+        kwargs["address"] = address
+    elif num_cpus:
+        kwargs["num_cpus"] = int(num_cpus)
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise DistributedError(f"cannot start or reach {where}: {type(exc).__name__}: {exc}") from exc
+
+
+def run_on_ray(
+    fn: Callable[..., Any],
+    shards: Iterable[Any],
+    *args: Any,
+    address: str | None = None,
+    workers: int = 2,
+    max_retries: int = 3,
+    max_in_flight: int | None = None,
+    name: Callable[[Any], str] = lambda shard: str(getattr(shard, "index", "?")),
+) -> Iterator[Any]:
+    """Run ``fn(*args, shard)`` as one Ray task per shard; yield results as they finish.
+
+    ``max_retries`` is how often Ray re-runs a task whose worker process died; ``fn`` must
+    commit its output idempotently (see :func:`write_parquet_atomic`). At most
+    ``max_in_flight`` (default ``2 * workers``) shards are submitted at a time, so only that
+    many shards' inputs are held. An exception raised *by* ``fn`` is not retried (it would fail
+    again) and stops the run with :class:`DistributedError`; finished shards stay committed.
+    """
+    ray = _import_ray()
+    init_ray(address, num_cpus=workers)
+    remote = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(fn)
+    shared_args = [ray.put(a) for a in args]
+    limit = max_in_flight or max(2 * workers, 1)
+    pending: dict[Any, str] = {}
+    shards = iter(shards)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < limit:
+                shard = next(shards, None)
+                if shard is None:
+                    exhausted = True
+                    break
+                pending[remote.remote(*shared_args, shard)] = name(shard)
+            if not pending:
+                return
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                shard_name = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise DistributedError(f"shard {shard_name} failed: {exc.cause!r}") from None
+                except ray.exceptions.RayError as exc:
+                    raise DistributedError(
+                        f"shard {shard_name} failed after {max_retries} retries: {type(exc).__name__}: {exc}"
+                    ) from None
+                yield result
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+__all__ = ["DistributedError", "init_ray", "run_on_ray", "sweep_temporary_files", "write_parquet_atomic"]

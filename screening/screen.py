@@ -1,0 +1,693 @@
+"""Screening a whole database: stream it in chunks, embed and predict, rank by distance to a target.
+
+The database is read as one stream of records and cut into numbered chunks of ``chunk_size``
+records (an unreadable record travels with the chunk it was read in). Each chunk is one shard
+of work: parse, build graphs, run the CGCNN, and commit ``chunk-<k>.parquet`` (rows: id,
+formula, pred_<target>, emb_0 … emb_{d-1}, labels) plus ``chunk-<k>.errors.parquet``, each by an
+atomic rename. After a chunk is committed the run's manifest records it (written to a
+temporary file, then renamed). So at any moment the work folder holds whole chunks only, and a
+run that stops — an exception, Ctrl-C, a killed machine — resumes from what is committed: done
+chunks are skipped without parsing, nothing is computed twice and no record appears twice.
+
+Chunks run on a local process pool (``engine="local"``, ``workers`` processes; each does the
+whole chunk, forward pass included, so throughput scales with workers) or as Ray tasks
+(``engine="ray"``, see :mod:`screening.distributed`). Only the chunks in flight are in memory.
+
+The chunk files do not depend on the target, so a re-run with another ``target`` only re-ranks.
+Ranking is an external merge: each chunk is sorted by distance into a run file, and the runs
+are merged block by block into ``ranked.parquet`` (sorted, with ``distance_to_target`` in eV,
+``rank`` from 1 and ``within_tol``), which is a valid pool for ``matscreen search --pool``.
+
+Work folder layout (beside the output, ``<output stem>.chunks/``)::
+
+    manifest.json               run identity (database, model fingerprint, chunk size), done chunks
+    model.safetensors           the weights every worker loads
+    chunk-000000.parquet        rows of chunk 0
+    chunk-000000.errors.parquet its failed records (id, source, error, reason)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from screening.distributed import sweep_temporary_files, write_parquet_atomic
+from screening.errors import MatscreenError, RecordError
+
+FORMAT = "matscreen-screen-1"
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.safetensors"
+ENGINES = ("local", "ray")
+
+
+class ScreenError(MatscreenError):
+    """A screening run cannot start or continue (bad options, a work folder of another run)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Databases as record streams
+# ---------------------------------------------------------------------------------------------
+
+
+class RecordSource(Protocol):
+    """A database as a re-readable stream: same records in the same order on every read.
+
+    ``key`` identifies the content (a changed database must change it) so a resumed run can
+    tell it is reading what it read before; ``count()`` (may be ``None``) sizes progress bars.
+    """
+
+    key: str
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def count(self) -> int | None: ...
+
+
+class PathSource:
+    """A database on disk: a folder from ``matscreen fetch-mp`` or any source ``iter_records`` reads."""
+
+    def __init__(self, path: str | Path) -> None:
+        from screening.io.materials_project import is_mp_database
+        from screening.io.sources import source_kind
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ScreenError(f"database not found: {self.path}")
+        self.is_mp_db = is_mp_database(self.path)
+        if not self.is_mp_db:
+            source_kind(self.path)  # raises a clear MatscreenError for unknown kinds
+        self.key = f"{self.path.resolve()}|{_content_stamp(self.path)}"
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.is_mp_db:
+            from screening.io.materials_project import iter_database_records
+
+            return iter_database_records(self.path)
+        from screening.io.sources import iter_records
+
+        return iter_records(self.path)
+
+    def count(self) -> int | None:
+        try:
+            if self.is_mp_db:
+                from screening.io.materials_project import count_database_records
+
+                return count_database_records(self.path)
+            from screening.io.sources import count_records
+
+            return count_records(self.path)
+        except Exception:  # noqa: BLE001 - a progress bar without a total is fine
+            return None
+
+
+def _content_stamp(path: Path) -> str:
+    """Size and modification time of a file, or of every file in a folder (hashed)."""
+    if path.is_file():
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.blake2b(digest_size=12)
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_file():
+            st = entry.stat()
+            h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def open_database(db: str | Path | RecordSource) -> RecordSource:
+    """A path becomes a :class:`PathSource`; anything with ``key`` and ``__iter__`` is used as is."""
+    if isinstance(db, (str, Path)):
+        return PathSource(db)
+    if not hasattr(db, "key") or not hasattr(db, "__iter__"):
+        raise ScreenError(f"not a database: {db!r} (give a path or an object with .key and __iter__)")
+    return db
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Chunk:
+    """Records ``index * size`` … ``(index + 1) * size - 1`` of the stream and the bad ones read among them."""
+
+    index: int
+    records: list[Any]
+    errors: list[RecordError] = field(default_factory=list)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.records) + len(self.errors)
+
+
+
+def split_into_chunks(
+    items: Iterable[Any], chunk_size: int, skip: Iterable[int] = (), stats: dict[str, int] | None = None
+) -> Iterator[Chunk]:
+    """Cut a record stream into numbered chunks; chunks in ``skip`` are read past, not kept.
+
+    Chunk k holds good records k·size … (k+1)·size − 1; an error item belongs to the chunk of
+    the next good record (errors after the last record form a final chunk of their own), so the
+    numbering depends only on the stream and is the same on every read. When the stream ends,
+    ``stats["n_chunks"]`` is set to the number of chunks the stream has.
+    """
+    if chunk_size < 1:
+        raise ScreenError(f"chunk size must be at least 1, got {chunk_size}")
+    skip = set(skip)
+    index, n_in_chunk, errors_in_chunk = 0, 0, 0
+    records: list[Any] = []
+    errors: list[RecordError] = []
+    for item in items:
+        if isinstance(item, RecordError):
+            errors_in_chunk += 1
+            if index not in skip:
+                errors.append(item)
+            continue
+        n_in_chunk += 1
+        if index not in skip:
+            records.append(item)
+        if n_in_chunk == chunk_size:
+            if index not in skip:
+                yield Chunk(index, records, errors)
+            index, n_in_chunk, errors_in_chunk, records, errors = index + 1, 0, 0, [], []
+    has_tail = n_in_chunk > 0 or errors_in_chunk > 0
+    if stats is not None:
+        stats["n_chunks"] = index + (1 if has_tail else 0)
+    if has_tail and index not in skip:
+        yield Chunk(index, records, errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# One chunk: featurize and commit (runs in a worker process or a Ray task)
+# ---------------------------------------------------------------------------------------------
+
+
+def chunk_path(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / f"chunk-{index:06d}.parquet"
+
+
+def chunk_errors_path(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / f"chunk-{index:06d}.errors.parquet"
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What every chunk task needs besides its records (small and picklable).
+
+    ``before_commit(index)`` runs in the worker just before the chunk's files are committed;
+    it exists to inject faults in tests (a worker that dies mid-chunk).
+    """
+
+    model_path: str
+    work_dir: str
+    batch_size: int = 256
+    before_commit: Callable[[int], None] | None = None
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    rows: int
+    errors: int
+    seconds: float
+    pid: int
+
+    @property
+    def n_items(self) -> int:
+        return self.rows + self.errors
+
+
+_MODELS: dict[str, Any] = {}
+
+
+def _worker_model(path: str):
+    """The model for ``path``, loaded once per worker process."""
+    from screening.models.cgcnn import load_model
+
+    if path not in _MODELS:
+        _MODELS.clear()
+        _MODELS[path] = load_model(path)
+    return _MODELS[path]
+
+
+def featurize_chunk(job: ChunkJob, chunk: Chunk) -> ChunkResult:
+    """Embed one chunk and commit its rows and errors; safe to run twice (same files result)."""
+    import torch
+
+    from screening.featurize import Featurizer, errors_to_frame
+
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    model = _worker_model(job.model_path)
+    featurizer = Featurizer(model, batch_size=job.batch_size, workers=0, chunk_size=max(len(chunk.records), 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = featurizer.featurize(chunk.records)
+    errors = list(chunk.errors) + list(result.errors)
+    frame = result.frame.reset_index(drop=True)
+    if job.before_commit is not None:
+        job.before_commit(chunk.index)
+    write_parquet_atomic(errors_to_frame(errors).astype(str), chunk_errors_path(job.work_dir, chunk.index))
+    write_parquet_atomic(frame, chunk_path(job.work_dir, chunk.index))  # the commit point
+    return ChunkResult(chunk.index, len(frame), len(errors), time.perf_counter() - start, os.getpid())
+
+
+def _init_local_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+
+
+def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1) -> Iterator[ChunkResult]:
+    """Run chunks in ``workers`` spawned processes (0: in this process); yield results as they finish.
+
+    At most ``2 * workers`` chunks are submitted at a time, so memory holds only those.
+    """
+    if workers <= 0:
+        for chunk in chunks:
+            yield featurize_chunk(job, chunk)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_local_worker)
+    pending: set[Any] = set()
+    chunks = iter(chunks)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < 2 * workers:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                pending.add(pool.submit(featurize_chunk, job, chunk))
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's manifest
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def work_dir_for(output: str | Path) -> Path:
+    """Where a run writing ``output`` keeps its chunks: ``<output stem>.chunks/`` beside it."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.chunks")
+
+
+def _open_run(work_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """Load the manifest of a run in ``work_dir`` (or start one); refuse a folder of another run.
+
+    Chunks whose files were committed but not yet recorded (the driver stopped in between)
+    are adopted, so they are not computed again.
+    """
+    import pyarrow.parquet as pq
+
+    path = work_dir / MANIFEST
+    if path.exists():
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ScreenError(f"cannot read {path}: {exc}; delete {work_dir} to start over") from exc
+        if manifest.get("format") != FORMAT or manifest.get("run") != run:
+            old = manifest.get("run", {})
+            diff = [k for k in run if old.get(k) != run[k]]
+            raise ScreenError(
+                f"{work_dir} holds chunks of another run (different {', '.join(diff) or 'format'}); "
+                f"delete it or write to another output"
+            )
+    else:
+        manifest = {"format": FORMAT, "run": run, "chunks": {}, "n_chunks": None, "complete": False}
+    for part in sorted(work_dir.glob("chunk-*.parquet")):
+        name = part.name
+        if name.endswith(".errors.parquet"):
+            continue
+        index = int(name[len("chunk-") : -len(".parquet")])
+        if str(index) in manifest["chunks"] or not chunk_errors_path(work_dir, index).exists():
+            continue
+        rows = pq.ParquetFile(part).metadata.num_rows
+        errs = pq.ParquetFile(chunk_errors_path(work_dir, index)).metadata.num_rows
+        manifest["chunks"][str(index)] = {"rows": rows, "errors": errs}
+    _write_json_atomic(path, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranking: an external merge of the chunk files by distance to the target
+# ---------------------------------------------------------------------------------------------
+
+
+def _distance(table, pred_col: str, target: float):
+    """|pred − target| in eV as float64; missing or NaN predictions rank last (+inf)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pred = table[pred_col].cast(pa.float64())
+    dist = pc.abs(pc.subtract(pred, pa.scalar(float(target))))
+    dist = pc.if_else(pc.is_nan(dist), float("inf"), dist)
+    return pc.fill_null(dist, float("inf"))
+
+
+def _conform(table, schema):
+    """``table`` with ``schema``'s columns in its order (missing ones null), cast to its types."""
+    import pyarrow as pa
+
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table[f.name]
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            cols.append(pa.nulls(len(table), f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+class _RunReader:
+    """Sequential reader of one sorted run: ``take(n)`` returns its next ``n`` rows."""
+
+    def __init__(self, path: Path, schema, batch_rows: int) -> None:
+        import pyarrow.parquet as pq
+
+        self._batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        self._schema = schema
+        self._buffer = None
+
+    def take(self, n: int):
+        import pyarrow as pa
+
+        pieces = []
+        while n > 0:
+            if self._buffer is None or len(self._buffer) == 0:
+                self._buffer = _conform(pa.Table.from_batches([next(self._batches)]), self._schema)
+            piece = self._buffer.slice(0, n)
+            self._buffer = self._buffer.slice(len(piece))
+            pieces.append(piece)
+            n -= len(piece)
+        return pa.concat_tables(pieces)
+
+
+def rank_chunks(
+    parts: list[Path],
+    pred_col: str,
+    target: float,
+    tol: float,
+    output: str | Path,
+    runs_dir: str | Path,
+    block_rows: int = 8192,
+    run_rows: int = 256,
+) -> dict[str, int]:
+    """Merge chunk files into ``output`` sorted by ``|pred − target|`` (ties by id).
+
+    Pass 1 sorts each chunk into a run file and keeps only the sort keys (distance, id, run)
+    of every row; pass 2 walks the global order block by block, pulling each block's rows from
+    the runs sequentially. Memory: the keys (~30 bytes per row) plus one small batch per run.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs, schemas, keys = [], [], []
+    for part in parts:
+        table = pq.read_table(part)
+        if table.num_rows == 0:
+            continue
+        table = table.append_column("distance_to_target", _distance(table, pred_col, target))
+        table = table.take(pc.sort_indices(table, sort_keys=[("distance_to_target", "ascending"), ("id", "ascending")]))
+        run = runs_dir / f"run-{len(runs):06d}.parquet"
+        pq.write_table(table, run, row_group_size=run_rows)
+        keys.append(
+            pa.table(
+                {
+                    "d": table["distance_to_target"],
+                    "id": table["id"].cast(pa.string()),
+                    "run": pa.array(np.full(table.num_rows, len(runs), dtype=np.int32)),
+                }
+            )
+        )
+        runs.append(run)
+        schemas.append(table.schema.remove_metadata())
+        del table
+    output = Path(output)
+    tmp_out = output.with_name(f".tmp-{output.name}.{os.getpid()}")
+    if not runs:
+        pa.table({"id": pa.array([], pa.string()), "distance_to_target": pa.array([], pa.float64()),
+                  "rank": pa.array([], pa.int64()), "within_tol": pa.array([], pa.bool_())}).to_pandas().to_parquet(
+            tmp_out, index=False
+        )
+        os.replace(tmp_out, output)
+        return {"rows": 0, "within_tol": 0}
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    all_keys = pa.concat_tables(keys)
+    del keys
+    order = pc.sort_indices(all_keys, sort_keys=[("d", "ascending"), ("id", "ascending")])
+    run_of_rank = all_keys["run"].take(order).to_numpy()
+    n = len(run_of_rank)
+    del all_keys, order
+    readers = [_RunReader(r, schema, run_rows) for r in runs]
+    out_schema = schema.append(pa.field("rank", pa.int64())).append(pa.field("within_tol", pa.bool_()))
+    hits = 0
+    with pq.ParquetWriter(tmp_out, out_schema) as writer:
+        for a in range(0, n, block_rows):
+            block = run_of_rank[a : a + block_rows]
+            counts = np.bincount(block, minlength=len(runs))
+            pieces = [readers[r].take(int(c)) for r, c in enumerate(counts) if c]
+            merged = pa.concat_tables(pieces)  # grouped by run, each group in rank order
+            where = np.argsort(block, kind="stable")  # where[j] = block position of merged row j
+            inverse = np.empty_like(where)
+            inverse[where] = np.arange(len(where))
+            merged = merged.take(pa.array(inverse))
+            within = pc.less_equal(merged["distance_to_target"], float(tol))
+            hits += int(pc.sum(within).as_py() or 0)
+            merged = merged.append_column("rank", pa.array(np.arange(a + 1, a + 1 + len(block), dtype=np.int64)))
+            merged = merged.append_column("within_tol", within)
+            writer.write_table(merged)
+    os.replace(tmp_out, output)
+    for r in runs:
+        r.unlink()
+    return {"rows": n, "within_tol": hits}
+
+
+def _write_errors_csv(error_parts: list[Path], path: Path) -> int:
+    import pandas as pd
+
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    n = 0
+    header = True
+    with open(tmp, "w", newline="") as handle:
+        for part in error_parts:
+            frame = pd.read_parquet(part)
+            if frame.empty and not header:
+                continue
+            frame = frame.reindex(columns=["id", "source", "error", "reason"])
+            frame.to_csv(handle, index=False, header=header)
+            header = False
+            n += len(frame)
+        if header:
+            handle.write("id,source,error,reason\n")
+    os.replace(tmp, path)
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScreenSummary:
+    """What a (re-)run of :func:`screen_database` did."""
+
+    output: str
+    errors_path: str
+    work_dir: str
+    rows: int
+    errors: int
+    within_tol: int
+    chunks_total: int
+    chunks_computed: list[int]
+    chunks_reused: int
+    wall_s: float
+    engine: str
+    workers: int
+
+    @property
+    def records_per_s(self) -> float:
+        done = self.rows + self.errors
+        return done / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def _model_file(net, work_dir: Path) -> Path:
+    from screening.models.cgcnn import save_model
+
+    path = work_dir / MODEL_FILE
+    if not path.exists():
+        tmp = work_dir / f".tmp-{MODEL_FILE}.{os.getpid()}"
+        save_model(net, tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def screen_database(
+    db: str | Path | RecordSource,
+    target: float,
+    tol: float = 0.05,
+    model: Any = None,
+    output: str | Path = "ranked.parquet",
+    chunk_size: int = 2048,
+    engine: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    batch_size: int = 256,
+    max_retries: int = 3,
+    progress: bool = True,
+    on_chunk_done: Callable[[ChunkResult], None] | None = None,
+    before_commit: Callable[[int], None] | None = None,
+) -> ScreenSummary:
+    """Screen database ``db`` for crystals whose predicted property is near ``target`` (eV).
+
+    ``model`` is a model name, a weights path or a loaded CGCNN (default: the project's
+    band-gap model). Results go to ``output`` (ranked Parquet) and ``<stem>.errors.csv``; the
+    chunks live in ``<stem>.chunks/`` and make a re-run resume (see the module docstring).
+    ``on_chunk_done`` is called in this process after each chunk is committed (progress,
+    or a test that stops the run); ``before_commit`` is the worker-side fault-injection hook
+    of :class:`ChunkJob`.
+    """
+    from screening.featurize import load_featurizer_model, model_fingerprint
+    from screening.models.cgcnn import CrystalGraphConvNet
+
+    if engine not in ENGINES:
+        raise ScreenError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if tol < 0:
+        raise ScreenError(f"tolerance must be non-negative (eV), got {tol}")
+    if chunk_size < 1:
+        raise ScreenError(f"chunk size must be at least 1, got {chunk_size}")
+    start = time.perf_counter()
+    source = open_database(db)
+    net = model if isinstance(model, CrystalGraphConvNet) else load_featurizer_model(model)
+    pred_col = f"pred_{net.config.target_name}"
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = work_dir_for(output)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    run = {"database": source.key, "model": model_fingerprint(net), "chunk_size": int(chunk_size), "pred_column": pred_col}
+    manifest = _open_run(work_dir, run)
+    sweep_temporary_files(work_dir)
+    model_path = _model_file(net, work_dir)
+    done = {int(k) for k in manifest["chunks"]}
+    reused = len(done)
+    computed: list[int] = []
+
+    if not manifest["complete"]:
+        job = ChunkJob(str(model_path), str(work_dir), batch_size, before_commit)
+        stats: dict[str, int] = {}
+        chunks = split_into_chunks(source, chunk_size, skip=done, stats=stats)
+        if engine == "local":
+            results = run_chunks_locally(job, chunks, workers)
+        else:
+            from screening.distributed import run_on_ray
+
+            results = run_on_ray(featurize_chunk, chunks, job, address=address, workers=max(workers, 1), max_retries=max_retries)
+        total = source.count() if progress else None
+        already = sum(int(v["rows"]) + int(v["errors"]) for v in manifest["chunks"].values())
+        with _progress_bar(total, f"screening ({engine}, {workers} workers)", progress, already) as advance:
+            try:
+                for result in results:
+                    manifest["chunks"][str(result.index)] = {"rows": result.rows, "errors": result.errors}
+                    _write_json_atomic(work_dir / MANIFEST, manifest)
+                    done.add(result.index)
+                    computed.append(result.index)
+                    advance(result.n_items)
+                    if on_chunk_done is not None:
+                        on_chunk_done(result)
+            finally:
+                close = getattr(results, "close", None)
+                if close is not None:
+                    close()
+        n_chunks = stats.get("n_chunks")
+        if n_chunks is None or not set(range(n_chunks)) <= done:
+            raise ScreenError(f"the database stream ended early: {len(done)} chunks done of {n_chunks}; re-run to resume")
+        manifest["n_chunks"] = n_chunks
+        manifest["complete"] = True
+        _write_json_atomic(work_dir / MANIFEST, manifest)
+
+    indices = sorted(int(k) for k in manifest["chunks"])
+    ranked = rank_chunks([chunk_path(work_dir, k) for k in indices], pred_col, target, tol, output, work_dir / "runs")
+    errors_path = output.with_name(f"{output.stem}.errors.csv")
+    n_errors = _write_errors_csv([chunk_errors_path(work_dir, k) for k in indices], errors_path)
+    return ScreenSummary(
+        output=str(output),
+        errors_path=str(errors_path),
+        work_dir=str(work_dir),
+        rows=ranked["rows"],
+        errors=n_errors,
+        within_tol=ranked["within_tol"],
+        chunks_total=int(manifest["n_chunks"]),
+        chunks_computed=sorted(computed),
+        chunks_reused=reused,
+        wall_s=time.perf_counter() - start,
+        engine=engine,
+        workers=workers,
+    )
+
+
+class _progress_bar:
+    """A rich progress bar as a context manager yielding ``advance(n)``; silent when disabled."""
+
+    def __init__(self, total: int | None, description: str, enabled: bool, completed: int = 0) -> None:
+        self.total, self.description, self.enabled, self.completed = total, description, enabled, completed
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self._bar.start()
+        task = self._bar.add_task(self.description, total=self.total or None, completed=self.completed)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self._bar.stop()
+
+
+__all__ = [
+    "Chunk",
+    "ChunkJob",
+    "ChunkResult",
+    "PathSource",
+    "RecordSource",
+    "ScreenError",
+    "ScreenSummary",
+    "featurize_chunk",
+    "open_database",
+    "rank_chunks",
+    "run_chunks_locally",
+    "screen_database",
+    "split_into_chunks",
+    "work_dir_for",
+]
