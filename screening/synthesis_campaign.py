@@ -1,0 +1,396 @@
+"""Rounds of the nanoparticle-synthesis campaign: BO, BO + spectrum network, or random LHS.
+
+The thin imperative shell around the framework (:class:`~screening.bo.campaign.Campaign`) and
+the two-step pieces (:mod:`screening.twostep`), as the paper ran it:
+
+1. round 1: a Latin-hypercube design of ``batch`` conditions that respects the ≤ 90 % constraint;
+2. each later round: ``batch`` conditions by GP-EI with local penalisation on the box; with
+   ``method="bo+dnn"``, from round ``dnn_from`` on, the spectrum network trained on all spectra
+   so far proposes ``dnn_batch`` more conditions in parallel (the paper's runs 6–8);
+3. after each round, if the best conditions sit on a face of the box, that face moves out
+   (boundary expansion, clipped to the hard limits) and the move is recorded;
+4. ``method="random"``: a fresh constrained LHS every round, the baseline.
+
+Everything the campaign learns is in its SQLite file (observations with their spectra, pending
+points) plus three meta entries written through the store: the current box with its expansion
+history, the per-round log, and the failed-droplet counts. A run killed at any point resumes
+from that file.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from screening.bo.campaign import Campaign
+from screening.bo.domain import Box, BoundaryExpansion
+from screening.bo.domain import LinearConstraint
+from screening.bo.strategy import Strategy, suggest_box
+from screening.errors import MatscreenError, RecordError
+from screening.objectives.synthesis import (
+    INPUT_NAMES, SynthesisObjective, condition_id, read_droplet_spectra_csv, write_conditions_csv,
+)
+from screening import twostep
+
+METHODS = ("bo", "bo+dnn", "random")
+META_BOX, META_ROUNDS, META_DROPLETS, META_SETTINGS = "synthesis_box", "synthesis_rounds", "synthesis_droplets", "synthesis_settings"
+
+
+def default_strategy(batch: int) -> Strategy:
+    """GP on the loss, log-EI, local penalisation; the first ``batch`` points are a constrained LHS."""
+    return Strategy(model="loss", acquisition="logei", batch="lp", n_init=batch, box_raw_samples=2048)
+
+
+@dataclass
+class RoundLog:
+    """One round: which method proposed which conditions, what they scored, what the box did."""
+
+    round: int
+    method: str
+    keys: list[str]
+    losses: list[float | None]
+    best_loss_so_far: float
+    n_conditions_so_far: int
+    seconds: float
+    expansions: list[dict] = field(default_factory=list)
+    stop: dict | None = None
+
+
+def unit_box(box: Box) -> Box:
+    """``box`` in its own unit coordinates ([0, 1] per input, constraints rewritten to match).
+
+    Why: the framework's local penalisation measures distances and the Lipschitz constant in the
+    box's raw units. With Q_tot spanning 800 µL/min beside shares of a few tens of %, its
+    penalty balls stretch along Q_tot only and a batch of 15 collapses onto nearly one
+    condition (measured: min pairwise distance 0.014 of the box width). Suggesting in unit
+    coordinates gives distinct batches (0.13) with the same GP, acquisition and penalty.
+    """
+    lo, hi = box.bounds
+    cons = []
+    for c in box.constraints:
+        coef = [cf * (hi[i] - lo[i]) for i, cf in zip(c.indices, c.coefficients)]
+        rhs = c.rhs - sum(cf * lo[i] for i, cf in zip(c.indices, c.coefficients))
+        cons.append(LinearConstraint(tuple(c.indices), tuple(float(v) for v in coef), float(rhs)))
+    return Box((0.0,) * box.dim, (1.0,) * box.dim, box.names, tuple(cons))
+
+
+def box_to_meta(box: Box) -> dict:
+    return {"lower": list(box.lower), "upper": list(box.upper), "expansions": [asdict(e) for e in box.expansions]}
+
+
+def box_from_meta(base: Box, meta: dict) -> Box:
+    """The campaign's current box: ``base`` (names, constraints, hard limits) with stored bounds."""
+    return Box(tuple(meta["lower"]), tuple(meta["upper"]), base.names, base.constraints, base.hard_lower,
+               base.hard_upper, tuple(BoundaryExpansion(**e) for e in meta["expansions"]))
+
+
+class SynthesisCampaign:
+    """A synthesis campaign in ``directory`` (``campaign.sqlite`` + CSV/plot outputs)."""
+
+    def __init__(self, directory: str | Path, objective: SynthesisObjective, method: str = "bo", batch: int = 15,
+                 seed: int = 0, dnn_from: int = 3, dnn_batch: int | None = None, expand: bool = True,
+                 strategy: Strategy | None = None) -> None:
+        if method not in METHODS:
+            raise MatscreenError(f"method must be one of {METHODS}, got {method!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.objective = objective
+        path = self.directory / "campaign.sqlite"
+        if path.exists():
+            self.campaign = Campaign.open(path, objective)
+            settings = self.campaign.store.get_meta(META_SETTINGS, {})
+            method, batch, seed = settings.get("method", method), settings.get("batch", batch), settings.get("seed", seed)
+            dnn_from, dnn_batch, expand = settings.get("dnn_from", dnn_from), settings.get("dnn_batch", dnn_batch), settings.get("expand", expand)
+            box_meta = self.campaign.store.get_meta(META_BOX)
+            if box_meta:
+                objective.domain = box_from_meta(objective.domain, box_meta)
+        else:
+            self.campaign = Campaign.create(path, objective, strategy or default_strategy(batch), seed=seed, batch_size=batch)
+            self.campaign.store.set_meta(META_SETTINGS, {"method": method, "batch": batch, "seed": seed, "dnn_from": dnn_from,
+                                                         "dnn_batch": dnn_batch, "expand": expand})
+            self.campaign.store.set_meta(META_BOX, box_to_meta(objective.domain))
+        self.method, self.batch, self.seed = method, int(batch), int(seed)
+        self.dnn_from, self.dnn_batch, self.expand = int(dnn_from), int(dnn_batch or batch), bool(expand)
+        self._model: twostep.SpectrumEnsemble | None = None  # type: ignore[name-defined]
+        self._probe = objective.domain.uniform(500, np.random.default_rng(12345))
+
+    # ------------------------------------------------------------------ state
+
+    def rounds(self) -> list[RoundLog]:
+        return [RoundLog(**r) for r in self.campaign.store.get_meta(META_ROUNDS, [])]
+
+    def observations(self) -> pd.DataFrame:
+        """One row per told condition: inputs, loss, droplets used/failed, source, round."""
+        round_of = {k: (r.round, r.method) for r in self.rounds() for k in r.keys}
+        drops = self.campaign.store.get_meta(META_DROPLETS, {})
+        rows = []
+        for rec in self.campaign.store.observations():
+            cid = condition_id(rec.x)
+            rnd, meth = round_of.get(rec.key, (None, rec.source))
+            d = drops.get(cid, {})
+            rows.append({"condition_id": cid, **dict(zip(INPUT_NAMES, rec.x)), "loss": rec.loss, "round": rnd,
+                         "method": meth, "source": rec.source, "droplets_ok": d.get("ok"), "droplets_failed": d.get("failed"), "error": rec.error})
+        return pd.DataFrame(rows)
+
+    def told_spectra(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """Conditions, droplet-spectra blocks and losses of every successful observation."""
+        recs = [r for r in self.campaign.store.observations() if r.ok]
+        X = np.array([r.x for r in recs], dtype=float).reshape(len(recs), len(INPUT_NAMES))
+        return X, [np.asarray(r.y, dtype=float) for r in recs], np.array([r.loss for r in recs], dtype=float)
+
+    def best(self) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """Best condition so far: its inputs, median spectrum and loss."""
+        X, blocks, losses = self.told_spectra()
+        if not len(losses):
+            return None
+        i = int(np.argmin(losses))
+        block = np.atleast_2d(blocks[i])
+        return X[i], np.median(block, axis=0), float(losses[i])
+
+    # ------------------------------------------------------------------ one round
+
+    def _record_droplets(self) -> None:
+        summary = getattr(self.objective, "failure_summary", None)
+        if not callable(summary):  # a user objective without droplet bookkeeping
+            return
+        stored = self.campaign.store.get_meta(META_DROPLETS, {})
+        stored.update(summary())
+        self.campaign.store.set_meta(META_DROPLETS, stored)
+        self.objective.droplet_log.clear()
+
+    def _tell(self, evaluations: list, source: str) -> None:
+        self.campaign.tell_evaluations(evaluations, source=source)
+        self._record_droplets()
+
+    def _ask_bo(self, n: int) -> list[np.ndarray]:
+        """The campaign's next BO batch (constrained LHS while data are few), suggested in unit
+        coordinates (see :func:`unit_box`) and recorded as pending, like ``Campaign.ask``."""
+        records = self.campaign.store.observations()
+        pending = self.campaign.store.pending()
+        ok = [r for r in records if r.ok]
+        box = self.objective.domain
+        X = np.array([r.x for r in ok], dtype=float).reshape(len(ok), box.dim)
+        Xp = np.array([p.x for p in pending], dtype=float).reshape(len(pending), box.dim)
+        seed = int(np.random.SeedSequence([self.seed, len(records), len(pending)]).generate_state(1)[0])
+        U = suggest_box(self.campaign.strategy, unit_box(box), box.to_unit(X), np.full(len(ok), np.nan),
+                        np.array([r.loss for r in ok], dtype=float), q=n, seed=seed,
+                        X_pending=box.to_unit(Xp) if len(Xp) else None)
+        lo, hi = box.bounds
+        points = [np.clip(p, lo, hi) for p in box.from_unit(U)]
+        self.campaign.store.add_pending((box.key_of(p), [float(v) for v in p]) for p in points)
+        return points
+
+    def _dnn_points(self, round_no: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self.objective, "target", None) is None:
+            raise MatscreenError("the spectrum-network step needs an objective with a `target` spectrum")
+        X, blocks, _ = self.told_spectra()
+        Xt, Yt = twostep.training_set(X, blocks)
+        self._model = twostep.fit_spectrum_model(Xt, Yt, self.objective.domain, seed=self.seed * 1000 + round_no)
+        pts = twostep.propose(self._model, self.objective.domain, self.objective.target, self.dnn_batch,
+                              seed=self.seed * 1000 + round_no, exclude=np.vstack([X, exclude]) if len(exclude) else X)
+        return pts, twostep.predicted_loss(self._model, pts, self.objective.target)
+
+    def _finish_round(self, round_no: int, method: str, keys: list[str], started: float, stop: dict | None) -> RoundLog:
+        obs = {r.key: r.loss for r in self.campaign.store.observations()}
+        losses = [obs.get(k) for k in keys]
+        finite = [v for v in obs.values() if v is not None]
+        expansions: list[dict] = []
+        if self.expand and finite:
+            X, _, all_losses = self.told_spectra()
+            best = X[np.argsort(all_losses)[:3]]
+            before = len(self.objective.domain.expansions)
+            self.objective.domain = self.objective.domain.expanded_at_boundary(
+                best, reason=f"round {round_no}: best conditions on the boundary")
+            expansions = [asdict(e) for e in self.objective.domain.expansions[before:]]
+            self.campaign.store.set_meta(META_BOX, box_to_meta(self.objective.domain))
+        log = RoundLog(round_no, method, keys, losses, float(min(finite)) if finite else float("nan"),
+                       len(obs), round(time.time() - started, 2), expansions, stop)
+        self.campaign.store.set_meta(META_ROUNDS, self.campaign.store.get_meta(META_ROUNDS, []) + [asdict(log)])
+        return log
+
+    def run_round(self) -> RoundLog:
+        """Ask, evaluate in the objective's lab, tell: one round of the chosen method."""
+        round_no = len(self.rounds()) + 1
+        started = time.time()
+        box = self.objective.domain
+        if self.method == "random":
+            points = list(box.latin_hypercube(self.batch, seed=self.seed * 1000 + round_no))
+            method = "random"
+        else:
+            points = self.campaign.pending_points() or self._ask_bo(self.batch)
+            method = "lhs" if round_no == 1 else "bo"
+        self._tell(self.objective.evaluate(points), source="search")
+        keys = [box.key_of(p) for p in points]
+        stop = None
+        if self.method == "bo+dnn" and round_no >= self.dnn_from:
+            before = self._model
+            pts, predicted = self._dnn_points(round_no, np.vstack(points))
+            evaluations = self.objective.evaluate(pts)
+            self._tell(evaluations, source="dnn")
+            measured = np.array([self.objective.loss(e.y) if e.ok else np.nan for e in evaluations])
+            keys += [box.key_of(p) for p in pts]
+            method = "bo+dnn"
+            _, _, losses = self.told_spectra()
+            probe_now = twostep.predicted_loss(self._model, self._probe, self.objective.target)
+            probe_before = None if before is None else twostep.predicted_loss(before, self._probe, self.objective.target)
+            newest_pred = None if before is None else twostep.predicted_loss(before, pts, self.objective.target)
+            check = twostep.check_stop(float(np.min(losses)), getattr(self.objective, "hit_loss", -np.inf), probe_now, probe_before,
+                                       newest_pred, measured)
+            stop = {**asdict(check), "stop": check.stop, "dnn_predicted": predicted.round(4).tolist()}
+        return self._finish_round(round_no, method, keys, started, stop)
+
+    def run(self, rounds: int, on_round: Callable[[RoundLog], None] | None = None, stop_on_hit: bool = False) -> list[RoundLog]:
+        """Run until ``rounds`` rounds are done (counting rounds done before a restart)."""
+        while len(self.rounds()) < rounds:
+            log = self.run_round()
+            if on_round is not None:
+                on_round(log)
+            if stop_on_hit and log.best_loss_so_far <= getattr(self.objective, "hit_loss", -np.inf):
+                break
+        return self.rounds()
+
+    # ------------------------------------------------------------------ a real reactor (CSV)
+
+    def ask_csv(self, path: str | Path, dnn: int = 0) -> Path:
+        """Write the next batch (pending points first) as CSV; ``dnn`` adds network proposals."""
+        points = self.campaign.pending_points()
+        if not points:
+            points = self._ask_bo(self.batch)
+            if dnn and len(self.told_spectra()[2]) >= 2:
+                self.dnn_batch = int(dnn)
+                pts, _ = self._dnn_points(len(self.rounds()) + 1, np.vstack(points))
+                self.campaign.store.add_pending((self.objective.domain.key_of(p), [float(v) for v in p]) for p in pts)
+                points += list(pts)
+        return write_conditions_csv(path, points)
+
+    def tell_csv(self, path: str | Path) -> RoundLog:
+        """Tell a reactor's droplet spectra (see :func:`read_droplet_spectra_csv`) for pending points."""
+        started = time.time()
+        results = read_droplet_spectra_csv(path)
+        pending = {condition_id(p): p for p in self.campaign.pending_points()}
+        unknown = [c for c in results if c not in pending]
+        if unknown:
+            raise RecordError(unknown[0], "condition_id is not pending in this campaign (ask first, or a typo?)", str(path))
+        evaluations = [self.objective.split_droplets(pending[c], block) for c, block in results.items()]
+        self._tell(evaluations, source="search")
+        keys = [self.objective.domain.key_of(pending[c]) for c in results]
+        return self._finish_round(len(self.rounds()) + 1, "csv", keys, started, None)
+
+    def close(self) -> None:
+        self.campaign.close()
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def method_curves(sc: SynthesisCampaign) -> dict[str, np.ndarray]:
+    """Running best loss per round of the conditions each method proposed (BO incl. the LHS
+    start, the spectrum network, random LHS), for the per-round comparison the paper drew."""
+    obs = sc.observations()
+    n_rounds = len(sc.rounds())
+    curves: dict[str, np.ndarray] = {}
+    groups = {"bo": ("lhs", "bo", "bo+dnn"), "random": ("random",), "csv": ("csv",)}
+    for name, methods in groups.items():
+        sel = obs[obs["method"].isin(methods) & (obs["source"] == "search")]
+        if len(sel):
+            curves[name] = _running_best(sel, n_rounds)
+    dnn = obs[obs["source"] == "dnn"]
+    if len(dnn):
+        # the DNN arm builds on the BO data: its running best includes the BO rounds before it
+        both = obs[obs["source"].isin(["search", "dnn"])]
+        curves["bo+dnn"] = _running_best(both, n_rounds)
+    return curves
+
+
+def _running_best(frame: pd.DataFrame, n_rounds: int) -> np.ndarray:
+    best, out = np.inf, []
+    for r in range(1, n_rounds + 1):
+        v = frame.loc[frame["round"] == r, "loss"].dropna()
+        if len(v):
+            best = min(best, float(v.min()))
+        out.append(best if np.isfinite(best) else np.nan)
+    return np.array(out)
+
+
+def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | None = None, shap: bool = True,
+                 seed: int = 0) -> dict[str, Path]:
+    """observations.csv, rounds.csv, best_loss_per_round.png, best_spectrum.png and, with ``shap``,
+    shap_importance.csv/.png (spectrum network trained on every condition so far)."""
+    from screening import synthesis_plots as plots
+    from screening.objectives.synthesis import PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS
+
+    d = sc.directory
+    paths: dict[str, Path] = {}
+    sc.observations().to_csv(d / "observations.csv", index=False)
+    paths["observations"] = d / "observations.csv"
+    pd.DataFrame([asdict(r) for r in sc.rounds()]).to_csv(d / "rounds.csv", index=False)
+    paths["rounds"] = d / "rounds.csv"
+    curves = {**method_curves(sc), **(extra_curves or {})}
+    paths["best_loss_plot"] = plots.plot_best_loss_per_round(
+        curves, d / "best_loss_per_round.png",
+        references={"paper BO, 8 rounds": PAPER_BEST_BO_LOSS, "paper DNN": PAPER_BEST_DNN_LOSS})
+    best = sc.best()
+    target = getattr(sc.objective, "target", None)
+    if best is not None and target is not None:
+        X, blocks, losses = sc.told_spectra()
+        i = int(np.argmin(losses))
+        paths["best_spectrum_plot"] = plots.plot_spectrum_vs_target(
+            best[1], target, d / "best_spectrum.png", label=f"best, loss {best[2]:.3f}", droplets=blocks[i])
+        if shap and len(X) >= 10:
+            from screening.explain import shap_table, spectrum_summaries
+
+            Xt, Yt = twostep.training_set(X, blocks)
+            model = twostep.fit_spectrum_model(Xt, Yt, sc.objective.domain, seed=seed)
+            table, _ = shap_table(spectrum_summaries(model, target), Xt, INPUT_NAMES, seed=seed)
+            table.to_csv(d / "shap_importance.csv")
+            paths["shap"] = d / "shap_importance.csv"
+            paths["shap_plot"] = plots.plot_shap_importance(table, d / "shap_importance.png")
+    return paths
+
+
+# --------------------------------------------------------------------------- CLI helpers
+
+
+def build_objective(lab: str = "virtual", objective: str | None = None, target: str | None = None, box: str = "paper",
+                    replicates: int = 21, seed: int = 0, hit_loss: float = 0.10):
+    """The objective a synthesis command runs: the AgBONN objective on the virtual lab (``lab="virtual"``)
+    or on a CSV-driven reactor (``lab="csv"``), or a user's class named ``package.module:ClassName``
+    (constructed with no arguments; it must satisfy :class:`~screening.objectives.base.Objective`)."""
+    from screening.objectives.base import load_objective_class
+    from screening.objectives.spectral_loss import load_target
+    from screening.objectives.synthesis import CsvLab, synthesis_box
+    from screening.objectives.virtual_lab import VirtualLab
+
+    if objective:
+        return load_objective_class(objective)()
+    if lab not in ("virtual", "csv"):
+        raise MatscreenError(f"--lab must be 'virtual' or 'csv', got {lab!r}")
+    the_lab = VirtualLab(n_replicates=replicates, seed=seed) if lab == "virtual" else CsvLab()
+    return SynthesisObjective(lab=the_lab, target=load_target(target), domain=synthesis_box(box), hit_loss=hit_loss)
+
+
+def run_csv_lab(sc: SynthesisCampaign, rounds: int, poll_seconds: float = 5.0, timeout_seconds: float = 86400.0,
+                dnn: int = 0, on_round: Callable[[RoundLog], None] | None = None,
+                on_wait: Callable[[Path, Path], None] | None = None) -> list[RoundLog]:
+    """Drive a real reactor through files: per round write ``ask-RR.csv`` and wait for the
+    reactor's ``results-RR.csv`` (droplet spectra) in the campaign directory, then tell it."""
+    while len(sc.rounds()) < rounds:
+        r = len(sc.rounds()) + 1
+        ask = sc.ask_csv(sc.directory / f"ask-{r:02d}.csv", dnn=dnn if r >= sc.dnn_from else 0)
+        results = sc.directory / f"results-{r:02d}.csv"
+        if on_wait is not None:
+            on_wait(ask, results)
+        waited = 0.0
+        while not results.exists():
+            if waited >= timeout_seconds:
+                raise MatscreenError(f"no {results} after {timeout_seconds:.0f} s; rerun to keep waiting (state is saved)")
+            time.sleep(poll_seconds)
+            waited += poll_seconds
+        log = sc.tell_csv(results)
+        if on_round is not None:
+            on_round(log)
+    return sc.rounds()
