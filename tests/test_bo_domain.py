@@ -99,3 +99,17 @@ def test_greedy_maximin_picks_spread_points() -> None:
     U = np.array([[0.0, 0.0], [0.01, 0.0], [1.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
     idx = greedy_maximin(U, 3)
     assert len(set(idx.tolist())) == 3 and not {0, 1} <= set(idx.tolist())
+
+
+def test_partition_gives_compact_balanced_leaves() -> None:
+    rng = np.random.default_rng(0)
+    pool = DiscretePool([str(i) for i in range(5000)], rng.random((5000, 2)) * [10.0, 1.0])
+    labels, centroids = pool.partition(leaf_size=100)
+    sizes = np.bincount(labels)
+    assert sizes.sum() == 5000 and sizes.max() <= 100 and sizes.min() >= 50
+    assert centroids.shape == (sizes.size, 2)
+    np.testing.assert_allclose(centroids[3], pool.features[labels == 3].mean(axis=0))
+    # leaves are compact: far smaller spread than the pool's
+    spread = max(np.ptp(pool.features[labels == k], axis=0).max() for k in range(sizes.size))
+    assert spread < 2.0
+    assert pool.partition(leaf_size=100)[0] is labels  # cached

@@ -116,3 +116,33 @@ def test_box_local_refinement_improves_the_acquisition() -> None:
     refined = suggest_box(st, FLOWS, X, loss, loss, q=1, seed=0, refine=True)
     raw = suggest_box(st, FLOWS, X, loss, loss, q=1, seed=0, refine=False)
     assert _flows_loss(refined)[0] <= _flows_loss(raw)[0] + 0.05
+
+
+def test_large_pools_are_screened_by_leaves_and_agree_with_exhaustive_scoring() -> None:
+    rng = np.random.default_rng(7)
+    n = 6000
+    F = rng.random((n, 3))
+    y = 2.0 + np.sin(4 * F[:, 0]) + F[:, 1]
+    pool = DiscretePool([f"c{i}" for i in range(n)], F)
+    told = [f"c{i}" for i in range(40)]
+    rows = pool.indices_of(told)
+    exhaustive = Strategy(screen_above=10**9)
+    screened = Strategy(screen_above=1000, screen_keep=600, leaf_size=100)
+    agree = 0
+    for seed in range(5):
+        extra = [f"c{i}" for i in rng.choice(np.arange(40, n), 10, replace=False)]
+        a = suggest_pool(exhaustive, pool, told, y[rows], np.abs(y[rows] - 2.5), q=1, seed=seed, target=TARGET, excluded_ids=extra)
+        b = suggest_pool(screened, pool, told, y[rows], np.abs(y[rows] - 2.5), q=1, seed=seed, target=TARGET, excluded_ids=extra)
+        assert b[0] not in extra and b[0] not in told
+        agree += a == b
+    assert agree >= 4
+
+
+def test_refit_schedule_is_a_function_of_n() -> None:
+    from screening.bo.strategy import refit_size
+
+    assert [refit_size(n) for n in (5, 99, 100, 109, 110, 120, 121)] == [5, 99, 100, 100, 110, 110, 121]
+    sizes = [refit_size(n) for n in range(100, 2000)]
+    assert all(b >= a for a, b in zip(sizes, sizes[1:]))
+    assert all(n / refit_size(n) < 1.11 for n in range(100, 2000))
+    assert refit_size(500, growth=1.0) == 500

@@ -85,3 +85,25 @@ def test_fit_rejects_bad_input() -> None:
         s.fit(np.random.rand(3, 3), np.array([1.0, np.nan, 2.0]))
     with pytest.raises(SurrogateError, match="fit the surrogate"):
         s.predict(np.zeros((1, 3)))
+
+
+@pytest.mark.parametrize("use_prior", [False, True])
+def test_reused_hyperparameters_reproduce_the_fit(use_prior: bool) -> None:
+    X, y, rng = _data(40)
+    prior = y + 0.2 * rng.standard_normal(y.size)
+    kw = {"prior": prior} if use_prior else {}
+    full = GPSurrogate(BOUNDS, use_prior=use_prior).fit(X, y, **kw)
+    hp = full.hyperparameters()
+    # Same data, given hyper-parameters: identical predictions without optimisation.
+    same = GPSurrogate(BOUNDS, use_prior=use_prior).fit(X, y, hyperparameters=hp, **kw)
+    Xt = rng.random((20, 3))
+    pt = {"prior": rng.random(20) + 2} if use_prior else {}
+    for a, b in zip(full.predict(Xt, **pt), same.predict(Xt, **pt)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)  # noise sits on its lower bound
+    # Hyper-parameters are in units of y: rescaling y rescales them, not the lengthscales.
+    big = GPSurrogate(BOUNDS, use_prior=use_prior).fit(X, 10 * y, hyperparameters={**hp, "outputscale": hp["outputscale"] * 100,
+                                                       "noise": hp["noise"] * 100, "constant": hp["constant"] * 10},
+                                                       **({"prior": 10 * prior} if use_prior else {}))
+    pt10 = {"prior": 10 * pt["prior"]} if use_prior else {}
+    np.testing.assert_allclose(big.predict(Xt, **pt10)[0], 10 * full.predict(Xt, **pt)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(big.hyperparameters()["lengthscale"], hp["lengthscale"])

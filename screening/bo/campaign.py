@@ -122,6 +122,7 @@ class Campaign:
         self.batch_size = int(batch_size)
         self.stop = stop
         self.stopped_because: str | None = None
+        self._hyper_cache: dict = {}  # hyper-parameters by refit size; rebuilt identically after a restart
         spec = target_spec_of(objective)
         self.target = Target(spec.target, spec.tolerance) if spec is not None else None
         if strategy.model == "value" and self.target is None:
@@ -201,13 +202,14 @@ class Campaign:
         if isinstance(self.domain, DiscretePool):
             points: list[Point] = suggest_pool(
                 self.strategy, self.domain, [r.key for r in ok], told_y, told_loss, q=n, seed=seed,
-                target=self.target, excluded_ids=[r.key for r in records], pending_ids=[p.key for p in pending])
+                target=self.target, excluded_ids=[r.key for r in records], pending_ids=[p.key for p in pending],
+                hyper_cache=self._hyper_cache)
             self.store.add_pending((str(p), None) for p in points)
         else:
             X = np.array([r.x for r in ok], dtype=np.float64).reshape(len(ok), self.domain.dim)
             Xp = np.array([p.x for p in pending], dtype=np.float64).reshape(len(pending), self.domain.dim)
             P = suggest_box(self.strategy, self.domain, X, told_y, told_loss, q=n, seed=seed,
-                            target=self.target, X_pending=Xp if len(pending) else None)
+                            target=self.target, X_pending=Xp if len(pending) else None, hyper_cache=self._hyper_cache)
             points = [row for row in P]
             self.store.add_pending((self._key(p), [float(v) for v in p]) for p in points)
         return points

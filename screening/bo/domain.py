@@ -81,7 +81,9 @@ class DiscretePool:
     @property
     def bounds(self) -> np.ndarray:
         """(2, d) array of the per-feature minimum and maximum over the pool."""
-        return np.stack([self.features.min(axis=0), self.features.max(axis=0)])
+        if getattr(self, "_bounds", None) is None:
+            self._bounds = np.stack([self.features.min(axis=0), self.features.max(axis=0)])
+        return self._bounds
 
     def index_of(self, candidate_id: str) -> int:
         """Row of ``candidate_id``; raises :class:`DomainError` for an unknown id."""
@@ -111,6 +113,39 @@ class DiscretePool:
             raise DomainError(f"asked for {n} candidates but only {free.size} remain in the pool")
         pick = rng.choice(free, size=n, replace=False)
         return [self.ids[i] for i in pick]
+
+    def partition(self, leaf_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Leaf label of every candidate and the leaf centroids, from recursive median splits.
+
+        Why: scoring 10^6 candidates exactly against a GP with 1,000 observations is too slow for
+        an interactive campaign, so large pools are screened leaf by leaf first (each split halves
+        a leaf along its widest feature, so leaves are compact and hold ~``leaf_size`` points).
+        Deterministic, computed once per pool and cached.
+        """
+        cache = getattr(self, "_partition_cache", {})
+        if leaf_size in cache:
+            return cache[leaf_size]
+        labels = np.empty(len(self.ids), dtype=np.int64)
+        stack = [np.arange(len(self.ids))]
+        leaves: list[np.ndarray] = []
+        while stack:
+            idx = stack.pop()
+            if idx.size <= leaf_size:
+                leaves.append(idx)
+                continue
+            sub = self.features[idx]
+            dim = int(np.argmax(sub.max(axis=0) - sub.min(axis=0)))
+            half = idx.size // 2
+            order = np.argpartition(sub[:, dim], half)
+            stack.append(idx[order[half:]])
+            stack.append(idx[order[:half]])
+        centroids = np.empty((len(leaves), self.dim))
+        for k, idx in enumerate(leaves):
+            labels[idx] = k
+            centroids[k] = self.features[idx].mean(axis=0)
+        cache[leaf_size] = (labels, centroids)
+        self._partition_cache = cache
+        return labels, centroids
 
     def content_hash(self) -> str:
         """SHA-256 over ids and features: identifies the pool a campaign was run on."""

@@ -44,6 +44,12 @@ class Strategy:
     exploration weight. ``use_prior`` puts a per-candidate prior covariate (the pool's
     ``prior_mean``, e.g. the CGCNN prediction) into the GP mean. ``n_init`` random (pool) or
     Latin-hypercube (box) points start a campaign that has fewer observations.
+
+    Cost controls: hyper-parameters are re-optimised at every step below ``refit_all_below``
+    observations and then each time the data grow by the factor ``refit_growth`` (in between,
+    the GP conditions on all data with the last fitted values — see :func:`refit_size`); pools
+    with more than ``screen_above`` free candidates are screened by leaves of ``leaf_size``
+    points and only the ``screen_keep`` candidates of the best leaves are scored exactly.
     """
 
     model: str = "value"
@@ -55,6 +61,11 @@ class Strategy:
     shortlist: int = 1024
     box_raw_samples: int = 2048
     mc_samples: int = 256
+    refit_all_below: int = 100
+    refit_growth: float = 1.1
+    screen_above: int = 50_000
+    screen_keep: int = 4096
+    leaf_size: int = 512
 
     def __post_init__(self) -> None:
         if self.model not in ("loss", "value"):
@@ -86,9 +97,31 @@ class Target:
 # ------------------------------------------------------------------ shared scoring
 
 
+def refit_size(n: int, all_below: int = 100, growth: float = 1.1) -> int:
+    """How many of the first observations the hyper-parameters are fitted on when there are n.
+
+    n itself below ``all_below``; beyond, the largest floor(all_below * growth**j) <= n. A pure
+    function of n, so a resumed campaign reproduces the same hyper-parameters.
+    """
+    if n < all_below or growth <= 1.0:
+        return n
+    m = float(all_below)
+    last = all_below
+    while int(m * growth) <= n:
+        m *= growth
+        if int(m) > last:
+            last = int(m)
+    return last
+
+
 def _fit(strategy: Strategy, bounds: np.ndarray, X: np.ndarray, told_y: np.ndarray, told_loss: np.ndarray,
-         prior: np.ndarray | None, target: Target | None, seed: int) -> tuple[GPSurrogate, np.ndarray]:
-    """Fit the GP on what the strategy models; returns it and the values it was fitted on."""
+         prior: np.ndarray | None, target: Target | None, seed: int,
+         hyper_cache: dict | None = None) -> tuple[GPSurrogate, np.ndarray]:
+    """Fit the GP on what the strategy models; returns it and the prior covariate it used.
+
+    Hyper-parameters come from a fit on the first :func:`refit_size` observations (memoised in
+    ``hyper_cache`` when given), so most steps only condition on the data.
+    """
     if strategy.model == "value":
         if target is None:
             raise StrategyError("the value model needs a target value and tolerance")
@@ -97,9 +130,23 @@ def _fit(strategy: Strategy, bounds: np.ndarray, X: np.ndarray, told_y: np.ndarr
     else:
         values = np.asarray(told_loss, dtype=np.float64).reshape(-1)
         prior_cov = None if prior is None or target is None else np.abs(prior - target.target)
-    surrogate = GPSurrogate(bounds, use_prior=strategy.use_prior and prior is not None)
-    surrogate.fit(X, values, prior=prior_cov if surrogate.use_prior else None, seed=seed)
-    return surrogate, prior_cov if surrogate.use_prior else None  # type: ignore[return-value]
+    use_prior = strategy.use_prior and prior is not None
+    p = prior_cov if use_prior else None
+    n = values.shape[0]
+    m = refit_size(n, strategy.refit_all_below, strategy.refit_growth)
+    hp = None
+    if m < n:
+        key = (strategy.model, use_prior, m)
+        if hyper_cache is not None and key in hyper_cache:
+            hp = hyper_cache[key]
+        else:
+            head = GPSurrogate(bounds, use_prior=use_prior).fit(X[:m], values[:m], prior=None if p is None else p[:m], seed=seed)
+            hp = head.hyperparameters()
+            if hyper_cache is not None:
+                hyper_cache[key] = hp
+    surrogate = GPSurrogate(bounds, use_prior=use_prior)
+    surrogate.fit(X, values, prior=p, seed=seed, hyperparameters=hp)
+    return surrogate, p  # type: ignore[return-value]
 
 
 @dataclass
@@ -226,6 +273,7 @@ def suggest_pool(
     target: Target | None = None,
     excluded_ids: Sequence[str] = (),
     pending_ids: Sequence[str] = (),
+    hyper_cache: dict | None = None,
 ) -> list[str]:
     """The next ``q`` candidate ids from ``pool``.
 
@@ -247,14 +295,16 @@ def suggest_pool(
     if strategy.use_prior and prior_all is None:
         raise StrategyError("use_prior needs a pool with prior_mean values")
     surrogate, _ = _fit(strategy, pool.bounds, pool.features[told_rows], told_y, told_loss,
-                        None if prior_all is None else prior_all[told_rows], target, seed)
+                        None if prior_all is None else prior_all[told_rows], target, seed, hyper_cache)
     prior_cov_all = None
     if prior_all is not None:
         prior_cov_all = prior_all if strategy.model == "value" else np.abs(prior_all - target.target)  # type: ignore[union-attr]
+    best = _best(strategy, told_y, told_loss, target)
+    if free.size > strategy.screen_above:
+        free = _screen(strategy, pool, free, surrogate, prior_cov_all, best, target)
     feats = pool.features[free]
     prior_free = None if prior_cov_all is None else prior_cov_all[free]
     mean, std = surrogate.predict(feats, prior_free)
-    best = _best(strategy, told_y, told_loss, target)
     scores = _score(strategy, mean, std, best, target)
     pend_rows = pool.indices_of([p for p in pending_ids]) if len(pending_ids) else np.empty(0, dtype=np.int64)
     if strategy.acquisition == "thompson":
@@ -274,6 +324,35 @@ def suggest_pool(
             pf, pm, ps = pool.features[pend_rows], pscore.f_mean, pscore.f_std
         rows = acq.select_locally_penalised(scores.log_score, feats, scores.f_mean, scores.f_std, q, lipschitz, best, pf, pm, ps)
     return [pool.ids[free[r]] for r in rows]
+
+
+def _screen(strategy: Strategy, pool: DiscretePool, free: np.ndarray, surrogate: GPSurrogate,
+            prior_cov_all: np.ndarray | None, best: float, target: Target | None) -> np.ndarray:
+    """The ``screen_keep`` free candidates with the best *approximate* acquisition.
+
+    The exact posterior is computed only at the centroids of the pool's leaves
+    (:meth:`DiscretePool.partition`); each candidate's mean is extrapolated to first order from
+    its leaf centroid (mean + gradient · offset, plus the prior covariate's exact difference)
+    and its standard deviation is taken from the centroid. The shortlist is then scored exactly
+    by the caller. This trades a small risk of missing an optimum the linearisation misjudges
+    for a cost that no longer grows with pool size x observations (the benchmark reports how
+    often the pick differs from exhaustive scoring).
+    """
+    labels, centroids = pool.partition(strategy.leaf_size)
+    n_leaves = centroids.shape[0]
+    leaf_prior = None
+    if prior_cov_all is not None:
+        leaf_prior = np.bincount(labels, weights=prior_cov_all, minlength=n_leaves) / np.maximum(np.bincount(labels, minlength=n_leaves), 1)
+    c_mean, c_grad = surrogate.mean_gradients(centroids, leaf_prior)
+    _, c_std = surrogate.predict(centroids, leaf_prior)
+    lab = labels[free]
+    approx_mean = c_mean[lab] + np.einsum("ij,ij->i", pool.features[free] - centroids[lab], c_grad[lab])
+    if leaf_prior is not None:
+        approx_mean += surrogate.prior_slope * (prior_cov_all[free] - leaf_prior[lab])  # type: ignore[index]
+    approx = _score(strategy, approx_mean, c_std[lab], best, target).log_score
+    keep = min(strategy.screen_keep, free.size)
+    top = np.argpartition(-approx, keep - 1)[:keep]
+    return np.sort(free[top])
 
 
 # ------------------------------------------------------------------ continuous boxes
@@ -318,6 +397,7 @@ def suggest_box(
     target: Target | None = None,
     X_pending: np.ndarray | None = None,
     refine: bool = True,
+    hyper_cache: dict | None = None,
 ) -> np.ndarray:
     """The next ``q`` points in ``box`` (rows, in the box's units), feasible under its constraints.
 
@@ -333,7 +413,7 @@ def suggest_box(
         return box.latin_hypercube(q, seed=seed)
     if strategy.use_prior:
         raise StrategyError("a prior-mean covariate is only available for discrete pools")
-    surrogate, _ = _fit(strategy, box.bounds, X, told_y, told_loss, None, target, seed)
+    surrogate, _ = _fit(strategy, box.bounds, X, told_y, told_loss, None, target, seed, hyper_cache)
     best = _best(strategy, told_y, told_loss, target)
     cands = np.vstack([box.uniform(strategy.box_raw_samples, rng), X])
     scores = _box_log_score(strategy, surrogate, cands, best, target)

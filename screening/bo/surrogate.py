@@ -86,8 +86,14 @@ class GPSurrogate:
             U = np.hstack([U, p])
         return torch.as_tensor(U, dtype=DTYPE)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, seed: int = 0) -> "GPSurrogate":
-        """Fit hyper-parameters on (X, y); ``prior`` holds the prior covariate at X if used."""
+    def fit(self, X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, seed: int = 0,
+            hyperparameters: dict | None = None) -> "GPSurrogate":
+        """Fit hyper-parameters on (X, y); ``prior`` holds the prior covariate at X if used.
+
+        With ``hyperparameters`` (from :meth:`hyperparameters`, possibly of a fit on fewer
+        points) the marginal-likelihood optimisation is skipped and those values are used on
+        the new data: conditioning then costs one Cholesky instead of a full fit.
+        """
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         if X.shape[0] != y.shape[0]:
@@ -112,17 +118,49 @@ class GPSurrogate:
                              outcome_transform=None, input_transform=None)
         model = model.to(DTYPE)
         torch.manual_seed(seed)
-        mll = ExactMarginalLogLikelihood(model.likelihood, model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                fit_gpytorch_mll(mll)
-            except Exception as exc:  # noqa: BLE001 - fall back to the prior-initialised model
-                warnings.warn(f"GP hyper-parameter fit failed ({exc}); using initial values", stacklevel=2)
+        if hyperparameters is not None:
+            self._set_hyperparameters(model, hyperparameters)
+        else:
+            mll = ExactMarginalLogLikelihood(model.likelihood, model)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    fit_gpytorch_mll(mll)
+                except Exception as exc:  # noqa: BLE001 - fall back to the prior-initialised model
+                    warnings.warn(f"GP hyper-parameter fit failed ({exc}); using initial values", stacklevel=2)
         model.eval()
         self.model = model
         self._cache(train_X, train_Y.reshape(-1))
         return self
+
+    def hyperparameters(self) -> dict:
+        """Fitted hyper-parameters in the units of y (independent of this fit's standardisation).
+
+        ``lengthscale`` is in unit-cube coordinates of ``bounds``; ``outputscale`` and ``noise``
+        are variances in units of y²; the mean is ``constant + slope * prior`` in units of y.
+        """
+        if self.model is None:
+            raise SurrogateError("fit the surrogate first")
+        mm = self.model.mean_module
+        c = float(mm.constant.detach())
+        slope = float(mm.slope.detach()) if self.use_prior else 0.0
+        return {"lengthscale": self.lengthscale_.tolist(), "outputscale": self.outputscale_ * self.y_std_**2,
+                "noise": self.noise_ * self.y_std_**2, "constant": self.y_mean_ * (1.0 - slope) + self.y_std_ * c,
+                "slope": slope}
+
+    def _set_hyperparameters(self, model: SingleTaskGP, hp: dict) -> None:
+        s, m = self.y_std_, self.y_mean_
+        slope = float(hp.get("slope", 0.0)) if self.use_prior else 0.0
+        with torch.no_grad():
+            model.covar_module.base_kernel.lengthscale = torch.as_tensor(hp["lengthscale"], dtype=DTYPE).reshape(1, -1)
+            model.covar_module.outputscale = torch.as_tensor(max(hp["outputscale"] / s**2, 1e-8), dtype=DTYPE)
+            model.likelihood.noise = torch.as_tensor([max(hp["noise"] / s**2, self.min_noise * 1.0001)], dtype=DTYPE)
+            constant = torch.as_tensor((hp["constant"] - m * (1.0 - slope)) / s, dtype=DTYPE)
+            if self.use_prior:
+                model.mean_module.constant.copy_(constant)
+                model.mean_module.slope.copy_(torch.as_tensor(slope, dtype=DTYPE))
+            else:
+                model.mean_module.constant = constant
 
     def _cache(self, train_X: torch.Tensor, train_y: torch.Tensor) -> None:
         m = self.model
@@ -184,11 +222,11 @@ class GPSurrogate:
         std = var.clamp_min(1e-12 * self.outputscale_).sqrt()
         return (mean * self.y_std_ + self.y_mean_).numpy(), (std * self.y_std_).numpy()
 
-    def mean_gradient_norms(self, X: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
-        """|∇μ(x)| with respect to the *features* (units of y per feature unit), at each row of X.
+    def mean_gradients(self, X: np.ndarray, prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean at the rows of X and its gradient with respect to the *features*
+        (units of y per feature unit), shape (n, d).
 
         The prior-mean covariate is held fixed (it has no gradient in feature space we know of).
-        Used to estimate the Lipschitz constant for local penalisation.
         """
         if self.model is None:
             raise SurrogateError("fit the surrogate before predicting")
@@ -199,7 +237,17 @@ class GPSurrogate:
         mu = Ks @ self._alpha
         (grad,) = torch.autograd.grad(mu.sum(), feats)
         grad = grad / torch.as_tensor(self._span, dtype=DTYPE)  # d/dfeature = d/dunit / span
-        return (grad.norm(dim=1) * self.y_std_).detach().numpy()
+        mean = (mu.detach() + self._mean(Xm)) * self.y_std_ + self.y_mean_
+        return mean.numpy(), (grad * self.y_std_).detach().numpy()
+
+    def mean_gradient_norms(self, X: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+        """|∇μ(x)| in units of y per feature unit: for the Lipschitz constant of local penalisation."""
+        return np.linalg.norm(self.mean_gradients(X, prior)[1], axis=1)
+
+    @property
+    def prior_slope(self) -> float:
+        """Weight of the prior covariate in the GP mean (0 without one), in y per unit of prior."""
+        return float(self.model.mean_module.slope.detach()) if self.use_prior and self.model is not None else 0.0
 
     def sample_joint(self, X: np.ndarray, n_samples: int, rng: np.random.Generator, prior: np.ndarray | None = None) -> np.ndarray:
         """Joint posterior samples of the latent function at the rows of X: shape (n_samples, len(X)).
@@ -232,6 +280,13 @@ class GPSurrogate:
 
 def matern52(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """Matérn-5/2 correlation between rows of A and B, both already divided by the lengthscales."""
-    sq = (A * A).sum(1, keepdim=True) - 2.0 * A @ B.T + (B * B).sum(1)
-    r = sq.clamp_min(1e-30).sqrt() * SQRT5
-    return (1.0 + r + r * r / 3.0) * torch.exp(-r)
+    if A.requires_grad or B.requires_grad:
+        sq = (A * A).sum(1, keepdim=True) - 2.0 * A @ B.T + (B * B).sum(1)
+        r = sq.clamp_min(1e-30).sqrt() * SQRT5
+        return (1.0 + r + r * r / 3.0) * torch.exp(-r)
+    # In place: this runs on millions of pairs when a large pool is scored.
+    r = A @ B.T
+    r.mul_(-2.0).add_((A * A).sum(1, keepdim=True)).add_((B * B).sum(1))
+    r.clamp_(min=1e-30).sqrt_().mul_(SQRT5)
+    e = torch.neg(r).exp_()
+    return r.mul_(r.add(3.0)).div_(3.0).add_(1.0).mul_(e)
