@@ -1,0 +1,308 @@
+"""Database screening: chunking, ranking, resumption after an interruption, and the output as a pool."""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+from typer.testing import CliRunner
+
+from screening.atom_features import element_property_table
+from screening.errors import RecordError, StructureReadError
+from screening.featurize import featurize_records
+from screening.io.records import StructureRecord
+from screening.io.sources import iter_records
+from screening.models.cgcnn import CGCNNConfig, init_model, load_model, save_model
+from screening.screen import (
+    ScreenError,
+    chunk_path,
+    rank_chunks,
+    screen_database,
+    split_into_chunks,
+    work_dir_for,
+)
+
+ELEMENTS = ["Na", "Cl", "Mg", "O", "Si", "Ga", "As", "K", "Br", "Ca", "S", "Li", "F", "Al", "N"]
+N_GOOD = 60
+
+
+def generated_structures(n: int, seed: int = 0) -> list[tuple[str, Structure, float]]:
+    """``n`` small cubic binaries and ternaries (2–4 sites) with a made-up band_gap label (eV)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        n_sites = 2 + k % 3
+        species = list(rng.choice(ELEMENTS, n_sites, replace=False))
+        coords = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0.25]][:n_sites]
+        coords = (np.array(coords) + rng.normal(0, 0.01, (n_sites, 3))).tolist()
+        s = Structure(Lattice.cubic(3.6 + rng.random()), species, coords)
+        out.append((f"gen-{k:03d}", s, float(np.round(rng.random() * 5, 3))))
+    return out
+
+
+def write_db(path: Path, n: int = N_GOOD) -> Path:
+    """A CSV database with a ``cif`` column: ``n`` good rows plus one unreadable CIF at row 7."""
+    rows = [{"material_id": i, "cif": s.to(fmt="cif"), "band_gap": g} for i, s, g in generated_structures(n)]
+    rows.insert(7, {"material_id": "broken-1", "cif": "data_x\n_cell_length_a 3\n", "band_gap": 1.0})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "small.safetensors"
+    save_model(init_model(CGCNNConfig(h_fea_len=16, atom_fea_len=16, n_conv=2), element_property_table(), seed=1), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory) -> Path:
+    return write_db(tmp_path_factory.mktemp("db") / "db.csv")
+
+
+@pytest.fixture(scope="module")
+def reference(db: Path, small_model: Path) -> pd.DataFrame:
+    """Predictions of the lead's in-memory featurizer for the same records (the ground truth)."""
+    records = [r for r in iter_records(db) if isinstance(r, StructureRecord)]
+    return featurize_records(records, load_model(small_model)).frame.set_index("id")
+
+
+def _target(reference: pd.DataFrame) -> float:
+    """A target equal to one crystal's prediction (the middle one), so a small tolerance has hits."""
+    return float(np.sort(reference["pred_band_gap"].to_numpy())[len(reference) // 2])
+
+
+# --- chunking --------------------------------------------------------------------------------
+
+
+def _rec(k: int) -> StructureRecord:
+    return StructureRecord(record_id=f"r{k}", source="s", text="x")
+
+
+def test_chunks_are_numbered_by_position_and_carry_their_errors() -> None:
+    err = lambda k: RecordError(f"e{k}", "bad", "s")  # noqa: E731
+    items = [_rec(0), err(0), _rec(1), _rec(2), err(1), _rec(3), _rec(4), err(2)]
+    stats: dict[str, int] = {}
+    chunks = list(split_into_chunks(items, 2, stats=stats))
+    assert [c.index for c in chunks] == [0, 1, 2]
+    assert [[r.record_id for r in c.records] for c in chunks] == [["r0", "r1"], ["r2", "r3"], ["r4"]]
+    assert [[e.record_id for e in c.errors] for c in chunks] == [["e0"], ["e1"], ["e2"]]
+    assert stats["n_chunks"] == 3
+
+    skipped = list(split_into_chunks(items, 2, skip={0, 2}, stats=stats))
+    assert [c.index for c in skipped] == [1] and [r.record_id for r in skipped[0].records] == ["r2", "r3"]
+    assert stats["n_chunks"] == 3
+
+    trailing = list(split_into_chunks(items[:3] + [err(9)], 2, stats=stats))  # errors after the last full chunk
+    assert [c.index for c in trailing] == [0, 1] and trailing[1].records == [] and trailing[1].errors[0].record_id == "e9"
+    assert list(split_into_chunks([], 3, stats=stats)) == [] and stats["n_chunks"] == 0
+    with pytest.raises(ScreenError):
+        list(split_into_chunks(items, 0))
+
+
+# --- screening -------------------------------------------------------------------------------
+
+
+def test_screen_ranks_every_good_record_by_distance_to_target(tmp_path: Path, db: Path, small_model: Path,
+                                                              reference: pd.DataFrame) -> None:
+    target, tol = _target(reference), 0.002
+    s = screen_database(db, target, tol, small_model, tmp_path / "ranked.parquet", chunk_size=8, workers=0, progress=False)
+    out = pd.read_parquet(s.output)
+    assert s.rows == len(out) == N_GOOD and s.errors == 1 and s.chunks_total == 8
+    assert out["id"].is_unique and set(out["id"]) == set(reference.index)
+    assert out["rank"].tolist() == list(range(1, N_GOOD + 1))
+    assert np.all(np.diff(out["distance_to_target"]) >= 0)
+    np.testing.assert_allclose(out["distance_to_target"], np.abs(out["pred_band_gap"] - target))
+    np.testing.assert_allclose(out.set_index("id")["pred_band_gap"], reference.loc[out["id"], "pred_band_gap"], atol=1e-5)
+    emb = [f"emb_{k}" for k in range(16)]
+    np.testing.assert_allclose(out.set_index("id")[emb].to_numpy(), reference.loc[out["id"], emb].to_numpy(), atol=1e-5)
+    assert out["within_tol"].sum() == s.within_tol == int((np.abs(reference["pred_band_gap"] - target) <= tol).sum())
+    assert s.within_tol >= 1
+    assert out.set_index("id")["band_gap"].to_dict() == pytest.approx(reference["band_gap"].to_dict())
+    errors = pd.read_csv(s.errors_path)
+    assert errors["id"].tolist() == ["broken-1"] and errors["error"].tolist() == [StructureReadError.__name__]
+    assert str(db) in errors["source"].iloc[0]
+
+
+def test_interrupted_run_resumes_from_the_last_finished_chunk(tmp_path: Path, db: Path, small_model: Path,
+                                                              reference: pd.DataFrame) -> None:
+    out = tmp_path / "ranked.parquet"
+    target = _target(reference)
+    first_run: list[int] = []
+
+    def stop_after_three(result) -> None:
+        first_run.append(result.index)
+        if len(first_run) == 3:
+            raise KeyboardInterrupt("simulated interruption after chunk 3")
+
+    with pytest.raises(KeyboardInterrupt):
+        screen_database(db, target, 0.05, small_model, out, chunk_size=8, workers=0, progress=False,
+                        on_chunk_done=stop_after_three)
+    work = work_dir_for(out)
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert sorted(int(k) for k in manifest["chunks"]) == first_run == [0, 1, 2]
+    assert not manifest["complete"] and not out.exists()
+    stamps = {k: chunk_path(work, k).stat().st_mtime_ns for k in first_run}
+
+    second_run: list[int] = []
+    s = screen_database(db, target, 0.05, small_model, out, chunk_size=8, workers=0, progress=False,
+                        on_chunk_done=lambda r: second_run.append(r.index))
+    assert second_run == s.chunks_computed == [3, 4, 5, 6, 7]  # nothing redone
+    assert s.chunks_reused == 3
+    assert {k: chunk_path(work, k).stat().st_mtime_ns for k in first_run} == stamps  # files untouched
+    resumed = pd.read_parquet(out)
+    assert resumed["id"].is_unique and len(resumed) == N_GOOD and s.errors == 1  # nothing duplicated
+
+    straight = screen_database(db, target, 0.05, small_model, tmp_path / "straight.parquet", chunk_size=8, workers=0,
+                               progress=False)
+    pd.testing.assert_frame_equal(resumed, pd.read_parquet(straight.output))
+
+
+def test_chunks_committed_but_not_recorded_are_adopted(tmp_path: Path, db: Path, small_model: Path) -> None:
+    out = tmp_path / "ranked.parquet"
+    screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
+    manifest_path = work_dir_for(out) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["chunks"]["2"]  # the driver died after the worker committed chunk 2
+    manifest["complete"] = False
+    manifest_path.write_text(json.dumps(manifest))
+    s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
+    assert s.chunks_computed == [] and s.rows == N_GOOD
+
+
+def test_new_target_only_reranks(tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame) -> None:
+    out = tmp_path / "ranked.parquet"
+    screen_database(db, 0.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
+    target = float(reference["pred_band_gap"].max())
+    s = screen_database(db, target, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
+    assert s.chunks_computed == [] and s.chunks_reused == 4
+    ranked = pd.read_parquet(out)
+    assert ranked["id"].iloc[0] == reference["pred_band_gap"].idxmax()
+
+
+def test_a_work_folder_of_another_run_is_refused(tmp_path: Path, db: Path, small_model: Path) -> None:
+    out = tmp_path / "ranked.parquet"
+    screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
+    with pytest.raises(ScreenError, match="another run.*chunk_size"):
+        screen_database(db, 1.0, 0.05, small_model, out, chunk_size=8, workers=0, progress=False)
+    other_model = tmp_path / "other.safetensors"
+    save_model(init_model(CGCNNConfig(h_fea_len=16, atom_fea_len=16, n_conv=2), element_property_table(), seed=7), other_model)
+    with pytest.raises(ScreenError, match="another run.*model"):
+        screen_database(db, 1.0, 0.05, other_model, out, chunk_size=16, workers=0, progress=False)
+
+
+def test_bad_options_are_refused(tmp_path: Path, db: Path, small_model: Path) -> None:
+    with pytest.raises(ScreenError, match="engine"):
+        screen_database(db, 1.0, 0.05, small_model, tmp_path / "r.parquet", engine="dask", progress=False)
+    with pytest.raises(ScreenError, match="tolerance"):
+        screen_database(db, 1.0, -1, small_model, tmp_path / "r.parquet", progress=False)
+    with pytest.raises(ScreenError, match="not found"):
+        screen_database(tmp_path / "missing.csv", 1.0, 0.05, small_model, tmp_path / "r.parquet", progress=False)
+
+
+def test_ranked_output_is_a_search_pool(tmp_path: Path, db: Path, small_model: Path) -> None:
+    from screening.objectives.bandgap import load_pool
+
+    s = screen_database(db, 2.5, 0.05, small_model, tmp_path / "ranked.parquet", chunk_size=16, workers=0, progress=False)
+    pool = load_pool(s.output, n_components=3)
+    assert len(pool.ids) == N_GOOD and pool.features.shape == (N_GOOD, 3)
+
+
+@pytest.mark.slow
+def test_local_worker_processes_give_the_same_ranking(tmp_path: Path, db: Path, small_model: Path) -> None:
+    one = screen_database(db, 0.5, 0.05, small_model, tmp_path / "one.parquet", chunk_size=8, workers=0, progress=False)
+    two = screen_database(db, 0.5, 0.05, small_model, tmp_path / "two.parquet", chunk_size=8, workers=2, progress=False)
+    assert two.chunks_computed == list(range(8))
+    pd.testing.assert_frame_equal(pd.read_parquet(one.output), pd.read_parquet(two.output))
+
+
+def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    parts, frames = [], []
+    for k in range(5):
+        n = int(rng.integers(1, 40))
+        frame = pd.DataFrame({"id": [f"c{k}-{i}" for i in range(n)], "pred_band_gap": rng.normal(2, 1, n).round(1)})
+        frame["emb_0"] = rng.normal(size=n).astype(np.float32)
+        if k % 2:
+            frame["band_gap"] = rng.random(n)
+        frames.append(frame)
+        parts.append(tmp_path / f"part{k}.parquet")
+        frame.to_parquet(parts[-1], index=False)
+    empty = tmp_path / "empty.parquet"
+    frames[0].iloc[:0].to_parquet(empty, index=False)
+    result = rank_chunks(parts + [empty], "pred_band_gap", 2.0, 0.15, tmp_path / "out.parquet", tmp_path / "runs", block_rows=7, run_rows=3)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    everything = pd.concat(frames, ignore_index=True)
+    everything["distance_to_target"] = (everything["pred_band_gap"] - 2.0).abs()
+    expected = everything.sort_values(["distance_to_target", "id"], kind="stable").reset_index(drop=True)
+    assert out["id"].tolist() == expected["id"].tolist()  # ties (rounded predictions) broken by id
+    assert result == {"rows": len(expected), "within_tol": int((expected["distance_to_target"] <= 0.15).sum())}
+    np.testing.assert_array_equal(out["band_gap"].isna(), expected["band_gap"].isna())
+    assert not list((tmp_path / "runs").iterdir())
+
+
+def test_a_downloaded_materials_project_folder_is_a_database(tmp_path: Path, small_model: Path) -> None:
+    from screening.io.materials_project import MPClientFactory, fetch_materials_project
+
+    docs = [SimpleNamespace(material_id=f"mp-{k}", formula_pretty=s.composition.reduced_formula, structure=s, band_gap=g)
+            for k, (_, s, g) in enumerate(generated_structures(20, seed=5))]
+
+    class FakeMPRester:
+        def __init__(self, api_key=None):
+            self.materials = SimpleNamespace(summary=SimpleNamespace(search=self.search))
+
+        def search(self, material_ids=None, fields=None, **criteria):
+            return [d for d in docs if material_ids is None or d.material_id in material_ids]
+
+    key = "k" * 32
+    fetch_materials_project(MPClientFactory(key, FakeMPRester), tmp_path / "db", fields=list(("material_id", "formula_pretty",
+                            "structure", "band_gap")), batch_size=6, progress=False)
+    s = screen_database(tmp_path / "db", 2.0, 0.1, small_model, tmp_path / "ranked.parquet", chunk_size=5, workers=0,
+                        progress=False)
+    out = pd.read_parquet(s.output)
+    assert sorted(out["id"]) == sorted(d.material_id for d in docs) and s.errors == 0
+    assert out.set_index("id").loc["mp-3", "band_gap"] == pytest.approx(docs[3].band_gap)
+
+
+def test_cli_screen(tmp_path: Path, db: Path, small_model: Path) -> None:
+    from screening.cli import app
+
+    out = tmp_path / "ranked.parquet"
+    res = CliRunner().invoke(app, ["screen", str(db), "--target", "2.534", "--tol", "0.05", "--model", str(small_model),
+                                   "--workers", "0", "--chunk-size", "16", "--top", "3", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"{N_GOOD} ranked rows" in res.output and "1 errors" in res.output
+    assert len(pd.read_parquet(out)) == N_GOOD
+    res = CliRunner().invoke(app, ["screen", str(db), "--target", "2.5", "--engine", "spark", "--model", str(small_model),
+                                   "-o", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 1 and "unknown engine" in res.output
+
+
+class FirstRecords:
+    """The first ``n`` records of a source, as a :class:`~screening.screen.RecordSource`."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        self.path, self.n = path, n
+        self.key = f"{path}|first {n}"
+
+    def __iter__(self):
+        return itertools.islice(iter_records(self.path), self.n)
+
+    def count(self) -> int:
+        return self.n
+
+
+@pytest.mark.shared
+def test_screen_real_materials_project_records(tmp_path: Path, mp_csv: Path, small_model: Path) -> None:
+    s = screen_database(FirstRecords(mp_csv, 300), 2.534, 0.05, small_model, tmp_path / "mp.parquet", chunk_size=128,
+                        workers=0, progress=False)
+    out = pd.read_parquet(s.output)
+    assert s.rows + s.errors == 300 and s.chunks_total == 3
+    assert out["id"].str.startswith("mp-").all() and out["id"].is_unique
+    assert {"band_gap", "formation_energy_per_atom", "distance_to_target", "rank"} <= set(out.columns)
+    assert np.isfinite(out["pred_band_gap"]).all()
