@@ -158,3 +158,13 @@ def test_box_campaign_with_constraints_and_failures(tmp_path) -> None:
     assert h.best_loss_curve()[-1] < 5.0
     with pytest.raises(TellError, match="outside"):
         c.tell([[50.0, 0, 0, 0, 30]], [1.0])
+
+
+def test_box_results_with_rounded_coordinates_clear_their_pending_point(tmp_path) -> None:
+    lab = FlowLab()
+    c = Campaign.create(tmp_path / "lab.sqlite", lab, Strategy(model="loss", acquisition="logei"), seed=0, batch_size=2)
+    asked = c.ask()
+    rounded = [np.round(x, 8) for x in asked]
+    c.tell(rounded, [1.0, 2.0])
+    assert c.pending_points() == []
+    np.testing.assert_array_equal(np.array([r.x for r in c.history().records]), np.array(asked))

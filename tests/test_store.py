@@ -108,7 +108,6 @@ def _count(path: Path) -> int:
         con.close()
 
 
-@pytest.mark.slow
 def test_sigkill_mid_campaign_loses_nothing_and_resumes_identically(tmp_path) -> None:
     # Reference: an uninterrupted run with the same seed.
     ref = _new_campaign(tmp_path / "ref.sqlite")

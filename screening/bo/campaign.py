@@ -231,10 +231,11 @@ class Campaign:
     def tell_evaluations(self, evaluations: Sequence[Evaluation], source: str = "search", origin: str | None = None) -> None:
         """Like :meth:`tell` for the objective's own :class:`Evaluation` objects."""
         told = self.store.told_keys()
+        pending = self.store.pending()
         seen: set[str] = set()
         records: list[ObservationRecord] = []
         for ev in evaluations:
-            key, x = self._validate_point(ev.point, origin)
+            key, x = self._validate_point(ev.point, origin, pending)
             if key in told:
                 raise TellError(key, "already told: each point is evaluated once", origin)
             if key in seen:
@@ -254,7 +255,7 @@ class Campaign:
         if records:
             self.store.record_tell(records)
 
-    def _validate_point(self, point: Point, origin: str | None) -> tuple[str, list[float] | None]:
+    def _validate_point(self, point: Point, origin: str | None, pending: Sequence[Any] = ()) -> tuple[str, list[float] | None]:
         if isinstance(self.domain, DiscretePool):
             key = str(point)
             if not self.domain.contains(key):
@@ -262,6 +263,13 @@ class Campaign:
             return key, None
         x = np.asarray(point, dtype=np.float64).reshape(-1)
         key = self.domain.key_of(x) if x.size == self.domain.dim else str(list(x))
+        if x.size == self.domain.dim and pending:
+            # A results file rounds coordinates: a point within 1e-7 of a box width of a pending
+            # suggestion is that suggestion.
+            width = self.domain.bounds[1] - self.domain.bounds[0]
+            for p in pending:
+                if p.x is not None and np.all(np.abs(np.asarray(p.x) - x) <= 1e-7 * width):
+                    return p.key, list(p.x)
         if x.size != self.domain.dim or not self.domain.feasible(x.reshape(1, -1))[0]:
             raise TellError(key, "point outside the campaign's box or its constraints", origin)
         return key, [float(v) for v in x]
