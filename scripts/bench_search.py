@@ -48,13 +48,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MATSCREEN_SHARED", REPO.parent / "shared"))
 MP_CSV = SHARED / "datasets" / "mp_mtcgcnn_2018" / "mp_mtcgcnn_2018.csv.gz"
 
+# name -> (strategy, PCA components; None = the --pca-components default)
 BO_STRATEGIES = {
-    "seed-gp-loss": Strategy(model="loss", acquisition="ei"),
-    "value-window": Strategy(model="value", acquisition="window"),
-    "value-window-prior": Strategy(model="value", acquisition="window", use_prior=True),
-    "value-folded-ei": Strategy(model="value", acquisition="folded-ei"),
+    "seed-gp-loss": (Strategy(model="loss", acquisition="ei"), None),
+    "value-window": (Strategy(model="value", acquisition="window"), None),
+    "value-window-prior": (Strategy(model="value", acquisition="window", use_prior=True), None),
+    "value-folded-ei": (Strategy(model="value", acquisition="folded-ei"), None),
+    "value-window-prior-pca8": (Strategy(model="value", acquisition="window", use_prior=True), 8),
+    "value-thompson-prior": (Strategy(model="value", acquisition="thompson", use_prior=True), None),
 }
-ALL_STRATEGIES = ["random", "cgcnn-rank", *BO_STRATEGIES]
+DEFAULT_STRATEGIES = ["random", "cgcnn-rank", "seed-gp-loss", "value-window", "value-window-prior", "value-folded-ei"]
 DEFAULT_TARGETS = {"window": [2.534, 2.35, 2.45, 2.5, 2.6, 2.7], "nonmetal": [2.534, 1.0, 1.5, 2.0, 3.0, 4.0]}
 
 
@@ -115,7 +118,7 @@ def evaluations_to_hit(strategy: str, objective: BandGapPoolObjective, prior: li
         order = rest[np.argsort(np.abs(dom.prior_mean[rest] - objective.target), kind="stable")]
     else:
         path = workdir / f"{strategy}-{run}.sqlite"
-        c = Campaign.create(path, objective, BO_STRATEGIES[strategy], seed=run, stop=StopRules(budget=budget))
+        c = Campaign.create(path, objective, BO_STRATEGIES[strategy][0], seed=run, stop=StopRules(budget=budget))
         c.tell_evaluations(objective.evaluate(prior), source="prior")
         h = c.run()
         c.close()
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs-other-targets", type=int, default=None, help="runs for targets other than 2.534 (default: --runs)")
     ap.add_argument("--pools", default="window,nonmetal")
     ap.add_argument("--targets", default=None, help="comma list; default per pool")
-    ap.add_argument("--strategies", default=",".join(ALL_STRATEGIES))
+    ap.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                    help=f"comma list of random, cgcnn-rank, {', '.join(BO_STRATEGIES)}")
     ap.add_argument("--tol", type=float, default=0.01, help="eV")
     ap.add_argument("--n-prior", type=int, default=100)
     ap.add_argument("--budget", type=int, default=150, help="max search evaluations per run")
@@ -210,10 +214,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for pool_name in args.pools.split(","):
             sub = subset(frame, pool_name)
-            pool = pool_from_frame(sub, n_components=args.pca_components, source=pool_name)
+            pools = {None: pool_from_frame(sub, n_components=args.pca_components, source=pool_name)}
+            for name in strategies:
+                dims = BO_STRATEGIES.get(name, (None, None))[1]
+                if dims is not None and dims not in pools:
+                    pools[dims] = pool_from_frame(sub, n_components=dims, source=pool_name)
             targets = [float(t) for t in args.targets.split(",")] if args.targets else DEFAULT_TARGETS[pool_name]
             for target in targets:
-                objective = BandGapPoolObjective.from_pool(pool, target, args.tol, use_prior=True)
+                objectives = {d: BandGapPoolObjective.from_pool(p, target, args.tol, use_prior=True) for d, p in pools.items()}
+                objective = objectives[None]
                 k = objective.n_hits()
                 if k == 0:
                     print(f"{pool_name} {target}: no hit in the pool, skipped", file=sys.stderr)
@@ -225,9 +234,10 @@ def main(argv: list[str] | None = None) -> None:
                 for name in strategies:
                     t0 = time.perf_counter()
                     evals = []
+                    obj = objectives[BO_STRATEGIES.get(name, (None, None))[1]]
                     for run in range(runs):
-                        prior = prior_ids(objective, args.n_prior, run)
-                        evals.append(evaluations_to_hit(name, objective, prior, run, args.budget, Path(tmp)))
+                        prior = prior_ids(objective, args.n_prior, run)  # same prior for every strategy
+                        evals.append(evaluations_to_hit(name, obj, prior, run, args.budget, Path(tmp)))
                     s = summarise(evals, args.budget)
                     s["evals"] = evals
                     s["seconds"] = time.perf_counter() - t0
