@@ -384,6 +384,29 @@ def _conform(table, schema):
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+def _unified_schema(schemas):
+    """One schema for all chunks: types promoted where they differ (null -> double, int -> double);
+    a label column that is text in one chunk and numbers in another becomes text."""
+    import pyarrow as pa
+
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    names: dict[str, list] = {}
+    for schema in schemas:
+        for f in schema:
+            names.setdefault(f.name, []).append(f.type)
+    fields = []
+    for name, types in names.items():
+        try:
+            merged = pa.unify_schemas([pa.schema([(name, t)]) for t in types], promote_options="permissive")
+            fields.append(merged.field(name))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
+
+
 class _RunReader:
     """Sequential reader of one sorted run: ``take(n)`` returns its next ``n`` rows."""
 
@@ -436,18 +459,12 @@ def rank_chunks(
         if table.num_rows == 0:
             continue
         table = table.append_column("distance_to_target", _distance(table, pred_col, target))
-        table = table.take(pc.sort_indices(table, sort_keys=[("distance_to_target", "ascending"), ("id", "ascending")]))
+        key = pa.table({"d": table["distance_to_target"], "id": table["id"].cast(pa.string())})
+        order = pc.sort_indices(key, sort_keys=[("d", "ascending"), ("id", "ascending")])
+        table, key = table.take(order), key.take(order)
         run = runs_dir / f"run-{len(runs):06d}.parquet"
         pq.write_table(table, run, row_group_size=run_rows)
-        keys.append(
-            pa.table(
-                {
-                    "d": table["distance_to_target"],
-                    "id": table["id"].cast(pa.string()),
-                    "run": pa.array(np.full(table.num_rows, len(runs), dtype=np.int32)),
-                }
-            )
-        )
+        keys.append(key.append_column("run", pa.array(np.full(table.num_rows, len(runs), dtype=np.int32))))
         runs.append(run)
         schemas.append(table.schema.remove_metadata())
         del table
@@ -460,7 +477,7 @@ def rank_chunks(
         )
         os.replace(tmp_out, output)
         return {"rows": 0, "within_tol": 0}
-    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    schema = _unified_schema(schemas)
     all_keys = pa.concat_tables(keys)
     del keys
     order = pc.sort_indices(all_keys, sort_keys=[("d", "ascending"), ("id", "ascending")])

@@ -230,6 +230,8 @@ def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_p
         frame["emb_0"] = rng.normal(size=n).astype(np.float32)
         if k % 2:
             frame["band_gap"] = rng.random(n)
+        if k in (1, 3):  # a label that is text in one chunk and numbers in another becomes text
+            frame["note"] = [f"n{i}" for i in range(n)] if k == 1 else np.arange(n, dtype=float)
         frames.append(frame)
         parts.append(tmp_path / f"part{k}.parquet")
         frame.to_parquet(parts[-1], index=False)
@@ -243,6 +245,7 @@ def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_p
     assert out["id"].tolist() == expected["id"].tolist()  # ties (rounded predictions) broken by id
     assert result == {"rows": len(expected), "within_tol": int((expected["distance_to_target"] <= 0.15).sum())}
     np.testing.assert_array_equal(out["band_gap"].isna(), expected["band_gap"].isna())
+    assert out["note"].dropna().map(type).eq(str).all() and out["note"].notna().sum() == len(frames[1]) + len(frames[3])
     assert not list((tmp_path / "runs").iterdir())
 
 
