@@ -32,7 +32,7 @@ from screening.bo.domain import LinearConstraint
 from screening.bo.strategy import Strategy, suggest_box
 from screening.errors import MatscreenError, RecordError
 from screening.objectives.synthesis import (
-    INPUT_NAMES, SynthesisObjective, condition_id, read_droplet_spectra_csv, write_conditions_csv,
+    SynthesisObjective, condition_id, read_droplet_spectra_csv, write_conditions_csv,
 )
 from screening import twostep
 
@@ -127,19 +127,21 @@ class SynthesisCampaign:
         """One row per told condition: inputs, loss, droplets used/failed, source, round."""
         round_of = {k: (r.round, r.method) for r in self.rounds() for k in r.keys}
         drops = self.campaign.store.get_meta(META_DROPLETS, {})
+        box = self.objective.domain
+        names = list(box.names) if box.names else [f"x{i}" for i in range(box.dim)]
         rows = []
         for rec in self.campaign.store.observations():
             cid = condition_id(rec.x)
             rnd, meth = round_of.get(rec.key, (None, rec.source))
             d = drops.get(cid, {})
-            rows.append({"condition_id": cid, **dict(zip(INPUT_NAMES, rec.x)), "loss": rec.loss, "round": rnd,
+            rows.append({"condition_id": cid, **dict(zip(names, rec.x)), "loss": rec.loss, "round": rnd,
                          "method": meth, "source": rec.source, "droplets_ok": d.get("ok"), "droplets_failed": d.get("failed"), "error": rec.error})
         return pd.DataFrame(rows)
 
     def told_spectra(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """Conditions, droplet-spectra blocks and losses of every successful observation."""
         recs = [r for r in self.campaign.store.observations() if r.ok]
-        X = np.array([r.x for r in recs], dtype=float).reshape(len(recs), len(INPUT_NAMES))
+        X = np.array([r.x for r in recs], dtype=float).reshape(len(recs), self.objective.domain.dim)
         return X, [np.asarray(r.y, dtype=float) for r in recs], np.array([r.loss for r in recs], dtype=float)
 
     def best(self) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -345,7 +347,8 @@ def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | No
 
             Xt, Yt = twostep.training_set(X, blocks)
             model = twostep.fit_spectrum_model(Xt, Yt, sc.objective.domain, seed=seed)
-            table, _ = shap_table(spectrum_summaries(model, target), Xt, INPUT_NAMES, seed=seed)
+            names = sc.objective.domain.names or tuple(f"x{i}" for i in range(Xt.shape[1]))
+            table, _ = shap_table(spectrum_summaries(model, target), Xt, names, seed=seed)
             table.to_csv(d / "shap_importance.csv")
             paths["shap"] = d / "shap_importance.csv"
             paths["shap_plot"] = plots.plot_shap_importance(table, d / "shap_importance.png")

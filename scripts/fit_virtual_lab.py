@@ -26,7 +26,7 @@ from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
 from screening.objectives.spectral_loss import WAVELENGTHS_NM, gaussian_sum, minmax, spectrum_losses
-from screening.objectives.virtual_lab import SpectrumPhysicsModel, VirtualLab, condition_features
+from screening.objectives.virtual_lab import SpectrumPhysicsModel, VirtualLab, fit_physics_model
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_COLUMNS = ["QAgNO3(%)", "Qpva(%)", "Qtsc(%)", "Qseed(%)", "Qtot(uL/min)"]
@@ -75,53 +75,18 @@ def fit_target(reference: np.ndarray) -> tuple[dict, float]:
     return spec, float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-# --- differentiable loss ----------------------------------------------------------------------
-
-def torch_spectrum_loss(spectra: torch.Tensor, target_mm: torch.Tensor) -> torch.Tensor:
-    """The AgBONN loss in torch (same formula as ``spectral_loss.spectrum_losses``)."""
-    lo = spectra.amin(dim=1, keepdim=True)
-    hi = spectra.amax(dim=1, keepdim=True)
-    s_mm = (spectra - lo) / (hi - lo).clamp_min(1e-9)
-    cos = (s_mm @ target_mm) / (s_mm.norm(dim=1) * target_mm.norm())
-    peak = hi[:, 0]
-    delta = torch.where(peak > 1.2, torch.zeros_like(peak), torch.where(peak >= 0.7, torch.ones_like(peak), peak / 0.7))
-    return 1.0 - cos * delta
-
+# --- fitting ----------------------------------------------------------------------------------
 
 def fit_model(data: dict, target: np.ndarray, train: np.ndarray, run1_train: list[int], seed: int,
-              steps: int = 1000, hidden: int = 16, spectrum_weight: float = 3.0, decay: float = 1e-3,
-              low_loss_offset: float = 0.05) -> tuple[SpectrumPhysicsModel, float]:
-    """Fit the chemistry map + physics constants on the ``train`` condition indices."""
-    torch.manual_seed(seed)
+              **kw) -> tuple[SpectrumPhysicsModel, float]:
+    """Fit on the ``train`` condition indices and the Run-1 spectra ``run1_train``."""
     cond = data["conditions"]
-    X = torch.tensor(cond[INPUT_COLUMNS].to_numpy(), dtype=torch.float64)
-    y = torch.tensor(cond["loss_median"].to_numpy(), dtype=torch.float64)
-    feats = condition_features(X)
-    model = SpectrumPhysicsModel(feats.mean(0), feats.std(0), hidden=hidden)
-    t_mm = torch.tensor(minmax(target), dtype=torch.float64)
-    tr = torch.as_tensor(train)
+    X = cond[INPUT_COLUMNS].to_numpy()
+    y = cond["loss_median"].to_numpy()
     r1 = [data["run1"][i] for i in run1_train]
-    r1_idx = torch.tensor([r["condition_index"] for r in r1], dtype=torch.long)
-    r1_spec = torch.tensor(np.stack([r["median_spectrum"] for r in r1]), dtype=torch.float64) if r1 else None
-    # Low-loss conditions weigh more (≈5× at the optimum than at loss 0.8): the optimum region is
-    # what a campaign has to find, and an unweighted fit shrinks the extremes toward the mean.
-    weight = 1.0 / (y[tr] + low_loss_offset)
-    weight = weight / weight.mean()
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    obj = torch.tensor(0.0)
-    for _ in range(steps):
-        opt.zero_grad()
-        pred = torch_spectrum_loss(model(X[tr]), t_mm)
-        obj = (weight * (pred - y[tr]) ** 2).mean()
-        if r1_spec is not None:
-            spec = model(X[r1_idx])
-            obj = obj + spectrum_weight * ((spec - r1_spec) ** 2).mean()
-        obj = obj + decay * sum((p**2).sum() for n, p in model.net.named_parameters() if "weight" in n)
-        obj.backward()
-        opt.step()
-        sched.step()
-    return model.eval(), float(obj.detach())
+    sX = X[[r["condition_index"] for r in r1]] if r1 else None
+    sY = np.stack([r["median_spectrum"] for r in r1]) if r1 else None
+    return fit_physics_model(X[train], y[train], target, sX, sY, seed=seed, feature_X=X, **kw)
 
 
 def best_of(data, target, train, run1_train, restarts, **kw) -> SpectrumPhysicsModel:

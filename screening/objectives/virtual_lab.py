@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from screening.errors import ModelLoadError
-from screening.objectives.spectral_loss import WAVELENGTHS_NM
+from screening.objectives.spectral_loss import WAVELENGTHS_NM, minmax
 
 HC_EV_NM = 1239.84198
 """Photon energy × wavelength, eV·nm."""
@@ -305,3 +305,59 @@ class VirtualLab:
         failed = self.rng.random(n * r) < self.p_fail
         spectra[failed] = np.nan
         return list(spectra.reshape(n, r, -1))
+
+
+# --- fitting (used by scripts/fit_virtual_lab.py and the calibration test) ----------------------
+
+
+def torch_spectrum_loss(spectra: Tensor, target_minmax: Tensor) -> Tensor:
+    """The AgBONN loss in torch, differentiable (same formula as ``spectral_loss.spectrum_losses``)."""
+    lo = spectra.amin(dim=1, keepdim=True)
+    hi = spectra.amax(dim=1, keepdim=True)
+    s_mm = (spectra - lo) / (hi - lo).clamp_min(1e-9)
+    cos = (s_mm @ target_minmax) / (s_mm.norm(dim=1) * target_minmax.norm())
+    peak = hi[:, 0]
+    delta = torch.where(peak > 1.2, torch.zeros_like(peak), torch.where(peak >= 0.7, torch.ones_like(peak), peak / 0.7))
+    return 1.0 - cos * delta
+
+
+def fit_physics_model(
+    X: np.ndarray, loss: np.ndarray, target: np.ndarray, spectra_X: np.ndarray | None = None,
+    spectra: np.ndarray | None = None, seed: int = 0, steps: int = 1000, hidden: int = 16,
+    spectrum_weight: float = 3.0, decay: float = 1e-3, low_loss_offset: float = 0.05,
+    feature_X: np.ndarray | None = None,
+) -> tuple[SpectrumPhysicsModel, float]:
+    """Fit the chemistry map and the global physics constants (Adam, full batch).
+
+    ``X`` (n, 5) conditions with measured median droplet ``loss`` (n,); optionally measured
+    median spectra (m, 421) at ``spectra_X`` (m, 5), which pin the absolute absorbance and shape
+    that the loss alone cannot separate. ``feature_X`` sets the input standardisation (default
+    ``X``). Conditions with low loss weigh more (∝ 1/(loss + ``low_loss_offset``)): the optimum
+    region is what a campaign must find, and an unweighted fit shrinks the extremes toward the
+    mean. Returns the model and the final objective value.
+    """
+    torch.manual_seed(seed)
+    Xt = torch.as_tensor(np.asarray(X, dtype=float), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(loss, dtype=float), dtype=torch.float64)
+    feats = condition_features(torch.as_tensor(np.asarray(X if feature_X is None else feature_X, dtype=float), dtype=torch.float64))
+    model = SpectrumPhysicsModel(feats.mean(0), feats.std(0), hidden=hidden)
+    t_mm = torch.as_tensor(minmax(np.asarray(target, dtype=float)), dtype=torch.float64)
+    has_spectra = spectra is not None and len(spectra) > 0
+    if has_spectra:
+        sX = torch.as_tensor(np.asarray(spectra_X, dtype=float), dtype=torch.float64)
+        sY = torch.as_tensor(np.asarray(spectra, dtype=float), dtype=torch.float64)
+    weight = 1.0 / (y + low_loss_offset)
+    weight = weight / weight.mean()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    obj = torch.tensor(0.0)
+    for _ in range(steps):
+        opt.zero_grad()
+        obj = (weight * (torch_spectrum_loss(model(Xt), t_mm) - y) ** 2).mean()
+        if has_spectra:
+            obj = obj + spectrum_weight * ((model(sX) - sY) ** 2).mean()
+        obj = obj + decay * sum((p**2).sum() for n, p in model.net.named_parameters() if "weight" in n)
+        obj.backward()
+        opt.step()
+        sched.step()
+    return model.eval(), float(obj.detach())

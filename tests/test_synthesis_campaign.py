@@ -1,0 +1,166 @@
+"""Synthesis campaign rounds: LHS start, distinct local-penalisation batches, boundary expansion,
+crash-safe state, CSV ask/tell, random baseline, and a user's own objective class by name."""
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from screening.bo.strategy import suggest_box
+from screening.errors import MatscreenError, RecordError
+from screening.objectives.synthesis import SPECTRUM_COLUMNS, SynthesisObjective, synthesis_box
+from screening.objectives.virtual_lab import VirtualLab
+from screening.synthesis_campaign import (
+    SynthesisCampaign, build_objective, default_strategy, method_curves, unit_box,
+)
+
+
+def objective(box: str = "paper", seed: int = 0, replicates: int = 3, p_fail: float | None = None) -> SynthesisObjective:
+    return SynthesisObjective(lab=VirtualLab(n_replicates=replicates, seed=seed, p_fail=p_fail), domain=synthesis_box(box))
+
+
+def min_pairwise_unit_distance(box, P) -> float:
+    U = box.to_unit(P)
+    D = np.linalg.norm(U[:, None] - U[None], axis=-1)
+    np.fill_diagonal(D, np.inf)
+    return float(D.min())
+
+
+def test_local_penalisation_batch_is_distinct_and_feasible_on_the_box():
+    obj = objective("full")
+    box = obj.domain
+    X = box.latin_hypercube(15, seed=1)
+    y = np.array([obj.loss(e.y) for e in obj.evaluate(X)])
+    U = suggest_box(default_strategy(15), unit_box(box), box.to_unit(X), np.full(15, np.nan), y, q=15, seed=3)
+    P = box.from_unit(U)
+    assert P.shape == (15, 5) and box.feasible(P).all()
+    assert (P[:, :4].sum(axis=1) <= 90 + 1e-9).all()
+    assert min_pairwise_unit_distance(box, P) > 0.05  # 15 different conditions, not one repeated
+
+
+def test_unit_box_keeps_the_constraint():
+    box = synthesis_box("full")
+    unit = unit_box(box)
+    X = box.uniform(300, np.random.default_rng(0))
+    outside = box.from_unit(np.random.default_rng(1).random((300, 5)))
+    np.testing.assert_array_equal(unit.feasible(box.to_unit(outside)), box.feasible(outside))
+    assert unit.feasible(box.to_unit(X)).all()
+
+
+def test_rounds_lhs_then_bo_with_expansion_and_resume(tmp_path):
+    sc = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=6, seed=0)
+    logs = sc.run(2)
+    assert [r.method for r in logs] == ["lhs", "bo"]
+    assert logs[-1].n_conditions_so_far == 12
+    assert logs[-1].best_loss_so_far == pytest.approx(np.nanmin(sc.observations()["loss"]))
+    first = sc.observations().iloc[:6]
+    assert sc.objective.domain.feasible(first[["Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot"]].to_numpy()).all()
+    box_after = sc.objective.domain
+    sc.close()
+    # reopen: rounds, observations and the (possibly widened) box come back from the file
+    again = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=6, seed=0)
+    assert len(again.rounds()) == 2 and len(again.observations()) == 12
+    assert again.objective.domain.upper == box_after.upper
+    assert len(again.objective.domain.expansions) == sum(len(r.expansions) for r in logs)
+    again.run(3)
+    assert len(again.rounds()) == 3 and len(again.observations()) == 18
+
+
+def test_pending_points_are_evaluated_first_after_a_crash(tmp_path):
+    sc = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=5, seed=0)
+    sc.run(1)
+    asked = sc._ask_bo(5)  # a crash right after ask: points pending, nothing told
+    sc.close()
+    again = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=5, seed=0)
+    again.run(2)
+    told = again.observations().iloc[5:][["Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot"]].to_numpy()
+    np.testing.assert_array_equal(told, np.vstack(asked))
+    assert again.campaign.store.pending() == []
+
+
+def test_boundary_expansion_is_recorded_when_the_best_sit_on_a_face(tmp_path):
+    sc = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=5, seed=0)
+    edge = np.array([[20.0, 25.0, 10.0, 10.0, 600.0]])
+    evs = sc.objective.evaluate(edge)
+    sc.campaign.tell_evaluations(evs)
+    log = sc._finish_round(1, "manual", [sc.objective.domain.key_of(edge[0])], 0.0, None)
+    assert any(e["dim"] == 0 and e["side"] == "upper" for e in log.expansions)
+    assert sc.objective.domain.upper[0] > 20.0
+    assert sc.campaign.store.get_meta("synthesis_box")["upper"][0] == sc.objective.domain.upper[0]
+
+
+def test_failed_droplets_are_counted_in_the_campaign(tmp_path):
+    sc = SynthesisCampaign(tmp_path / "c", objective(replicates=4, p_fail=0.3), method="random", batch=6, seed=0)
+    sc.run(1)
+    obs = sc.observations()
+    assert (obs["droplets_ok"] + obs["droplets_failed"] == 4).all()
+    assert obs["droplets_failed"].sum() > 0
+    ok = obs[obs["error"].isna()]
+    assert np.isfinite(ok["loss"]).all()
+
+
+def test_random_lhs_baseline_and_curves(tmp_path):
+    sc = SynthesisCampaign(tmp_path / "r", objective("full"), method="random", batch=5, seed=2, expand=False)
+    sc.run(2)
+    curve = method_curves(sc)["random"]
+    assert curve.shape == (2,) and curve[1] <= curve[0]
+
+
+def test_csv_ask_tell_with_a_reactor(tmp_path):
+    lab = VirtualLab(n_replicates=3, seed=5)
+    sc = SynthesisCampaign(tmp_path / "c", build_objective("csv"), method="bo", batch=4, seed=0)
+    ask = pd.read_csv(sc.ask_csv(tmp_path / "ask.csv"), float_precision="round_trip")
+    X = ask[["Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot"]].to_numpy()
+    blocks = lab.measure(X)
+    blocks[0][1] = np.nan  # one droplet without a spectrum
+    rows = [{"condition_id": cid, **dict(zip(SPECTRUM_COLUMNS, b))} for cid, block in zip(ask["condition_id"], blocks) for b in block]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    log = sc.tell_csv(tmp_path / "results.csv")
+    assert len(log.keys) == 4 and all(v is not None for v in log.losses)
+    obs = sc.observations()
+    assert obs.loc[obs["condition_id"] == ask["condition_id"][0], "droplets_failed"].item() == 1
+    assert sc.campaign.store.pending() == []
+    pd.DataFrame([{**rows[0], "condition_id": "c-unknown"}]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(RecordError, match="not pending"):
+        sc.tell_csv(tmp_path / "bad.csv")
+
+
+def test_a_users_objective_class_plugs_in_by_name(tmp_path, monkeypatch):
+    (tmp_path / "my_reactor.py").write_text(textwrap.dedent('''
+        import numpy as np
+        from screening.bo.domain import Box, LinearConstraint
+        from screening.objectives.base import Evaluation
+
+        class TwoInputSpectra:
+            """A user's own objective: two inputs, a Gaussian band whose centre they move."""
+            def __init__(self):
+                self.domain = Box.from_bounds([(0.0, 1.0), (0.0, 1.0)], names=("a", "b"),
+                                              constraints=[LinearConstraint.sum_at_most([0, 1], 1.5)])
+                self.lam = np.arange(380.0, 801.0)
+                self.target = np.exp(-0.5 * ((self.lam - 600.0) / 30.0) ** 2)
+            def evaluate(self, points):
+                out = []
+                for p in points:
+                    centre = 400.0 + 400.0 * p[0]
+                    s = np.exp(-0.5 * ((self.lam - centre) / 30.0) ** 2) * (0.5 + 0.5 * p[1])
+                    out.append(Evaluation(np.asarray(p), y=np.vstack([s, s * 1.01])))
+                return out
+            def loss(self, y):
+                s = np.median(np.atleast_2d(y), axis=0)
+                return float(1 - s @ self.target / np.linalg.norm(s) / np.linalg.norm(self.target))
+            def is_hit(self, y):
+                return self.loss(y) < 1e-3
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_reactor", raising=False)
+    obj = build_objective(objective="my_reactor:TwoInputSpectra")
+    assert type(obj).__name__ == "TwoInputSpectra"
+    sc = SynthesisCampaign(tmp_path / "u", obj, method="bo+dnn", batch=4, seed=0, dnn_from=2, dnn_batch=2)
+    logs = sc.run(2)
+    assert logs[-1].n_conditions_so_far == 10  # 4 LHS + 4 BO + 2 network proposals
+    assert obj.domain.feasible(sc.observations()[["a", "b"]].to_numpy()).all()
+    with pytest.raises(MatscreenError, match="package.module:ClassName"):
+        build_objective(objective="no_colon_here")
