@@ -25,8 +25,8 @@ import torch
 from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
-from screening.objectives.spectral_loss import WAVELENGTHS_NM, gaussian_sum, minmax, spectrum_losses
-from screening.objectives.virtual_lab import SpectrumPhysicsModel, VirtualLab, fit_physics_model
+from screening.objectives.spectral_loss import WAVELENGTHS_NM, gaussian_sum, load_target, minmax, spectrum_losses
+from screening.objectives.virtual_lab import SpectrumPhysicsModel, VirtualLab, VirtualLabParams, fit_physics_model
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_COLUMNS = ["QAgNO3(%)", "Qpva(%)", "Qtsc(%)", "Qseed(%)", "Qtot(uL/min)"]
@@ -155,20 +155,40 @@ def landscape(model: SpectrumPhysicsModel, data: dict, target: np.ndarray, n: in
     pts = pts[pts[:, :4].sum(1) <= 90.0][:n]
     losses = predicted_losses(model, pts, target)
     best = int(np.nanargmin(losses))
+    # refine the best random points with Nelder-Mead inside the box and the 90 % constraint
+    from scipy.optimize import minimize
+
+    def f(u: np.ndarray) -> float:
+        x = lo + (hi - lo) * u
+        if (u < 0).any() or (u > 1).any() or x[:4].sum() > 90.0:
+            return 1.0
+        return float(predicted_losses(model, x[None], target)[0])
+
+    refined = [minimize(f, (pts[i] - lo) / (hi - lo), method="Nelder-Mead", options={"maxiter": 400, "xatol": 1e-4, "fatol": 1e-6})
+               for i in np.argsort(losses)[:5]]
+    r_best = min(refined, key=lambda r: r.fun)
     X = data["conditions"][INPUT_COLUMNS].to_numpy()
     y_real = data["conditions"]["loss_median"].to_numpy()
     y_lab = predicted_losses(model, X, target)
     names = ["Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot"]
-    importance = {}
+    from screening.explain import shap_values
+
+    importance, shap_imp = {}, {}
+    bg = X[np.random.default_rng(1).choice(len(X), 30, replace=False)]
     for label, y in (("real_data", y_real), ("virtual_lab", y_lab)):
         rf = RandomForestRegressor(300, min_samples_leaf=2, random_state=0).fit(X, y)
         imp = permutation_importance(rf, X, y, n_repeats=20, random_state=0).importances_mean
         importance[label] = dict(zip(names, np.round(imp, 4).tolist()))
+        # mean |SHAP| of the RF fitted to the real losses, and of the lab's own loss function
+        fn = rf.predict if label == "real_data" else (lambda Z: predicted_losses(model, Z, target))
+        shap_imp[label] = dict(zip(names, np.round(np.abs(shap_values(fn, bg, X)).mean(0), 4).tolist()))
     ranks = [spearmanr(list(importance["real_data"].values()), list(importance["virtual_lab"].values())).statistic]
-    return {"optimum_loss": float(losses[best]), "optimum_x": pts[best].round(2).tolist(),
+    return {"optimum_loss": float(r_best.fun), "optimum_x": (lo + (hi - lo) * r_best.x).round(2).tolist(),
+            "best_random_point_loss": float(losses[best]), "best_random_point_x": pts[best].round(2).tolist(),
             "fraction_below_0.2": float(np.mean(losses < 0.2)), "fraction_below_0.167": float(np.mean(losses < 0.167)),
             "fraction_below_0.135": float(np.mean(losses < 0.135)),
-            "importance_permutation_rf": importance, "importance_rank_spearman": float(ranks[0])}
+            "importance_permutation_rf": importance, "importance_rank_spearman": float(ranks[0]),
+            "importance_mean_abs_shap": shap_imp}
 
 
 def main() -> None:
@@ -179,10 +199,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--no-cv", action="store_true", help="skip the held-out evaluations")
     ap.add_argument("--out", type=Path, default=REPO / "screening" / "data")
+    ap.add_argument("--refresh-landscape", action="store_true",
+                    help="keep the fitted lab in --out, recompute only its landscape / importance figures")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
     data = load_reference(args.shared)
+    if args.refresh_landscape:
+        params = VirtualLabParams.load(args.out / "virtual_lab_agbonn.json")
+        target = load_target(str(args.out / "agbonn_target.json"))
+        params.calibration["landscape"] = landscape(SpectrumPhysicsModel.from_params(params), data, target)
+        params.save(args.out / "virtual_lab_agbonn.json")
+        print(json.dumps(params.calibration["landscape"], indent=1))
+        return
     target_spec, target_cos = fit_target(data["target_reference"])
     target = gaussian_sum(WAVELENGTHS_NM, target_spec["centres_nm"], target_spec["widths_nm"], target_spec["heights"], target_spec["offset"])
     print(f"target: Gaussian sum, cos(minmax) to the reference = {target_cos:.5f}")

@@ -247,7 +247,7 @@ class SpectrumPhysicsModel(nn.Module):
         sd = {k: v.detach().cpu().numpy().tolist() for k, v in self.state_dict().items() if k.startswith(("net", "physics"))}
         return VirtualLabParams(
             feature_mean=self.feature_mean.tolist(), feature_std=self.feature_std.tolist(), weights=sd,
-            physics={k: float(v) for k, v in self.physics().items()}, noise=dict(noise),
+            physics={k: float(v.detach()) for k, v in self.physics().items()}, noise=dict(noise),
             hidden=self.net[0].out_features, calibration=calibration, target=target,
         )
 
