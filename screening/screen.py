@@ -340,6 +340,10 @@ def _open_run(work_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
             )
     else:
         manifest = {"format": FORMAT, "run": run, "chunks": {}, "n_chunks": None, "complete": False}
+    for key in list(manifest["chunks"]):  # files deleted by hand: compute those chunks again
+        if not (chunk_path(work_dir, int(key)).exists() and chunk_errors_path(work_dir, int(key)).exists()):
+            del manifest["chunks"][key]
+            manifest["complete"] = False
     for part in sorted(work_dir.glob("chunk-*.parquet")):
         name = part.name
         if name.endswith(".errors.parquet"):
@@ -550,6 +554,7 @@ class ScreenSummary:
     wall_s: float
     engine: str
     workers: int
+    rank_s: float = 0.0  # of wall_s: the final merge and error report
 
     @property
     def records_per_s(self) -> float:
@@ -652,6 +657,7 @@ def screen_database(
         _write_json_atomic(work_dir / MANIFEST, manifest)
 
     indices = sorted(int(k) for k in manifest["chunks"])
+    rank_start = time.perf_counter()
     ranked = rank_chunks([chunk_path(work_dir, k) for k in indices], pred_col, target, tol, output, work_dir / "runs")
     errors_path = output.with_name(f"{output.stem}.errors.csv")
     n_errors = _write_errors_csv([chunk_errors_path(work_dir, k) for k in indices], errors_path)
@@ -668,6 +674,7 @@ def screen_database(
         wall_s=time.perf_counter() - start,
         engine=engine,
         workers=workers,
+        rank_s=time.perf_counter() - rank_start,
     )
 
 

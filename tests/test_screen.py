@@ -173,6 +173,9 @@ def test_chunks_committed_but_not_recorded_are_adopted(tmp_path: Path, db: Path,
     manifest_path.write_text(json.dumps(manifest))
     s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
     assert s.chunks_computed == [] and s.rows == N_GOOD
+    chunk_path(work_dir_for(out), 1).unlink()  # a chunk deleted by hand is computed again
+    s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
+    assert s.chunks_computed == [1] and s.rows == N_GOOD and pd.read_parquet(out)["id"].is_unique
 
 
 def test_new_target_only_reranks(tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame) -> None:
