@@ -158,7 +158,7 @@ def test_query_goes_to_mprester_search_as_criteria_and_fields(tmp_path: Path) ->
     _fetch(server, tmp_path / "db", band_gap=(0.5, 2.5), elements=["O", "Mg"], max_sites=8, batch_size=100)
     listing, batch = server.calls
     assert listing["band_gap"] == (0.5, 2.5) and listing["elements"] == ["Mg", "O"] and listing["num_sites"] == (1, 8)
-    assert listing["fields"] == ["material_id"]
+    assert listing["fields"] == ["material_id"] and listing["deprecated"] is False
     assert set(mp.REQUIRED_FIELDS) <= set(batch["fields"])
     assert sorted(batch["material_ids"]) == sorted(m.material_id for m in MATERIALS
                                                    if 0.5 <= m.band_gap <= 2.5 and {"Mg", "O"} <= set(m.elements))

@@ -232,8 +232,11 @@ class MPQuery:
     fields: tuple[str, ...] = DEFAULT_FIELDS
 
     def criteria(self) -> dict[str, Any]:
-        """Keyword arguments for ``mpr.materials.summary.search`` (without ``fields``)."""
-        crit: dict[str, Any] = {}
+        """Keyword arguments for ``mpr.materials.summary.search`` (without ``fields``).
+
+        Deprecated materials (superseded calculations) are left out.
+        """
+        crit: dict[str, Any] = {"deprecated": False}
         if self.band_gap is not None:
             crit["band_gap"] = (float(self.band_gap[0]), float(self.band_gap[1]))
         if self.elements:
