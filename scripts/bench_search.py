@@ -48,14 +48,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MATSCREEN_SHARED", REPO.parent / "shared"))
 MP_CSV = SHARED / "datasets" / "mp_mtcgcnn_2018" / "mp_mtcgcnn_2018.csv.gz"
 
-# name -> (strategy, PCA components; None = the --pca-components default)
+# name -> (strategy, PCA components (None = --pca-components), CGCNN prediction as an extra GP input)
 BO_STRATEGIES = {
-    "seed-gp-loss": (Strategy(model="loss", acquisition="ei"), None),
-    "value-window": (Strategy(model="value", acquisition="window"), None),
-    "value-window-prior": (Strategy(model="value", acquisition="window", use_prior=True), None),
-    "value-folded-ei": (Strategy(model="value", acquisition="folded-ei"), None),
-    "value-window-prior-pca8": (Strategy(model="value", acquisition="window", use_prior=True), 8),
-    "value-thompson-prior": (Strategy(model="value", acquisition="thompson", use_prior=True), None),
+    "seed-gp-loss": (Strategy(model="loss", acquisition="ei"), None, False),
+    "value-window": (Strategy(model="value", acquisition="window"), None, False),
+    "value-window-prior": (Strategy(model="value", acquisition="window", use_prior=True), None, False),
+    "value-window-fixedprior": (Strategy(model="value", acquisition="window", use_prior=True, fixed_prior_slope=True), None, False),
+    "value-window-predfeat": (Strategy(model="value", acquisition="window"), None, True),
+    "value-folded-ei": (Strategy(model="value", acquisition="folded-ei"), None, False),
+    "value-window-prior-pca8": (Strategy(model="value", acquisition="window", use_prior=True), 8, False),
+    "value-thompson-prior": (Strategy(model="value", acquisition="thompson", use_prior=True), None, False),
+    "value-thompson-predfeat": (Strategy(model="value", acquisition="thompson"), None, True),
 }
 DEFAULT_STRATEGIES = ["random", "cgcnn-rank", "seed-gp-loss", "value-window", "value-window-prior", "value-folded-ei"]
 DEFAULT_TARGETS = {"window": [2.534, 2.35, 2.45, 2.5, 2.6, 2.7], "nonmetal": [2.534, 1.0, 1.5, 2.0, 3.0, 4.0]}
@@ -148,7 +151,7 @@ def summarise(evals: list[int | None], budget: int) -> dict:
 # ----------------------------------------------------------------------------- latency
 
 
-def latency(sizes: list[int], n_obs: list[int], repeats: int = 3) -> list[dict]:
+def latency(sizes: list[int], n_obs: list[int], repeats: int = 3, agreement_max_obs: int = 100) -> list[dict]:
     """Seconds per single suggestion on synthetic 3-d pools (PCA-3 sized), value-window strategy.
 
     ``steady``: hyper-parameters reused (most steps of a campaign); ``refit``: including the
@@ -176,9 +179,19 @@ def latency(sizes: list[int], n_obs: list[int], repeats: int = 3) -> list[dict]:
                 t = time.perf_counter()
                 suggest_pool(strategy, pool, told, y, np.abs(y - 2.534), seed=r, target=Target(2.534, 0.01), hyper_cache=cache)
                 times.append(time.perf_counter() - t)
+            agree = None
+            if N > strategy.screen_above and n <= agreement_max_obs:
+                # Does leaf screening pick what exhaustive scoring picks? Five targets, same data.
+                exhaustive = Strategy(refit_all_below=min(100, n - 1), screen_above=10**9)
+                hits = 0
+                for tg in (2.2, 2.4, 2.534, 2.7, 3.0):
+                    a = suggest_pool(strategy, pool, told, y, np.abs(y - tg), seed=0, target=Target(tg, 0.01), hyper_cache=cache)
+                    b = suggest_pool(exhaustive, pool, told, y, np.abs(y - tg), seed=0, target=Target(tg, 0.01), hyper_cache=cache)
+                    hits += a == b
+                agree = f"{hits}/5"
             rows.append({"candidates": N, "observations": n, "steady_s": float(np.median(times)), "refit_s": t_refit,
-                         "partition_once_s": t_partition, "screened": N > strategy.screen_above})
-            print(f"latency N={N} n={n}: steady {np.median(times):.3f} s, with refit {t_refit:.3f} s", file=sys.stderr)
+                         "partition_once_s": t_partition, "screened": N > strategy.screen_above, "agreement": agree})
+            print(f"latency N={N} n={n}: steady {np.median(times):.3f} s, with refit {t_refit:.3f} s, agreement {agree}", file=sys.stderr)
     return rows
 
 
@@ -206,35 +219,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--markdown", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    frame = pd.read_parquet(args.pool_parquet) if args.pool_parquet else featurised_test_pool(args.model, args.cache_dir)
+    if not args.pools:
+        frame = pd.DataFrame()
+    elif args.pool_parquet:
+        frame = pd.read_parquet(args.pool_parquet)
+    else:
+        frame = featurised_test_pool(args.model, args.cache_dir)
     strategies = args.strategies.split(",")
     results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "pools": {}}
     lines = ["| pool | target (eV) | N after prior | hits | strategy | runs | median [95% CI] | mean [95% CI] | enhancement vs random (mean) |",
              "|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
-        for pool_name in args.pools.split(","):
+        for pool_name in [p for p in args.pools.split(",") if p]:
             sub = subset(frame, pool_name)
             pools = {None: pool_from_frame(sub, n_components=args.pca_components, source=pool_name)}
             for name in strategies:
-                dims = BO_STRATEGIES.get(name, (None, None))[1]
+                dims = BO_STRATEGIES.get(name, (None, None, False))[1]
                 if dims is not None and dims not in pools:
                     pools[dims] = pool_from_frame(sub, n_components=dims, source=pool_name)
+            variants = {v[1:] for v in BO_STRATEGIES.values()} | {(None, False)}
             targets = [float(t) for t in args.targets.split(",")] if args.targets else DEFAULT_TARGETS[pool_name]
             for target in targets:
-                objectives = {d: BandGapPoolObjective.from_pool(p, target, args.tol, use_prior=True) for d, p in pools.items()}
-                objective = objectives[None]
+                objectives = {(d, pf): BandGapPoolObjective.from_pool(pools[d], target, args.tol, use_prior=True, pred_as_feature=pf)
+                              for d, pf in variants if d in pools}
+                objective = objectives[(None, False)]
                 k = objective.n_hits()
                 if k == 0:
                     print(f"{pool_name} {target}: no hit in the pool, skipped", file=sys.stderr)
                     continue
                 n_after = len(sub) - args.n_prior
+                if n_after < k or len(sub) - k < args.n_prior:
+                    print(f"{pool_name} {target}: pool too small for {args.n_prior} prior non-hits, skipped", file=sys.stderr)
+                    continue
                 exact = expected_draws_to_first_hit(n_after, k)
                 runs = args.runs if abs(target - 2.534) < 1e-9 or args.runs_other_targets is None else args.runs_other_targets
                 entry = {"n_pool": len(sub), "hits": k, "random_exact_mean": exact, "strategies": {}}
                 for name in strategies:
                     t0 = time.perf_counter()
                     evals = []
-                    obj = objectives[BO_STRATEGIES.get(name, (None, None))[1]]
+                    obj = objectives[BO_STRATEGIES.get(name, (None, None, False))[1:]]
                     for run in range(runs):
                         prior = prior_ids(objective, args.n_prior, run)  # same prior for every strategy
                         evals.append(evaluations_to_hit(name, obj, prior, run, args.budget, Path(tmp)))
@@ -255,10 +278,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.latency:
         rows = latency([int(x) for x in args.latency.split(",")], [int(x) for x in args.latency_obs.split(",")])
         results["latency"] = rows
-        lat_table = "\n".join(["| candidates | observations | steady step (s) | step with hyper-parameter refit (s) | leaf screening |",
-                               "|---|---|---|---|---|"] +
+        lat_table = "\n".join(["| candidates | observations | steady step (s) | step with hyper-parameter refit (s) | leaf screening | same pick as exhaustive |",
+                               "|---|---|---|---|---|---|"] +
                               [f"| {r['candidates']:,} | {r['observations']:,} | {r['steady_s']:.3f} | {r['refit_s']:.3f} | "
-                               f"{'yes' if r['screened'] else 'no (exact)'} |" for r in rows])
+                               f"{'yes' if r['screened'] else 'no (exact)'} | {r['agreement'] or '-'} |" for r in rows])
     print(table)
     if lat_table:
         print()

@@ -42,7 +42,8 @@ class Strategy:
     thompson; for "value" one of window, folded-ei, thompson. ``batch``: "lp" (local
     penalisation) or "qlogei" (sequential-greedy Monte-Carlo qLogEI). ``beta`` is UCB's
     exploration weight. ``use_prior`` puts a per-candidate prior covariate (the pool's
-    ``prior_mean``, e.g. the CGCNN prediction) into the GP mean. ``n_init`` random (pool) or
+    ``prior_mean``, e.g. the CGCNN prediction) into the GP mean as ``c + b * prior``; with
+    ``fixed_prior_slope`` b stays 1 (trust the covariate, fit only its offset). ``n_init`` random (pool) or
     Latin-hypercube (box) points start a campaign that has fewer observations.
 
     Cost controls: hyper-parameters are re-optimised at every step below ``refit_all_below``
@@ -61,6 +62,7 @@ class Strategy:
     shortlist: int = 1024
     box_raw_samples: int = 2048
     mc_samples: int = 256
+    fixed_prior_slope: bool = False
     refit_all_below: int = 100
     refit_growth: float = 1.1
     screen_above: int = 50_000
@@ -140,11 +142,11 @@ def _fit(strategy: Strategy, bounds: np.ndarray, X: np.ndarray, told_y: np.ndarr
         if hyper_cache is not None and key in hyper_cache:
             hp = hyper_cache[key]
         else:
-            head = GPSurrogate(bounds, use_prior=use_prior).fit(X[:m], values[:m], prior=None if p is None else p[:m], seed=seed)
+            head = GPSurrogate(bounds, use_prior=use_prior, fixed_prior_slope=strategy.fixed_prior_slope).fit(X[:m], values[:m], prior=None if p is None else p[:m], seed=seed)
             hp = head.hyperparameters()
             if hyper_cache is not None:
                 hyper_cache[key] = hp
-    surrogate = GPSurrogate(bounds, use_prior=use_prior)
+    surrogate = GPSurrogate(bounds, use_prior=use_prior, fixed_prior_slope=strategy.fixed_prior_slope)
     surrogate.fit(X, values, prior=p, seed=seed, hyperparameters=hp)
     return surrogate, p  # type: ignore[return-value]
 

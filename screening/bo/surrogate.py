@@ -41,12 +41,16 @@ class SurrogateError(MatscreenError):
 
 
 class CovariateMean(Mean):
-    """GP mean ``c + b * x[..., -1]``: an affine function of a prior covariate stored as the last input column."""
+    """GP mean ``c + b * x[..., -1]``: an affine function of a prior covariate stored as the last input column.
 
-    def __init__(self) -> None:
+    With ``fixed_slope`` the slope stays at 1 (the covariate is trusted as is, only its offset is
+    fitted); otherwise both are fitted by marginal likelihood.
+    """
+
+    def __init__(self, fixed_slope: bool = False) -> None:
         super().__init__()
         self.register_parameter("constant", torch.nn.Parameter(torch.zeros((), dtype=DTYPE)))
-        self.register_parameter("slope", torch.nn.Parameter(torch.ones((), dtype=DTYPE)))
+        self.register_parameter("slope", torch.nn.Parameter(torch.ones((), dtype=DTYPE), requires_grad=not fixed_slope))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.constant + self.slope * x[..., -1]
@@ -59,10 +63,12 @@ class GPSurrogate:
     the same thing for every pool; pass the domain's bounds (pool min/max, or Box bounds).
     ``use_prior`` turns on the prior-mean covariate (then ``fit`` and ``predict`` need ``prior``).
     ``min_noise`` is the smallest observation-noise variance in standardised units; small for
-    deterministic look-ups such as a pool's known band gaps.
+    deterministic look-ups such as a pool's known band gaps. ``fixed_prior_slope`` keeps the
+    prior covariate's weight at 1 (a classical fixed prior mean, up to a fitted offset).
     """
 
-    def __init__(self, bounds: np.ndarray, use_prior: bool = False, min_noise: float = 1e-6) -> None:
+    def __init__(self, bounds: np.ndarray, use_prior: bool = False, min_noise: float = 1e-6,
+                 fixed_prior_slope: bool = False) -> None:
         bounds = np.asarray(bounds, dtype=np.float64)
         if bounds.ndim != 2 or bounds.shape[0] != 2:
             raise SurrogateError(f"bounds must have shape (2, d), got {bounds.shape}")
@@ -70,6 +76,7 @@ class GPSurrogate:
         self.bounds = bounds
         self._span = np.where(span > 0, span, 1.0)
         self.use_prior = use_prior
+        self.fixed_prior_slope = fixed_prior_slope
         self.min_noise = min_noise
         self.model: SingleTaskGP | None = None
 
@@ -110,7 +117,7 @@ class GPSurrogate:
         train_Y = torch.as_tensor(((y - self.y_mean_) / self.y_std_).reshape(-1, 1), dtype=DTYPE)
         base = get_covar_module_with_dim_scaled_prior(ard_num_dims=d, use_rbf_kernel=False, active_dims=list(range(d)))
         covar = ScaleKernel(base)
-        mean = CovariateMean() if self.use_prior else None
+        mean = CovariateMean(self.fixed_prior_slope) if self.use_prior else None
         likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(self.min_noise, transform=None, initial_value=1e-3)
         ).to(DTYPE)

@@ -44,13 +44,16 @@ class BandGapPool:
     def ids(self) -> list[str]:
         return self.frame["id"].astype(str).tolist()
 
-    def domain(self, use_prior: bool = False) -> DiscretePool:
-        prior = None
-        if use_prior:
+    def domain(self, use_prior: bool = False, pred_as_feature: bool = False) -> DiscretePool:
+        """The candidates as a DiscretePool: PCA features, optionally with the CGCNN-predicted gap
+        (eV) as the prior-mean covariate and/or as one more input feature of the GP."""
+        pred = None
+        if use_prior or pred_as_feature:
             if "pred_band_gap" not in self.frame.columns:
-                raise PoolFileError(f"{self.source}: no pred_band_gap column for a prior mean")
-            prior = self.frame["pred_band_gap"].to_numpy(dtype=np.float64)
-        return DiscretePool(self.ids, self.features, prior_mean=prior)
+                raise PoolFileError(f"{self.source}: no pred_band_gap column")
+            pred = self.frame["pred_band_gap"].to_numpy(dtype=np.float64)
+        feats = np.hstack([self.features, pred.reshape(-1, 1)]) if pred_as_feature else self.features  # type: ignore[union-attr]
+        return DiscretePool(self.ids, feats, prior_mean=pred if use_prior else None)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -128,8 +131,9 @@ class BandGapPoolObjective:
         self.tolerance = float(tolerance)
 
     @classmethod
-    def from_pool(cls, pool: BandGapPool, target: float, tolerance: float, use_prior: bool = False) -> "BandGapPoolObjective":
-        return cls(pool.domain(use_prior), pool.frame["band_gap"].to_numpy(dtype=np.float64), target, tolerance)
+    def from_pool(cls, pool: BandGapPool, target: float, tolerance: float, use_prior: bool = False,
+                  pred_as_feature: bool = False) -> "BandGapPoolObjective":
+        return cls(pool.domain(use_prior, pred_as_feature), pool.frame["band_gap"].to_numpy(dtype=np.float64), target, tolerance)
 
     def evaluate(self, points: Sequence[str]) -> list[Evaluation]:
         out = []
