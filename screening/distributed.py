@@ -1,13 +1,16 @@
 """Ray execution of featurization shards, with at-least-once tasks and exactly-once outputs.
 
-A *shard* is an independent piece of work (here: one chunk of a database) whose result is a file.
-Ray schedules the shards on a cluster (``ray.init(address=...)``) or on this machine, and
-re-runs a shard whose worker process died (``max_retries``). Re-running is safe because a shard
-commits its output with :func:`write_parquet_atomic`: it writes a temporary file with a unique
-name and renames it onto the final name in one step, so a worker that dies mid-shard leaves
-only a stray temporary file (ignored and later swept), never a half-written part, and a shard
-that is run twice writes the same content to the same name. Each record therefore appears in
-the committed outputs exactly once, whatever happened to the workers.
+A *shard* is an independent piece of work (here: one chunk of a database). Ray schedules the
+shards on a cluster (``ray.init(address=...)``) or on this machine, and re-runs a shard whose
+worker process died (``max_retries``). Re-running is safe because a shard's output is committed
+with :func:`write_parquet_atomic`: a temporary file with a unique name, renamed onto the final
+name in one step. A worker that dies mid-shard leaves at most a stray temporary file (swept by
+:func:`sweep_temporary_files`), never a half-written part, and a shard committed twice writes
+the same content to the same name, so every record is in the committed outputs exactly once.
+
+Who commits is the caller's choice: a shard may write its own output (workers then need the
+output folder on a shared file system), or return it so the driver commits it —
+:mod:`screening.screen` does the latter, so its Ray workers need no shared storage.
 
 The scheduler is Ray's; this module only keeps a bounded number of shards in flight (so the
 driver never holds the whole database) and hands results back as they finish.

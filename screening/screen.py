@@ -2,16 +2,18 @@
 
 The database is read as one stream of records and cut into numbered chunks of ``chunk_size``
 records (an unreadable record travels with the chunk it was read in). Each chunk is one shard
-of work: parse, build graphs, run the CGCNN, and commit ``chunk-<k>.parquet`` (rows: id,
-formula, pred_<target>, emb_0 … emb_{d-1}, labels) plus ``chunk-<k>.errors.parquet``, each by an
-atomic rename. After a chunk is committed the run's manifest records it (written to a
-temporary file, then renamed). So at any moment the work folder holds whole chunks only, and a
-run that stops — an exception, Ctrl-C, a killed machine — resumes from what is committed: done
-chunks are skipped without parsing, nothing is computed twice and no record appears twice.
+of work: a worker parses, builds graphs and runs the CGCNN, touching no files, and hands the
+rows back; the driver commits ``chunk-<k>.errors.parquet`` and then ``chunk-<k>.parquet`` (rows:
+id, formula, pred_<target>, emb_0 … emb_{d-1}, labels), each by an atomic rename, and then
+records the chunk in the run's manifest (also written to a temporary file and renamed). So
+the work folder only ever holds whole chunks, and a run that stops — an exception, Ctrl-C, a
+killed process — resumes from what is committed: done chunks are skipped without parsing,
+nothing is computed twice and no record appears twice.
 
 Chunks run on a local process pool (``engine="local"``, ``workers`` processes; each does the
 whole chunk, forward pass included, so throughput scales with workers) or as Ray tasks
-(``engine="ray"``, see :mod:`screening.distributed`). Only the chunks in flight are in memory.
+(``engine="ray"``, see :mod:`screening.distributed`; workers need no shared file system, the
+model travels with the task). Only the chunks in flight are in memory.
 
 The chunk files do not depend on the target, so a re-run with another ``target`` only re-ranks.
 Ranking is an external merge: each chunk is sorted by distance into a run file, and the runs
@@ -21,7 +23,6 @@ are merged block by block into ``ranked.parquet`` (sorted, with ``distance_to_ta
 Work folder layout (beside the output, ``<output stem>.chunks/``)::
 
     manifest.json               run identity (database, model fingerprint, chunk size), done chunks
-    model.safetensors           the weights every worker loads
     chunk-000000.parquet        rows of chunk 0
     chunk-000000.errors.parquet its failed records (id, source, error, reason)
 """
@@ -47,7 +48,6 @@ from screening.errors import MatscreenError, RecordError
 
 FORMAT = "matscreen-screen-1"
 MANIFEST = "manifest.json"
-MODEL_FILE = "model.safetensors"
 ENGINES = ("local", "ray")
 
 
@@ -203,20 +203,32 @@ def chunk_errors_path(work_dir: str | Path, index: int) -> Path:
 
 @dataclass(frozen=True)
 class ChunkJob:
-    """What every chunk task needs besides its records (small and picklable).
+    """What every chunk task needs besides its records (picklable; the model is ~0.5 MB).
 
-    ``before_commit(index)`` runs in the worker just before the chunk's files are committed;
-    it exists to inject faults in tests (a worker that dies mid-chunk).
+    ``before_commit(index)`` runs in the worker after the chunk is embedded, before its result
+    leaves the worker; it exists to inject faults in tests (a worker that dies mid-chunk).
     """
 
-    model_path: str
-    work_dir: str
+    model: Any  # CrystalGraphConvNet
     batch_size: int = 256
     before_commit: Callable[[int], None] | None = None
 
 
 @dataclass
+class ChunkOutput:
+    """One embedded chunk, on its way from a worker to the driver that commits it."""
+
+    index: int
+    frame: Any  # DataFrame: id, formula, pred_<target>, emb_*, labels
+    errors: Any  # DataFrame: id, source, error, reason
+    seconds: float
+    pid: int
+
+
+@dataclass
 class ChunkResult:
+    """A committed chunk, as the driver reports it."""
+
     index: int
     rows: int
     errors: int
@@ -228,39 +240,33 @@ class ChunkResult:
         return self.rows + self.errors
 
 
-_MODELS: dict[str, Any] = {}
-
-
-def _worker_model(path: str):
-    """The model for ``path``, loaded once per worker process."""
-    from screening.models.cgcnn import load_model
-
-    if path not in _MODELS:
-        _MODELS.clear()
-        _MODELS[path] = load_model(path)
-    return _MODELS[path]
-
-
-def featurize_chunk(job: ChunkJob, chunk: Chunk) -> ChunkResult:
-    """Embed one chunk and commit its rows and errors; safe to run twice (same files result)."""
+def featurize_chunk(job: ChunkJob, chunk: Chunk) -> ChunkOutput:
+    """Embed one chunk (parse, graphs, forward pass); touches no files, so any machine can run it."""
     import torch
 
     from screening.featurize import Featurizer, errors_to_frame
 
     start = time.perf_counter()
     torch.set_num_threads(1)
-    model = _worker_model(job.model_path)
-    featurizer = Featurizer(model, batch_size=job.batch_size, workers=0, chunk_size=max(len(chunk.records), 1))
+    featurizer = Featurizer(job.model, batch_size=job.batch_size, workers=0, chunk_size=max(len(chunk.records), 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = featurizer.featurize(chunk.records)
-    errors = list(chunk.errors) + list(result.errors)
-    frame = result.frame.reset_index(drop=True)
+    errors = errors_to_frame(list(chunk.errors) + list(result.errors)).astype(str)
     if job.before_commit is not None:
         job.before_commit(chunk.index)
-    write_parquet_atomic(errors_to_frame(errors).astype(str), chunk_errors_path(job.work_dir, chunk.index))
-    write_parquet_atomic(frame, chunk_path(job.work_dir, chunk.index))  # the commit point
-    return ChunkResult(chunk.index, len(frame), len(errors), time.perf_counter() - start, os.getpid())
+    return ChunkOutput(chunk.index, result.frame.reset_index(drop=True), errors, time.perf_counter() - start, os.getpid())
+
+
+def commit_chunk(work_dir: str | Path, output: ChunkOutput) -> ChunkResult:
+    """Write a chunk's errors, then its rows (the commit point), each by an atomic rename.
+
+    Committing the same chunk twice writes the same files again, so a retried chunk never
+    duplicates anything.
+    """
+    write_parquet_atomic(output.errors, chunk_errors_path(work_dir, output.index))
+    write_parquet_atomic(output.frame, chunk_path(work_dir, output.index))
+    return ChunkResult(output.index, len(output.frame), len(output.errors), output.seconds, output.pid)
 
 
 def _init_local_worker() -> None:
@@ -270,7 +276,7 @@ def _init_local_worker() -> None:
     warnings.simplefilter("ignore")
 
 
-def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1) -> Iterator[ChunkResult]:
+def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1) -> Iterator[ChunkOutput]:
     """Run chunks in ``workers`` spawned processes (0: in this process); yield results as they finish.
 
     At most ``2 * workers`` chunks are submitted at a time, so memory holds only those.
@@ -562,17 +568,6 @@ class ScreenSummary:
         return done / self.wall_s if self.wall_s > 0 else float("nan")
 
 
-def _model_file(net, work_dir: Path) -> Path:
-    from screening.models.cgcnn import save_model
-
-    path = work_dir / MODEL_FILE
-    if not path.exists():
-        tmp = work_dir / f".tmp-{MODEL_FILE}.{os.getpid()}"
-        save_model(net, tmp)
-        os.replace(tmp, path)
-    return path
-
-
 def screen_database(
     db: str | Path | RecordSource,
     target: float,
@@ -618,13 +613,12 @@ def screen_database(
     run = {"database": source.key, "model": model_fingerprint(net), "chunk_size": int(chunk_size), "pred_column": pred_col}
     manifest = _open_run(work_dir, run)
     sweep_temporary_files(work_dir)
-    model_path = _model_file(net, work_dir)
     done = {int(k) for k in manifest["chunks"]}
     reused = len(done)
     computed: list[int] = []
 
     if not manifest["complete"]:
-        job = ChunkJob(str(model_path), str(work_dir), batch_size, before_commit)
+        job = ChunkJob(net, batch_size, before_commit)
         stats: dict[str, int] = {}
         chunks = split_into_chunks(source, chunk_size, skip=done, stats=stats)
         if engine == "local":
@@ -637,7 +631,9 @@ def screen_database(
         already = sum(int(v["rows"]) + int(v["errors"]) for v in manifest["chunks"].values())
         with _progress_bar(total, f"screening ({engine}, {workers} workers)", progress, already) as advance:
             try:
-                for result in results:
+                for chunk_output in results:
+                    result = commit_chunk(work_dir, chunk_output)
+                    del chunk_output
                     manifest["chunks"][str(result.index)] = {"rows": result.rows, "errors": result.errors}
                     _write_json_atomic(work_dir / MANIFEST, manifest)
                     done.add(result.index)
@@ -702,7 +698,9 @@ class _progress_bar:
 __all__ = [
     "Chunk",
     "ChunkJob",
+    "ChunkOutput",
     "ChunkResult",
+    "commit_chunk",
     "PathSource",
     "RecordSource",
     "ScreenError",
