@@ -39,17 +39,21 @@ class CampaignDir:
 
 def create_pool_campaign(outdir: str | Path, pool_path: str | Path, target: float, tolerance: float,
                          strategy: Strategy, seed: int = 0, batch_size: int = 1, stop: StopRules = StopRules(),
-                         n_components: int = 3, require_band_gap: bool = True) -> CampaignDir:
-    """A new band-gap campaign over a featurised pool; fits and saves the PCA in ``outdir``."""
+                         n_components: int = 3, require_band_gap: bool = True, pred_as_feature: bool = False) -> CampaignDir:
+    """A new band-gap campaign over a featurised pool; fits and saves the PCA in ``outdir``.
+
+    ``pred_as_feature`` appends the CGCNN-predicted gap (eV) to the PCA coordinates the GP sees.
+    """
     outdir = Path(outdir)
     if (outdir / STORE_NAME).exists():
         raise MatscreenError(f"{outdir / STORE_NAME}: a campaign already exists here")
     pool = load_pool(pool_path, n_components=n_components, require_band_gap=require_band_gap)
     outdir.mkdir(parents=True, exist_ok=True)
     pool.reducer.save(outdir / PCA_NAME)
-    objective = _pool_objective(pool, target, tolerance, strategy.use_prior)
+    objective = _pool_objective(pool, target, tolerance, strategy.use_prior, pred_as_feature)
     extra = {"kind": "bandgap-pool", "pool_path": str(Path(pool_path).resolve()), "pool_file_sha256": pool.file_hash,
-             "target": target, "tolerance": tolerance, "n_components": n_components, "require_band_gap": require_band_gap}
+             "target": target, "tolerance": tolerance, "n_components": n_components, "require_band_gap": require_band_gap,
+             "pred_as_feature": pred_as_feature}
     campaign = Campaign.create(outdir / STORE_NAME, objective, strategy, seed, batch_size, stop,
                                pool_ref={"path": extra["pool_path"], "file_sha256": pool.file_hash,
                                          "content_hash": objective.domain.content_hash(), "n_candidates": len(objective.domain)},
@@ -89,12 +93,13 @@ def open_campaign_dir(outdir: str | Path) -> CampaignDir:
         raise MatscreenError(f"{outdir}: the pool file {pool_path} changed since the campaign was created")
     reducer = PCAReducer.load(outdir / PCA_NAME)
     pool = load_pool(pool_path, reducer=reducer, require_band_gap=extra.get("require_band_gap", True))
-    objective = _pool_objective(pool, extra["target"], extra["tolerance"], strategy.use_prior)
+    objective = _pool_objective(pool, extra["target"], extra["tolerance"], strategy.use_prior, extra.get("pred_as_feature", False))
     return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, objective), pool)
 
 
-def _pool_objective(pool: BandGapPool, target: float, tolerance: float, use_prior: bool) -> BandGapPoolObjective:
-    domain = pool.domain(use_prior)
+def _pool_objective(pool: BandGapPool, target: float, tolerance: float, use_prior: bool,
+                    pred_as_feature: bool = False) -> BandGapPoolObjective:
+    domain = pool.domain(use_prior, pred_as_feature)
     if "band_gap" in pool.frame.columns:
         gaps = pd.to_numeric(pool.frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
     else:

@@ -107,3 +107,14 @@ def test_reused_hyperparameters_reproduce_the_fit(use_prior: bool) -> None:
     pt10 = {"prior": 10 * pt["prior"]} if use_prior else {}
     np.testing.assert_allclose(big.predict(Xt, **pt10)[0], 10 * full.predict(Xt, **pt)[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(big.hyperparameters()["lengthscale"], hp["lengthscale"])
+
+
+def test_predictive_spread_includes_the_fitted_noise() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.random((60, 3))
+    y = X[:, 0] + 0.3 * rng.standard_normal(60)  # mostly unexplained scatter
+    s = GPSurrogate(BOUNDS).fit(X, y)
+    _, latent = s.predict(X[:5])
+    _, observed = s.predict(X[:5], include_noise=True)
+    np.testing.assert_allclose(observed**2, latent**2 + s.hyperparameters()["noise"], rtol=1e-6)
+    assert np.all(observed > 0.2)  # a new measurement scatters by about the noise level

@@ -306,7 +306,7 @@ def suggest_pool(
         free = _screen(strategy, pool, free, surrogate, prior_cov_all, best, target)
     feats = pool.features[free]
     prior_free = None if prior_cov_all is None else prior_cov_all[free]
-    mean, std = surrogate.predict(feats, prior_free)
+    mean, std = surrogate.predict(feats, prior_free, include_noise=True)
     scores = _score(strategy, mean, std, best, target)
     pend_rows = pool.indices_of([p for p in pending_ids]) if len(pending_ids) else np.empty(0, dtype=np.int64)
     if strategy.acquisition == "thompson":
@@ -321,7 +321,7 @@ def suggest_pool(
         lipschitz = _lipschitz(surrogate, feats, prior_free, rng)
         pf = pm = ps = None
         if pend_rows.size:
-            pm_, ps_ = surrogate.predict(pool.features[pend_rows], None if prior_cov_all is None else prior_cov_all[pend_rows])
+            pm_, ps_ = surrogate.predict(pool.features[pend_rows], None if prior_cov_all is None else prior_cov_all[pend_rows], include_noise=True)
             pscore = _score(strategy, pm_, ps_, best, target)
             pf, pm, ps = pool.features[pend_rows], pscore.f_mean, pscore.f_std
         rows = acq.select_locally_penalised(scores.log_score, feats, scores.f_mean, scores.f_std, q, lipschitz, best, pf, pm, ps)
@@ -346,7 +346,7 @@ def _screen(strategy: Strategy, pool: DiscretePool, free: np.ndarray, surrogate:
     if prior_cov_all is not None:
         leaf_prior = np.bincount(labels, weights=prior_cov_all, minlength=n_leaves) / np.maximum(np.bincount(labels, minlength=n_leaves), 1)
     c_mean, c_grad = surrogate.mean_gradients(centroids, leaf_prior)
-    _, c_std = surrogate.predict(centroids, leaf_prior)
+    _, c_std = surrogate.predict(centroids, leaf_prior, include_noise=True)
     lab = labels[free]
     approx_mean = c_mean[lab] + np.einsum("ij,ij->i", pool.features[free] - centroids[lab], c_grad[lab])
     if leaf_prior is not None:
@@ -361,7 +361,7 @@ def _screen(strategy: Strategy, pool: DiscretePool, free: np.ndarray, surrogate:
 
 
 def _box_log_score(strategy: Strategy, surrogate: GPSurrogate, X: np.ndarray, best: float, target: Target | None) -> _Scores:
-    mean, std = surrogate.predict(X)
+    mean, std = surrogate.predict(X, include_noise=True)
     return _score(strategy, mean, std, best, target)
 
 

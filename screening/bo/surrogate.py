@@ -205,9 +205,14 @@ class GPSurrogate:
 
     # ----------------------------------------------------------------- prediction
 
-    def predict(self, X: np.ndarray, prior: np.ndarray | None = None, chunk_elements: int = 2_000_000) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and standard deviation of the latent function at X, in units of y.
+    def predict(self, X: np.ndarray, prior: np.ndarray | None = None, chunk_elements: int = 2_000_000,
+                include_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation at X, in units of y.
 
+        By default the standard deviation is that of the latent function; ``include_noise`` adds
+        the fitted noise variance, giving the spread of a *new observation* — what matters when
+        asking whether a measured value will land in a target window (for a pool look-up the
+        "noise" is per-crystal variation the features do not explain).
         Works in chunks of rows so that at most ``chunk_elements`` cross-covariances are held at
         once; the Cholesky factor of the training covariance is computed once per fit.
         """
@@ -226,8 +231,10 @@ class GPSurrogate:
                 mean[start : start + rows] = self._mean(block) + Ks @ self._alpha
                 V = torch.linalg.solve_triangular(self._L, Ks.T, upper=False)
                 var[start : start + rows] = self.outputscale_ - (V * V).sum(dim=0)
-        std = var.clamp_min(1e-12 * self.outputscale_).sqrt()
-        return (mean * self.y_std_ + self.y_mean_).numpy(), (std * self.y_std_).numpy()
+        var = var.clamp_min(1e-12 * self.outputscale_)
+        if include_noise:
+            var = var + self.noise_
+        return (mean * self.y_std_ + self.y_mean_).numpy(), (var.sqrt() * self.y_std_).numpy()
 
     def mean_gradients(self, X: np.ndarray, prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean at the rows of X and its gradient with respect to the *features*
