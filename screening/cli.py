@@ -85,11 +85,12 @@ def reduce(
 _ACQ_HELP = "Acquisition: with --model value: window | folded-ei | thompson; with --model loss: logei | ei | ucb | pi | thompson."
 
 
-def _strategy(model: str, acq: str, batch_method: str, beta: float, prior_mean: bool, n_init: int):
+def _strategy(model: str, acq: str, batch_method: str, beta: float, prior_mean: bool, n_init: int, fixed_prior_slope: bool = False):
     from screening.bo.strategy import Strategy
 
     try:
-        return Strategy(model=model, acquisition=acq, batch=batch_method, beta=beta, use_prior=prior_mean, n_init=n_init)
+        return Strategy(model=model, acquisition=acq, batch=batch_method, beta=beta, use_prior=prior_mean, n_init=n_init,
+                        fixed_prior_slope=fixed_prior_slope)
     except Exception as exc:  # StrategyError: show it as a usage error
         raise typer.BadParameter(str(exc)) from exc
 
@@ -112,7 +113,9 @@ def search(
     batch: int = typer.Option(1, "--batch", help="Points per round (q)."),
     batch_method: str = typer.Option("lp", "--batch-method", help="lp (local penalisation) or qlogei."),
     beta: float = typer.Option(4.0, "--beta", help="UCB exploration weight."),
-    prior_mean: bool = typer.Option(False, "--prior-mean/--no-prior-mean", help="Use the CGCNN's pred_band_gap as the GP prior mean."),
+    prior_mean: bool = typer.Option(False, "--prior-mean/--no-prior-mean", help="Use the CGCNN's pred_band_gap as the GP prior mean (c + b*pred, fitted)."),
+    fixed_prior_slope: bool = typer.Option(False, "--fixed-prior-slope", help="With --prior-mean: keep b = 1 (fit only the offset c)."),
+    pred_feature: bool = typer.Option(False, "--pred-feature", help="Give the GP the CGCNN's pred_band_gap as one more input."),
     n_init: int = typer.Option(5, "--n-init", help="Random picks before the GP takes over (when prior data are fewer)."),
     seed: int = typer.Option(0, "--seed"),
     pca_components: int = typer.Option(3, "--pca-components", help="PCA dimensions of the embeddings the GP sees."),
@@ -127,13 +130,14 @@ def search(
     from screening.search import STORE_NAME, add_prior_data, create_pool_campaign, open_campaign_dir, summary, write_report
 
     console = Console()
-    strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init)
+    strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init, fixed_prior_slope)
     try:
         if (out / STORE_NAME).exists():
             cd = open_campaign_dir(out)
             console.print(f"resuming the campaign in {out} ({len(cd.campaign.store.observations())} observations so far)")
         else:
-            cd = create_pool_campaign(out, pool, target, tol, strategy, seed, batch, StopRules(budget=budget), pca_components)
+            cd = create_pool_campaign(out, pool, target, tol, strategy, seed, batch, StopRules(budget=budget), pca_components,
+                                      pred_as_feature=pred_feature)
             ratio = ", ".join(f"{v:.2f}" for v in cd.pool.reducer.explained_variance_ratio_)
             console.print(f"pool {pool}: {len(cd.pool.frame)} crystals, PCA-{pca_components} keeps [{ratio}] of the variance")
             told = add_prior_data(cd, prior, n_prior, seed)
