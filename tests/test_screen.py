@@ -197,6 +197,12 @@ def test_a_work_folder_of_another_run_is_refused(tmp_path: Path, db: Path, small
     save_model(init_model(CGCNNConfig(h_fea_len=16, atom_fea_len=16, n_conv=2), element_property_table(), seed=7), other_model)
     with pytest.raises(ScreenError, match="another run.*model"):
         screen_database(db, 1.0, 0.05, other_model, out, chunk_size=16, workers=0, progress=False)
+    changed = write_db(tmp_path / "db.csv", n=20)  # a database whose content changed since the chunks were made
+    out2 = tmp_path / "second.parquet"
+    screen_database(changed, 1.0, 0.05, small_model, out2, chunk_size=16, workers=0, progress=False)
+    write_db(changed, n=21)
+    with pytest.raises(ScreenError, match="another run.*database"):
+        screen_database(changed, 1.0, 0.05, small_model, out2, chunk_size=16, workers=0, progress=False)
 
 
 def test_bad_options_are_refused(tmp_path: Path, db: Path, small_model: Path) -> None:
