@@ -59,6 +59,11 @@ BO_STRATEGIES = {
     "value-window-prior-pca8": (Strategy(model="value", acquisition="window", use_prior=True), 8, False),
     "value-thompson-prior": (Strategy(model="value", acquisition="thompson", use_prior=True), None, False),
     "value-thompson-predfeat": (Strategy(model="value", acquisition="thompson"), None, True),
+    "loss-ei-prior": (Strategy(model="loss", acquisition="ei", use_prior=True), None, False),
+    "loss-ei-predfeat": (Strategy(model="loss", acquisition="ei"), None, True),
+    "loss-ei-pca8": (Strategy(model="loss", acquisition="ei"), 8, False),
+    "loss-thompson": (Strategy(model="loss", acquisition="thompson"), None, False),
+    "loss-ucb": (Strategy(model="loss", acquisition="ucb", beta=4.0), None, False),
 }
 DEFAULT_STRATEGIES = ["random", "cgcnn-rank", "seed-gp-loss", "value-window", "value-window-prior", "value-folded-ei"]
 DEFAULT_TARGETS = {"window": [2.534, 2.35, 2.45, 2.5, 2.6, 2.7], "nonmetal": [2.534, 1.0, 1.5, 2.0, 3.0, 4.0]}
@@ -72,13 +77,16 @@ def featurised_test_pool(model: str | None, cache_dir: Path) -> pd.DataFrame:
     from screening.featurize import featurize_records, load_featurizer_model, model_fingerprint
     from screening.io.records import StructureRecord
 
+    import hashlib
+
     net = load_featurizer_model(model)
-    fp = model_fingerprint(net)[:12]
-    out = cache_dir / f"bench_search_test_pool_{fp}.parquet"
-    if out.is_file():
-        return pd.read_parquet(out)
     split = pd.read_csv(REPO / "pretrained" / "split.csv")
     test_ids = set(split.loc[split["split"] == "test", "material_id"])
+    split_hash = hashlib.sha256("\n".join(sorted(test_ids)).encode()).hexdigest()[:8]
+    fp = model_fingerprint(net)[:12]
+    out = cache_dir / f"bench_search_test_pool_{fp}_{split_hash}.parquet"
+    if out.is_file():
+        return pd.read_parquet(out)
     data = pd.read_csv(MP_CSV, usecols=["material_id", "band_gap", "cif"])
     data = data[data["material_id"].isin(test_ids)]
     records = [StructureRecord(record_id=r.material_id, source=str(MP_CSV), text=r.cif, labels={"band_gap": float(r.band_gap)})

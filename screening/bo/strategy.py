@@ -148,6 +148,8 @@ def _fit(strategy: Strategy, bounds: np.ndarray, X: np.ndarray, told_y: np.ndarr
                 hyper_cache[key] = hp
     surrogate = GPSurrogate(bounds, use_prior=use_prior, fixed_prior_slope=strategy.fixed_prior_slope)
     surrogate.fit(X, values, prior=p, seed=seed, hyperparameters=hp)
+    if hp is None and hyper_cache is not None and m >= strategy.refit_all_below:
+        hyper_cache[(strategy.model, use_prior, m)] = surrogate.hyperparameters()  # the next steps reuse this fit
     return surrogate, p  # type: ignore[return-value]
 
 
