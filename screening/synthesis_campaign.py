@@ -116,9 +116,17 @@ class SynthesisCampaign:
         self.method, self.batch, self.seed = method, int(batch), int(seed)
         self.dnn_from, self.dnn_batch, self.expand = int(dnn_from), int(dnn_batch or batch), bool(expand)
         self._model: twostep.SpectrumEnsemble | None = None  # type: ignore[name-defined]
+        self._records_cache: tuple[int, list] = (-1, [])
         self._probe = objective.domain.uniform(500, np.random.default_rng(12345))
 
     # ------------------------------------------------------------------ state
+
+    def _records(self) -> list:
+        """Told observations, parsed once per change (spectra make the JSON large)."""
+        n = len(self.campaign.store.told_keys())
+        if n != self._records_cache[0]:
+            self._records_cache = (n, self.campaign.store.observations())
+        return self._records_cache[1]
 
     def rounds(self) -> list[RoundLog]:
         return [RoundLog(**r) for r in self.campaign.store.get_meta(META_ROUNDS, [])]
@@ -130,7 +138,7 @@ class SynthesisCampaign:
         box = self.objective.domain
         names = list(box.names) if box.names else [f"x{i}" for i in range(box.dim)]
         rows = []
-        for rec in self.campaign.store.observations():
+        for rec in self._records():
             cid = condition_id(rec.x)
             rnd, meth = round_of.get(rec.key, (None, rec.source))
             d = drops.get(cid, {})
@@ -140,7 +148,7 @@ class SynthesisCampaign:
 
     def told_spectra(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """Conditions, droplet-spectra blocks and losses of every successful observation."""
-        recs = [r for r in self.campaign.store.observations() if r.ok]
+        recs = [r for r in self._records() if r.ok]
         X = np.array([r.x for r in recs], dtype=float).reshape(len(recs), self.objective.domain.dim)
         return X, [np.asarray(r.y, dtype=float) for r in recs], np.array([r.loss for r in recs], dtype=float)
 
@@ -171,7 +179,7 @@ class SynthesisCampaign:
     def _ask_bo(self, n: int) -> list[np.ndarray]:
         """The campaign's next BO batch (constrained LHS while data are few), suggested in unit
         coordinates (see :func:`unit_box`) and recorded as pending, like ``Campaign.ask``."""
-        records = self.campaign.store.observations()
+        records = self._records()
         pending = self.campaign.store.pending()
         ok = [r for r in records if r.ok]
         box = self.objective.domain
@@ -197,7 +205,7 @@ class SynthesisCampaign:
         return pts, twostep.predicted_loss(self._model, pts, self.objective.target)
 
     def _finish_round(self, round_no: int, method: str, keys: list[str], started: float, stop: dict | None) -> RoundLog:
-        obs = {r.key: r.loss for r in self.campaign.store.observations()}
+        obs = {r.key: r.loss for r in self._records()}
         losses = [obs.get(k) for k in keys]
         finite = [v for v in obs.values() if v is not None]
         expansions: list[dict] = []
