@@ -135,7 +135,11 @@ class VirtualLabParams:
     target: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        """Write atomically (temp file + rename), so a reader never sees half a file."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "VirtualLabParams":
@@ -324,7 +328,7 @@ def torch_spectrum_loss(spectra: Tensor, target_minmax: Tensor) -> Tensor:
 def fit_physics_model(
     X: np.ndarray, loss: np.ndarray, target: np.ndarray, spectra_X: np.ndarray | None = None,
     spectra: np.ndarray | None = None, seed: int = 0, steps: int = 1000, hidden: int = 16,
-    spectrum_weight: float = 3.0, decay: float = 1e-3, low_loss_offset: float = 0.05,
+    spectrum_weight: float = 3.0, decay: float = 1e-2, low_loss_offset: float = 0.05,
     feature_X: np.ndarray | None = None,
 ) -> tuple[SpectrumPhysicsModel, float]:
     """Fit the chemistry map and the global physics constants (Adam, full batch).
