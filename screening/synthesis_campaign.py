@@ -326,6 +326,13 @@ def _running_best(frame: pd.DataFrame, n_rounds: int) -> np.ndarray:
     return np.array(out)
 
 
+def _shap_available() -> bool:
+    """SHAP is an optional extra (``pip install matscreen[shap]``); reports skip it without."""
+    import importlib.util
+
+    return importlib.util.find_spec("shap") is not None
+
+
 def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | None = None, shap: bool = True,
                  seed: int = 0) -> dict[str, Path]:
     """observations.csv, rounds.csv, best_loss_per_round.png, best_spectrum.png and, with ``shap``,
@@ -350,7 +357,7 @@ def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | No
         i = int(np.argmin(losses))
         paths["best_spectrum_plot"] = plots.plot_spectrum_vs_target(
             best[1], target, d / "best_spectrum.png", label=f"best, loss {best[2]:.3f}", droplets=blocks[i])
-        if shap and len(X) >= 10:
+        if shap and len(X) >= 10 and _shap_available():
             from screening.explain import shap_table, spectrum_summaries
 
             Xt, Yt = twostep.training_set(X, blocks)
