@@ -11,6 +11,12 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Graph-network materials screening.")
 
 
+def _fail(exc: Exception) -> None:
+    """Print a library error (which names the file / record and reason) and exit 1."""
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
 # --- featurize / reduce (issue 2) ------------------------------------------------------------
 
 
@@ -28,11 +34,15 @@ def featurize(
     no_cache: bool = typer.Option(False, "--no-cache"),
 ) -> None:
     """Embed every structure of SOURCE with a CGCNN; failed records go to an error report."""
+    from screening.errors import MatscreenError
     from screening.featurize import featurize_source, load_featurizer_model
 
-    net = load_featurizer_model(model, atom_init)
-    _apply_graph_settings(net, radius, max_nbr)
-    summary = featurize_source(source, output, net, batch_size=batch_size, workers=workers, cache_dir=None if no_cache else cache_dir)
+    try:
+        net = load_featurizer_model(model, atom_init)
+        _apply_graph_settings(net, radius, max_nbr)
+        summary = featurize_source(source, output, net, batch_size=batch_size, workers=workers, cache_dir=None if no_cache else cache_dir)
+    except MatscreenError as exc:
+        _fail(exc)
     typer.echo(
         f"wrote {summary['rows']} rows to {summary['output']} "
         f"({summary['cache_hits']} from cache); {summary['errors']} errors in {summary['errors_path']}"
@@ -93,11 +103,6 @@ def _strategy(model: str, acq: str, batch_method: str, beta: float, prior_mean: 
                         fixed_prior_slope=fixed_prior_slope)
     except Exception as exc:  # StrategyError: show it as a usage error
         raise typer.BadParameter(str(exc)) from exc
-
-
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
 
 
 @app.command()

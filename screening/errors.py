@@ -23,6 +23,15 @@ class RecordError(MatscreenError):
         where = f"{source}: " if source else ""
         super().__init__(f"{where}record {self.record_id!r}: {reason}")
 
+    def __reduce__(self):
+        # Errors cross process boundaries (worker pools, Ray); the default pickling would call
+        # __init__ with the formatted message only and kill the receiving side.
+        return (self.__class__, (self.record_id, self.reason, self.source))
+
+    def __str__(self) -> str:  # the source may be filled in after construction
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}record {self.record_id!r}: {self.reason}"
+
 
 class StructureReadError(RecordError):
     """The record's text could not be parsed into a structure."""

@@ -447,7 +447,10 @@ class CGCNNFeaturizer(_MatminerBase):
         return self.featurize_many([structure], ignore_errors=False)[0]
 
     def featurize_many(self, entries, ignore_errors: bool = False, return_errors: bool = False, pbar: bool = False):
-        structures = [e[0] if isinstance(e, (tuple, list)) else e for e in entries]
+        from pymatgen.core import Structure
+
+        # matminer hands over each row's values (a tuple or array holding the structure)
+        structures = [e if isinstance(e, Structure) else e[0] for e in entries]
         rows: list[list[float]] = [None] * len(structures)  # type: ignore[list-item]
         graphs, where, errs = [], [], {}
         cfg = self.model.config
