@@ -246,7 +246,7 @@ class Featurizer:
         if self.workers <= 0:
             yield from (_prepare_star(j) for j in jobs)
             return
-        with get_context("spawn").Pool(self.workers, initializer=_worker_init) as pool:
+        with _pool_context().Pool(self.workers, initializer=_worker_init) as pool:
             yield from pool.imap(_prepare_star, jobs, chunksize=16)
 
     def iter_chunks(
@@ -307,6 +307,16 @@ class Featurizer:
             if col not in frame.columns:
                 frame[col] = labels[col].to_numpy()
         return frame, errors
+
+
+def _pool_context():
+    """``fork`` where the platform has it: workers start in milliseconds instead of re-importing
+    torch and pymatgen (seconds each). Workers only parse and build graphs (numpy/pymatgen), never
+    touch torch's thread pool, so forking a process that imported torch is safe here."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return get_context("fork" if "fork" in methods else "spawn")
 
 
 def _worker_init() -> None:
