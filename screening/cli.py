@@ -28,7 +28,7 @@ def featurize(
     atom_init: Path = typer.Option(None, "--atom-init", help="atom_init.json for an original CGCNN checkpoint."),
     radius: float = typer.Option(None, "--radius", help="Neighbour radius in Å (must match the model; default: the model's)."),
     max_nbr: int = typer.Option(None, "--max-nbr", help="Neighbours per atom (default: the model's)."),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", help="Crystals per forward batch."),
     workers: int = typer.Option(1, "--workers", help="Parsing/graph worker processes (0 = in-process)."),
     cache_dir: Path = typer.Option(Path(".matscreen-cache"), "--cache-dir", help="Embedding cache (keyed by structure content and model)."),
     no_cache: bool = typer.Option(False, "--no-cache"),

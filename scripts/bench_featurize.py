@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32, help="forward batch, the same for both")
     p.add_argument("--full-mp", action="store_true", help="also featurize all MP crystals and report peak memory")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
