@@ -30,17 +30,18 @@ def featurize(
     max_nbr: int = typer.Option(None, "--max-nbr", help="Neighbours per atom (default: the model's)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Crystals per forward batch."),
     workers: int = typer.Option(1, "--workers", help="Parsing/graph worker processes (0 = in-process)."),
-    cache_dir: Path = typer.Option(Path(".matscreen-cache"), "--cache-dir", help="Embedding cache (keyed by structure content and model)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Embedding cache, keyed by structure content and model (default: $XDG_CACHE_HOME/matscreen or ~/.cache/matscreen)."),
     no_cache: bool = typer.Option(False, "--no-cache"),
 ) -> None:
     """Embed every structure of SOURCE with a CGCNN; failed records go to an error report."""
     from screening.errors import MatscreenError
-    from screening.featurize import featurize_source, load_featurizer_model
+    from screening.featurize import default_cache_dir, featurize_source, load_featurizer_model
 
     try:
         net = load_featurizer_model(model, atom_init)
         _apply_graph_settings(net, radius, max_nbr)
-        summary = featurize_source(source, output, net, batch_size=batch_size, workers=workers, cache_dir=None if no_cache else cache_dir)
+        summary = featurize_source(source, output, net, batch_size=batch_size, workers=workers,
+                                   cache_dir=None if no_cache else (cache_dir or default_cache_dir()))
     except MatscreenError as exc:
         _fail(exc)
     typer.echo(

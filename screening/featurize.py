@@ -49,6 +49,12 @@ def pretrained_dir() -> Path:
     return Path(os.environ.get("MATSCREEN_PRETRAINED", REPO_ROOT / "pretrained"))
 
 
+def default_cache_dir() -> Path:
+    """Where the embedding cache lives unless told otherwise (XDG convention)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "matscreen"
+
+
 def resolve_model_path(model: str | Path | None) -> Path:
     """A model name (``cgcnn_bandgap_128``) or a path to ``.safetensors`` / original ``.pth.tar``."""
     if model is None:
