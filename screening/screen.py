@@ -16,9 +16,9 @@ whole chunk, forward pass included, so throughput scales with workers) or as Ray
 model travels with the task). Only the chunks in flight are in memory.
 
 The chunk files do not depend on the target, so a re-run with another ``target`` only re-ranks.
-Ranking is an external merge: each chunk is sorted by distance into a run file, and the runs
-are merged block by block into ``ranked.parquet`` (sorted, with ``distance_to_target`` in eV,
-``rank`` from 1 and ``within_tol``), which is a valid pool for ``matscreen search --pool``.
+Ranking is an external sort in bounded memory (see :func:`rank_chunks`) into ``ranked.parquet``
+(sorted, with ``distance_to_target`` in eV, ``rank`` from 1 and ``within_tol``), which is a valid
+pool for ``matscreen search --pool``.
 
 Work folder layout (beside the output, ``<output stem>.chunks/``)::
 
@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from screening.distributed import sweep_temporary_files, write_parquet_atomic
+from screening.distributed import dictionary_columns, sweep_temporary_files, write_parquet_atomic
 from screening.errors import MatscreenError, RecordError
 
 FORMAT = "matscreen-screen-1"
@@ -365,7 +365,7 @@ def _open_run(work_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Ranking: an external merge of the chunk files by distance to the target
+# Ranking: an external sort of the chunk files by distance to the target
 # ---------------------------------------------------------------------------------------------
 
 
@@ -384,6 +384,8 @@ def _conform(table, schema):
     """``table`` with ``schema``'s columns in its order (missing ones null), cast to its types."""
     import pyarrow as pa
 
+    if table.schema.equals(schema, check_metadata=False):
+        return table
     cols = []
     for f in schema:
         if f.name in table.column_names:
@@ -417,104 +419,105 @@ def _unified_schema(schemas):
     return pa.schema(fields)
 
 
-class _RunReader:
-    """Sequential reader of one sorted run: ``take(n)`` returns its next ``n`` rows."""
-
-    def __init__(self, path: Path, schema, batch_rows: int) -> None:
-        import pyarrow.parquet as pq
-
-        self._batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
-        self._schema = schema
-        self._buffer = None
-
-    def take(self, n: int):
-        import pyarrow as pa
-
-        pieces = []
-        while n > 0:
-            if self._buffer is None or len(self._buffer) == 0:
-                self._buffer = _conform(pa.Table.from_batches([next(self._batches)]), self._schema)
-            piece = self._buffer.slice(0, n)
-            self._buffer = self._buffer.slice(len(piece))
-            pieces.append(piece)
-            n -= len(piece)
-        return pa.concat_tables(pieces)
-
-
 def rank_chunks(
     parts: list[Path],
     pred_col: str,
     target: float,
     tol: float,
     output: str | Path,
-    runs_dir: str | Path,
-    block_rows: int = 8192,
-    run_rows: int = 256,
+    scratch_dir: str | Path,
+    bucket_rows: int = 65536,
 ) -> dict[str, int]:
-    """Merge chunk files into ``output`` sorted by ``|pred − target|`` (ties by id).
+    """Merge chunk files into ``output`` sorted by ``|pred − target|`` (ties by id), in bounded memory.
 
-    Pass 1 sorts each chunk into a run file and keeps only the sort keys (distance, id, run)
-    of every row; pass 2 walks the global order block by block, pulling each block's rows from
-    the runs sequentially. Memory: the keys (~30 bytes per row) plus one small batch per run.
+    A distribution sort in three passes over the data:
+
+    1. read only ``id`` and the prediction of every chunk and sort these keys globally, which
+       gives every row its rank;
+    2. read each chunk once and append its rows to the bucket of their rank
+       (ranks ``b·bucket_rows`` … ``(b+1)·bucket_rows − 1`` go to bucket b);
+    3. read the buckets in order, sort each by rank and append it to ``output``.
+
+    Memory: the keys (~40 bytes per row), one chunk, and one bucket of ``bucket_rows`` rows
+    (~40 MB for 128-d embeddings at the default); time grows linearly with the rows.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    runs, schemas, keys = [], [], []
-    for part in parts:
-        table = pq.read_table(part)
-        if table.num_rows == 0:
-            continue
-        table = table.append_column("distance_to_target", _distance(table, pred_col, target))
-        key = pa.table({"d": table["distance_to_target"], "id": table["id"].cast(pa.string())})
-        order = pc.sort_indices(key, sort_keys=[("d", "ascending"), ("id", "ascending")])
-        table, key = table.take(order), key.take(order)
-        run = runs_dir / f"run-{len(runs):06d}.parquet"
-        pq.write_table(table, run, row_group_size=run_rows)
-        keys.append(key.append_column("run", pa.array(np.full(table.num_rows, len(runs), dtype=np.int32))))
-        runs.append(run)
-        schemas.append(table.schema.remove_metadata())
-        del table
+    scratch_dir = Path(scratch_dir)
+    scratch_dir.mkdir(parents=True, exist_ok=True)
     output = Path(output)
     tmp_out = output.with_name(f".tmp-{output.name}.{os.getpid()}")
-    if not runs:
-        pa.table({"id": pa.array([], pa.string()), "distance_to_target": pa.array([], pa.float64()),
-                  "rank": pa.array([], pa.int64()), "within_tol": pa.array([], pa.bool_())}).to_pandas().to_parquet(
-            tmp_out, index=False
-        )
+
+    # pass 1: the sort keys
+    keys, schemas, nonempty = [], [], []
+    for part in parts:
+        pf = pq.ParquetFile(part)
+        if pf.metadata.num_rows == 0:
+            continue
+        table = pf.read(columns=["id", pred_col])
+        keys.append(pa.table({"d": _distance(table, pred_col, target), "id": table["id"].cast(pa.string())}))
+        schemas.append(pf.schema_arrow.remove_metadata())
+        nonempty.append(part)
+    if not nonempty:
+        empty = pa.table({"id": pa.array([], pa.string()), "distance_to_target": pa.array([], pa.float64()),
+                          "rank": pa.array([], pa.int64()), "within_tol": pa.array([], pa.bool_())})
+        pq.write_table(empty, tmp_out)
         os.replace(tmp_out, output)
         return {"rows": 0, "within_tol": 0}
-    schema = _unified_schema(schemas)
+    offsets = np.cumsum([0] + [len(k) for k in keys])
     all_keys = pa.concat_tables(keys)
     del keys
-    order = pc.sort_indices(all_keys, sort_keys=[("d", "ascending"), ("id", "ascending")])
-    run_of_rank = all_keys["run"].take(order).to_numpy()
-    n = len(run_of_rank)
-    del all_keys, order
-    readers = [_RunReader(r, schema, run_rows) for r in runs]
-    out_schema = schema.append(pa.field("rank", pa.int64())).append(pa.field("within_tol", pa.bool_()))
+    order = pc.sort_indices(all_keys, sort_keys=[("d", "ascending"), ("id", "ascending")]).to_numpy()
+    distance = all_keys["d"].to_numpy()
+    del all_keys
+    n = len(order)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    del order
+
+    # pass 2: rows to the buckets of their ranks
+    schema = _unified_schema(schemas)
+    bucket_schema = schema.append(pa.field("distance_to_target", pa.float64())).append(pa.field("rank", pa.int64()))
+    n_buckets = -(-n // bucket_rows)
+    bucket_paths = [scratch_dir / f"bucket-{b:05d}.parquet" for b in range(n_buckets)]
+    writers: dict[int, Any] = {}
+    try:
+        for p, part in enumerate(nonempty):
+            lo, hi = offsets[p], offsets[p + 1]
+            part_rank = rank[lo:hi]
+            by_rank = np.argsort(part_rank, kind="stable")
+            table = _conform(pq.read_table(part), schema).take(pa.array(by_rank))
+            sorted_rank = part_rank[by_rank]
+            table = table.append_column("distance_to_target", pa.array(distance[lo:hi][by_rank]))
+            table = table.append_column("rank", pa.array(sorted_rank + 1))
+            bucket_of = sorted_rank // bucket_rows
+            edges = np.searchsorted(bucket_of, np.arange(n_buckets + 1))
+            for b in range(n_buckets):
+                if edges[b + 1] > edges[b]:
+                    if b not in writers:
+                        writers[b] = pq.ParquetWriter(bucket_paths[b], bucket_schema, use_dictionary=False,
+                                                      compression="none")
+                    writers[b].write_table(table.slice(edges[b], edges[b + 1] - edges[b]))
+            del table
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+    # pass 3: each bucket sorted by rank, in bucket order
+    out_schema = bucket_schema.append(pa.field("within_tol", pa.bool_()))
     hits = 0
-    with pq.ParquetWriter(tmp_out, out_schema) as writer:
-        for a in range(0, n, block_rows):
-            block = run_of_rank[a : a + block_rows]
-            counts = np.bincount(block, minlength=len(runs))
-            pieces = [readers[r].take(int(c)) for r, c in enumerate(counts) if c]
-            merged = pa.concat_tables(pieces)  # grouped by run, each group in rank order
-            where = np.argsort(block, kind="stable")  # where[j] = block position of merged row j
-            inverse = np.empty_like(where)
-            inverse[where] = np.arange(len(where))
-            merged = merged.take(pa.array(inverse))
-            within = pc.less_equal(merged["distance_to_target"], float(tol))
+    with pq.ParquetWriter(tmp_out, out_schema, use_dictionary=dictionary_columns(out_schema)) as writer:
+        for path in bucket_paths:
+            table = pq.read_table(path)
+            table = table.take(pc.sort_indices(table, sort_keys=[("rank", "ascending")]))
+            within = pc.less_equal(table["distance_to_target"], float(tol))
             hits += int(pc.sum(within).as_py() or 0)
-            merged = merged.append_column("rank", pa.array(np.arange(a + 1, a + 1 + len(block), dtype=np.int64)))
-            merged = merged.append_column("within_tol", within)
-            writer.write_table(merged)
+            writer.write_table(table.append_column("within_tol", within), row_group_size=16384)
+            del table
+            path.unlink()
     os.replace(tmp_out, output)
-    for r in runs:
-        r.unlink()
     return {"rows": n, "within_tol": hits}
 
 
@@ -654,7 +657,7 @@ def screen_database(
 
     indices = sorted(int(k) for k in manifest["chunks"])
     rank_start = time.perf_counter()
-    ranked = rank_chunks([chunk_path(work_dir, k) for k in indices], pred_col, target, tol, output, work_dir / "runs")
+    ranked = rank_chunks([chunk_path(work_dir, k) for k in indices], pred_col, target, tol, output, work_dir / "merge")
     errors_path = output.with_name(f"{output.stem}.errors.csv")
     n_errors = _write_errors_csv([chunk_errors_path(work_dir, k) for k in indices], errors_path)
     return ScreenSummary(

@@ -151,6 +151,36 @@ def run_one(args: argparse.Namespace) -> None:
     }), flush=True)
 
 
+def run_merge_only(args: argparse.Namespace) -> None:
+    """Time and size the final merge alone: synthetic chunk files (random 128-d embeddings,
+    gaps and labels) of ``--size`` rows in chunks of ``--chunk-size``, merged by ``rank_chunks``."""
+    import numpy as np
+    import pandas as pd
+    import psutil
+
+    from screening.screen import rank_chunks
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    parts = []
+    for k, start in enumerate(range(0, args.size, args.chunk_size)):
+        n = min(args.chunk_size, args.size - start)
+        frame = pd.DataFrame({"id": [f"x-{start + i}" for i in range(n)], "formula": "NaCl",
+                              "pred_band_gap": rng.gamma(1.5, 1.2, n)})
+        frame = pd.concat([frame, pd.DataFrame(rng.normal(size=(n, 128)).astype(np.float32),
+                                               columns=[f"emb_{j}" for j in range(128)])], axis=1)
+        frame["band_gap"] = rng.gamma(1.5, 1.2, n)
+        parts.append(out / f"chunk-{k:06d}.parquet")
+        frame.to_parquet(parts[-1], index=False)
+    before = psutil.Process().memory_info().rss / 2**20
+    t0 = time.perf_counter()
+    result = rank_chunks(parts, "pred_band_gap", 2.534, 0.05, out / "ranked.parquet", out / "runs")
+    wall = time.perf_counter() - t0
+    print("RESULT " + json.dumps({"size": args.size, "chunks": len(parts), "merge_s": wall, "rows": result["rows"],
+                                  "rss_before_merge_mb": before}), flush=True)
+
+
 # --- the driver ------------------------------------------------------------------------------
 
 
@@ -246,7 +276,10 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None)
     # internal: one configuration in this process
+    p.add_argument("--merge-only", type=int, nargs="+", default=None, metavar="N",
+                   help="instead: time the final merge alone for N synthetic rows (no featurization)")
     p.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--run-merge", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--engine", help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, help=argparse.SUPPRESS)
@@ -255,6 +288,23 @@ def main() -> None:
     args = p.parse_args()
     if args.run_one:
         run_one(args)
+        return
+    if args.run_merge:
+        run_merge_only(args)
+        return
+    if args.merge_only:
+        scratch = Path(tempfile.mkdtemp(prefix="bench_merge_"))
+        try:
+            for size in args.merge_only:
+                cmd = [sys.executable, __file__, "--run-merge", "--size", str(size), "--chunk-size", str(args.chunk_size),
+                       "--seed", str(args.seed), "--out", str(scratch / str(size))]
+                result, rss, pss = measure(cmd)
+                print(f"merge of {size:>9,} rows in {result['chunks']} chunks: {result['merge_s']:6.1f} s "
+                      f"({size / result['merge_s']:,.0f} rows/s); process peak RSS {rss:.0f} MiB "
+                      f"(before the merge {result['rss_before_merge_mb']:.0f} MiB)", flush=True)
+                shutil.rmtree(scratch / str(size), ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_screen_"))

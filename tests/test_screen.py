@@ -230,7 +230,8 @@ def test_local_worker_processes_give_the_same_ranking(tmp_path: Path, db: Path, 
     pd.testing.assert_frame_equal(pd.read_parquet(one.output), pd.read_parquet(two.output))
 
 
-def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bucket_rows", [7, 1000])
+def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_path: Path, bucket_rows: int) -> None:
     rng = np.random.default_rng(3)
     parts, frames = [], []
     for k in range(5):
@@ -246,12 +247,15 @@ def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_p
         frame.to_parquet(parts[-1], index=False)
     empty = tmp_path / "empty.parquet"
     frames[0].iloc[:0].to_parquet(empty, index=False)
-    result = rank_chunks(parts + [empty], "pred_band_gap", 2.0, 0.15, tmp_path / "out.parquet", tmp_path / "runs", block_rows=7, run_rows=3)
+    result = rank_chunks(parts + [empty], "pred_band_gap", 2.0, 0.15, tmp_path / "out.parquet", tmp_path / "runs", bucket_rows=bucket_rows)
     out = pd.read_parquet(tmp_path / "out.parquet")
     everything = pd.concat(frames, ignore_index=True)
     everything["distance_to_target"] = (everything["pred_band_gap"] - 2.0).abs()
     expected = everything.sort_values(["distance_to_target", "id"], kind="stable").reset_index(drop=True)
     assert out["id"].tolist() == expected["id"].tolist()  # ties (rounded predictions) broken by id
+    assert out["rank"].tolist() == list(range(1, len(expected) + 1))
+    np.testing.assert_allclose(out["distance_to_target"], expected["distance_to_target"])
+    np.testing.assert_allclose(out["emb_0"], expected["emb_0"])
     assert result == {"rows": len(expected), "within_tol": int((expected["distance_to_target"] <= 0.15).sum())}
     np.testing.assert_array_equal(out["band_gap"].isna(), expected["band_gap"].isna())
     assert out["note"].dropna().map(type).eq(str).all() and out["note"].notna().sum() == len(frames[1]) + len(frames[3])
