@@ -178,11 +178,16 @@ def main() -> None:
     ap.add_argument("--methods", default="bo,bo+dnn,random")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "matscreen-bench-synthesis")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--timing-only", action="store_true", help="only time one 15-point suggestion")
     ap.add_argument("--docs-every", type=int, default=5, help="with --write-docs, update the docs every N seeds")
     ap.add_argument("--stop-at", type=float, default=min(PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS),
                     help="end a BO campaign once its best loss is at or below this (default: the lowest threshold)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.timing_only:
+        t = time_suggestion(args)
+        print(f"one 15-point suggestion: {t[15]:.2f} s with 15 observations, {t[120]:.2f} s with 120")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     methods = args.methods.split(",")
     results: dict[str, list[dict]] = {m: [] for m in methods}
