@@ -435,7 +435,8 @@ def rank_chunks(
     1. read only ``id`` and the prediction of every chunk and sort these keys globally, which
        gives every row its rank;
     2. read each chunk once and append its rows to the bucket of their rank
-       (ranks ``b·bucket_rows`` … ``(b+1)·bucket_rows − 1`` go to bucket b);
+       (ranks ``b·bucket_rows`` … ``(b+1)·bucket_rows − 1`` go to bucket b; buckets are Arrow
+       IPC streams in ``scratch_dir``: no encoding, no per-piece metadata kept in memory);
     3. read the buckets in order, sort each by rank and append it to ``output``.
 
     Memory: the keys (~40 bytes per row), one chunk, and one bucket of ``bucket_rows`` rows
@@ -481,8 +482,8 @@ def rank_chunks(
     schema = _unified_schema(schemas)
     bucket_schema = schema.append(pa.field("distance_to_target", pa.float64())).append(pa.field("rank", pa.int64()))
     n_buckets = -(-n // bucket_rows)
-    bucket_paths = [scratch_dir / f"bucket-{b:05d}.parquet" for b in range(n_buckets)]
-    writers: dict[int, Any] = {}
+    bucket_paths = [scratch_dir / f"bucket-{b:05d}.arrow" for b in range(n_buckets)]
+    writers: dict[int, tuple[Any, Any]] = {}  # bucket -> (file, Arrow IPC stream writer)
     try:
         for p, part in enumerate(nonempty):
             lo, hi = offsets[p], offsets[p + 1]
@@ -497,21 +498,24 @@ def rank_chunks(
             for b in range(n_buckets):
                 if edges[b + 1] > edges[b]:
                     if b not in writers:
-                        writers[b] = pq.ParquetWriter(bucket_paths[b], bucket_schema, use_dictionary=False,
-                                                      compression="none")
-                    writers[b].write_table(table.slice(edges[b], edges[b + 1] - edges[b]))
+                        sink = pa.OSFile(str(bucket_paths[b]), "wb")
+                        writers[b] = (sink, pa.ipc.new_stream(sink, bucket_schema))
+                    writers[b][1].write_table(table.slice(edges[b], edges[b + 1] - edges[b]))
             del table
     finally:
-        for writer in writers.values():
+        for sink, writer in writers.values():
             writer.close()
+            sink.close()
+    del rank, distance
 
     # pass 3: each bucket sorted by rank, in bucket order
     out_schema = bucket_schema.append(pa.field("within_tol", pa.bool_()))
     hits = 0
     with pq.ParquetWriter(tmp_out, out_schema, use_dictionary=dictionary_columns(out_schema)) as writer:
         for path in bucket_paths:
-            table = pq.read_table(path)
-            table = table.take(pc.sort_indices(table, sort_keys=[("rank", "ascending")]))
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+                table = table.take(pc.sort_indices(table, sort_keys=[("rank", "ascending")]))
             within = pc.less_equal(table["distance_to_target"], float(tol))
             hits += int(pc.sum(within).as_py() or 0)
             writer.write_table(table.append_column("within_tol", within), row_group_size=16384)

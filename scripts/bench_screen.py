@@ -160,19 +160,23 @@ def run_merge_only(args: argparse.Namespace) -> None:
 
     from screening.screen import rank_chunks
 
+    from screening.distributed import write_parquet_atomic
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     parts = []
     for k, start in enumerate(range(0, args.size, args.chunk_size)):
+        parts.append(out / f"chunk-{k:06d}.parquet")
+        if parts[-1].exists():  # --merge-dir: reuse chunks made by an earlier run
+            continue
         n = min(args.chunk_size, args.size - start)
         frame = pd.DataFrame({"id": [f"x-{start + i}" for i in range(n)], "formula": "NaCl",
                               "pred_band_gap": rng.gamma(1.5, 1.2, n)})
         frame = pd.concat([frame, pd.DataFrame(rng.normal(size=(n, 128)).astype(np.float32),
                                                columns=[f"emb_{j}" for j in range(128)])], axis=1)
         frame["band_gap"] = rng.gamma(1.5, 1.2, n)
-        parts.append(out / f"chunk-{k:06d}.parquet")
-        frame.to_parquet(parts[-1], index=False)
+        write_parquet_atomic(frame, parts[-1])
     before = psutil.Process().memory_info().rss / 2**20
     t0 = time.perf_counter()
     result = rank_chunks(parts, "pred_band_gap", 2.534, 0.05, out / "ranked.parquet", out / "runs")
@@ -278,6 +282,7 @@ def main() -> None:
     # internal: one configuration in this process
     p.add_argument("--merge-only", type=int, nargs="+", default=None, metavar="N",
                    help="instead: time the final merge alone for N synthetic rows (no featurization)")
+    p.add_argument("--merge-dir", default=None, help="with --merge-only: keep the synthetic chunks here and reuse them")
     p.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--run-merge", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -293,7 +298,7 @@ def main() -> None:
         run_merge_only(args)
         return
     if args.merge_only:
-        scratch = Path(tempfile.mkdtemp(prefix="bench_merge_"))
+        scratch = Path(args.merge_dir) if args.merge_dir else Path(tempfile.mkdtemp(prefix="bench_merge_"))
         try:
             for size in args.merge_only:
                 cmd = [sys.executable, __file__, "--run-merge", "--size", str(size), "--chunk-size", str(args.chunk_size),
@@ -302,9 +307,11 @@ def main() -> None:
                 print(f"merge of {size:>9,} rows in {result['chunks']} chunks: {result['merge_s']:6.1f} s "
                       f"({size / result['merge_s']:,.0f} rows/s); process peak RSS {rss:.0f} MiB "
                       f"(before the merge {result['rss_before_merge_mb']:.0f} MiB)", flush=True)
-                shutil.rmtree(scratch / str(size), ignore_errors=True)
+                if not args.merge_dir:
+                    shutil.rmtree(scratch / str(size), ignore_errors=True)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if not args.merge_dir:
+                shutil.rmtree(scratch, ignore_errors=True)
         return
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_screen_"))
