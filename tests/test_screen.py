@@ -360,3 +360,17 @@ def test_a_killed_run_resumes_without_duplicates(tmp_path: Path, db: Path, small
     assert set(s.chunks_computed) | done_before == set(range(16)) and s.chunks_total == 16
     ranked = pd.read_parquet(out)
     assert ranked["id"].is_unique and set(ranked["id"]) == set(reference.index)
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_screen_the_full_materials_project_set(tmp_path: Path, mp_csv: Path) -> None:
+    """All 36,738 MP crystals through the project's model on 2 worker processes (~2 min on 2 cores)."""
+    s = screen_database(mp_csv, 2.534, 0.05, None, tmp_path / "mp.parquet", workers=2, progress=False)
+    assert s.rows + s.errors == 36_738 and s.errors < 50
+    ranked = pd.read_parquet(s.output, columns=["id", "pred_band_gap", "band_gap", "distance_to_target", "rank"])
+    assert ranked["id"].is_unique and ranked["id"].str.startswith("mp-").all()
+    assert ranked["rank"].tolist() == list(range(1, s.rows + 1))
+    assert ranked["distance_to_target"].is_monotonic_increasing
+    r = np.corrcoef(ranked["pred_band_gap"], ranked["band_gap"])[0, 1]
+    assert r > 0.7, f"predicted vs DFT band gap correlation {r:.2f}"
