@@ -159,7 +159,7 @@ def summarise(evals: list[int | None], budget: int) -> dict:
 # ----------------------------------------------------------------------------- latency
 
 
-def latency(sizes: list[int], n_obs: list[int], repeats: int = 3, agreement_max_obs: int = 100) -> list[dict]:
+def latency(sizes: list[int], n_obs: list[int], repeats: int = 3, agreement_max_pairs: int = 100_000_000) -> list[dict]:
     """Seconds per single suggestion on synthetic 3-d pools (PCA-3 sized), value-window strategy.
 
     ``steady``: hyper-parameters reused (most steps of a campaign); ``refit``: including the
@@ -188,9 +188,10 @@ def latency(sizes: list[int], n_obs: list[int], repeats: int = 3, agreement_max_
                 suggest_pool(strategy, pool, told, y, np.abs(y - 2.534), seed=r, target=Target(2.534, 0.01), hyper_cache=cache)
                 times.append(time.perf_counter() - t)
             agree = None
-            if N > strategy.screen_above and n <= agreement_max_obs:
+            screened = N * n > strategy.screen_above_pairs
+            if screened and N * n <= agreement_max_pairs:
                 # Does leaf screening pick what exhaustive scoring picks? Five targets, same data.
-                exhaustive = Strategy(refit_all_below=min(100, n - 1), screen_above=10**9)
+                exhaustive = Strategy(refit_all_below=min(100, n - 1), screen_above_pairs=10**15)
                 hits = 0
                 for tg in (2.2, 2.4, 2.534, 2.7, 3.0):
                     a = suggest_pool(strategy, pool, told, y, np.abs(y - tg), seed=0, target=Target(tg, 0.01), hyper_cache=cache)
@@ -198,7 +199,7 @@ def latency(sizes: list[int], n_obs: list[int], repeats: int = 3, agreement_max_
                     hits += a == b
                 agree = f"{hits}/5"
             rows.append({"candidates": N, "observations": n, "steady_s": float(np.median(times)), "refit_s": t_refit,
-                         "partition_once_s": t_partition, "screened": N > strategy.screen_above, "agreement": agree})
+                         "partition_once_s": t_partition, "screened": screened, "agreement": agree})
             print(f"latency N={N} n={n}: steady {np.median(times):.3f} s, with refit {t_refit:.3f} s, agreement {agree}", file=sys.stderr)
     return rows
 

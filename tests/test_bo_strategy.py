@@ -126,8 +126,8 @@ def test_large_pools_are_screened_by_leaves_and_agree_with_exhaustive_scoring() 
     pool = DiscretePool([f"c{i}" for i in range(n)], F)
     told = [f"c{i}" for i in range(40)]
     rows = pool.indices_of(told)
-    exhaustive = Strategy(screen_above=10**9)
-    screened = Strategy(screen_above=1000, screen_keep=600, leaf_size=100)
+    exhaustive = Strategy(screen_above_pairs=10**12)
+    screened = Strategy(screen_above_pairs=1000, screen_keep=600, leaf_size=100)
     agree = 0
     for seed in range(5):
         extra = [f"c{i}" for i in rng.choice(np.arange(40, n), 10, replace=False)]

@@ -48,9 +48,10 @@ class Strategy:
 
     Cost controls: hyper-parameters are re-optimised at every step below ``refit_all_below``
     observations and then each time the data grow by the factor ``refit_growth`` (in between,
-    the GP conditions on all data with the last fitted values — see :func:`refit_size`); pools
-    with more than ``screen_above`` free candidates are screened by leaves of ``leaf_size``
-    points and only the ``screen_keep`` candidates of the best leaves are scored exactly.
+    the GP conditions on all data with the last fitted values — see :func:`refit_size`); when
+    free candidates x observations exceed ``screen_above_pairs`` the pool is screened first
+    (posterior at the centroids of leaves of ``leaf_size`` points, first-order extrapolation to
+    each candidate) and only the ``screen_keep`` best candidates are scored exactly.
     """
 
     model: str = "value"
@@ -65,7 +66,7 @@ class Strategy:
     fixed_prior_slope: bool = False
     refit_all_below: int = 100
     refit_growth: float = 1.1
-    screen_above: int = 50_000
+    screen_above_pairs: int = 20_000_000
     screen_keep: int = 4096
     leaf_size: int = 512
 
@@ -304,7 +305,7 @@ def suggest_pool(
     if prior_all is not None:
         prior_cov_all = prior_all if strategy.model == "value" else np.abs(prior_all - target.target)  # type: ignore[union-attr]
     best = _best(strategy, told_y, told_loss, target)
-    if free.size > strategy.screen_above:
+    if free.size * len(told_ids) > strategy.screen_above_pairs:
         free = _screen(strategy, pool, free, surrogate, prior_cov_all, best, target)
     feats = pool.features[free]
     prior_free = None if prior_cov_all is None else prior_cov_all[free]
