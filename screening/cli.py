@@ -32,6 +32,7 @@ def featurize(
     workers: int = typer.Option(1, "--workers", help="Parsing/graph worker processes (0 = in-process)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Embedding cache, keyed by structure content and model (default: $XDG_CACHE_HOME/matscreen or ~/.cache/matscreen)."),
     no_cache: bool = typer.Option(False, "--no-cache"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the forward: ~3x faster after ~30 s of compilation; for large sources."),
 ) -> None:
     """Embed every structure of SOURCE with a CGCNN; failed records go to an error report."""
     from screening.errors import MatscreenError
@@ -41,7 +42,7 @@ def featurize(
         net = load_featurizer_model(model, atom_init)
         _apply_graph_settings(net, radius, max_nbr)
         summary = featurize_source(source, output, net, batch_size=batch_size, workers=workers,
-                                   cache_dir=None if no_cache else (cache_dir or default_cache_dir()))
+                                   cache_dir=None if no_cache else (cache_dir or default_cache_dir()), compile=compile_model)
     except MatscreenError as exc:
         _fail(exc)
     typer.echo(

@@ -231,6 +231,8 @@ class Featurizer:
     """Records in, embedding rows out, with worker processes, cache and error collection.
 
     ``workers=0`` parses in-process (small jobs, tests); ``workers>0`` uses a process pool.
+    ``compile=True`` runs the forward through ``torch.compile`` (fused C++ kernels): ~3x faster
+    forward on CPU after a one-off compilation of tens of seconds, so worth it for large jobs only.
     """
 
     def __init__(
@@ -240,8 +242,10 @@ class Featurizer:
         workers: int = 0,
         cache_dir: str | Path | None = None,
         chunk_size: int = 2048,
+        compile: bool = False,
     ) -> None:
         self.model = model
+        self.forward_model = compiled(model) if compile else model
         self.batch_size = batch_size
         self.workers = workers
         self.chunk_size = chunk_size
@@ -300,7 +304,7 @@ class Featurizer:
             (errors.append(p.error) if p.error is not None else good.append(p))
         cached = self.cache.get_many([p.key for p in good]) if self.cache else {}
         todo = [p for p in good if p.key not in cached]
-        preds, embs = embed_graphs(self.model, [p.graph for p in todo], self.batch_size)
+        preds, embs = embed_graphs(self.forward_model, [p.graph for p in todo], self.batch_size)
         fresh = {p.key: (float(pr), em) for p, pr, em in zip(todo, preds, embs)}
         if self.cache and fresh:
             self.cache.put_many((k, v[0], v[1]) for k, v in fresh.items())
@@ -316,6 +320,12 @@ class Featurizer:
             if col not in frame.columns:
                 frame[col] = labels[col].to_numpy()
         return frame, errors
+
+
+def compiled(model: CrystalGraphConvNet) -> CrystalGraphConvNet:
+    """The model's forward compiled for variable batch sizes (``torch.compile``, dynamic shapes)."""
+    model.eval()
+    return torch.compile(model, dynamic=True)  # type: ignore[return-value]
 
 
 def _pool_context():
@@ -340,11 +350,12 @@ def featurize_records(
     cache_dir: str | Path | None = None,
     workers: int = 0,
     progress: bool = False,
+    compile: bool = False,
 ) -> FeaturizeResult:
     """Featurize records in memory (see :class:`Featurizer`)."""
     if not isinstance(model, CrystalGraphConvNet):
         model = load_featurizer_model(model)
-    featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir)
+    featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
     records = list(records)
     if not progress:
         return featurizer.featurize(records)
@@ -361,6 +372,7 @@ def featurize_source(
     cache_dir: str | Path | None = None,
     workers: int = 0,
     progress: bool = True,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Featurize a CIF folder / CSV / JSON source to Parquet, streaming chunk by chunk.
 
@@ -377,7 +389,7 @@ def featurize_source(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     errors_path = Path(errors_path) if errors_path else output.with_suffix(".errors.csv")
-    featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir)
+    featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
     errors: list[RecordError] = []
 
     def records() -> Iterator[Any]:

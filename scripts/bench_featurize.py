@@ -16,7 +16,7 @@ times matscreen end to end with 2 worker processes (the machine has 2 cores), an
 peak memory (this process + workers).
 
     python scripts/bench_featurize.py --n 1000
-    python scripts/bench_featurize.py --n 1000 --full-mp
+    python scripts/bench_featurize.py --n 1000 --full-mp --compile
 """
 from __future__ import annotations
 
@@ -101,6 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32, help="forward batch, the same for both")
     p.add_argument("--full-mp", action="store_true", help="also featurize all MP crystals and report peak memory")
+    p.add_argument("--compile", action="store_true", help="also time the torch.compile forward")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -135,6 +136,13 @@ def main(argv=None) -> int:
         )
     (_, our_h), t_our_fwd = timed(embed_graphs, model, our_graphs, args.batch_size)
     max_diff = float(np.abs(base_h.numpy() - our_h).max())
+    if args.compile:
+        from screening.featurize import compiled
+
+        fast = compiled(model)
+        _, t_compile = timed(embed_graphs, fast, our_graphs[:64], args.batch_size)
+        (_, comp_h), t_comp_fwd = timed(embed_graphs, fast, our_graphs, args.batch_size)
+        max_diff = max(max_diff, float(np.abs(comp_h - our_h).max()))
 
     records = [StructureRecord(record_id=str(k), source="bench", text=t) for k, t in enumerate(texts)]
     _, t_e2e_w2 = timed(lambda: featurize_records(records, model, batch_size=args.batch_size, workers=2))
@@ -147,11 +155,19 @@ def main(argv=None) -> int:
         ("end to end from CIF text, 1 process", t_base_parse + t_base_graph + t_base_fwd, t_our_parse + t_our_graph + t_our_fwd),
         ("end to end, matscreen 2 workers", t_base_parse + t_base_graph + t_base_fwd, t_e2e_w2),
     ]
+    if args.compile:
+        rows += [
+            ("forward, torch.compile", t_base_fwd, t_comp_fwd),
+            ("graph + forward, torch.compile", t_base_graph + t_base_fwd, t_our_graph + t_comp_fwd),
+            ("end to end 1 process, torch.compile", t_base_parse + t_base_graph + t_base_fwd, t_our_parse + t_our_graph + t_comp_fwd),
+        ]
     print(f"\n{'stage':40s} {'baseline /s':>12s} {'matscreen /s':>13s} {'speed-up':>9s}")
     for name, tb, to in rows:
         print(f"{name:40s} {args.n / tb:12.1f} {args.n / to:13.1f} {tb / to:8.1f}x")
     print(f"\nmax |embedding difference| baseline vs matscreen: {max_diff:.2e}")
 
+    if args.compile:
+        print(f"(torch.compile: one-off compilation {t_compile:.0f} s, not in the rates above)")
     if args.full_mp:
         from screening.featurize import featurize_source
 

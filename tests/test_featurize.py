@@ -153,3 +153,13 @@ def test_record_errors_survive_pickling_across_processes():
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is GraphBuildError and (back.record_id, back.reason, back.source) == ("mp-1", "structure has no atoms", "db.csv")
     assert str(back) == "db.csv: record 'mp-1': structure has no atoms"
+
+
+def test_compiled_forward_gives_the_same_rows(mixed_folder, small_model_path):
+    """--compile (torch.compile, dynamic shapes) is a speed option only: identical numbers."""
+    records = [r for r in iter_records(mixed_folder) if not isinstance(r, Exception)]
+    eager = featurize_records(records, str(small_model_path))
+    fast = featurize_records(records, str(small_model_path), compile=True)
+    emb = [c for c in eager.frame.columns if c.startswith("emb_")]
+    np.testing.assert_allclose(fast.frame[emb].to_numpy(), eager.frame[emb].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(fast.frame.pred_band_gap, eager.frame.pred_band_gap, atol=1e-5)
