@@ -49,6 +49,22 @@ class CrystalGraph:
         return int(self.atomic_numbers.shape[0])
 
 
+_HALF_ANGSTROM_BITS = np.float64(0.5).view(np.int64)
+_DISTANCE_BITS = 55  # distances in [0.5, 16) Å map to [0, 2**55) after subtracting 0.5's bit pattern
+
+
+def _pair_sort_key(center: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """One int64 key ordering pairs exactly as (center, distance) does; one sort instead of two.
+
+    Positive float64s order like their bit patterns, so for cells under 256 sites and distances in
+    [0.5, 16) Å, ``center << 55 | bits(d) - bits(0.5)`` is an exact, collision-free key. Anything
+    else (very close atoms, huge cells) gets the equivalent two-key lexsort's key instead.
+    """
+    if center.size and distance.min() >= 0.5 and distance.max() < 16.0 and center.max() < 256:
+        return (center << _DISTANCE_BITS) | (distance.view(np.int64) - _HALF_ANGSTROM_BITS)
+    return np.lexsort((distance, center)).argsort(kind="stable")
+
+
 def select_nearest(
     center: np.ndarray,
     neighbour: np.ndarray,
@@ -63,7 +79,7 @@ def select_nearest(
     are the flat pair list in pymatgen's order; the stable lexsort keeps that order among equal
     distances, as Python's ``sorted`` does in the original.
     """
-    order = np.lexsort((distance, center))  # stable: by center, then distance, ties keep order
+    order = np.argsort(_pair_sort_key(center, distance), kind="stable")  # ties keep input order
     center, neighbour, distance = center[order], neighbour[order], distance[order]
     counts = np.bincount(center, minlength=num_sites)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))

@@ -98,3 +98,17 @@ def test_neighbours_match_original_on_real_mp_cells(mp_csv):
         ref_idx, ref_dist = original_neighbours(structure)
         np.testing.assert_allclose(graph.nbr_dist, ref_dist, atol=1e-12, err_msg=row.material_id)
         np.testing.assert_array_equal(graph.nbr_idx, ref_idx, err_msg=row.material_id)
+
+
+@pytest.mark.parametrize("low", [0.6, 0.01])  # 0.01 Å exercises the two-key fallback
+def test_select_nearest_equals_a_python_stable_sort(low):
+    rng = np.random.default_rng(0)
+    n_sites, n_pairs = 7, 400
+    centre = np.sort(rng.integers(0, n_sites, n_pairs))
+    dist = np.round(rng.uniform(low, 8.0, n_pairs), 2)  # rounding makes many exact ties
+    nbr = rng.integers(0, n_sites, n_pairs)
+    idx, d = select_nearest(centre, nbr, dist, n_sites, 8.0, 12)
+    for i in range(n_sites):
+        ref = sorted([(dist[k], nbr[k]) for k in range(n_pairs) if centre[k] == i], key=lambda x: x[0])[:12]
+        ref += [(9.0, 0)] * (12 - len(ref))
+        assert [(float(a), int(b)) for a, b in zip(d[i], idx[i])] == [(float(a), int(b)) for a, b in ref]
