@@ -156,6 +156,7 @@ def search(
                           f"{info['random_search_expected_evaluations']:.1f} evaluations on average")
         names = dict(zip(cd.pool.frame["id"].astype(str), cd.pool.frame.get("formula", cd.pool.frame["id"]))) if cd.pool is not None else {}
         done = cd.campaign.history().n_search
+        width = min(max((len(i) for i in names), default=14), 24)
         with Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                       console=console, transient=True) as progress:
             task = progress.add_task("", total=budget, completed=done)
@@ -165,11 +166,11 @@ def search(
                 progress.advance(task)
                 n = int(progress.tasks[0].completed)
                 if loss is None:
-                    progress.console.print(f"{n:4d}  {ev.point:<14} failed: {ev.error}")
+                    progress.console.print(f"{n:4d}  {ev.point:<{width}} failed: {ev.error}")
                     return
                 best[0] = min(best[0], loss)
                 mark = "  [bold green]HIT[/]" if hit else ""
-                progress.console.print(f"{n:4d}  {ev.point:<14} {str(names.get(ev.point, '')):<14} gap {ev.y:7.3f} eV"
+                progress.console.print(f"{n:4d}  {ev.point:<{width}} {str(names.get(ev.point, '')):<14} gap {ev.y:7.3f} eV"
                                        f"  |Δ| {loss:.3f}  best {best[0]:.3f}{mark}")
                 progress.update(task, description=f"best |Δ| {best[0]:.3f} eV")
 
