@@ -78,6 +78,28 @@ def unit_box(box: Box) -> Box:
     return Box((0.0,) * box.dim, (1.0,) * box.dim, box.names, tuple(cons))
 
 
+def distinct_points(points: list[np.ndarray], box: Box, taken: set[str], seed: int) -> list[np.ndarray]:
+    """``points`` with repeats (of each other or of ``taken`` keys) replaced by fresh feasible
+    Latin-hypercube points.
+
+    Why: the framework's batch can return the same point twice, e.g. two picks refined into
+    the same corner of the box, and a campaign refuses a batch that repeats a point.
+    """
+    seen = set(taken)
+    fill: list[np.ndarray] = []
+    out = []
+    for p in points:
+        key = box.key_of(p)
+        while key in seen:
+            if not fill:
+                fill = list(box.latin_hypercube(max(len(points), 2), seed=seed + len(seen)))
+            p = fill.pop()
+            key = box.key_of(p)
+        seen.add(key)
+        out.append(p)
+    return out
+
+
 def box_to_meta(box: Box) -> dict:
     return {"lower": list(box.lower), "upper": list(box.upper), "expansions": [asdict(e) for e in box.expansions]}
 
@@ -190,7 +212,8 @@ class SynthesisCampaign:
                         np.array([r.loss for r in ok], dtype=float), q=n, seed=seed,
                         X_pending=box.to_unit(Xp) if len(Xp) else None)
         lo, hi = box.bounds
-        points = [np.clip(p, lo, hi) for p in box.from_unit(U)]
+        points = distinct_points([np.clip(p, lo, hi) for p in box.from_unit(U)], box,
+                                 self.campaign.store.told_keys() | {p.key for p in pending}, seed)
         self.campaign.store.add_pending((box.key_of(p), [float(v) for v in p]) for p in points)
         return points
 

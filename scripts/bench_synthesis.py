@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--methods", default="bo,bo+dnn,random")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "matscreen-bench-synthesis")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--plot", type=Path, default=REPO / "docs" / "synthesis_best_loss.png")
     ap.add_argument("--timing-only", action="store_true", help="only time one 15-point suggestion")
     ap.add_argument("--docs-every", type=int, default=5, help="with --write-docs, update the docs every N seeds")
     ap.add_argument("--stop-at", type=float, default=min(PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS),
@@ -212,7 +213,7 @@ def main() -> None:
 
 def report(results: dict, args, timing: dict, started: float, partial: bool = False) -> str:
     text = table(results, args)
-    curves_plot(results, REPO / "docs" / "synthesis_best_loss.png", args.rounds)
+    curves_plot(results, args.plot, args.rounds)
     n_done = min(len(v) for v in results.values())
     cmd = (f"OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_synthesis.py --campaigns {args.campaigns} --rounds {args.rounds} "
            f"--random-rounds {args.random_rounds} --batch {args.batch} --replicates {args.replicates} --dnn-from {args.dnn_from} "

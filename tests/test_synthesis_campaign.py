@@ -164,3 +164,16 @@ def test_a_users_objective_class_plugs_in_by_name(tmp_path, monkeypatch):
     assert obj.domain.feasible(sc.observations()[["a", "b"]].to_numpy()).all()
     with pytest.raises(MatscreenError, match="package.module:ClassName"):
         build_objective(objective="no_colon_here")
+
+
+def test_repeated_suggestions_are_replaced_by_distinct_feasible_points():
+    from screening.synthesis_campaign import distinct_points
+
+    box = synthesis_box("paper")
+    corner = np.array([20.0, 10.0, 4.0, 4.0, 1000.0])
+    other = np.array([10.0, 20.0, 10.0, 10.0, 500.0])
+    out = distinct_points([corner, corner.copy(), other, corner.copy()], box, {box.key_of(other)}, seed=0)
+    keys = [box.key_of(p) for p in out]
+    assert len(out) == 4 and len(set(keys)) == 4 and box.key_of(other) not in keys
+    np.testing.assert_array_equal(out[0], corner)
+    assert box.feasible(np.vstack(out)).all()
