@@ -88,11 +88,13 @@ def distinct_points(points: list[np.ndarray], box: Box, taken: set[str], seed: i
     seen = set(taken)
     fill: list[np.ndarray] = []
     out = []
+    draws = 0
     for p in points:
         key = box.key_of(p)
         while key in seen:
             if not fill:
-                fill = list(box.latin_hypercube(max(len(points), 2), seed=seed + len(seen)))
+                draws += 1
+                fill = list(box.latin_hypercube(max(len(points), 2), seed=seed + draws))
             p = fill.pop()
             key = box.key_of(p)
         seen.add(key)
