@@ -78,26 +78,29 @@ def unit_box(box: Box) -> Box:
     return Box((0.0,) * box.dim, (1.0,) * box.dim, box.names, tuple(cons))
 
 
-def distinct_points(points: list[np.ndarray], box: Box, taken: set[str], seed: int) -> list[np.ndarray]:
-    """``points`` with repeats (of each other or of ``taken`` keys) replaced by fresh feasible
-    Latin-hypercube points.
+def distinct_points(points: list[np.ndarray], box: Box, taken: np.ndarray, seed: int, tol: float = 1e-6) -> list[np.ndarray]:
+    """``points`` with (near-)repeats of each other or of the ``taken`` rows replaced by fresh
+    feasible Latin-hypercube points.
 
-    Why: the framework's batch can return the same point twice, e.g. two picks refined into
-    the same corner of the box, and a campaign refuses a batch that repeats a point.
+    Two points repeat when every coordinate agrees within ``tol`` of the box width. Why: the
+    framework's batch can return one point twice (two picks refined into the same corner of the
+    box, equal up to rounding), and a campaign takes points that close to be the same point.
     """
-    seen = set(taken)
+    kept: list[np.ndarray] = [box.to_unit(np.atleast_2d(t))[0] for t in np.asarray(taken, dtype=float).reshape(-1, box.dim)]
     fill: list[np.ndarray] = []
     out = []
     draws = 0
+
+    def repeats(u: np.ndarray) -> bool:
+        return bool(kept) and bool((np.abs(np.asarray(kept) - u).max(axis=1) <= tol).any())
+
     for p in points:
-        key = box.key_of(p)
-        while key in seen:
+        while repeats(box.to_unit(np.atleast_2d(p))[0]):
             if not fill:
                 draws += 1
                 fill = list(box.latin_hypercube(max(len(points), 2), seed=seed + draws))
             p = fill.pop()
-            key = box.key_of(p)
-        seen.add(key)
+        kept.append(box.to_unit(np.atleast_2d(p))[0])
         out.append(p)
     return out
 
@@ -215,7 +218,7 @@ class SynthesisCampaign:
                         X_pending=box.to_unit(Xp) if len(Xp) else None)
         lo, hi = box.bounds
         points = distinct_points([np.clip(p, lo, hi) for p in box.from_unit(U)], box,
-                                 self.campaign.store.told_keys() | {p.key for p in pending}, seed)
+                                 np.vstack([X, Xp, np.array([r.x for r in records if not r.ok]).reshape(-1, box.dim)]), seed)
         self.campaign.store.add_pending((box.key_of(p), [float(v) for v in p]) for p in points)
         return points
 

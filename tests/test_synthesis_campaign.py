@@ -172,8 +172,12 @@ def test_repeated_suggestions_are_replaced_by_distinct_feasible_points():
     box = synthesis_box("paper")
     corner = np.array([20.0, 10.0, 4.0, 4.0, 1000.0])
     other = np.array([10.0, 20.0, 10.0, 10.0, 500.0])
-    out = distinct_points([corner, corner.copy(), other, corner.copy()], box, {box.key_of(other)}, seed=0)
+    nearly = corner + np.array([0.0, 2e-14, 3e-14, 0.0, 0.0])  # equal up to rounding
+    out = distinct_points([corner, nearly, other, corner.copy()], box, other[None, :], seed=0)
     keys = [box.key_of(p) for p in out]
     assert len(out) == 4 and len(set(keys)) == 4 and box.key_of(other) not in keys
+    U = box.to_unit(np.vstack(out + [other]))
+    gaps = np.abs(U[:, None] - U[None]).max(axis=-1) + np.eye(5)
+    assert gaps.min() > 1e-6
     np.testing.assert_array_equal(out[0], corner)
     assert box.feasible(np.vstack(out)).all()
