@@ -11,6 +11,15 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Graph-network materials screening.")
 
 
+def _pool_has_column(pool: Path, column: str) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return column in pq.read_schema(pool).names
+    except Exception:  # unreadable pool: the search reports it properly
+        return False
+
+
 def _fail(exc: Exception) -> None:
     """Print a library error (which names the file / record and reason) and exit 1."""
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
@@ -120,7 +129,7 @@ def search(
     batch: int = typer.Option(1, "--batch", help="Points per round (q)."),
     batch_method: str = typer.Option("lp", "--batch-method", help="lp (local penalisation) or qlogei."),
     beta: float = typer.Option(4.0, "--beta", help="UCB exploration weight."),
-    prior_mean: bool = typer.Option(False, "--prior-mean/--no-prior-mean", help="Use the CGCNN's pred_band_gap as the GP prior mean (c + b*pred, fitted)."),
+    prior_mean: bool = typer.Option(None, "--prior-mean/--no-prior-mean", help="Use the CGCNN's pred_band_gap as the GP prior mean (c + b*pred, fitted). Default: on when the pool has pred_band_gap."),
     fixed_prior_slope: bool = typer.Option(False, "--fixed-prior-slope", help="With --prior-mean: keep b = 1 (fit only the offset c)."),
     pred_feature: bool = typer.Option(False, "--pred-feature", help="Give the GP the CGCNN's pred_band_gap as one more input."),
     n_init: int = typer.Option(5, "--n-init", help="Random picks before the GP takes over (when prior data are fewer)."),
@@ -137,6 +146,8 @@ def search(
     from screening.search import STORE_NAME, add_prior_data, create_pool_campaign, open_campaign_dir, summary, write_report
 
     console = Console()
+    if prior_mean is None:
+        prior_mean = _pool_has_column(pool, "pred_band_gap")
     strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init, fixed_prior_slope)
     try:
         if (out / STORE_NAME).exists():
