@@ -146,3 +146,20 @@ def test_refit_schedule_is_a_function_of_n() -> None:
     assert all(b >= a for a, b in zip(sizes, sizes[1:]))
     assert all(n / refit_size(n) < 1.11 for n in range(100, 2000))
     assert refit_size(500, growth=1.0) == 500
+
+
+def test_lp_batches_spread_out_in_boxes_with_mixed_units() -> None:
+    """A flow rate spanning 800 µL/min beside percentages spanning ~20: local penalisation must
+    measure distance in unit-box coordinates, or the 15 picks collapse onto one condition."""
+    mixed = Box.from_bounds([(10, 40), (10, 40), (0.5, 20), (0.5, 20), (200, 1000)],
+                            constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], 90.0)])
+    lo, hi = np.array(mixed.lower), np.array(mixed.upper)
+    X = mixed.latin_hypercube(15, seed=3)
+    U = (X - lo) / (hi - lo)
+    loss = ((U - np.array([0.8, 0.2, 0.1, 0.5, 0.9])) ** 2).sum(axis=1)
+    st = Strategy(model="loss", acquisition="ei", box_raw_samples=512)
+    P = suggest_box(st, mixed, X, loss, loss, q=15, seed=0)
+    Pu = (P - lo) / (hi - lo)
+    gaps = [np.linalg.norm(Pu[i] - Pu[j]) for i in range(15) for j in range(i)]
+    assert mixed.feasible(P).all()
+    assert min(gaps) > 0.02  # raw-unit penalisation gave 0.007 of the box width here

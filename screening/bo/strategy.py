@@ -391,6 +391,11 @@ def _refine_in_box(fun, x0: np.ndarray, box: Box, max_iter: int = 60) -> np.ndar
     return np.asarray(x0, dtype=np.float64)
 
 
+def _near_any(x: np.ndarray, others: list[np.ndarray], width: np.ndarray, tol: float = 1e-6) -> bool:
+    """Whether ``x`` lies within ``tol`` (unit-box distance) of any of ``others``."""
+    return any(float(np.sqrt((((x - o) / width) ** 2).sum())) < tol for o in others)
+
+
 def suggest_box(
     strategy: Strategy,
     box: Box,
@@ -428,7 +433,13 @@ def suggest_box(
     if strategy.batch == "qlogei" and q > 1:
         rows = _qlogei_rows(strategy, surrogate, cands, None, scores, best, q, seed, target, X_pending, None)
         return cands[rows]
-    lipschitz = _lipschitz(surrogate, cands, None, rng)
+    # Local penalisation works in unit-box coordinates: with raw units (µL/min beside %), the
+    # widest input dominates every distance and the steepest narrow one the Lipschitz constant,
+    # and a batch collapses onto one point.
+    width = np.asarray(box.bounds[1], dtype=np.float64) - np.asarray(box.bounds[0], dtype=np.float64)
+    width = np.where(width > 0, width, 1.0)
+    sample = cands[rng.choice(cands.shape[0], size=min(1000, cands.shape[0]), replace=False)]
+    lipschitz = acq.lipschitz_from_gradients(np.linalg.norm(surrogate.mean_gradients(sample)[1] * width, axis=1))
     pend: list[tuple[np.ndarray, float, float]] = []
     if X_pending is not None and len(X_pending):
         ps = _box_log_score(strategy, surrogate, np.atleast_2d(X_pending), best, target)
@@ -438,7 +449,7 @@ def suggest_box(
         sc = _box_log_score(strategy, surrogate, Z, best, target)
         total = sc.log_score.copy()
         for xj, mj, sj in pend:
-            total += acq.log_local_penalty(np.sqrt(((Z - xj) ** 2).sum(axis=1)), mj, sj, lipschitz, best)
+            total += acq.log_local_penalty(np.sqrt((((Z - xj) / width) ** 2).sum(axis=1)), mj, sj, lipschitz, best)
         return total
 
     picks: list[np.ndarray] = []
@@ -446,7 +457,9 @@ def suggest_box(
         totals = penalised(cands)
         x = cands[int(np.argmax(totals))]
         if refine:
-            x = _refine_in_box(penalised, x, box)
+            refined = _refine_in_box(penalised, x, box)
+            # two picks refined into the same corner would be one experiment told twice
+            x = x if _near_any(refined, [p for p, _, _ in pend], width) else refined
         picks.append(x)
         sc = _box_log_score(strategy, surrogate, x.reshape(1, -1), best, target)
         pend.append((x, float(sc.f_mean[0]), float(sc.f_std[0])))
