@@ -8,7 +8,10 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Graph-network materials screening.")
+# No local variables in tracebacks: they could print an API key (fetch-mp) or a user's data.
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Graph-network materials screening."
+)
 
 
 def _pool_has_column(pool: Path, column: str) -> bool:

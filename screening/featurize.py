@@ -15,6 +15,7 @@ databases of any size.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import sqlite3
 import warnings
@@ -259,8 +260,17 @@ class Featurizer:
         if self.workers <= 0:
             yield from (_prepare_star(j) for j in jobs)
             return
+        # Feed the pool one block at a time (the next block parses while this one is embedded),
+        # so parsed graphs never pile up faster than the forward pass consumes them.
+        blocks = iter(lambda: list(itertools.islice(jobs, self.chunk_size)), [])
         with _pool_context().Pool(self.workers, initializer=_worker_init) as pool:
-            yield from pool.imap(_prepare_star, jobs, chunksize=16)
+            block = next(blocks, None)
+            pending = pool.map_async(_prepare_star, block, chunksize=16) if block else None
+            while pending is not None:
+                done = pending.get()
+                block = next(blocks, None)
+                pending = pool.map_async(_prepare_star, block, chunksize=16) if block else None
+                yield from done
 
     def iter_chunks(
         self, records: Iterable[Any], on_progress: Callable[[int], None] | None = None
