@@ -32,6 +32,7 @@ from screening.errors import GraphBuildError, ModelLoadError, RecordError, Struc
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
 from screening.models.cgcnn import CrystalGraphConvNet, check_elements, load_model, load_original_checkpoint
+from screening.progress import progress_bar
 
 DEFAULT_MODEL = "cgcnn_bandgap_128"
 # Crystals per forward batch. Small batches keep the (edges x 128) tensors in cache: on 2 cores
@@ -369,7 +370,7 @@ def featurize_records(
     records = list(records)
     if not progress:
         return featurizer.featurize(records)
-    with _progress_bar(len(records), "featurizing") as advance:
+    with progress_bar(len(records), "featurizing") as advance:
         return featurizer.featurize(records, advance)
 
 
@@ -411,7 +412,7 @@ def featurize_source(
 
     writer, schema, n_rows = None, None, 0
     total = count_records(source) if progress else 0
-    with _progress_bar(total, f"featurizing {Path(source).name}", enabled=progress) as advance:
+    with progress_bar(total, f"featurizing {Path(source).name}", enabled=progress) as advance:
         try:
             for frame, errs in featurizer.iter_chunks(records(), advance):
                 errors.extend(errs)
@@ -436,29 +437,6 @@ def featurize_source(
         "output": str(output),
         "errors_path": str(errors_path),
     }
-
-
-class _progress_bar:
-    """A rich progress bar as a context manager yielding ``advance(n)``; silent when disabled."""
-
-    def __init__(self, total: int, description: str, enabled: bool = True) -> None:
-        self.total, self.description, self.enabled = total, description, enabled
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._progress = Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-        )
-        self._progress.start()
-        task = self._progress.add_task(self.description, total=self.total or None)
-        return lambda n: self._progress.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._progress.stop()
 
 
 # ---------------------------------------------------------------------------------------------

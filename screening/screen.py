@@ -45,6 +45,7 @@ import numpy as np
 
 from screening.distributed import dictionary_columns, sweep_temporary_files, write_parquet_atomic
 from screening.errors import MatscreenError, RecordError
+from screening.progress import progress_bar
 
 FORMAT = "matscreen-screen-1"
 MANIFEST = "manifest.json"
@@ -636,7 +637,7 @@ def screen_database(
             results = run_on_ray(featurize_chunk, chunks, job, address=address, workers=max(workers, 1), max_retries=max_retries)
         total = source.count() if progress else None
         already = sum(int(v["rows"]) + int(v["errors"]) for v in manifest["chunks"].values())
-        with _progress_bar(total, f"screening ({engine}, {workers} workers)", progress, already) as advance:
+        with progress_bar(total, f"screening ({engine}, {workers} workers)", progress, already) as advance:
             try:
                 for chunk_output in results:
                     result = commit_chunk(work_dir, chunk_output)
@@ -679,27 +680,6 @@ def screen_database(
         workers=workers,
         rank_s=time.perf_counter() - rank_start,
     )
-
-
-class _progress_bar:
-    """A rich progress bar as a context manager yielding ``advance(n)``; silent when disabled."""
-
-    def __init__(self, total: int | None, description: str, enabled: bool, completed: int = 0) -> None:
-        self.total, self.description, self.enabled, self.completed = total, description, enabled, completed
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        self._bar.start()
-        task = self._bar.add_task(self.description, total=self.total or None, completed=self.completed)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self._bar.stop()
 
 
 __all__ = [

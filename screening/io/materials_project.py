@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from screening.errors import MatscreenError, RecordError
+from screening.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -489,7 +490,7 @@ def fetch_materials_project(
             _write_json_atomic(ids_path, ids)
         batches = _batches(ids, batch_size)
         done = {int(k) for k in manifest["parts"]}
-        with _progress(len(batches), f"Materials Project -> {out.name}", progress) as advance:
+        with progress_bar(len(batches), f"Materials Project -> {out.name}", progress) as advance:
             advance(len(done & set(range(len(batches)))))
             for b, batch in enumerate(batches):
                 if b in done:
@@ -537,27 +538,6 @@ def fetch_materials_project(
                 pass
     rows_total = sum(int(info["rows"]) for info in manifest["parts"].values())
     return FetchSummary(str(out), len(ids), rows_total, len(batches), fetched, skipped, skipped_docs)
-
-
-class _progress:
-    """A rich progress bar yielding ``advance(n)``; silent when disabled."""
-
-    def __init__(self, total: int, description: str, enabled: bool) -> None:
-        self.total, self.description, self.enabled = total, description, enabled
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        self._bar.start()
-        task = self._bar.add_task(self.description, total=self.total or None)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self._bar.stop()
 
 
 __all__ = [
