@@ -162,10 +162,6 @@ class CrystalGraphConvNet(nn.Module):
         self.fc_out = nn.Linear(config.h_fea_len, config.n_out)
         self.dropout = nn.Dropout() if config.task == "classification" else nn.Identity()
 
-    def known_elements(self) -> np.ndarray:
-        """Atomic numbers that have a row in the atom-feature table."""
-        return np.flatnonzero(~torch.isnan(self.atom_table).any(dim=1).numpy())
-
     def forward(self, batch: Data | Batch) -> dict[str, Tensor]:
         """Run the network on a (batched) graph.
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Batch
 
 from screening.graphs import CrystalGraph
 
@@ -43,11 +43,6 @@ def _batch_from_arrays(z: np.ndarray, nbr_idx: np.ndarray, nbr_dist: np.ndarray,
     )
     data._num_graphs = len(sizes)
     return data
-
-
-def to_data(graph: CrystalGraph) -> Data:
-    """One graph as a single-crystal batch."""
-    return collate([graph])
 
 
 @dataclass
@@ -94,10 +89,6 @@ class GraphStore:
         new_offsets = np.repeat(np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes)
         nbr_idx = self.nbr_idx[atom_rows].astype(np.int64) + new_offsets[:, None]
         return _batch_from_arrays(self.atomic_numbers[atom_rows], nbr_idx, self.nbr_dist[atom_rows], sizes)
-
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "GraphStore":
-        indices = np.asarray(indices, dtype=np.int64)
-        return GraphStore.from_graphs(self.ids[indices], [self.graph(int(k)) for k in indices])
 
     def save(self, path: str | Path) -> None:
         np.savez(

@@ -89,7 +89,7 @@ def build_store(frame: pd.DataFrame, cache: Path, workers: int, radius: float, m
 
 def evaluate(model, store, indices, y, batch_size=512, device="cpu"):
     model.eval()
-    preds, embs = [], []
+    preds = []
     with torch.no_grad():
         for s in range(0, len(indices), batch_size):
             out = model(store.batch(indices[s : s + batch_size]).to(device))

@@ -45,13 +45,21 @@ def write_box_batch(path: str | Path, box: Box, points: Sequence[np.ndarray]) ->
     return path
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv_as_text(path: Path, error: type[RecordError] = RecordError) -> pd.DataFrame:
+    """A lab's results CSV with every cell as text (nothing guessed), or ``error`` naming the file.
+
+    Shared by every objective that reads results back from a lab or a DFT code.
+    """
     if not path.is_file():
-        raise ResultsFileError("<file>", "results file not found", str(path))
+        raise error("<file>", "results file not found", str(path))
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - pandas raises many parser error types
-        raise ResultsFileError("<file>", f"not a readable CSV ({exc})", str(path)) from exc
+        raise error("<file>", f"not a readable CSV ({exc})", str(path)) from exc
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    frame = read_csv_as_text(path, ResultsFileError)
     if frame.empty:
         raise ResultsFileError("<file>", "no result rows", str(path))
     return frame

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from screening.bo.domain import Box, LinearConstraint
+from screening.bo.exchange import read_csv_as_text
 from screening.errors import RecordError
 from screening.objectives.base import Evaluation
 from screening.objectives.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
@@ -200,12 +201,7 @@ def read_droplet_spectra_csv(path: str | Path) -> dict[str, np.ndarray]:
     naming the file and line; nothing is returned in that case.
     """
     path = Path(path)
-    if not path.is_file():
-        raise RecordError("<file>", "results file not found", str(path))
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:  # noqa: BLE001 - pandas raises many parser error types
-        raise RecordError("<file>", f"not a readable CSV ({exc})", str(path)) from exc
+    frame = read_csv_as_text(path)
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in ["condition_id"] + SPECTRUM_COLUMNS if c not in frame.columns]
     if missing:
