@@ -20,6 +20,7 @@ the same arithmetic with ~3× fewer FLOPs on the hot path.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,13 @@ class CGCNNConfig:
     target_name: str = "band_gap"
     target_unit: str = "eV"
     extra: dict = field(default_factory=dict)
+    # Multi-task models (empty for single-output and original checkpoints): one dict per output
+    # column, {"name", "unit", "mean", "std", "transform": "affine" | "softplus"}. "softplus"
+    # keeps a property physically non-negative (a band gap) with a smooth floor at zero.
+    outputs: list = field(default_factory=list)
+    # Optional per-crystal uncertainty of outputs[0]: {"calibration": c}. The raw column after
+    # the outputs is log b (Laplace scale, normalised units); std = c * sqrt(2) * b * std_0.
+    uncertainty: dict = field(default_factory=dict)
 
     @property
     def nbr_fea_len(self) -> int:
@@ -183,11 +191,44 @@ class CrystalGraphConvNet(nn.Module):
         for fc in self.fcs:
             h = F.softplus(fc(h))
         raw = self.fc_out(h)
+        out = {"embedding": h, "pooled": pooled, "raw": raw, "atom_features": x}
         if self.config.task == "classification":
-            prediction = torch.softmax(raw, dim=1)[:, 1]
+            out["prediction"] = torch.softmax(raw, dim=1)[:, 1]
+        elif self.config.outputs:
+            out.update(decode_outputs(self.config, raw))
         else:
-            prediction = raw[:, 0] * self.config.target_std + self.config.target_mean
-        return {"prediction": prediction, "embedding": h, "pooled": pooled, "raw": raw, "atom_features": x}
+            out["prediction"] = raw[:, 0] * self.config.target_std + self.config.target_mean
+        return out
+
+
+SOFTPLUS_BETA = 4.0  # 1/eV: softplus(0) = ln 2 / 4 = 0.17 eV, and < 0.005 eV below -0.9 eV
+
+
+def decode_outputs(config: CGCNNConfig, raw: Tensor) -> dict[str, Tensor]:
+    """Physical predictions from the raw head of a multi-task model.
+
+    ``prediction`` is the first output (what single-output code reads); ``outputs`` (N, k) holds
+    all of them in the order of ``config.outputs``; ``prediction_std`` is the calibrated
+    per-crystal standard deviation of the first, when the model has an uncertainty head.
+    """
+    cols = []
+    for k, spec in enumerate(config.outputs):
+        value = raw[:, k] * float(spec["std"]) + float(spec["mean"])
+        if spec.get("transform", "affine") == "softplus":
+            value = F.softplus(value, beta=SOFTPLUS_BETA)
+        cols.append(value)
+    outputs = torch.stack(cols, dim=1)
+    result = {"prediction": outputs[:, 0], "outputs": outputs}
+    if config.uncertainty:
+        k = len(config.outputs)
+        scale = torch.exp(raw[:, k].clamp(-12.0, 6.0)) * float(config.outputs[0]["std"])
+        result["prediction_std"] = scale * math.sqrt(2.0) * float(config.uncertainty.get("calibration", 1.0))
+    return result
+
+
+def output_names(config: CGCNNConfig) -> list[str]:
+    """Names of the physical outputs, in order (``[target_name]`` for single-output models)."""
+    return [str(o["name"]) for o in config.outputs] if config.outputs else [config.target_name]
 
 
 def check_elements(model: CrystalGraphConvNet, atomic_numbers: np.ndarray, record_id: str = "?") -> None:
@@ -338,4 +379,6 @@ __all__ = [
     "model_info",
     "init_model",
     "gaussian_centres",
+    "decode_outputs",
+    "output_names",
 ]

@@ -1,30 +1,34 @@
-"""Benchmark: evaluations to the first hit of a target band gap, and suggestion latency.
+"""Benchmark: look-ups to a target band gap on Materials Project crystals the network never saw.
 
-Pools are real Materials Project crystals (../shared/datasets/mp_mtcgcnn_2018) that the
-project's CGCNN did *not* train on (split == "test" in pretrained/split.csv), featurised by that
-model (cached under cache/). Settings follow the seed: a pool of the crystals with DFT gaps in
-2.3-2.8 eV ("window") and a wider pool of all non-metals ("nonmetal"); 100 prior crystals drawn at
-random among the non-hits; target 2.534 +- 0.01 eV and further targets.
+Pool: test-split crystals (``pretrained/split.csv``) with a gap > 0, featurised by the shipped
+model; known data: the train + val crystals (labels and the network's predictions). Every
+strategy runs through ``screening.bo.strategy.suggest_pool`` with a per-run cache, as a campaign
+does. Settings (issue 9):
 
-Strategies (all share each run's prior data, so comparisons are paired):
-- random: uniform draws without replacement (simulated; its exact mean is (N+1)/(K+1));
-- cgcnn-rank: evaluate in order of |CGCNN predicted gap - target|;
-- seed-gp-loss: the seed's method — GP on |gap - target| over PCA-3 of the embeddings, EI;
-- value-window: GP on the gap itself, probability of landing in the tolerance window;
-- value-window-prior: the same with the CGCNN prediction as the GP's prior mean;
-- value-folded-ei: GP on the gap, expected improvement of the folded distance.
+  a  known data (33,064 labelled crystals), no pool priors
+  b  no known data, 100 random non-hit priors from the pool (the seed's setting)
+  c  as a, minus every known crystal that shares its element set with some candidate
+  d  the seed's shape: 6,000 crystals drawn from test + val, 100 priors, best |gap - t| after
+     each of 30 trials, target 2.534 eV, against random
 
-Outputs a Markdown table (stdout and --markdown) and raw per-run numbers (--json).
+Strategies: ``random`` (exact mean (N+1)/(K+1)), ``rank`` (sort by |pred_band_gap - t|),
+``nn-window`` (the default: nearest-neighbour GP, window probability), ``nn-thompson``,
+``gp-prior`` (the previous default: GP on PCA-3 with the network as prior mean, window) and
+``seed`` (the seed's PCA-3 GP on |gap - t| with EI).
 
-    nice -n 10 python scripts/bench_search.py --runs 50 --markdown docs/bench_search_table.md
+Enhancement over random for one target is (N+1)/(K+1) divided by the strategy's mean look-ups;
+over the ranking, the ranking's look-ups divided by the strategy's. Reported: geometric means
+over targets with 95 % bootstrap intervals (resampling targets, and seeds within them).
+
+    python scripts/bench_search.py --settings a,b,c,d --seeds 10 --json cache/bench_search.json
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,267 +42,316 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from screening.bo.baselines import expected_draws_to_first_hit  # noqa: E402
-from screening.bo.campaign import Campaign, StopRules  # noqa: E402
 from screening.bo.domain import DiscretePool  # noqa: E402
+from screening.bo.neighbour_search import KnownData, NeighbourSettings, calibration, update_state  # noqa: E402
 from screening.bo.strategy import Strategy, Target, suggest_pool  # noqa: E402
-from screening.objectives.bandgap import BandGapPoolObjective, pool_from_frame  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MATSCREEN_SHARED", REPO.parent / "shared"))
 MP_CSV = SHARED / "datasets" / "mp_mtcgcnn_2018" / "mp_mtcgcnn_2018.csv.gz"
 
-# name -> (strategy, PCA components (None = --pca-components), CGCNN prediction as an extra GP input)
-BO_STRATEGIES = {
-    "seed-gp-loss": (Strategy(model="loss", acquisition="ei"), None, False),
-    "value-window": (Strategy(model="value", acquisition="window"), None, False),
-    "value-window-prior": (Strategy(model="value", acquisition="window", use_prior=True), None, False),
-    "value-window-fixedprior": (Strategy(model="value", acquisition="window", use_prior=True, fixed_prior_slope=True), None, False),
-    "value-window-predfeat": (Strategy(model="value", acquisition="window"), None, True),
-    "value-folded-ei": (Strategy(model="value", acquisition="folded-ei"), None, False),
-    "value-window-prior-pca8": (Strategy(model="value", acquisition="window", use_prior=True), 8, False),
-    "value-thompson-prior": (Strategy(model="value", acquisition="thompson", use_prior=True), None, False),
-    "value-thompson-predfeat": (Strategy(model="value", acquisition="thompson"), None, True),
-    "loss-ei-prior": (Strategy(model="loss", acquisition="ei", use_prior=True), None, False),
-    "loss-ei-predfeat": (Strategy(model="loss", acquisition="ei"), None, True),
-    "loss-ei-pca8": (Strategy(model="loss", acquisition="ei"), 8, False),
-    "loss-thompson": (Strategy(model="loss", acquisition="thompson"), None, False),
-    "loss-ucb": (Strategy(model="loss", acquisition="ucb", beta=4.0), None, False),
+STRATEGIES = {
+    "nn-window": Strategy(surrogate="neighbour", acquisition="window"),
+    "nn-thompson": Strategy(surrogate="neighbour", acquisition="thompson"),
+    "gp-prior": Strategy(model="value", acquisition="window", use_prior=True),
+    "seed": Strategy(model="loss", acquisition="ei"),
 }
-DEFAULT_STRATEGIES = ["random", "cgcnn-rank", "seed-gp-loss", "value-window", "value-window-prior", "value-folded-ei"]
-DEFAULT_TARGETS = {"window": [2.534, 2.35, 2.45, 2.5, 2.6, 2.7], "nonmetal": [2.534, 1.0, 1.5, 2.0, 3.0, 4.0]}
+RANDOMISED = {"nn-thompson"}
+TARGETS = [round(float(t), 2) for t in np.linspace(0.3, 5.5, 21)]
 
 
-# ----------------------------------------------------------------------------- pool
+# ----------------------------------------------------------------------------- data
 
 
-def featurised_test_pool(model: str | None, cache_dir: Path) -> pd.DataFrame:
-    """id, formula, pred_band_gap, emb_*, band_gap for every split == test crystal (cached)."""
+def featurised_mp(model: str | None, cache_dir: Path) -> pd.DataFrame:
+    """Every MP crystal featurised by ``model`` (cached by weights), with split and element set."""
     from screening.featurize import featurize_records, load_featurizer_model, model_fingerprint
     from screening.io.records import StructureRecord
 
-    import hashlib
-
     net = load_featurizer_model(model)
-    split = pd.read_csv(REPO / "pretrained" / "split.csv")
-    test_ids = set(split.loc[split["split"] == "test", "material_id"])
-    split_hash = hashlib.sha256("\n".join(sorted(test_ids)).encode()).hexdigest()[:8]
-    fp = model_fingerprint(net)[:12]
-    out = cache_dir / f"bench_search_test_pool_{fp}_{split_hash}.parquet"
-    if out.is_file():
-        return pd.read_parquet(out)
-    data = pd.read_csv(MP_CSV, usecols=["material_id", "band_gap", "cif"])
-    data = data[data["material_id"].isin(test_ids)]
-    records = [StructureRecord(record_id=r.material_id, source=str(MP_CSV), text=r.cif, labels={"band_gap": float(r.band_gap)})
-               for r in data.itertuples()]
-    result = featurize_records(records, net, batch_size=256, progress=True)
-    if result.errors:
-        print(f"{len(result.errors)} crystals failed to featurise, e.g. {result.errors[0]}", file=sys.stderr)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    result.frame.to_parquet(out, index=False)
-    print(f"featurised {len(result.frame)} test crystals with model {fp} -> {out}", file=sys.stderr)
-    return result.frame
+    out = cache_dir / f"bench_search_mp_{model_fingerprint(net)[:12]}.parquet"
+    if not out.is_file():
+        data = pd.read_csv(MP_CSV, usecols=["material_id", "band_gap", "cif"])
+        records = [StructureRecord(record_id=r.material_id, source=str(MP_CSV), text=r.cif,
+                                   labels={"band_gap": float(r.band_gap)}) for r in data.itertuples()]
+        result = featurize_records(records, net, batch_size=256, progress=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        result.frame.to_parquet(out, index=False)
+    frame = pd.read_parquet(out)
+    split = pd.read_csv(REPO / "pretrained" / "split.csv").set_index("material_id")["split"]
+    elements = pd.read_csv(MP_CSV, usecols=["material_id", "elements"]).set_index("material_id")["elements"]
+    frame["split"] = frame["id"].map(split)
+    frame["chemsys"] = frame["id"].map(elements).map(lambda s: "-".join(sorted(str(s).split())))
+    return frame
 
 
-def subset(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    gap = frame["band_gap"].astype(float)
-    if name == "window":
-        return frame[(gap >= 2.3) & (gap <= 2.8)].reset_index(drop=True)
-    if name == "nonmetal":
-        return frame[gap > 0].reset_index(drop=True)
-    raise SystemExit(f"unknown pool {name!r}")
+def emb_cols(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("emb_")]
 
 
-# ----------------------------------------------------------------------------- one run
+def make_pool(frame: pd.DataFrame, known: pd.DataFrame | None) -> DiscretePool:
+    from screening.reduce import PCAReducer
+
+    E = frame[emb_cols(frame)].to_numpy(np.float64)
+    pcs = PCAReducer(3).fit_transform(E)
+    kd = None
+    if known is not None:
+        kd = KnownData(known["id"].tolist(), known[emb_cols(known)].to_numpy(np.float64),
+                       known["band_gap"].to_numpy(np.float64), known["pred_band_gap"].to_numpy(np.float64))
+    return DiscretePool(frame["id"].tolist(), pcs, prior_mean=frame["pred_band_gap"].to_numpy(np.float64),
+                        embedding=E, known=kd)
 
 
-def prior_ids(objective: BandGapPoolObjective, n_prior: int, run: int) -> list[str]:
-    hits = [c for c, g in zip(objective.domain.ids, objective.band_gaps) if objective.is_hit(g)]
-    return objective.domain.random_ids(n_prior, np.random.default_rng(run), excluded=hits)
+# ----------------------------------------------------------------------------- runs
 
 
-def evaluations_to_hit(strategy: str, objective: BandGapPoolObjective, prior: list[str], run: int, budget: int,
-                       workdir: Path) -> int | None:
-    """Search evaluations up to and including the first hit; None if ``budget`` ran out."""
-    dom = objective.domain
-    rest = np.array([i for i, c in enumerate(dom.ids) if c not in set(prior)])
-    hit = np.abs(objective.band_gaps - objective.target) <= objective.tolerance + 1e-12
-    if strategy == "random":
-        order = np.random.default_rng(10_000 + run).permutation(rest)
-    elif strategy == "cgcnn-rank":
-        order = rest[np.argsort(np.abs(dom.prior_mean[rest] - objective.target), kind="stable")]
+def run_search(name: str, pool: DiscretePool, gaps: np.ndarray, target: float, tol: float, prior: list[int],
+               seed: int, budget: int, cache: dict | None = None) -> tuple[int | None, list[float]]:
+    """Look-ups to the first hit (None past ``budget``) and the best |gap - t| after each."""
+    hits = np.abs(gaps - target) <= tol + 1e-12
+    told = [pool.ids[i] for i in prior]
+    told_y = [float(gaps[i]) for i in prior]
+    best = min((abs(v - target) for v in told_y), default=np.inf)
+    curve: list[float] = []
+    free = np.ones(len(gaps), dtype=bool)
+    free[prior] = False
+    if name == "rank":
+        order = np.argsort(np.abs(pool.prior_mean - target), kind="stable")
+        order = order[free[order]][:budget]
+    elif name == "random":
+        order = np.random.default_rng(10_000 + seed).permutation(np.flatnonzero(free))[:budget]
     else:
-        path = workdir / f"{strategy}-{run}.sqlite"
-        c = Campaign.create(path, objective, BO_STRATEGIES[strategy][0], seed=run, stop=StopRules(budget=budget))
-        c.tell_evaluations(objective.evaluate(prior), source="prior")
-        h = c.run()
-        c.close()
-        path.unlink()
-        return h.first_hit()
-    first = np.flatnonzero(hit[order])
-    return int(first[0]) + 1 if first.size and first[0] < budget else None
+        order = None
+    cache = {} if cache is None else cache
+    for step in range(1, budget + 1):
+        if order is not None:
+            i = int(order[step - 1])
+        else:
+            pick = suggest_pool(STRATEGIES[name], pool, told, np.asarray(told_y), np.abs(np.asarray(told_y) - target),
+                                q=1, seed=int(np.random.SeedSequence([seed, step]).generate_state(1)[0]),
+                                target=Target(target, tol), hyper_cache=cache)[0]
+            i = pool.index_of(pick)
+        told.append(pool.ids[i])
+        told_y.append(float(gaps[i]))
+        best = min(best, abs(float(gaps[i]) - target))
+        curve.append(best)
+        if hits[i]:
+            return step, curve
+    return None, curve
 
 
-# ----------------------------------------------------------------------------- statistics
+def prior_rows(gaps: np.ndarray, target: float, tol: float, n: int, seed: int) -> list[int]:
+    if n == 0:
+        return []
+    non_hits = np.flatnonzero(np.abs(gaps - target) > tol + 1e-12)
+    return [int(i) for i in np.random.default_rng(seed).choice(non_hits, size=n, replace=False)]
 
 
-def bootstrap_ci(values: np.ndarray, stat, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+def geo_ci(per_target: list[list[float]], seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
+    """Geometric mean over targets of the per-target mean ratio, with a bootstrap 95 % interval."""
     rng = np.random.default_rng(seed)
-    stats = [stat(values[rng.integers(0, values.size, values.size)]) for _ in range(n_boot)]
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+    point = float(np.exp(np.mean([np.log(np.mean(v)) for v in per_target])))
+    boots = []
+    for _ in range(n_boot):
+        ts = rng.integers(0, len(per_target), len(per_target))
+        vals = [np.mean(np.asarray(per_target[t])[rng.integers(0, len(per_target[t]), len(per_target[t]))]) for t in ts]
+        boots.append(np.exp(np.mean(np.log(vals))))
+    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
-def summarise(evals: list[int | None], budget: int) -> dict:
-    """Median/mean with 95% bootstrap intervals; unfinished runs count as budget + 1 (a floor)."""
-    v = np.array([e if e is not None else budget + 1 for e in evals], dtype=float)
-    return {"runs": len(evals), "unfinished": int(sum(e is None for e in evals)),
-            "median": float(np.median(v)), "median_ci": bootstrap_ci(v, np.median),
-            "mean": float(v.mean()), "mean_ci": bootstrap_ci(v, np.mean)}
+def setting_frames(frame: pd.DataFrame, setting: str) -> tuple[pd.DataFrame, pd.DataFrame | None, int]:
+    pool = frame[(frame["split"] == "test") & (frame["band_gap"] > 0)].reset_index(drop=True)
+    known = frame[frame["split"].isin(["train", "val"])].reset_index(drop=True)
+    if setting == "a":
+        return pool, known, 0
+    if setting == "b":
+        return pool, None, 100
+    if setting == "c":
+        shared = set(pool["chemsys"])
+        return pool, known[~known["chemsys"].isin(shared)].reset_index(drop=True), 0
+    raise SystemExit(f"unknown setting {setting!r}")
+
+
+def bench_setting(frame: pd.DataFrame, setting: str, strategies: list[str], seeds: int, budget: int, tol: float,
+                  targets: list[float]) -> dict:
+    pool_frame, known_frame, n_prior = setting_frames(frame, setting)
+    pool = make_pool(pool_frame, known_frame)
+    gaps = pool_frame["band_gap"].to_numpy(np.float64)
+    out: dict = {"setting": setting, "n_pool": len(pool), "n_known": 0 if known_frame is None else len(known_frame),
+                 "n_prior": n_prior, "targets": {}}
+    # calibration of the default surrogate before any search, on the held-out pool
+    prior0 = prior_rows(gaps, 2.534, tol, n_prior, 0)
+    t0 = time.perf_counter()
+    state = update_state(None, NeighbourSettings(), pool.embedding, pool.prior_mean, pool.known, prior0, gaps[prior0], 0)
+    out["build_seconds"] = time.perf_counter() - t0
+    rest = np.setdiff1d(np.arange(len(gaps)), prior0)
+    out["calibration"] = calibration(state, rest, gaps[rest])
+    out["calibration"]["rank_mae"] = float(np.mean(np.abs(pool.prior_mean[rest] - gaps[rest])))
+    out["params"] = state.params.to_dict()
+    print(f"[{setting}] pool {len(pool)}, known {out['n_known']}, priors {n_prior}: calibration {out['calibration']} "
+          f"params {out['params']} ({out['build_seconds']:.1f} s)", file=sys.stderr, flush=True)
+    for target in targets:
+        k = int(np.sum(np.abs(gaps - target) <= tol + 1e-12))
+        if k == 0:
+            continue
+        entry: dict = {"hits": k, "runs": {}}
+        n_seeds = {name: (seeds if (name in RANDOMISED or n_prior or name == "random") else 1) for name in ["rank", "random"] + strategies}
+        for name in ["rank"] + strategies:
+            evals = []
+            t0 = time.perf_counter()
+            for s in range(n_seeds[name]):
+                prior = prior_rows(gaps, target, tol, n_prior, s)
+                first, _ = run_search(name, pool, gaps, target, tol, prior, s, budget)
+                evals.append(first)
+            entry["runs"][name] = evals
+            print(f"[{setting}] t={target} K={k} {name}: {evals} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        entry["random_exact"] = (len(gaps) - n_prior + 1) / (k + 1)
+        out["targets"][str(target)] = entry
+    return out
+
+
+def summarise_setting(res: dict, strategies: list[str], budget: int) -> list[str]:
+    lines = []
+    for name in ["rank"] + strategies:
+        vs_random, vs_rank, at_or_below, unfinished = [], [], 0, 0
+        for entry in res["targets"].values():
+            ev = np.array([e if e is not None else budget + 1 for e in entry["runs"][name]], dtype=float)
+            rk = np.array([e if e is not None else budget + 1 for e in entry["runs"]["rank"]], dtype=float)
+            unfinished += int(sum(e is None for e in entry["runs"][name]))
+            vs_random.append(list(entry["random_exact"] / ev))
+            vs_rank.append([float(np.mean(rk)) / e for e in ev])
+            at_or_below += int(np.mean(ev) <= np.mean(rk))
+        g, lo, hi = geo_ci(vs_random)
+        r, rlo, rhi = geo_ci(vs_rank)
+        n_t = len(res["targets"])
+        runs = len(next(iter(res["targets"].values()))["runs"][name])
+        lines.append(f"| {res['setting']} | {name} | {n_t} | {runs} | {g:.1f}× [{lo:.1f}, {hi:.1f}] | {r:.2f}× [{rlo:.2f}, {rhi:.2f}] | "
+                     f"{at_or_below}/{n_t} | {unfinished} |")
+    return lines
+
+
+def bench_seed_shape(frame: pd.DataFrame, strategies: list[str], seeds: int, trials: int = 30, target: float = 2.534,
+                     size: int = 6000) -> dict:
+    """Setting d: best |gap - t| after each trial, mean and median over seeds, against random."""
+    cand = frame[frame["split"].isin(["test", "val"])].reset_index(drop=True)
+    cand = cand.iloc[np.sort(np.random.default_rng(0).choice(len(cand), size=size, replace=False))].reset_index(drop=True)
+    pool = make_pool(cand, None)
+    gaps = cand["band_gap"].to_numpy(np.float64)
+    curves: dict[str, list[list[float]]] = {}
+    for name in ["random", "rank"] + strategies:
+        curves[name] = []
+        t0 = time.perf_counter()
+        for s in range(seeds):
+            prior = prior_rows(gaps, target, 0.01, 100, s)
+            _, curve = run_search(name, pool, gaps, target, -1.0, prior, s, trials)  # tol < 0: never stop early
+            curves[name].append(curve)
+        print(f"[d] {name}: mean final {np.mean([c[-1] for c in curves[name]]):.4f} ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr, flush=True)
+    return {"n_pool": size, "target": target, "curves": curves}
 
 
 # ----------------------------------------------------------------------------- latency
 
 
-def latency(sizes: list[int], n_obs: list[int], repeats: int = 3, agreement_max_pairs: int = 100_000_000) -> list[dict]:
-    """Seconds per single suggestion on synthetic 3-d pools (PCA-3 sized), value-window strategy.
+def latency(frame: pd.DataFrame, sizes: list[int], repeats: int = 3) -> list[dict]:
+    """Seconds for one suggestion with every train + val crystal as known data.
 
-    ``steady``: hyper-parameters reused (most steps of a campaign); ``refit``: including the
-    marginal-likelihood fit (the steps where the refit schedule fires).
+    Pools of 10^4+ candidates are real test embeddings resampled with small Gaussian noise.
+    ``first``: building the model (projection, fit, neighbour lists: once per campaign process);
+    ``step``: a suggestion after one more observation (what each step of a search costs).
     """
+    known = frame[frame["split"].isin(["train", "val"])]
+    test = frame[frame["split"] == "test"]
+    E = test[emb_cols(test)].to_numpy(np.float32)
+    P = test["pred_band_gap"].to_numpy(np.float64)
+    kd = KnownData(known["id"].tolist(), known[emb_cols(known)].to_numpy(np.float64), known["band_gap"].to_numpy(),
+                   known["pred_band_gap"].to_numpy())
     rows = []
     rng = np.random.default_rng(0)
-    for N in sizes:
-        F = rng.random((N, 3))
-        gap = 2.0 + np.sin(4 * F[:, 0]) + F[:, 1] + 0.3 * np.cos(7 * F[:, 2])
-        pool = DiscretePool([str(i) for i in range(N)], F)
+    for n in sizes:
+        pick = rng.integers(0, len(E), n)
+        emb = E[pick] + rng.normal(0, 0.02, (n, E.shape[1])).astype(np.float32)
+        pool = DiscretePool([f"c{i}" for i in range(n)], np.zeros((n, 1)), prior_mean=P[pick], embedding=emb, known=kd)
+        strategy = Strategy(surrogate="neighbour")
+        cache: dict = {}
         t = time.perf_counter()
-        pool.partition(Strategy().leaf_size)
-        t_partition = time.perf_counter() - t
-        for n in n_obs:
-            told = [str(i) for i in range(n)]
-            y = gap[:n]
-            strategy = Strategy(refit_all_below=min(100, n - 1))
+        suggest_pool(strategy, pool, [], np.zeros(0), np.zeros(0), target=Target(2.534, 0.01), hyper_cache=cache)
+        first = time.perf_counter() - t
+        steps = []
+        for r in range(repeats):
+            told = [f"c{i}" for i in range(r + 1)]
+            y = P[pick[: r + 1]] + 0.1
             t = time.perf_counter()
-            cache: dict = {}
-            suggest_pool(strategy, pool, told, y, np.abs(y - 2.534), seed=0, target=Target(2.534, 0.01), hyper_cache=cache)
-            t_refit = time.perf_counter() - t
-            times = []
-            for r in range(repeats):
-                t = time.perf_counter()
-                suggest_pool(strategy, pool, told, y, np.abs(y - 2.534), seed=r, target=Target(2.534, 0.01), hyper_cache=cache)
-                times.append(time.perf_counter() - t)
-            agree = None
-            screened = N * n > strategy.screen_above_pairs
-            if screened and N * n <= agreement_max_pairs:
-                # Does leaf screening pick what exhaustive scoring picks? Five targets, same data.
-                exhaustive = Strategy(refit_all_below=min(100, n - 1), screen_above_pairs=10**15)
-                hits = 0
-                for tg in (2.2, 2.4, 2.534, 2.7, 3.0):
-                    a = suggest_pool(strategy, pool, told, y, np.abs(y - tg), seed=0, target=Target(tg, 0.01), hyper_cache=cache)
-                    b = suggest_pool(exhaustive, pool, told, y, np.abs(y - tg), seed=0, target=Target(tg, 0.01), hyper_cache=cache)
-                    hits += a == b
-                agree = f"{hits}/5"
-            rows.append({"candidates": N, "observations": n, "steady_s": float(np.median(times)), "refit_s": t_refit,
-                         "partition_once_s": t_partition, "screened": screened, "agreement": agree})
-            print(f"latency N={N} n={n}: steady {np.median(times):.3f} s, with refit {t_refit:.3f} s, agreement {agree}", file=sys.stderr)
+            suggest_pool(strategy, pool, told, y, np.abs(y - 2.534), seed=r, target=Target(2.534, 0.01), hyper_cache=cache)
+            steps.append(time.perf_counter() - t)
+        rows.append({"candidates": n, "known": len(kd), "first_s": first, "step_s": float(np.median(steps))})
+        print(f"latency {n}: first {first:.2f} s, step {np.median(steps):.3f} s", file=sys.stderr, flush=True)
     return rows
-
-
-# ----------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=50, help="seeded runs per (pool, target, strategy)")
-    ap.add_argument("--runs-other-targets", type=int, default=None, help="runs for targets other than 2.534 (default: --runs)")
-    ap.add_argument("--pools", default="window,nonmetal")
-    ap.add_argument("--targets", default=None, help="comma list; default per pool")
-    ap.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
-                    help=f"comma list of random, cgcnn-rank, {', '.join(BO_STRATEGIES)}")
-    ap.add_argument("--tol", type=float, default=0.01, help="eV")
-    ap.add_argument("--n-prior", type=int, default=100)
-    ap.add_argument("--budget", type=int, default=150, help="max search evaluations per run")
-    ap.add_argument("--pca-components", type=int, default=3)
-    ap.add_argument("--model", default=None, help="featuriser model (default: the project's pretrained one)")
-    ap.add_argument("--pool-parquet", type=Path, default=None, help="use this featurised pool instead of building the MP test pool")
+    ap.add_argument("--settings", default="a,b,c,d")
+    ap.add_argument("--strategies", default="nn-window,nn-thompson")
+    ap.add_argument("--strategies-d", default="nn-window,seed")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seeds-d", type=int, default=50)
+    ap.add_argument("--targets", default=",".join(map(str, TARGETS)))
+    ap.add_argument("--budget", type=int, default=400)
+    ap.add_argument("--tol", type=float, default=0.01)
+    ap.add_argument("--model", default=None)
     ap.add_argument("--cache-dir", type=Path, default=REPO / "cache")
-    ap.add_argument("--latency", default="10000,100000,1000000", help="candidate counts for the latency table ('' to skip)")
-    ap.add_argument("--latency-obs", default="100,1000")
+    ap.add_argument("--latency", default="10000,1000000", help="pool sizes ('' to skip)")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--markdown", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    if not args.pools:
-        frame = pd.DataFrame()
-    elif args.pool_parquet:
-        frame = pd.read_parquet(args.pool_parquet)
-    else:
-        frame = featurised_test_pool(args.model, args.cache_dir)
-    strategies = args.strategies.split(",")
-    results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "pools": {}}
-    lines = ["| pool | target (eV) | N after prior | hits | strategy | runs | median [95% CI] | mean [95% CI] | enhancement vs random (mean) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    with tempfile.TemporaryDirectory() as tmp:
-        for pool_name in [p for p in args.pools.split(",") if p]:
-            sub = subset(frame, pool_name)
-            pools = {None: pool_from_frame(sub, n_components=args.pca_components, source=pool_name)}
-            for name in strategies:
-                dims = BO_STRATEGIES.get(name, (None, None, False))[1]
-                if dims is not None and dims not in pools:
-                    pools[dims] = pool_from_frame(sub, n_components=dims, source=pool_name)
-            variants = {v[1:] for v in BO_STRATEGIES.values()} | {(None, False)}
-            targets = [float(t) for t in args.targets.split(",")] if args.targets else DEFAULT_TARGETS[pool_name]
-            for target in targets:
-                objectives = {(d, pf): BandGapPoolObjective.from_pool(pools[d], target, args.tol, use_prior=True, pred_as_feature=pf)
-                              for d, pf in variants if d in pools}
-                objective = objectives[(None, False)]
-                k = objective.n_hits()
-                if k == 0:
-                    print(f"{pool_name} {target}: no hit in the pool, skipped", file=sys.stderr)
-                    continue
-                n_after = len(sub) - args.n_prior
-                if n_after < k or len(sub) - k < args.n_prior:
-                    print(f"{pool_name} {target}: pool too small for {args.n_prior} prior non-hits, skipped", file=sys.stderr)
-                    continue
-                exact = expected_draws_to_first_hit(n_after, k)
-                runs = args.runs if abs(target - 2.534) < 1e-9 or args.runs_other_targets is None else args.runs_other_targets
-                entry = {"n_pool": len(sub), "hits": k, "random_exact_mean": exact, "strategies": {}}
-                for name in strategies:
-                    t0 = time.perf_counter()
-                    evals = []
-                    obj = objectives[BO_STRATEGIES.get(name, (None, None, False))[1:]]
-                    for run in range(runs):
-                        prior = prior_ids(objective, args.n_prior, run)  # same prior for every strategy
-                        evals.append(evaluations_to_hit(name, obj, prior, run, args.budget, Path(tmp)))
-                    s = summarise(evals, args.budget)
-                    s["evals"] = evals
-                    s["seconds"] = time.perf_counter() - t0
-                    entry["strategies"][name] = s
-                    ratio = exact / s["mean"]
-                    cens = f" ({s['unfinished']} unfinished)" if s["unfinished"] else ""
-                    lines.append(f"| {pool_name} | {target} | {n_after} | {k} | {name} | {runs}{cens} | "
-                                 f"{s['median']:.1f} [{s['median_ci'][0]:.1f}, {s['median_ci'][1]:.1f}] | "
-                                 f"{s['mean']:.1f} [{s['mean_ci'][0]:.1f}, {s['mean_ci'][1]:.1f}] | {ratio:.2f}x |")
-                    print(lines[-1], f"({s['seconds']:.0f} s)", file=sys.stderr, flush=True)
-                lines.append(f"| {pool_name} | {target} | {n_after} | {k} | random (exact mean) | - | - | {exact:.1f} | 1.00x |")
-                results["pools"].setdefault(pool_name, {})[str(target)] = entry
-    table = "\n".join(lines)
-    lat_table = ""
-    if args.latency:
-        rows = latency([int(x) for x in args.latency.split(",")], [int(x) for x in args.latency_obs.split(",")])
-        results["latency"] = rows
-        lat_table = "\n".join(["| candidates | observations | steady step (s) | step with hyper-parameter refit (s) | leaf screening | same pick as exhaustive |",
-                               "|---|---|---|---|---|---|"] +
-                              [f"| {r['candidates']:,} | {r['observations']:,} | {r['steady_s']:.3f} | {r['refit_s']:.3f} | "
-                               f"{'yes' if r['screened'] else 'no (exact)'} | {r['agreement'] or '-'} |" for r in rows])
-    print(table)
-    if lat_table:
+    frame = featurised_mp(args.model, args.cache_dir)
+    strategies = [s for s in args.strategies.split(",") if s]
+    targets = [float(t) for t in args.targets.split(",")]
+    results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "settings": {}}
+    lines = ["| setting | strategy | targets | runs per target | × random (geo. mean [95% CI]) | × ranking | targets at or below ranking | unfinished runs |",
+             "|---|---|---|---|---|---|---|---|"]
+    cal_lines = ["| setting | known | priors | 68 % interval coverage | 95 % interval coverage | MAE of mean (eV) | MAE of the network alone (eV) |",
+                 "|---|---|---|---|---|---|---|"]
+    for setting in [s for s in args.settings.split(",") if s in ("a", "b", "c")]:
+        res = bench_setting(frame, setting, strategies, args.seeds, args.budget, args.tol, targets)
+        results["settings"][setting] = res
+        lines += summarise_setting(res, strategies, args.budget)
+        c = res["calibration"]
+        cal_lines.append(f"| {setting} | {res['n_known']:,} | {res['n_prior']} | {c['coverage_68']:.3f} | {c['coverage_95']:.3f} | "
+                         f"{c['mae']:.3f} | {c['rank_mae']:.3f} |")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1, default=str))
+    print("\n".join(lines))
+    print()
+    print("\n".join(cal_lines))
+    if "d" in args.settings.split(","):
+        d = bench_seed_shape(frame, [s for s in args.strategies_d.split(",") if s], args.seeds_d)
+        results["settings"]["d"] = d
         print()
-        print(lat_table)
+        names = list(d["curves"])
+        print("| trial | " + " | ".join(f"{n} mean / median" for n in names) + " |")
+        print("|---|" + "---|" * len(names))
+        for t in (1, 2, 3, 5, 10, 15, 20, 25, 30):
+            cells = []
+            for n in names:
+                v = np.array([c[t - 1] for c in d["curves"][n]])
+                cells.append(f"{v.mean():.4f} / {np.median(v):.4f}")
+            print(f"| {t} | " + " | ".join(cells) + " |")
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1, default=str))
+    if args.latency:
+        rows = latency(frame, [int(x) for x in args.latency.split(",")])
+        results["latency"] = rows
+        print()
+        print("| candidates | known crystals | first suggestion (build, s) | each next suggestion (s) |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['candidates']:,} | {r['known']:,} | {r['first_s']:.2f} | {r['step_s']:.3f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
-    if args.markdown:
-        args.markdown.write_text(table + ("\n\n" + lat_table if lat_table else "") + "\n")
+    digest = hashlib.sha256(json.dumps(results.get("args", {}), sort_keys=True).encode()).hexdigest()[:8]
+    print(f"\n(args digest {digest})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,27 @@
-"""Train the project's CGCNN (h_fea_len = 128) on the Materials Project band gaps.
+"""Train the project's CGCNN (h_fea_len = 128) on Materials Project band gaps and formation energies.
 
 The released CGCNN checkpoints have a 32-d hidden layer, so the mission's 128-d embedding needs a
 model of our own. This script trains one on the 36,738 MP crystals of the MT-CGCNN set
-(``../shared/datasets/mp_mtcgcnn_2018``) with the original equations, the project's own atom
-features, a seeded train/val/test split by material_id (saved next to the weights), and writes:
+(``../shared/datasets/mp_mtcgcnn_2018``) with the original equations and the project's own atom
+features. One shared 128-d embedding feeds a multi-task head (as in MT-CGCNN):
 
-    pretrained/cgcnn_bandgap_128.safetensors    weights + atom table + config + metrics
-    pretrained/split.csv                        material_id, split
-    pretrained/cgcnn_bandgap_128_metrics.json   test MAE, R², epochs, timings
-    pretrained/cgcnn_bandgap_128_parity.png     parity plot on the test split
+* band gap, through a softplus so it is never negative (metals sit at ~0.00 eV);
+* formation energy per atom;
+* log of a Laplace scale for the band gap: a per-crystal uncertainty, trained on the detached
+  gap error (so it does not bend the mean) and calibrated on the validation split afterwards.
 
-Runs on CPU (2 cores: ~minutes per epoch) or CUDA when available. Reproduce with:
+The split is seeded by material_id and saved (``split.csv``); test crystals take no part in
+training or model selection. Every epoch writes a resumable checkpoint (model, optimiser,
+schedule, history) atomically; ``--resume`` continues from it and gives the same weights as an
+uninterrupted run (per-epoch shuffles are seeded by (seed, epoch)). Early stopping watches the
+validation band-gap MAE. Only a finished run writes into ``--out``:
 
-    python scripts/train_cgcnn.py --epochs 40 --seed 0
+    <out>/<name>.safetensors    weights + atom table + config + metrics
+    <out>/split.csv             material_id, split
+    <out>/<name>_metrics.json   test MAE / R² per property, calibration, history
+    <out>/<name>_parity.png     parity plots on the test split
+
+Runs on CPU (2 cores: ~70-120 s per epoch) or CUDA when available.
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import time
 import warnings
 from multiprocessing import Pool
@@ -87,18 +97,76 @@ def build_store(frame: pd.DataFrame, cache: Path, workers: int, radius: float, m
     return store
 
 
-def evaluate(model, store, indices, y, batch_size=512, device="cpu"):
+def evaluate(model, store, indices, batch_size=512, device="cpu"):
+    """Physical outputs (n, k) and band-gap std (n,) for ``indices`` of the store."""
     model.eval()
-    preds = []
+    outs, stds = [], []
     with torch.no_grad():
         for s in range(0, len(indices), batch_size):
-            out = model(store.batch(indices[s : s + batch_size]).to(device))
-            preds.append(out["prediction"].cpu().numpy())
-    pred = np.concatenate(preds)
-    target = y[indices]
-    mae = float(np.mean(np.abs(pred - target)))
-    r2 = float(1 - np.sum((pred - target) ** 2) / np.sum((target - target.mean()) ** 2))
-    return pred, mae, r2
+            res = model(store.batch(indices[s : s + batch_size]).to(device))
+            outs.append(res["outputs"].cpu().numpy())
+            if "prediction_std" in res:
+                stds.append(res["prediction_std"].cpu().numpy())
+    pred = np.concatenate(outs)
+    std = np.concatenate(stds) if stds else np.full(len(pred), np.nan)
+    return pred, std
+
+
+def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
+    err = pred - target
+    ss = float(np.sum((target - target.mean()) ** 2))
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "r2": float(1 - np.sum(err**2) / ss) if ss > 0 else None,
+        "n": int(len(target)),
+    }
+
+
+def calibration_factor(abs_err: np.ndarray, std: np.ndarray, level: float = 0.6827) -> float:
+    """The factor c for which ``level`` of the errors fall within c * std (set on validation)."""
+    return float(np.quantile(abs_err / np.maximum(std, 1e-9), level))
+
+
+def coverage(abs_err: np.ndarray, std: np.ndarray) -> dict:
+    from scipy.stats import spearmanr
+
+    return {
+        "coverage_1sigma": float(np.mean(abs_err <= std)),
+        "coverage_2sigma": float(np.mean(abs_err <= 2 * std)),
+        "spearman_std_vs_abs_error": float(spearmanr(std, abs_err).statistic),
+        "pearson_std_vs_abs_error": float(np.corrcoef(std, abs_err)[0, 1]),
+    }
+
+
+def multitask_loss(model, batch, y_norm: torch.Tensor, weights: tuple[float, float]) -> torch.Tensor:
+    """L1 on each normalised property (through the gap's softplus) + Laplace NLL of the scale head."""
+    from screening.models.cgcnn import SOFTPLUS_BETA
+
+    cfg = model.config
+    out = model(batch)
+    raw = out["raw"]
+    # The scale head reads a detached embedding: its NLL gradient (~ error / scale) would
+    # otherwise reach the shared trunk, and a collapsing scale makes it explode.
+    w, b = model.fc_out.weight[2:3], model.fc_out.bias[2:3]
+    log_b = F.linear(out["embedding"].detach(), w, b)[:, 0].clamp(-6.0, 3.0)
+    gap_spec, ef_spec = cfg.outputs
+    gap = F.softplus(raw[:, 0] * gap_spec["std"] + gap_spec["mean"], beta=SOFTPLUS_BETA)
+    gap_norm = (gap - gap_spec["mean"]) / gap_spec["std"]
+    gap_err = (gap_norm - y_norm[:, 0]).abs()
+    ef_err = (raw[:, 1] - y_norm[:, 1]).abs()
+    nll = gap_err.detach() * torch.exp(-log_b) + log_b
+    return weights[0] * gap_err.mean() + weights[1] * ef_err.mean() + 0.1 * nll.mean()
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def warmup_cosine(step: int, steps_per_epoch: int, epochs: int, floor: float = 0.01) -> float:
@@ -109,21 +177,26 @@ def warmup_cosine(step: int, steps_per_epoch: int, epochs: int, floor: float = 0
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def parity_plot(target: np.ndarray, pred: np.ndarray, mae: float, r2: float, path: Path) -> None:
+def parity_plot(target: np.ndarray, pred: np.ndarray, test_metrics: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    ax.hexbin(target, pred, gridsize=70, mincnt=1, bins="log", cmap="viridis")
-    hi = max(target.max(), pred.max())
-    ax.plot([0, hi], [0, hi], "r--", lw=1)
-    ax.set_xlabel("DFT (PBE) band gap / eV")
-    ax.set_ylabel("CGCNN-128 predicted band gap / eV")
-    ax.set_title(f"test split: MAE {mae:.3f} eV, R² {r2:.3f}, n={len(target)}")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), dpi=120)
+    names = [("band_gap", "band gap / eV"), ("formation_energy_per_atom", "formation energy / eV per atom")]
+    for k, (ax, (key, label)) in enumerate(zip(axes, names)):
+        m = test_metrics[key]
+        ax.hexbin(target[:, k], pred[:, k], gridsize=70, mincnt=1, bins="log", cmap="viridis")
+        lo, hi = min(target[:, k].min(), pred[:, k].min()), max(target[:, k].max(), pred[:, k].max())
+        ax.plot([lo, hi], [lo, hi], "r--", lw=1)
+        ax.set_xlabel(f"DFT (PBE) {label}")
+        ax.set_ylabel(f"CGCNN-128 predicted {label}")
+        ax.set_title(f"test: MAE {m['mae']:.3f}, R² {m['r2']:.3f}, n={m['n']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
     plt.close(fig)
 
 
@@ -133,128 +206,168 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "pretrained")
     p.add_argument("--name", default="cgcnn_bandgap_128")
     p.add_argument("--cache", type=Path, default=REPO / "cache" / "train_graphs_r8_n12.npz")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="default: cache/train_<name>")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--patience", type=int, default=12, help="stop after this many epochs without a better val MAE")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--weight-decay", type=float, default=1e-5)
     p.add_argument("--h-fea-len", type=int, default=128)
     p.add_argument("--atom-fea-len", type=int, default=64)
     p.add_argument("--n-conv", type=int, default=4)
+    p.add_argument("--ef-weight", type=float, default=0.5, help="weight of the formation-energy loss")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="train on the first N crystals only (smoke test)")
-    p.add_argument("--loss", choices=["l1", "mse"], default="l1")
-    p.add_argument(
-        "--time-budget-min", type=float, default=0, help="cap the epochs so training ends within this many minutes"
-    )
+    p.add_argument("--kill-after-epoch", type=int, default=0, help=argparse.SUPPRESS)  # tests: SIGKILL self
     args = p.parse_args(argv)
 
     from screening.atom_features import element_property_table
-    from screening.models.cgcnn import CGCNNConfig, init_model, save_model
+    from screening.models.cgcnn import CGCNNConfig, init_model, load_model, save_model
 
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    frame = pd.read_csv(args.data, usecols=["material_id", "cif", "band_gap"])
+    frame = pd.read_csv(args.data, usecols=["material_id", "cif", "band_gap", "formation_energy_per_atom"])
     if args.limit:
         frame = frame.iloc[: args.limit]
     split = split_by_material_id(frame.material_id.to_numpy(), args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if not args.limit:
-        pd.DataFrame({"material_id": frame.material_id, "split": split}).to_csv(args.out / "split.csv", index=False)
+    ckdir = args.checkpoint_dir or (REPO / "cache" / f"train_{args.name}")
+    ckdir.mkdir(parents=True, exist_ok=True)
 
     cache = args.cache if not args.limit else args.cache.with_name(f"{args.cache.stem}_limit{args.limit}.npz")
     store = build_store(frame, cache, args.workers, 8.0, 12)
-    gap = dict(zip(frame.material_id, frame.band_gap.astype(float)))
+    by_id = frame.set_index("material_id")
+    y = by_id.loc[list(store.ids), ["band_gap", "formation_energy_per_atom"]].to_numpy(dtype=np.float64)
     split_of = dict(zip(frame.material_id, split))
-    y = np.array([gap[i] for i in store.ids], dtype=np.float64)
     labels = np.array([split_of[i] for i in store.ids])
     train, val, test = (np.flatnonzero(labels == s) for s in ("train", "val", "test"))
     print(f"train {len(train)}  val {len(val)}  test {len(test)}  device {device}", flush=True)
 
-    mean, std = float(y[train].mean()), float(y[train].std())
+    means, stds = y[train].mean(axis=0), y[train].std(axis=0)
     config = CGCNNConfig(
         atom_fea_len=args.atom_fea_len,
         h_fea_len=args.h_fea_len,
         n_conv=args.n_conv,
-        target_mean=mean,
-        target_std=std,
+        n_out=3,
+        target_mean=float(means[0]),
+        target_std=float(stds[0]),
         target_name="band_gap",
         target_unit="eV",
+        outputs=[
+            {"name": "band_gap", "unit": "eV", "mean": float(means[0]), "std": float(stds[0]), "transform": "softplus"},
+            {"name": "formation_energy_per_atom", "unit": "eV/atom", "mean": float(means[1]), "std": float(stds[1]),
+             "transform": "affine"},
+        ],
+        uncertainty={"calibration": 1.0},
     )
     model = init_model(config, element_property_table(), seed=args.seed).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    schedule = {"epochs": args.epochs}
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: warmup_cosine(step, steps_per_epoch, schedule["epochs"])
-    )
-    y_norm = torch.tensor((y - mean) / std, dtype=torch.float32)
-    rng = np.random.default_rng(args.seed)
-    best_val, history = math.inf, []
-    weights_path = args.out / f"{args.name}.safetensors"
-    t_start = time.time()
-    epoch = 0
-    while epoch < schedule["epochs"]:
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, steps_per_epoch, args.epochs))
+    y_norm = torch.tensor((y - means) / stds, dtype=torch.float32)
+    best_val, best_epoch, history, epoch, train_seconds = math.inf, 0, [], 0, 0.0
+    last, best_path = ckdir / "last.pt", ckdir / "best.safetensors"
+    if args.resume and last.exists():
+        state = load_checkpoint(last)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        epoch, best_val, best_epoch = int(state["epoch"]), float(state["best_val"]), int(state["best_epoch"])
+        history, train_seconds = json.loads(state["history"]), float(state["train_seconds"])
+        print(f"resumed from {last.name}: epoch {epoch}, best val MAE {best_val:.4f} (epoch {best_epoch})", flush=True)
+    elif args.resume:
+        print("no checkpoint to resume from; starting afresh", flush=True)
+
+    weights = (1.0, args.ef_weight)
+    while epoch < args.epochs and epoch - best_epoch < args.patience:
         model.train()
         t0, total = time.time(), 0.0
-        perm = rng.permutation(train)
+        perm = np.random.default_rng([args.seed, epoch]).permutation(train)
         for s in range(0, len(perm), args.batch_size):
             idx = perm[s : s + args.batch_size]
-            batch = store.batch(idx).to(device)
-            raw = model(batch)["raw"][:, 0]
-            target = y_norm[idx].to(device)
-            loss = F.l1_loss(raw, target) if args.loss == "l1" else F.mse_loss(raw, target)
+            loss = multitask_loss(model, store.batch(idx).to(device), y_norm[idx].to(device), weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        _, val_mae, val_r2 = evaluate(model, store, val, y, device=device)
-        history.append({"epoch": epoch + 1, "train_loss": total / len(train), "val_mae": val_mae, "seconds": time.time() - t0})
+        pred, _ = evaluate(model, store, val, device=device)
+        val_mae = float(np.mean(np.abs(pred[:, 0] - y[val, 0])))
+        val_ef = float(np.mean(np.abs(pred[:, 1] - y[val, 1])))
+        epoch += 1
+        seconds = time.time() - t0
+        train_seconds += seconds
+        history.append({"epoch": epoch, "train_loss": total / len(train), "val_mae_band_gap": val_mae,
+                        "val_mae_formation_energy": val_ef, "seconds": seconds})
         improved = val_mae < best_val
         if improved:
-            best_val = val_mae
-            save_model(model.cpu(), weights_path, {"epoch": epoch + 1, "val_mae": val_mae, "status": "training"})
+            best_val, best_epoch = val_mae, epoch
+            save_model(model.cpu(), best_path, {"epoch": epoch, "val_mae_eV": val_mae, "status": "training"})
             model.to(device)
+        atomic_torch_save(
+            {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "history": json.dumps(history),
+             "train_seconds": train_seconds},
+            last,
+        )
         print(
-            f"epoch {epoch + 1:3d}/{schedule['epochs']}  train {total / len(train):.4f}  val MAE {val_mae:.4f} eV  "
-            f"R² {val_r2:.3f}  {time.time() - t0:.0f} s{'  *' if improved else ''}",
+            f"epoch {epoch:3d}/{args.epochs}  loss {total / len(train):.4f}  val MAE gap {val_mae:.4f} eV  "
+            f"Ef {val_ef:.4f} eV/atom  {seconds:.0f} s{'  *' if improved else ''}",
             flush=True,
         )
-        epoch += 1
-        if epoch == 1 and args.time_budget_min:
-            # Fix the schedule length from the first epoch's cost; `--epochs N` then reproduces it.
-            fit = int(args.time_budget_min * 60 / (time.time() - t_start))
-            schedule["epochs"] = max(2, min(args.epochs, fit))
-            print(f"time budget {args.time_budget_min} min -> {schedule['epochs']} epochs", flush=True)
+        if args.kill_after_epoch and epoch == args.kill_after_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    from screening.models.cgcnn import load_model
-
-    best = load_model(weights_path).to(device)
-    pred, test_mae, test_r2 = evaluate(best, store, test, y, device=device)
-    _, val_mae, val_r2 = evaluate(best, store, val, y, device=device)
+    best = load_model(best_path).to(device)
+    val_pred, val_std = evaluate(best, store, val, device=device)
+    best.config.uncertainty = {"calibration": calibration_factor(np.abs(val_pred[:, 0] - y[val, 0]), val_std)}
+    test_pred, test_std = evaluate(best, store, test, device=device)
+    val_pred, val_std = evaluate(best, store, val, device=device)
+    gap_err = np.abs(test_pred[:, 0] - y[test, 0])
+    metal = y[test, 0] == 0
     metrics = {
-        "test_mae_eV": test_mae,
-        "test_r2": test_r2,
-        "val_mae_eV": val_mae,
-        "val_r2": val_r2,
+        "test": {
+            "band_gap": regression_metrics(test_pred[:, 0], y[test, 0]),
+            "band_gap_metals": regression_metrics(test_pred[metal, 0], y[test][metal, 0]),
+            "band_gap_nonmetals": regression_metrics(test_pred[~metal, 0], y[test][~metal, 0]),
+            "formation_energy_per_atom": regression_metrics(test_pred[:, 1], y[test, 1]),
+            "band_gap_uncertainty": coverage(gap_err, test_std),
+            "negative_band_gaps": int(np.sum(test_pred[:, 0] < 0)),
+        },
+        "val": {
+            "band_gap": regression_metrics(val_pred[:, 0], y[val, 0]),
+            "formation_energy_per_atom": regression_metrics(val_pred[:, 1], y[val, 1]),
+            "band_gap_uncertainty": coverage(np.abs(val_pred[:, 0] - y[val, 0]), val_std),
+        },
+        "calibration_factor": best.config.uncertainty["calibration"],
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
-        "epochs": schedule["epochs"],
-        "best_epoch": int(np.argmin([h["val_mae"] for h in history]) + 1),
-        "train_seconds": time.time() - t_start,
+        "epochs_run": epoch,
+        "best_epoch": best_epoch,
+        "train_seconds": train_seconds,
         "device": device,
-        "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "command": f"python scripts/train_cgcnn.py --epochs {schedule['epochs']} --batch-size {args.batch_size} "
-        f"--lr {args.lr} --seed {args.seed}",
+        "hyperparameters": {k: v for k, v in vars(args).items() if not isinstance(v, Path) and k != "kill_after_epoch"},
+        "command": f"python scripts/train_cgcnn.py --epochs {args.epochs} --patience {args.patience} "
+        f"--batch-size {args.batch_size} --lr {args.lr} --ef-weight {args.ef_weight} --seed {args.seed}",
         "history": history,
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.limit:
+        pd.DataFrame({"material_id": frame.material_id, "split": split}).to_csv(args.out / "split.csv", index=False)
+    weights_path = args.out / f"{args.name}.safetensors"
     save_model(best.cpu(), weights_path, {k: v for k, v in metrics.items() if k != "history"} | {"status": "final"})
     (args.out / f"{args.name}_metrics.json").write_text(json.dumps(metrics, indent=1))
-    parity_plot(y[test], pred, test_mae, test_r2, args.out / f"{args.name}_parity.png")
-    print(f"TEST MAE {test_mae:.4f} eV  R² {test_r2:.4f}  (val MAE {val_mae:.4f})", flush=True)
+    parity_plot(y[test], test_pred, metrics["test"], args.out / f"{args.name}_parity.png")
+    t = metrics["test"]
+    print(
+        f"TEST band gap MAE {t['band_gap']['mae']:.4f} eV R² {t['band_gap']['r2']:.4f} | formation energy MAE "
+        f"{t['formation_energy_per_atom']['mae']:.4f} eV/atom | ±1σ {t['band_gap_uncertainty']['coverage_1sigma']:.3f} "
+        f"±2σ {t['band_gap_uncertainty']['coverage_2sigma']:.3f} | negative gaps {t['negative_band_gaps']}",
+        flush=True,
+    )
     return 0
 
 

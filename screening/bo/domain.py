@@ -14,6 +14,8 @@ so the campaign store can recognise it again after a crash.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -45,6 +47,8 @@ class DiscretePool:
         ids: Sequence[str],
         features: np.ndarray,
         prior_mean: np.ndarray | None = None,
+        embedding: np.ndarray | None = None,
+        known: Any = None,
     ) -> None:
         ids = [str(i) for i in ids]
         features = np.asarray(features, dtype=np.float64)
@@ -66,9 +70,20 @@ class DiscretePool:
                 raise DomainError("prior_mean needs one value per candidate")
             if not np.all(np.isfinite(prior_mean)):
                 raise DomainError("prior_mean has non-finite values")
+        if embedding is not None:
+            embedding = np.asarray(embedding, dtype=np.float64)
+            if embedding.ndim != 2 or embedding.shape[0] != len(ids):
+                raise DomainError(f"embedding needs one row per candidate, got shape {embedding.shape}")
+            if not np.all(np.isfinite(embedding)):
+                bad = int(np.flatnonzero(~np.all(np.isfinite(embedding), axis=1))[0])
+                raise DomainError(f"candidate {ids[bad]!r} has a non-finite embedding value")
         self.ids = ids
         self.features = features
         self.prior_mean = prior_mean
+        # Full-dimensional descriptors for neighbour models (the GP's ``features`` may be PCA-3),
+        # and labelled non-candidates (``screening.bo.neighbour_search.KnownData``) as prior knowledge.
+        self.embedding = embedding
+        self.known = known
         self._index = index
 
     def __len__(self) -> int:

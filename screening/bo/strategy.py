@@ -69,6 +69,9 @@ class Strategy:
     screen_above_pairs: int = 20_000_000
     screen_keep: int = 4096
     leaf_size: int = 512
+    surrogate: str = "gp"
+    n_neighbours: int = 16
+    neighbour_components: int = 16
 
     def __post_init__(self) -> None:
         if self.model not in ("loss", "value"):
@@ -80,13 +83,18 @@ class Strategy:
             raise StrategyError(f"batch must be 'lp' or 'qlogei', got {self.batch!r}")
         if self.beta <= 0:
             raise StrategyError("beta must be positive")
+        if self.surrogate not in ("gp", "neighbour"):
+            raise StrategyError(f"surrogate must be 'gp' or 'neighbour', got {self.surrogate!r}")
+        if self.surrogate == "neighbour" and (self.model != "value" or self.acquisition not in ("window", "thompson")):
+            raise StrategyError("the neighbour surrogate models the value itself: use model 'value' with "
+                                "acquisition 'window' or 'thompson'")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Strategy":
-        return cls(**d)
+        return cls(**d)  # campaigns stored before a field existed get its default
 
 
 @dataclass(frozen=True)
@@ -293,6 +301,8 @@ def suggest_pool(
     if free.size == 0:
         raise StrategyError("the pool is exhausted: every candidate has been evaluated or is pending")
     q = min(q, free.size)
+    if strategy.surrogate == "neighbour":
+        return _suggest_neighbour(strategy, pool, told_ids, told_y, free, q, rng, seed, target, pending_ids, hyper_cache)
     if len(told_ids) < max(strategy.n_init, 2):
         return [pool.ids[i] for i in rng.choice(free, size=q, replace=False)]
     told_rows = pool.indices_of(told_ids)
@@ -329,6 +339,29 @@ def suggest_pool(
             pf, pm, ps = pool.features[pend_rows], pscore.f_mean, pscore.f_std
         rows = acq.select_locally_penalised(scores.log_score, feats, scores.f_mean, scores.f_std, q, lipschitz, best, pf, pm, ps)
     return [pool.ids[free[r]] for r in rows]
+
+
+def _suggest_neighbour(strategy: Strategy, pool: DiscretePool, told_ids: Sequence[str], told_y: np.ndarray,
+                       free: np.ndarray, q: int, rng: np.random.Generator, seed: int, target: Target | None,
+                       pending_ids: Sequence[str], hyper_cache: dict | None) -> list[str]:
+    """Pool suggestions from the nearest-neighbour GP over known data and observations."""
+    from screening.bo import neighbour_search as ns
+
+    if target is None:
+        raise StrategyError("the neighbour surrogate needs a target value and tolerance")
+    embedding = pool.embedding if pool.embedding is not None else pool.features
+    known = pool.known
+    if known is not None and known.embedding.shape[1] != embedding.shape[1]:
+        raise StrategyError(f"known data have {known.embedding.shape[1]} descriptor columns, the pool {embedding.shape[1]}")
+    settings = ns.NeighbourSettings(strategy.n_neighbours, strategy.neighbour_components)
+    cache = hyper_cache if hyper_cache is not None else {}
+    state = ns.update_state(cache.get("neighbour"), settings, embedding, pool.prior_mean, known,
+                            [int(r) for r in pool.indices_of(told_ids)], np.asarray(told_y, dtype=np.float64),
+                            seed=0)  # the model is a function of the data only (resume-safe); `seed` drives the draws
+    cache["neighbour"] = state
+    pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
+    rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
+    return [pool.ids[r] for r in rows]
 
 
 def _screen(strategy: Strategy, pool: DiscretePool, free: np.ndarray, surrogate: GPSurrogate,

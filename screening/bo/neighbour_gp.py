@@ -1,0 +1,351 @@
+"""Nearest-neighbour Gaussian process: every labelled crystal as prior knowledge, at any scale.
+
+Why this model. A band-gap search over a pool of new crystals is rarely blind: the user knows
+tens of thousands of labelled crystals (Materials Project), and the network's prediction ``p(x)``
+is already a strong guess. What the network gets wrong is local — polymorphs and substitutional
+siblings near a candidate in embedding space share its error. So the model is
+
+    y(x) = p(x) + r(x),   r ~ GP(0, s_loc² exp(-d²/2ℓ²) + s_off²) + noise σ²
+
+over a projection of the embedding, conditioned for each candidate on only its ``k`` nearest
+labelled points (a local, Vecchia-style GP): exact at the neighbourhoods that matter, linear in
+the number of candidates, and never an n³ solve over 33,000 points. The labelled set is the
+known data plus every observation of the campaign, so a told miss updates its neighbours with
+the same equations as a Materials Project label.
+
+Hyper-parameters (s_loc, ℓ, s_off, σ) maximise the leave-one-out predictive likelihood of
+labelled points given their own nearest neighbours: the same local predictions the search
+uses, so the fitted variances are calibrated for what the acquisition reads. When a campaign
+has its own observations (crystals of the pool, which the network did not train on), they take
+half the weight of that fit: labels the network was trained on understate its error elsewhere.
+
+Pure numerics: arrays in, arrays out; nothing here knows pools, files or targets.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+
+from screening.errors import MatscreenError
+
+DTYPE = torch.float64
+NULL_MARGIN = 0.02  # nats per labelled point the local model must gain over the null model
+
+
+class NeighbourGPError(MatscreenError):
+    """The neighbour GP cannot be fitted or queried with the data given."""
+
+
+@dataclass(frozen=True)
+class NeighbourGPParams:
+    """Kernel of the residual field, in units of y (eV for band gaps) and of the projection."""
+
+    local_signal: float
+    lengthscale: float
+    offset_signal: float
+    noise: float
+
+    def to_vector(self) -> np.ndarray:
+        return np.log([self.local_signal, self.lengthscale, self.offset_signal, self.noise])
+
+    @classmethod
+    def from_vector(cls, v: np.ndarray) -> "NeighbourGPParams":
+        a = np.exp(np.clip(np.asarray(v, dtype=np.float64), -12.0, 8.0))
+        return cls(float(a[0]), float(a[1]), float(a[2]), float(a[3]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Projection:
+    """Standardise each embedding column, then PCA to ``n_components`` (fitted on a sample).
+
+    Standardising first lets every learned feature count, whatever its scale; the PCA keeps the
+    distance computations cheap (16 dimensions keep the neighbour structure of all 128 here).
+    """
+
+    def __init__(self, n_components: int = 16, max_rows: int = 50_000, seed: int = 0) -> None:
+        self.n_components = n_components
+        self.max_rows = max_rows
+        self.seed = seed
+
+    def fit(self, X: np.ndarray) -> "Projection":
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] < 2:
+            raise NeighbourGPError(f"a projection needs at least 2 rows of features, got shape {X.shape}")
+        rows = X
+        if X.shape[0] > self.max_rows:
+            rows = X[np.random.default_rng(self.seed).choice(X.shape[0], self.max_rows, replace=False)]
+        self.mean_ = rows.mean(axis=0)
+        self.scale_ = rows.std(axis=0) + 1e-9
+        Z = (rows - self.mean_) / self.scale_
+        k = min(self.n_components, Z.shape[0] - 1, Z.shape[1])
+        _, _, vt = np.linalg.svd(Z - Z.mean(axis=0), full_matrices=False)
+        self.centre_ = Z.mean(axis=0)
+        self.components_ = vt[:k]
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        return (Z - self.centre_) @ self.components_.T
+
+
+def nearest(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 4096,
+            skip_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and indices of the ``k`` nearest ``points`` to each query, in row chunks.
+
+    With ``skip_self`` the queries are ``points`` themselves and each row's own index is dropped
+    (leave-one-out); ties are broken by index, so results are deterministic.
+    """
+    k_eff = min(k + int(skip_self), points.shape[0])
+    dists, idxs = [], []
+    p2 = (points * points).sum(dim=1)
+    for s in range(0, queries.shape[0], chunk):
+        q = queries[s : s + chunk]
+        d2 = ((q * q).sum(dim=1, keepdim=True) + p2 - 2.0 * q @ points.T).clamp_min_(0.0)
+        if skip_self:
+            d2[torch.arange(q.shape[0]), torch.arange(s, s + q.shape[0])] = float("inf")
+        val, idx = torch.topk(d2, k_eff, dim=1, largest=False, sorted=True)
+        if skip_self:
+            val, idx = val[:, :-1], idx[:, :-1]
+        dists.append(val.sqrt())
+        idxs.append(idx)
+    return torch.cat(dists), torch.cat(idxs)
+
+
+def local_predict(params: NeighbourGPParams, points: torch.Tensor, residuals: torch.Tensor,
+                  nbr_dist: torch.Tensor, nbr_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of a *new observation's* residual at each query, from its neighbours.
+
+    ``nbr_dist`` / ``nbr_idx`` (n, k) are the query's distances to and rows of its neighbours in
+    ``points`` (n_labelled, d), whose residuals are ``residuals``. Batched k×k Cholesky solves.
+    """
+    s1, ell, s0, sn = params.local_signal**2, params.lengthscale, params.offset_signal**2, params.noise**2
+    if nbr_idx.shape[1] == 0:
+        n = nbr_idx.shape[0]
+        return torch.zeros(n, dtype=DTYPE), torch.full((n,), s1 + s0 + sn, dtype=DTYPE)
+    X = points[nbr_idx]  # (n, k, d)
+    D2 = torch.cdist(X, X).pow(2)
+    K = s1 * torch.exp(-0.5 * D2 / ell**2) + s0
+    K = K + (sn + 1e-9) * torch.eye(K.shape[-1], dtype=DTYPE)
+    ks = s1 * torch.exp(-0.5 * nbr_dist.pow(2) / ell**2) + s0
+    L, info = torch.linalg.cholesky_ex(K)
+    if bool((info != 0).any()):
+        L = torch.linalg.cholesky(K + 1e-6 * (s1 + s0) * torch.eye(K.shape[-1], dtype=DTYPE))
+    alpha = torch.cholesky_solve(residuals[nbr_idx].unsqueeze(-1), L).squeeze(-1)
+    mean = (ks * alpha).sum(dim=-1)
+    v = torch.linalg.solve_triangular(L, ks.unsqueeze(-1), upper=False).squeeze(-1)
+    var = (s1 + s0 + sn - (v * v).sum(dim=-1)).clamp_min(1e-6 * sn + 1e-12)
+    return mean, var
+
+
+def fit_params(points: np.ndarray, residuals: np.ndarray, k: int, weights: np.ndarray | None = None,
+               sample: int = 2000, seed: int = 0, start: NeighbourGPParams | None = None) -> NeighbourGPParams:
+    """Hyper-parameters by leave-one-out predictive log-likelihood over (a sample of) labelled rows.
+
+    Each sampled row is predicted from its ``k`` nearest *other* rows, exactly as candidates
+    are; ``weights`` (one per row) say how much each row's likelihood counts.
+    """
+    P = torch.as_tensor(np.asarray(points, dtype=np.float64))
+    r = torch.as_tensor(np.asarray(residuals, dtype=np.float64))
+    n = P.shape[0]
+    if n < 3:
+        raise NeighbourGPError(f"fitting needs at least 3 labelled points, got {n}")
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    rows = np.arange(n)
+    if n > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False, p=w / w.sum()))
+        w_rows = np.ones(rows.size)
+    else:
+        w_rows = w
+    w_t = torch.as_tensor(w_rows / w_rows.sum())
+    d_all, i_all = nearest(P, P, k, skip_self=True) if n <= sample else _loo_neighbours(P, rows, k)
+    d_rows, i_rows = (d_all, i_all) if n <= sample else (d_all, i_all)
+    target = r[torch.as_tensor(rows)]
+    spread = float(r.std()) if n > 1 else 1.0
+    spread = spread if spread > 1e-9 else 1.0
+    scale = float(d_rows[:, 0].median()) if d_rows.shape[1] else 1.0
+    scale = scale if scale > 1e-9 else 1.0
+
+    # Bounds keep the optimiser out of flat, useless regions: an unbounded offset variance makes
+    # the local mean free (and noisy); lengthscales outside the data's distance range mean nothing.
+    lo = np.log([1e-3 * spread, 0.05 * scale, 1e-3 * spread, 1e-3 * spread])
+    hi = np.log([10.0 * spread, 50.0 * scale, 3.0 * spread, 10.0 * spread])
+
+    def nll(v: np.ndarray) -> float:
+        penalty = float(np.sum(np.maximum(v - hi, 0.0) ** 2 + np.maximum(lo - v, 0.0) ** 2))
+        mean, var = local_predict(NeighbourGPParams.from_vector(np.clip(v, lo, hi)), P, r, d_rows, i_rows)
+        return float((w_t * (0.5 * torch.log(var) + 0.5 * (target - mean) ** 2 / var)).sum()) + 10.0 * penalty
+
+    x0 = start.to_vector() if start is not None else np.log([spread, scale, 0.5 * spread, 0.5 * spread])
+    x0 = np.clip(x0, lo, hi)
+    with np.errstate(all="ignore"):
+        res = minimize(nll, x0, method="Nelder-Mead",
+                       options={"maxiter": 120 if start is not None else 400, "xatol": 1e-3, "fatol": 1e-6})
+    best = res.x if np.isfinite(res.fun) else x0
+    # Leave-one-out model selection against "no local structure" (residuals iid around 0): with
+    # few or uninformative labels the local model only adds noise to the network's ranking.
+    w_np = w_t.numpy()
+    t_np = target.numpy()
+    null_var = max(float(np.sum(w_np * t_np**2)), 1e-12)
+    null_nll = 0.5 * math.log(null_var) + 0.5
+    if not np.isfinite(res.fun) or res.fun > null_nll - NULL_MARGIN:
+        tiny = 1e-4 * math.sqrt(null_var)
+        return NeighbourGPParams(tiny, scale, tiny, math.sqrt(null_var))
+    return NeighbourGPParams.from_vector(np.clip(best, lo, hi))
+
+
+def _loo_neighbours(P: torch.Tensor, rows: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbours of ``rows`` among all of ``P``, excluding the row itself."""
+    d, i = nearest(P[torch.as_tensor(rows)], P, k + 1)
+    own = i == torch.as_tensor(rows).unsqueeze(1)
+    # drop the row itself (or, with exact duplicates, the last neighbour) so k remain
+    keep = ~own
+    keep[keep.sum(dim=1) > k, -1] = False
+    d = d[keep].view(len(rows), -1)[:, :k]
+    i = i[keep].view(len(rows), -1)[:, :k]
+    return d, i
+
+
+class NeighbourGP:
+    """Local GP over a growing labelled set, with per-candidate neighbour lists kept up to date.
+
+    ``fit(points, residuals)`` learns the hyper-parameters; ``index(candidates)`` finds each
+    candidate's neighbours once; ``add(points, residuals)`` appends labelled points (campaign
+    observations) and refreshes only the candidates whose neighbour lists they enter; then
+    ``predict()`` returns every candidate's residual mean and predictive variance.
+    """
+
+    def __init__(self, n_neighbours: int = 16, fit_sample: int = 2000, seed: int = 0) -> None:
+        self.k = n_neighbours
+        self.fit_sample = fit_sample
+        self.seed = seed
+        self.params: NeighbourGPParams | None = None
+        self._points = torch.zeros((0, 0), dtype=DTYPE)
+        self._res = torch.zeros(0, dtype=DTYPE)
+        self._cand: torch.Tensor | None = None
+
+    @property
+    def n_labelled(self) -> int:
+        return int(self._res.shape[0])
+
+    def fit(self, points: np.ndarray, residuals: np.ndarray, weights: np.ndarray | None = None,
+            params: NeighbourGPParams | None = None) -> "NeighbourGP":
+        """Set the labelled data; fit hyper-parameters unless ``params`` are given."""
+        P = np.atleast_2d(np.asarray(points, dtype=np.float64))
+        r = np.asarray(residuals, dtype=np.float64).reshape(-1)
+        if P.shape[0] != r.shape[0]:
+            raise NeighbourGPError(f"{P.shape[0]} labelled points but {r.shape[0]} values")
+        if not np.all(np.isfinite(r)) or not np.all(np.isfinite(P)):
+            raise NeighbourGPError("labelled points and values must be finite")
+        self.params = params if params is not None else fit_params(P, r, self.k, weights, self.fit_sample, self.seed)
+        self._points = torch.as_tensor(P)
+        self._res = torch.as_tensor(r)
+        self._cand = None
+        return self
+
+    def refit(self, points: np.ndarray, residuals: np.ndarray, weights: np.ndarray | None = None) -> NeighbourGPParams:
+        """New hyper-parameters from (points, residuals), warm-started from the current ones;
+        the labelled set and the candidates' neighbour lists stay, their predictions are redone."""
+        self.params = fit_params(points, residuals, self.k, weights, self.fit_sample, self.seed, start=self.params)
+        if self._cand is not None:
+            self._mean, self._var = self._predict_rows(torch.arange(self._cand.shape[0]))
+        return self.params
+
+    def index(self, candidates: np.ndarray) -> "NeighbourGP":
+        """Find every candidate's nearest labelled points (the one-off cost of a large pool)."""
+        self._cand = torch.as_tensor(np.atleast_2d(np.asarray(candidates, dtype=np.float64)))
+        if self.n_labelled:
+            self._nd, self._ni = nearest(self._cand, self._points, self.k)
+        else:
+            self._nd = torch.zeros((self._cand.shape[0], 0), dtype=DTYPE)
+            self._ni = torch.zeros((self._cand.shape[0], 0), dtype=torch.long)
+        self._mean, self._var = self._predict_rows(torch.arange(self._cand.shape[0]))
+        return self
+
+    def _predict_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.params is not None
+        out_m, out_v = [], []
+        for s in range(0, rows.shape[0], 65536):
+            r = rows[s : s + 65536]
+            m, v = local_predict(self.params, self._points, self._res, self._nd[r], self._ni[r])
+            out_m.append(m)
+            out_v.append(v)
+        if not out_m:
+            return torch.zeros(0, dtype=DTYPE), torch.zeros(0, dtype=DTYPE)
+        return torch.cat(out_m), torch.cat(out_v)
+
+    def add(self, points: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+        """Append labelled points; returns the candidate rows whose prediction changed."""
+        P = torch.as_tensor(np.atleast_2d(np.asarray(points, dtype=np.float64)))
+        r = torch.as_tensor(np.asarray(residuals, dtype=np.float64).reshape(-1))
+        if P.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        base = self.n_labelled
+        self._points = torch.cat([self._points.reshape(base, P.shape[1]), P])
+        self._res = torch.cat([self._res, r])
+        if self._cand is None:
+            return np.zeros(0, dtype=np.int64)
+        d_new, i_new = nearest(self._cand, P, self.k)
+        i_new = i_new + base
+        d = torch.cat([self._nd, d_new], dim=1)
+        i = torch.cat([self._ni, i_new], dim=1)
+        order = torch.argsort(d, dim=1, stable=True)[:, : self.k]
+        nd, ni = torch.gather(d, 1, order), torch.gather(i, 1, order)
+        changed = (ni != self._ni).any(dim=1) if ni.shape == self._ni.shape else torch.ones(ni.shape[0], dtype=torch.bool)
+        self._nd, self._ni = nd, ni
+        rows = torch.nonzero(changed).reshape(-1)
+        if rows.numel():
+            m, v = self._predict_rows(rows)
+            self._mean[rows], self._var[rows] = m, v
+        return rows.numpy()
+
+    def preview_add(self, points: np.ndarray, residuals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What :meth:`add` would change, without changing anything: (rows, mean, std).
+
+        Batch selection uses it to condition on pending picks at their predicted values
+        ("kriging believer") without copying a large pool's neighbour lists.
+        """
+        P = torch.as_tensor(np.atleast_2d(np.asarray(points, dtype=np.float64)))
+        r = torch.as_tensor(np.asarray(residuals, dtype=np.float64).reshape(-1))
+        if self._cand is None or P.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        d_new, i_new = nearest(self._cand, P, self.k)
+        if self._nd.shape[1] == self.k:
+            rows = torch.nonzero((d_new[:, 0] < self._nd[:, -1])).reshape(-1)
+        else:
+            rows = torch.arange(self._cand.shape[0])
+        if rows.numel() == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        base = self.n_labelled
+        points_all = torch.cat([self._points.reshape(base, P.shape[1]), P])
+        res_all = torch.cat([self._res, r])
+        d = torch.cat([self._nd[rows], d_new[rows]], dim=1)
+        i = torch.cat([self._ni[rows], i_new[rows] + base], dim=1)
+        order = torch.argsort(d, dim=1, stable=True)[:, : self.k]
+        assert self.params is not None
+        m, v = local_predict(self.params, points_all, res_all, torch.gather(d, 1, order), torch.gather(i, 1, order))
+        return rows.numpy(), m.numpy(), v.sqrt().numpy()
+
+    def predict(self) -> tuple[np.ndarray, np.ndarray]:
+        """Residual mean and predictive standard deviation (new observation) at every candidate."""
+        if self._cand is None:
+            raise NeighbourGPError("index the candidates first")
+        return self._mean.numpy().copy(), self._var.sqrt().numpy()
+
+    def neighbour_distances(self) -> np.ndarray:
+        """Distance of each candidate to its nearest labelled point (projection units)."""
+        if self._cand is None:
+            raise NeighbourGPError("index the candidates first")
+        return self._nd[:, 0].numpy() if self._nd.shape[1] else np.full(self._cand.shape[0], math.inf)
+
+    def loo_predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Leave-one-out mean and std of labelled ``rows`` (for calibration reports)."""
+        assert self.params is not None
+        d, i = _loo_neighbours(self._points, np.asarray(rows), self.k)
+        m, v = local_predict(self.params, self._points, self._res, d, i)
+        return m.numpy(), v.sqrt().numpy()
