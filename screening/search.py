@@ -20,7 +20,7 @@ from screening.bo.campaign import Campaign, StopRules
 from screening.bo.domain import DiscretePool
 from screening.bo.strategy import Strategy
 from screening.errors import MatscreenError, RecordError
-from screening.objectives.bandgap import BandGapPool, BandGapPoolObjective, file_sha256, load_pool
+from screening.objectives.bandgap import BandGapPool, BandGapPoolObjective, file_sha256, load_known, load_pool
 from screening.objectives.base import load_objective_class
 from screening.reduce import PCAReducer
 
@@ -39,21 +39,28 @@ class CampaignDir:
 
 def create_pool_campaign(outdir: str | Path, pool_path: str | Path, target: float, tolerance: float,
                          strategy: Strategy, seed: int = 0, batch_size: int = 1, stop: StopRules = StopRules(),
-                         n_components: int = 3, require_band_gap: bool = True, pred_as_feature: bool = False) -> CampaignDir:
+                         n_components: int = 3, require_band_gap: bool = True, pred_as_feature: bool = False,
+                         known_path: str | Path | None = None) -> CampaignDir:
     """A new band-gap campaign over a featurised pool; fits and saves the PCA in ``outdir``.
 
     ``pred_as_feature`` appends the CGCNN-predicted gap (eV) to the PCA coordinates the GP sees.
+    ``known_path`` names a featurised table of labelled non-candidates (prior knowledge for the
+    neighbour surrogate); its hash is kept, so a changed file is noticed on reopening.
     """
     outdir = Path(outdir)
     if (outdir / STORE_NAME).exists():
         raise MatscreenError(f"{outdir / STORE_NAME}: a campaign already exists here")
     pool = load_pool(pool_path, n_components=n_components, require_band_gap=require_band_gap)
+    known = load_known(known_path, pool) if known_path is not None else None
     outdir.mkdir(parents=True, exist_ok=True)
     pool.reducer.save(outdir / PCA_NAME)
-    objective = _pool_objective(pool, target, tolerance, strategy.use_prior, pred_as_feature)
+    objective = _pool_objective(pool, target, tolerance, _uses_prediction(strategy, pool), pred_as_feature, known)
     extra = {"kind": "bandgap-pool", "pool_path": str(Path(pool_path).resolve()), "pool_file_sha256": pool.file_hash,
              "target": target, "tolerance": tolerance, "n_components": n_components, "require_band_gap": require_band_gap,
              "pred_as_feature": pred_as_feature}
+    if known_path is not None:
+        extra["known_path"] = str(Path(known_path).resolve())
+        extra["known_file_sha256"] = file_sha256(known_path)
     campaign = Campaign.create(outdir / STORE_NAME, objective, strategy, seed, batch_size, stop,
                                pool_ref={"path": extra["pool_path"], "file_sha256": pool.file_hash,
                                          "content_hash": objective.domain.content_hash(), "n_candidates": len(objective.domain)},
@@ -93,13 +100,28 @@ def open_campaign_dir(outdir: str | Path) -> CampaignDir:
         raise MatscreenError(f"{outdir}: the pool file {pool_path} changed since the campaign was created")
     reducer = PCAReducer.load(outdir / PCA_NAME)
     pool = load_pool(pool_path, reducer=reducer, require_band_gap=extra.get("require_band_gap", True))
-    objective = _pool_objective(pool, extra["target"], extra["tolerance"], strategy.use_prior, extra.get("pred_as_feature", False))
+    known = None
+    if extra.get("known_path"):
+        kp = Path(extra["known_path"])
+        if not kp.is_file():
+            raise MatscreenError(f"{outdir}: its known-data file {kp} is gone")
+        if file_sha256(kp) != extra["known_file_sha256"]:
+            raise MatscreenError(f"{outdir}: the known-data file {kp} changed since the campaign was created")
+        known = load_known(kp, pool)
+    objective = _pool_objective(pool, extra["target"], extra["tolerance"], _uses_prediction(strategy, pool),
+                                extra.get("pred_as_feature", False), known)
     return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, objective), pool)
 
 
+def _uses_prediction(strategy: Strategy, pool: BandGapPool) -> bool:
+    """The network's prediction is the GP prior mean when asked for, and always the neighbour
+    surrogate's base when the pool has it."""
+    return strategy.use_prior or (strategy.surrogate == "neighbour" and "pred_band_gap" in pool.frame.columns)
+
+
 def _pool_objective(pool: BandGapPool, target: float, tolerance: float, use_prior: bool,
-                    pred_as_feature: bool = False) -> BandGapPoolObjective:
-    domain = pool.domain(use_prior, pred_as_feature)
+                    pred_as_feature: bool = False, known=None) -> BandGapPoolObjective:
+    domain = pool.domain(use_prior, pred_as_feature, known)
     if "band_gap" in pool.frame.columns:
         gaps = pd.to_numeric(pool.frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
     else:

@@ -144,7 +144,7 @@ def local_predict(params: NeighbourGPParams, points: torch.Tensor, residuals: to
 
 
 def fit_params(points: np.ndarray, residuals: np.ndarray, k: int, weights: np.ndarray | None = None,
-               sample: int = 2000, seed: int = 0, start: NeighbourGPParams | None = None) -> NeighbourGPParams:
+               sample: int = 5000, seed: int = 0, start: NeighbourGPParams | None = None) -> NeighbourGPParams:
     """Hyper-parameters by leave-one-out predictive log-likelihood over (a sample of) labelled rows.
 
     Each sampled row is predicted from its ``k`` nearest *other* rows, exactly as candidates
@@ -181,11 +181,21 @@ def fit_params(points: np.ndarray, residuals: np.ndarray, k: int, weights: np.nd
         mean, var = local_predict(NeighbourGPParams.from_vector(np.clip(v, lo, hi)), P, r, d_rows, i_rows)
         return float((w_t * (0.5 * torch.log(var) + 0.5 * (target - mean) ** 2 / var)).sum()) + 10.0 * penalty
 
-    x0 = start.to_vector() if start is not None else np.log([spread, scale, 0.5 * spread, 0.5 * spread])
-    x0 = np.clip(x0, lo, hi)
+    # The likelihood has several local optima (short-range siblings vs. a broad smooth field):
+    # start from a few lengthscales, or from the previous fit when refitting a growing set.
+    if start is not None:
+        starts = [start.to_vector()]
+    else:
+        starts = [np.log([spread, f * scale, spread, 0.5 * spread]) for f in (0.7, 1.5, 4.0)]
+    res = None
     with np.errstate(all="ignore"):
-        res = minimize(nll, x0, method="Nelder-Mead",
-                       options={"maxiter": 120 if start is not None else 400, "xatol": 1e-3, "fatol": 1e-6})
+        for x0 in starts:
+            r_ = minimize(nll, np.clip(x0, lo, hi), method="Nelder-Mead",
+                          options={"maxiter": 120 if start is not None else 300, "xatol": 1e-3, "fatol": 1e-6})
+            if res is None or (np.isfinite(r_.fun) and r_.fun < res.fun):
+                res = r_
+    assert res is not None
+    x0 = np.clip(starts[0], lo, hi)
     best = res.x if np.isfinite(res.fun) else x0
     # Leave-one-out model selection against "no local structure" (residuals iid around 0): with
     # few or uninformative labels the local model only adds noise to the network's ranking.
@@ -220,7 +230,7 @@ class NeighbourGP:
     ``predict()`` returns every candidate's residual mean and predictive variance.
     """
 
-    def __init__(self, n_neighbours: int = 16, fit_sample: int = 2000, seed: int = 0) -> None:
+    def __init__(self, n_neighbours: int = 16, fit_sample: int = 5000, seed: int = 0) -> None:
         self.k = n_neighbours
         self.fit_sample = fit_sample
         self.seed = seed

@@ -60,7 +60,7 @@ class KnownData:
 class NeighbourSettings:
     n_neighbours: int = 16
     n_components: int = 16
-    fit_sample: int = 2000
+    fit_sample: int = 5000
 
 
 def refit_count(n_told: int, has_known: bool) -> int:

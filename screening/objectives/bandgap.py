@@ -44,16 +44,19 @@ class BandGapPool:
     def ids(self) -> list[str]:
         return self.frame["id"].astype(str).tolist()
 
-    def domain(self, use_prior: bool = False, pred_as_feature: bool = False) -> DiscretePool:
+    def domain(self, use_prior: bool = False, pred_as_feature: bool = False, known=None) -> DiscretePool:
         """The candidates as a DiscretePool: PCA features, optionally with the CGCNN-predicted gap
-        (eV) as the prior-mean covariate and/or as one more input feature of the GP."""
+        (eV) as the prior-mean covariate and/or as one more input feature of the GP; the full
+        embeddings and any ``known`` data (:class:`~screening.bo.neighbour_search.KnownData`)
+        ride along for the neighbour surrogate."""
         pred = None
         if use_prior or pred_as_feature:
             if "pred_band_gap" not in self.frame.columns:
                 raise PoolFileError(f"{self.source}: no pred_band_gap column")
             pred = self.frame["pred_band_gap"].to_numpy(dtype=np.float64)
         feats = np.hstack([self.features, pred.reshape(-1, 1)]) if pred_as_feature else self.features  # type: ignore[union-attr]
-        return DiscretePool(self.ids, feats, prior_mean=pred if use_prior else None)
+        emb = self.frame[embedding_columns(self.frame.columns)].to_numpy(dtype=np.float64)
+        return DiscretePool(self.ids, feats, prior_mean=pred if use_prior else None, embedding=emb, known=known)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -154,3 +157,53 @@ class BandGapPoolObjective:
     def n_hits(self) -> int:
         """How many pool candidates are hits: what random search is up against."""
         return int(np.sum(np.abs(self.band_gaps - self.target) <= self.tolerance + 1e-12))
+
+
+def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
+    """Known data for a pool: a featurised table (Parquet or CSV) of labelled crystals that are
+    not candidates, as :class:`~screening.bo.neighbour_search.KnownData`.
+
+    Refused, naming the file and row: an unreadable file, missing ``id`` / ``label`` / embedding
+    columns, embedding columns other than the pool's, a missing, non-finite or negative label, a
+    non-finite embedding, duplicate ids, and ids that are also candidates (their labels would
+    leak the answer into the search).
+    """
+    from screening.bo.neighbour_search import KnownData
+
+    path = Path(path)
+    if not path.is_file():
+        raise PoolFileError(f"{path}: known-data file not found")
+    try:
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype={"id": str})
+    except Exception as exc:  # noqa: BLE001 - parquet/csv readers raise many types
+        raise PoolFileError(f"{path}: cannot read known data ({exc})") from exc
+    emb = embedding_columns(frame.columns)
+    pool_emb = embedding_columns(pool.frame.columns)
+    missing = [c for c in ("id", label) if c not in frame.columns] + ([] if emb else ["emb_0..."])
+    if missing:
+        raise PoolFileError(f"{path}: known data need columns {missing} (the output of `matscreen featurize` with labels)")
+    if list(emb) != list(pool_emb):
+        raise PoolFileError(f"{path}: known data have {len(emb)} embedding columns, the pool {len(pool_emb)}: "
+                            "featurise both with the same model")
+    frame = frame.reset_index(drop=True)
+    ids = frame["id"].astype(str)
+    values = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype=np.float64)
+    for row in np.flatnonzero(~np.isfinite(values) | (values < 0))[:1]:
+        raw = frame[label].iloc[int(row)]
+        raise RecordError(ids.iloc[int(row)], f"row {int(row) + 2 if path.suffix.lower() == '.csv' else int(row)}: "
+                          f"{label} {raw!r} is not a finite, non-negative number", str(path))
+    E = frame[emb].to_numpy(dtype=np.float64)
+    for row in np.flatnonzero(~np.all(np.isfinite(E), axis=1))[:1]:
+        raise RecordError(ids.iloc[int(row)], "non-finite embedding value", str(path))
+    dup = ids.duplicated()
+    if dup.any():
+        raise RecordError(ids[dup].iloc[0], "duplicate id in the known data", str(path))
+    clash = ids[ids.isin(set(pool.ids))]
+    if len(clash):
+        raise RecordError(clash.iloc[0], f"{len(clash)} known crystal(s) are also candidates of the pool "
+                          "(their labels would give the answer away): remove them from one file", str(path))
+    pred = frame["pred_band_gap"].to_numpy(dtype=np.float64) if "pred_band_gap" in frame.columns else None
+    if pred is not None and not np.all(np.isfinite(pred)):
+        row = int(np.flatnonzero(~np.isfinite(pred))[0])
+        raise RecordError(ids.iloc[row], "non-finite pred_band_gap", str(path))
+    return KnownData(ids.tolist(), E, values, pred)
