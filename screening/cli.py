@@ -109,14 +109,20 @@ def reduce(
 _ACQ_HELP = "Acquisition: with --model value: window | folded-ei | thompson; with --model loss: logei | ei | ucb | pi | thompson."
 
 
-def _strategy(model: str, acq: str, batch_method: str, beta: float, prior_mean: bool, n_init: int, fixed_prior_slope: bool = False):
+def _strategy(model: str, acq: str, batch_method: str, beta: float, prior_mean: bool, n_init: int, fixed_prior_slope: bool = False,
+              surrogate: str = "gp", neighbours: int = 16):
     from screening.bo.strategy import Strategy
 
     try:
         return Strategy(model=model, acquisition=acq, batch=batch_method, beta=beta, use_prior=prior_mean, n_init=n_init,
-                        fixed_prior_slope=fixed_prior_slope)
+                        fixed_prior_slope=fixed_prior_slope, surrogate=surrogate, n_neighbours=neighbours)
     except Exception as exc:  # StrategyError: show it as a usage error
         raise typer.BadParameter(str(exc)) from exc
+
+
+def _default_surrogate(model: str, acq: str) -> str:
+    """The measured default (neighbour GP) wherever it applies: it models the value itself."""
+    return "neighbour" if model == "value" and acq in ("window", "thompson") else "gp"
 
 
 @app.command()
@@ -124,10 +130,14 @@ def search(
     pool: Path = typer.Option(..., "--pool", help="Featurised pool (Parquet: id, formula, emb_*, pred_band_gap, band_gap)."),
     target: float = typer.Option(..., "--target", help="Target band gap (eV)."),
     tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
+    known: Path = typer.Option(None, "--known", help="Labelled crystals that are not candidates (output of `matscreen featurize` with a band_gap column, Parquet or CSV): prior knowledge for the search."),
+    surrogate: str = typer.Option(None, "--surrogate", help="neighbour (default with --model value and --acq window or thompson): the network's prediction corrected by a local GP over the nearest labelled crystals (known data and results so far); gp: one GP over PCA coordinates (the original pipeline; default for the other --model/--acq choices)."),
+    neighbours: int = typer.Option(16, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour."),
+    until: str = typer.Option("hit", "--until", help="hit: stop at the first crystal in the window; budget: use the whole budget and report every hit."),
     prior: Path = typer.Option(None, "--prior", help="CSV of prior data: id [, band_gap]."),
     n_prior: int = typer.Option(0, "--n-prior", help="Random non-hit crystals told as prior data (ignored with --prior)."),
     budget: int = typer.Option(50, "--budget", help="Evaluations after the prior data."),
-    model: str = typer.Option("value", "--model", help="What the GP models: value (the gap) or loss (|gap - target|, the seed's way)."),
+    model: str = typer.Option("value", "--model", help="With --surrogate gp: what the GP models, value (the gap) or loss (|gap - target|, as the original pipeline did)."),
     acq: str = typer.Option("window", "--acq", help=_ACQ_HELP),
     batch: int = typer.Option(1, "--batch", help="Points per round (q)."),
     batch_method: str = typer.Option("lp", "--batch-method", help="lp (local penalisation) or qlogei."),
@@ -149,16 +159,22 @@ def search(
     from screening.search import STORE_NAME, add_prior_data, create_pool_campaign, open_campaign_dir, summary, write_report
 
     console = Console()
+    if until not in ("hit", "budget"):
+        raise typer.BadParameter("--until must be 'hit' or 'budget'")
+    surrogate = surrogate or _default_surrogate(model, acq)
     if prior_mean is None:
-        prior_mean = _pool_has_column(pool, "pred_band_gap")
-    strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init, fixed_prior_slope)
+        prior_mean = surrogate == "gp" and _pool_has_column(pool, "pred_band_gap")
+    strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init, fixed_prior_slope, surrogate, neighbours)
     try:
         if (out / STORE_NAME).exists():
             cd = open_campaign_dir(out)
             console.print(f"resuming the campaign in {out} ({len(cd.campaign.store.observations())} observations so far)")
         else:
-            cd = create_pool_campaign(out, pool, target, tol, strategy, seed, batch, StopRules(budget=budget), pca_components,
-                                      pred_as_feature=pred_feature)
+            cd = create_pool_campaign(out, pool, target, tol, strategy, seed, batch,
+                                      StopRules(budget=budget, stop_on_hit=until == "hit"), pca_components,
+                                      pred_as_feature=pred_feature, known_path=known)
+            if known is not None:
+                console.print(f"known data {known}: {len(cd.campaign.domain.known)} labelled crystals")
             ratio = ", ".join(f"{v:.2f}" for v in cd.pool.reducer.explained_variance_ratio_)
             console.print(f"pool {pool}: {len(cd.pool.frame)} crystals, PCA-{pca_components} keeps [{ratio}] of the variance")
             told = add_prior_data(cd, prior, n_prior, seed)
@@ -194,8 +210,10 @@ def search(
         _fail(exc)
     info = summary(cd)
     first = info["evaluations_to_first_hit"]
+    hits = info.get("hits", [])
     console.print(f"stopped: {cd.campaign.stopped_because}; "
-                  + (f"first hit {info['best_point']} after {first} evaluations" if first else f"best |Δ| {info['best_loss']:.4f} eV, no hit"))
+                  + (f"first hit after {first} evaluations; {len(hits)} hit(s): {', '.join(hits)}" if first
+                     else f"best |Δ| {info['best_loss']:.4f} eV, no hit"))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -210,6 +228,9 @@ def campaign_new(
     target: float = typer.Option(None, "--target", help="Target band gap (eV), with --pool."),
     tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
     objective: str = typer.Option(None, "--objective", help="Instead of a pool: your objective class, package.module:ClassName."),
+    known: Path = typer.Option(None, "--known", help="Labelled crystals that are not candidates (featurised, with band_gap): prior knowledge, with --pool."),
+    surrogate: str = typer.Option(None, "--surrogate", help="neighbour (default with --pool) or gp (default with --objective)."),
+    neighbours: int = typer.Option(16, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour."),
     model: str = typer.Option("value", "--model"),
     acq: str = typer.Option("window", "--acq", help=_ACQ_HELP),
     batch: int = typer.Option(1, "--batch", help="Points per ask (q)."),
@@ -226,13 +247,16 @@ def campaign_new(
     from screening.errors import MatscreenError
     from screening.search import create_objective_campaign, create_pool_campaign
 
-    strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init)
+    surrogate = surrogate or ("gp" if objective else _default_surrogate(model, acq))
+    strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init, surrogate=surrogate, neighbours=neighbours)
     try:
         if objective:
+            if surrogate != "gp":
+                raise typer.BadParameter("--objective campaigns use --surrogate gp")
             create_objective_campaign(directory, objective, strategy, seed, batch, StopRules(budget=budget))
         elif pool is not None and target is not None:
             create_pool_campaign(directory, pool, target, tol, strategy, seed, batch, StopRules(budget=budget),
-                                 pca_components, require_band_gap=False)
+                                 pca_components, require_band_gap=False, known_path=known)
         else:
             raise typer.BadParameter("give --pool and --target, or --objective")
     except MatscreenError as exc:

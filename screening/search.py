@@ -171,6 +171,7 @@ def summary(cd: CampaignDir) -> dict[str, Any]:
         "pending": [str(p) if isinstance(p, str) else [float(v) for v in p] for p in c.pending_points()],
         "best_point": best[0].key if best else None, "best_y": best[0].y if best else None,
         "best_loss": best[0].loss if best else None, "evaluations_to_first_hit": h.first_hit(),
+        "hits": [r.key for r, hit in zip(h.records, h.hits) if hit and r.source == "search"],
         "hit": any(h.hits), "stop_reason": c.stop_reason(),
         "strategy": c.strategy.to_dict(), "seed": c.seed, "batch_size": c.batch_size,
     }

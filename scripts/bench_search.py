@@ -106,7 +106,7 @@ def make_pool(frame: pd.DataFrame, known: pd.DataFrame | None) -> DiscretePool:
 
 
 def run_search(name: str, pool: DiscretePool, gaps: np.ndarray, target: float, tol: float, prior: list[int],
-               seed: int, budget: int, cache: dict | None = None) -> tuple[int | None, list[float]]:
+               seed: int, budget: int, cache: dict | None = None, stop_on_hit: bool = True) -> tuple[int | None, list[float]]:
     """Look-ups to the first hit (None past ``budget``) and the best |gap - t| after each."""
     hits = np.abs(gaps - target) <= tol + 1e-12
     told = [pool.ids[i] for i in prior]
@@ -135,7 +135,7 @@ def run_search(name: str, pool: DiscretePool, gaps: np.ndarray, target: float, t
         told_y.append(float(gaps[i]))
         best = min(best, abs(float(gaps[i]) - target))
         curve.append(best)
-        if hits[i]:
+        if hits[i] and stop_on_hit:
             return step, curve
     return None, curve
 
@@ -243,7 +243,7 @@ def bench_seed_shape(frame: pd.DataFrame, strategies: list[str], seeds: int, tri
         t0 = time.perf_counter()
         for s in range(seeds):
             prior = prior_rows(gaps, target, 0.01, 100, s)
-            _, curve = run_search(name, pool, gaps, target, -1.0, prior, s, trials)  # tol < 0: never stop early
+            _, curve = run_search(name, pool, gaps, target, 0.01, prior, s, trials, stop_on_hit=False)
             curves[name].append(curve)
         print(f"[d] {name}: mean final {np.mean([c[-1] for c in curves[name]]):.4f} ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr, flush=True)

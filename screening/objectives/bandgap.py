@@ -191,7 +191,7 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     for row in np.flatnonzero(~np.isfinite(values) | (values < 0))[:1]:
         raw = frame[label].iloc[int(row)]
         raise RecordError(ids.iloc[int(row)], f"row {int(row) + 2 if path.suffix.lower() == '.csv' else int(row)}: "
-                          f"{label} {raw!r} is not a finite, non-negative number", str(path))
+                          f"{label} {str(raw)!r} is not a finite, non-negative number", str(path))
     E = frame[emb].to_numpy(dtype=np.float64)
     for row in np.flatnonzero(~np.all(np.isfinite(E), axis=1))[:1]:
         raise RecordError(ids.iloc[int(row)], "non-finite embedding value", str(path))
