@@ -210,7 +210,7 @@ def search(
         _fail(exc)
     info = summary(cd)
     first = info["evaluations_to_first_hit"]
-    hits = info.get("hits", [])
+    hits = info["hits"]
     console.print(f"stopped: {cd.campaign.stopped_because}; "
                   + (f"first hit after {first} evaluations; {len(hits)} hit(s): {', '.join(hits)}" if first
                      else f"best |Δ| {info['best_loss']:.4f} eV, no hit"))

@@ -25,7 +25,6 @@ over targets with 95 % bootstrap intervals (resampling targets, and seeds within
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -350,8 +349,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {r['candidates']:,} | {r['known']:,} | {r['first_s']:.2f} | {r['step_s']:.3f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
-    digest = hashlib.sha256(json.dumps(results.get("args", {}), sort_keys=True).encode()).hexdigest()[:8]
-    print(f"\n(args digest {digest})", file=sys.stderr)
 
 
 if __name__ == "__main__":

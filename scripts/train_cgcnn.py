@@ -321,10 +321,11 @@ def main(argv=None) -> int:
             os.kill(os.getpid(), signal.SIGKILL)
 
     best = load_model(best_path).to(device)
-    val_pred, val_std = evaluate(best, store, val, device=device)
-    best.config.uncertainty = {"calibration": calibration_factor(np.abs(val_pred[:, 0] - y[val, 0]), val_std)}
+    val_pred, val_std = evaluate(best, store, val, device=device)  # calibration 1.0 here
+    factor = calibration_factor(np.abs(val_pred[:, 0] - y[val, 0]), val_std)
+    best.config.uncertainty = {"calibration": factor}
+    val_std = val_std * factor  # the std is linear in the factor
     test_pred, test_std = evaluate(best, store, test, device=device)
-    val_pred, val_std = evaluate(best, store, val, device=device)
     gap_err = np.abs(test_pred[:, 0] - y[test, 0])
     metal = y[test, 0] == 0
     metrics = {

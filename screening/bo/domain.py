@@ -14,11 +14,9 @@ so the campaign store can recognise it again after a crash.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy.stats import qmc

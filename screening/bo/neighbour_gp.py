@@ -94,24 +94,15 @@ class Projection:
         return (Z - self.centre_) @ self.components_.T
 
 
-def nearest(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 4096,
-            skip_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distances and indices of the ``k`` nearest ``points`` to each query, in row chunks.
-
-    With ``skip_self`` the queries are ``points`` themselves and each row's own index is dropped
-    (leave-one-out); ties are broken by index, so results are deterministic.
-    """
-    k_eff = min(k + int(skip_self), points.shape[0])
+def nearest(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and indices of the ``k`` nearest ``points`` to each query, in row chunks."""
+    k_eff = min(k, points.shape[0])
     dists, idxs = [], []
     p2 = (points * points).sum(dim=1)
     for s in range(0, queries.shape[0], chunk):
         q = queries[s : s + chunk]
         d2 = ((q * q).sum(dim=1, keepdim=True) + p2 - 2.0 * q @ points.T).clamp_min_(0.0)
-        if skip_self:
-            d2[torch.arange(q.shape[0]), torch.arange(s, s + q.shape[0])] = float("inf")
         val, idx = torch.topk(d2, k_eff, dim=1, largest=False, sorted=True)
-        if skip_self:
-            val, idx = val[:, :-1], idx[:, :-1]
         dists.append(val.sqrt())
         idxs.append(idx)
     return torch.cat(dists), torch.cat(idxs)
@@ -163,8 +154,7 @@ def fit_params(points: np.ndarray, residuals: np.ndarray, k: int, weights: np.nd
     else:
         w_rows = w
     w_t = torch.as_tensor(w_rows / w_rows.sum())
-    d_all, i_all = nearest(P, P, k, skip_self=True) if n <= sample else _loo_neighbours(P, rows, k)
-    d_rows, i_rows = (d_all, i_all) if n <= sample else (d_all, i_all)
+    d_rows, i_rows = _loo_neighbours(P, rows, k)
     target = r[torch.as_tensor(rows)]
     spread = float(r.std()) if n > 1 else 1.0
     spread = spread if spread > 1e-9 else 1.0

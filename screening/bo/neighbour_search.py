@@ -101,6 +101,10 @@ class NeighbourState:
     projection: Projection
     gp: NeighbourGP
     fit_count: int
+    pool_points: np.ndarray  # candidates in the projection
+    pool_prior: np.ndarray  # the network's prediction (or the labelled mean) per candidate
+    known_points: np.ndarray
+    known_res: np.ndarray  # known values minus their prior
     told_rows: list[int] = field(default_factory=list)
     has_known: bool = False
 
@@ -129,10 +133,8 @@ def build_state(settings: NeighbourSettings, embedding: np.ndarray, prior: np.nd
         k_points = np.zeros((0, projection.components_.shape[0]))
         k_res = np.zeros(0)
     pool_points = projection.transform(embedding)
-    state = NeighbourState(settings, projection, NeighbourGP(settings.n_neighbours, settings.fit_sample, seed), m, [],
-                           has_known)
-    state.pool_points, state.pool_prior = pool_points, pool_prior  # type: ignore[attr-defined]
-    state.known_points, state.known_res = k_points, k_res  # type: ignore[attr-defined]
+    state = NeighbourState(settings, projection, NeighbourGP(settings.n_neighbours, settings.fit_sample, seed), m,
+                           pool_points, pool_prior, k_points, k_res, [], has_known)
     chain = fit_chain(m, has_known)
     fit_points, fit_res, weights = _fit_data(state, list(told_rows)[: chain[0]], told_y[: chain[0]])
     gp = state.gp
@@ -163,9 +165,9 @@ def _fit_data(state: NeighbourState, rows: list[int], values: np.ndarray) -> tup
     """Points, residuals and weights the hyper-parameters are fitted on: known data plus the
     first campaign observations (half the weight once there are 10: they are crystals of the
     pool, which the network did not train on)."""
-    k_points, k_res = state.known_points, state.known_res  # type: ignore[attr-defined]
-    t_points = state.pool_points[rows]  # type: ignore[attr-defined]
-    t_res = np.asarray(values, dtype=np.float64) - state.pool_prior[rows]  # type: ignore[attr-defined]
+    k_points, k_res = state.known_points, state.known_res
+    t_points = state.pool_points[rows]
+    t_res = np.asarray(values, dtype=np.float64) - state.pool_prior[rows]
     weights = None
     if len(k_res) and len(rows) >= 10:
         weights = np.concatenate([np.full(len(k_res), 0.5 / len(k_res)), np.full(len(rows), 0.5 / len(rows))])
@@ -176,7 +178,7 @@ def _add_told(state: NeighbourState, told_rows: list[int], told_y: np.ndarray) -
     new = told_rows[len(state.told_rows):]
     if new:
         y_new = np.asarray(told_y, dtype=np.float64)[len(state.told_rows):]
-        state.gp.add(state.pool_points[new], y_new - state.pool_prior[new])  # type: ignore[attr-defined]
+        state.gp.add(state.pool_points[new], y_new - state.pool_prior[new])
     state.told_rows = list(told_rows)
 
 
@@ -210,7 +212,7 @@ def update_state(state: NeighbourState | None, settings: NeighbourSettings, embe
 def predictive(state: NeighbourState) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of a new observation at every pool candidate."""
     m, s = state.gp.predict()
-    return state.pool_prior + m, s  # type: ignore[attr-defined]
+    return state.pool_prior + m, s
 
 
 def select(state: NeighbourState, free: np.ndarray, q: int, acquisition: str, target: float, tolerance: float,
@@ -222,8 +224,7 @@ def select(state: NeighbourState, free: np.ndarray, q: int, acquisition: str, ta
     if believed:
         _believe(state, believed, mean, std)
     picks: list[int] = []
-    available = np.ones(mean.shape[0], dtype=bool)
-    available[:] = False
+    available = np.zeros(mean.shape[0], dtype=bool)
     available[free] = True
     for _ in range(q):
         rows = np.flatnonzero(available)
@@ -246,10 +247,10 @@ def select(state: NeighbourState, free: np.ndarray, q: int, acquisition: str, ta
 
 def _believe(state: NeighbourState, rows: list[int], mean: np.ndarray, std: np.ndarray) -> None:
     """Condition (in place, on copies) on ``rows`` taking their current predicted means."""
-    pts = state.pool_points[rows]  # type: ignore[attr-defined]
-    res = mean[rows] - state.pool_prior[rows]  # type: ignore[attr-defined]
+    pts = state.pool_points[rows]
+    res = mean[rows] - state.pool_prior[rows]
     changed, m, s = state.gp.preview_add(pts, res)
-    mean[changed] = state.pool_prior[changed] + m  # type: ignore[attr-defined]
+    mean[changed] = state.pool_prior[changed] + m
     std[changed] = s
 
 

@@ -39,6 +39,7 @@ class BandGapPool:
     reducer: PCAReducer
     source: str
     file_hash: str
+    embedding: np.ndarray  # the full embeddings (n, d) the PCA features come from
 
     @property
     def ids(self) -> list[str]:
@@ -55,8 +56,7 @@ class BandGapPool:
                 raise PoolFileError(f"{self.source}: no pred_band_gap column")
             pred = self.frame["pred_band_gap"].to_numpy(dtype=np.float64)
         feats = np.hstack([self.features, pred.reshape(-1, 1)]) if pred_as_feature else self.features  # type: ignore[union-attr]
-        emb = self.frame[embedding_columns(self.frame.columns)].to_numpy(dtype=np.float64)
-        return DiscretePool(self.ids, feats, prior_mean=pred if use_prior else None, embedding=emb, known=known)
+        return DiscretePool(self.ids, feats, prior_mean=pred if use_prior else None, embedding=self.embedding, known=known)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -98,7 +98,7 @@ def pool_from_frame(frame: pd.DataFrame, n_components: int = 3, reducer: PCARedu
     if reducer is None:
         reducer = PCAReducer(n_components=n_components).fit(E)
     features = reducer.transform(E)
-    return BandGapPool(frame, features, reducer, source, "")
+    return BandGapPool(frame, features, reducer, source, "", E)
 
 
 def load_pool(path: str | Path, n_components: int = 3, reducer: PCAReducer | None = None,
@@ -188,13 +188,16 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     frame = frame.reset_index(drop=True)
     ids = frame["id"].astype(str)
     values = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype=np.float64)
-    for row in np.flatnonzero(~np.isfinite(values) | (values < 0))[:1]:
-        raw = frame[label].iloc[int(row)]
-        raise RecordError(ids.iloc[int(row)], f"row {int(row) + 2 if path.suffix.lower() == '.csv' else int(row)}: "
-                          f"{label} {str(raw)!r} is not a finite, non-negative number", str(path))
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        line = row + 2 if path.suffix.lower() == ".csv" else row  # CSV: the file's line (after the header)
+        raise RecordError(ids.iloc[row], f"row {line}: {label} {str(frame[label].iloc[row])!r} is not a finite, "
+                          "non-negative number", str(path))
     E = frame[emb].to_numpy(dtype=np.float64)
-    for row in np.flatnonzero(~np.all(np.isfinite(E), axis=1))[:1]:
-        raise RecordError(ids.iloc[int(row)], "non-finite embedding value", str(path))
+    bad = ~np.all(np.isfinite(E), axis=1)
+    if bad.any():
+        raise RecordError(ids.iloc[int(np.flatnonzero(bad)[0])], "non-finite embedding value", str(path))
     dup = ids.duplicated()
     if dup.any():
         raise RecordError(ids[dup].iloc[0], "duplicate id in the known data", str(path))
