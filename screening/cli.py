@@ -48,7 +48,7 @@ def featurize(
 ) -> None:
     """Embed every structure of SOURCE with a CGCNN; failed records go to an error report."""
     from screening.errors import MatscreenError
-    from screening.featurize import default_cache_dir, featurize_source, load_featurizer_model
+    from screening.featurize.featurizer import default_cache_dir, featurize_source, load_featurizer_model
 
     try:
         net = load_featurizer_model(model, atom_init)
@@ -104,7 +104,7 @@ def reduce(
 
 # --- search / campaign (issue 3) -------------------------------------------------------------
 # Band-gap target search over a featurised pool, and ask/tell campaigns for a lab or DFT oracle.
-# Logic lives in screening.search / screening.bo; these commands parse options and print.
+# Logic lives in screening.objectives.bandgap.campaign_dir / screening.bo; these commands parse options and print.
 
 _ACQ_HELP = "Acquisition: with --model value: window | folded-ei | thompson; with --model loss: logei | ei | ucb | pi | thompson."
 
@@ -156,7 +156,7 @@ def search(
 
     from screening.bo.campaign import StopRules
     from screening.errors import MatscreenError
-    from screening.search import STORE_NAME, add_prior_data, create_pool_campaign, open_campaign_dir, summary, write_report
+    from screening.objectives.bandgap.campaign_dir import STORE_NAME, add_prior_data, create_pool_campaign, open_campaign_dir, summary, write_report
 
     console = Console()
     if until not in ("hit", "budget"):
@@ -245,7 +245,7 @@ def campaign_new(
     """Create a campaign over a pool (--pool, --target) or a user objective (--objective)."""
     from screening.bo.campaign import StopRules
     from screening.errors import MatscreenError
-    from screening.search import create_objective_campaign, create_pool_campaign
+    from screening.objectives.bandgap.campaign_dir import create_objective_campaign, create_pool_campaign
 
     surrogate = surrogate or ("gp" if objective else _default_surrogate(model, acq))
     strategy = _strategy(model, acq, batch_method, beta, prior_mean, n_init, surrogate=surrogate, neighbours=neighbours)
@@ -274,9 +274,9 @@ def campaign_ask(
     import pandas as pd
 
     from screening.bo.domain import DiscretePool
-    from screening.bo.exchange import write_box_batch
+    from screening.io.lab_files import write_box_batch
     from screening.errors import MatscreenError
-    from screening.search import open_campaign_dir
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
 
     try:
         cd = open_campaign_dir(directory)
@@ -301,9 +301,9 @@ def campaign_tell(
 ) -> None:
     """Record results; a malformed file, unknown or duplicate point or NaN changes nothing."""
     from screening.bo.domain import DiscretePool
-    from screening.bo.exchange import read_box_results, read_pool_results
+    from screening.io.lab_files import read_box_results, read_pool_results
     from screening.errors import MatscreenError
-    from screening.search import open_campaign_dir, summary
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, summary
 
     try:
         cd = open_campaign_dir(directory)
@@ -322,7 +322,7 @@ def campaign_status(directory: Path = typer.Argument(...)) -> None:
     import json
 
     from screening.errors import MatscreenError
-    from screening.search import open_campaign_dir, summary
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, summary
 
     try:
         info = summary(open_campaign_dir(directory))
@@ -335,7 +335,7 @@ def campaign_status(directory: Path = typer.Argument(...)) -> None:
 def campaign_report(directory: Path = typer.Argument(...)) -> None:
     """Write history.csv, summary.json and the plots into the campaign directory."""
     from screening.errors import MatscreenError
-    from screening.search import open_campaign_dir, write_report
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_report
 
     try:
         paths = write_report(open_campaign_dir(directory))
@@ -351,7 +351,7 @@ def campaign_run(
 ) -> None:
     """Run the campaign with its own objective as the oracle (pool look-up, simulator) until a stop rule."""
     from screening.errors import MatscreenError
-    from screening.search import open_campaign_dir, write_report
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_report
 
     try:
         cd = open_campaign_dir(directory)
@@ -371,7 +371,7 @@ def campaign_run(
 
 # --- synth (issue 4) -------------------------------------------------------------------------
 # Silver-nanoparticle flow synthesis (AgBONN): BO, BO + spectrum network, random LHS, on the
-# embedded virtual lab or a real reactor through CSV files. Logic: screening.synthesis_campaign.
+# embedded virtual lab or a real reactor through CSV files. Logic: screening.objectives.synthesis.rounds.
 
 synth_app = typer.Typer(no_args_is_help=True, help="Nanoparticle-synthesis campaigns (AgBONN target spectrum).")
 app.add_typer(synth_app, name="synth")
@@ -405,7 +405,7 @@ def synth_run(
 ) -> None:
     """Run a synthesis campaign and write observations, rounds, plots and SHAP importance."""
     from screening.errors import MatscreenError
-    from screening.synthesis_campaign import (
+    from screening.objectives.synthesis.rounds import (
         SynthesisCampaign, build_objective, run_csv_lab, write_report,
     )
 
@@ -424,7 +424,7 @@ def synth_run(
             rnd_obj = build_objective(lab, None, str(target) if target else None, box, replicates, seed)
             rnd = SynthesisCampaign(out / "random-lhs", rnd_obj, method="random", batch=batch, seed=seed, expand=False)
             rnd.run(rounds)
-            from screening.synthesis_campaign import method_curves
+            from screening.objectives.synthesis.rounds import method_curves
 
             extra = {"random": method_curves(rnd)["random"]}
             rnd.close()
@@ -450,7 +450,7 @@ def synth_ask(
 ) -> None:
     """Write the next conditions for a real reactor (condition_id + 5 inputs); they stay pending."""
     from screening.errors import MatscreenError
-    from screening.synthesis_campaign import SynthesisCampaign, build_objective
+    from screening.objectives.synthesis.rounds import SynthesisCampaign, build_objective
 
     try:
         sc = SynthesisCampaign(directory, build_objective("csv", None, str(target) if target else None, box, seed=seed),
@@ -470,7 +470,7 @@ def synth_tell(
 ) -> None:
     """Tell the reactor's droplet spectra; failed droplets are counted and excluded."""
     from screening.errors import MatscreenError
-    from screening.synthesis_campaign import SynthesisCampaign, build_objective
+    from screening.objectives.synthesis.rounds import SynthesisCampaign, build_objective
 
     try:
         sc = SynthesisCampaign(directory, build_objective("csv", None, str(target) if target else None))
@@ -543,7 +543,7 @@ def screen(
     import pyarrow.parquet as pq
 
     from screening.errors import MatscreenError
-    from screening.screen import screen_database
+    from screening.screen.run import screen_database
 
     try:
         s = screen_database(db, target, tol, model, output, chunk_size=chunk_size, engine=engine, workers=workers,

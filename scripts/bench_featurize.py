@@ -108,7 +108,7 @@ def main(argv=None) -> int:
 
     from pymatgen.core import Structure
 
-    from screening.featurize import embed_graphs, featurize_records, load_featurizer_model
+    from screening.featurize.featurizer import embed_graphs, featurize_records, load_featurizer_model
     from screening.graphs import structure_to_graph
     from screening.io.cif import structure_from_cif
     from screening.io.records import StructureRecord
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     (_, our_h), t_our_fwd = timed(embed_graphs, model, our_graphs, args.batch_size)
     max_diff = float(np.abs(base_h.numpy() - our_h).max())
     if args.compile:
-        from screening.featurize import compiled
+        from screening.featurize.featurizer import compiled
 
         fast = compiled(model)
         _, t_compile = timed(embed_graphs, fast, our_graphs[:64], args.batch_size)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     if args.compile:
         print(f"(torch.compile: one-off compilation {t_compile:.0f} s, not in the rates above)")
     if args.full_mp:
-        from screening.featurize import featurize_source
+        from screening.featurize.featurizer import featurize_source
 
         out = REPO / "cache" / "bench_full_mp.parquet"
         t0 = time.perf_counter()

@@ -98,7 +98,7 @@ def load_test_bases(mp_csv: Path, split: Path) -> list:
 
 def bench_model(model: str | None, workdir: Path) -> tuple[str, str]:
     """(weights path, description): the project's model, or an untrained one of the same shape."""
-    from screening.featurize import resolve_model_path
+    from screening.featurize.featurizer import resolve_model_path
 
     try:
         path = resolve_model_path(model)
@@ -122,7 +122,7 @@ def run_one(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from screening.screen import screen_database
+    from screening.screen.run import screen_database
 
     t_setup = time.perf_counter()
     bases = load_test_bases(Path(args.mp_csv), Path(args.split))
@@ -158,9 +158,9 @@ def run_merge_only(args: argparse.Namespace) -> None:
     import pandas as pd
     import psutil
 
-    from screening.screen import rank_chunks
+    from screening.screen.run import rank_chunks
 
-    from screening.distributed import write_parquet_atomic
+    from screening.screen.ray_executor import write_parquet_atomic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ TARGETS = [round(float(t), 2) for t in np.linspace(0.3, 5.5, 21)]
 
 def featurised_mp(model: str | None, cache_dir: Path) -> pd.DataFrame:
     """Every MP crystal featurised by ``model`` (cached by weights), with split and element set."""
-    from screening.featurize import featurize_records, load_featurizer_model, model_fingerprint
+    from screening.featurize.featurizer import featurize_records, load_featurizer_model, model_fingerprint
     from screening.io.records import StructureRecord
 
     net = load_featurizer_model(model)

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from screening.bo.strategy import suggest_box
-from screening.objectives.synthesis import PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS, SynthesisObjective, synthesis_box
-from screening.objectives.virtual_lab import VirtualLab
-from screening.synthesis_campaign import SynthesisCampaign, default_strategy, unit_box
+from screening.objectives.synthesis.objective import PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS, SynthesisObjective, synthesis_box
+from screening.objectives.synthesis.virtual_lab import VirtualLab
+from screening.objectives.synthesis.rounds import SynthesisCampaign, default_strategy, unit_box
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = {"0.167 (paper BO, 8 rounds)": PAPER_BEST_BO_LOSS, "0.135 (paper DNN)": PAPER_BEST_DNN_LOSS}
@@ -147,7 +147,7 @@ def table(results: dict, args) -> str:
 
 
 def curves_plot(results: dict, path: Path, rounds: int) -> None:
-    from screening.synthesis_plots import plot_best_loss_per_round
+    from screening.objectives.synthesis.plots import plot_best_loss_per_round
 
     curves = {m: np.array([r["best"][:rounds] for r in runs]) for m, runs in results.items()}
     plot_best_loss_per_round(curves, path, references={"paper BO, 8 rounds": PAPER_BEST_BO_LOSS, "paper DNN": PAPER_BEST_DNN_LOSS},

@@ -25,8 +25,8 @@ import torch
 from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
-from screening.objectives.spectral_loss import WAVELENGTHS_NM, gaussian_sum, load_target, minmax, spectrum_losses
-from screening.objectives.virtual_lab import SpectrumPhysicsModel, VirtualLab, VirtualLabParams, fit_physics_model
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, gaussian_sum, load_target, minmax, spectrum_losses
+from screening.objectives.synthesis.virtual_lab import SpectrumPhysicsModel, VirtualLab, VirtualLabParams, fit_physics_model
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_COLUMNS = ["QAgNO3(%)", "Qpva(%)", "Qtsc(%)", "Qseed(%)", "Qtot(uL/min)"]
@@ -171,7 +171,7 @@ def landscape(model: SpectrumPhysicsModel, data: dict, target: np.ndarray, n: in
     y_real = data["conditions"]["loss_median"].to_numpy()
     y_lab = predicted_losses(model, X, target)
     names = ["Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot"]
-    from screening.explain import shap_values
+    from screening.objectives.synthesis.explain import shap_values
 
     importance, shap_imp = {}, {}
     bg = X[np.random.default_rng(1).choice(len(X), 30, replace=False)]

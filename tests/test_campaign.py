@@ -8,8 +8,8 @@ from screening.bo.campaign import Campaign, History, StopRules, TellError, stop_
 from screening.bo.domain import Box, DiscretePool, LinearConstraint
 from screening.bo.store import ObservationRecord
 from screening.bo.strategy import Strategy
-from screening.objectives.bandgap import BandGapPoolObjective
-from screening.objectives.base import Evaluation
+from screening.objectives.bandgap.objective import BandGapPoolObjective
+from screening.bo.objective import Evaluation
 
 
 def synthetic_objective(n: int = 300, seed: int = 0, target: float = 2.534, tol: float = 0.01) -> BandGapPoolObjective:

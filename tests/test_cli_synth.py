@@ -9,8 +9,8 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from screening.cli import app
-from screening.objectives.synthesis import INPUT_NAMES, SPECTRUM_COLUMNS
-from screening.objectives.virtual_lab import VirtualLab
+from screening.objectives.synthesis.objective import INPUT_NAMES, SPECTRUM_COLUMNS
+from screening.objectives.synthesis.virtual_lab import VirtualLab
 
 runner = CliRunner()
 

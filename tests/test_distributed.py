@@ -11,9 +11,9 @@ import ray  # part of the test extra: a missing Ray must fail here, not skip
 from pymatgen.core import Lattice, Structure
 
 from screening.atom_features import element_property_table
-from screening.distributed import DistributedError, init_ray, run_on_ray, sweep_temporary_files, write_parquet_atomic
+from screening.screen.ray_executor import DistributedError, init_ray, run_on_ray, sweep_temporary_files, write_parquet_atomic
 from screening.models.cgcnn import CGCNNConfig, init_model, save_model
-from screening.screen import screen_database
+from screening.screen.run import screen_database
 
 
 @pytest.fixture(scope="module")

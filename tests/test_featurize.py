@@ -9,7 +9,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from screening.atom_features import element_property_table, load_atom_init
-from screening.featurize import (
+from screening.featurize.featurizer import (
     CGCNNFeaturizer,
     featurize_records,
     featurize_source,

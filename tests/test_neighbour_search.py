@@ -218,7 +218,7 @@ def test_bad_known_data_are_refused_naming_file_and_row(tmp_path, problem, messa
 
 
 def test_load_known_gives_the_labels(tmp_path):
-    from screening.objectives.bandgap import load_known, load_pool
+    from screening.objectives.bandgap.objective import load_known, load_pool
 
     rng = np.random.default_rng(7)
     _featurised(tmp_path / "pool.parquet", [f"p{i}" for i in range(30)], rng)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from screening.errors import RecordError
-from screening.objectives.bandgap import BandGapPoolObjective, PoolFileError, load_pool, pool_from_frame
-from screening.objectives.base import Objective, ObjectiveError, load_objective_class
+from screening.objectives.bandgap.objective import BandGapPoolObjective, PoolFileError, load_pool, pool_from_frame
+from screening.bo.objective import Objective, ObjectiveError, load_objective_class
 
 
 def synthetic_pool_frame(n: int = 200, d: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -79,7 +79,7 @@ class Quadratic:
         self.domain = Box.from_bounds([(0, 1), (0, 1)])
 
     def evaluate(self, points):
-        from screening.objectives.base import Evaluation
+        from screening.bo.objective import Evaluation
 
         return [Evaluation(p, float(((np.asarray(p) - 0.3) ** 2).sum())) for p in points]
 

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from screening.atom_features import element_property_table
 from screening.errors import RecordError, StructureReadError
-from screening.featurize import featurize_records
+from screening.featurize.featurizer import featurize_records
 from screening.io.records import StructureRecord
 from screening.io.sources import iter_records
 from screening.models.cgcnn import CGCNNConfig, init_model, load_model, save_model
-from screening.screen import (
+from screening.screen.run import (
     ScreenError,
     chunk_path,
     rank_chunks,
@@ -215,7 +215,7 @@ def test_bad_options_are_refused(tmp_path: Path, db: Path, small_model: Path) ->
 
 
 def test_ranked_output_is_a_search_pool(tmp_path: Path, db: Path, small_model: Path) -> None:
-    from screening.objectives.bandgap import load_pool
+    from screening.objectives.bandgap.objective import load_pool
 
     s = screen_database(db, 2.5, 0.05, small_model, tmp_path / "ranked.parquet", chunk_size=16, workers=0, progress=False)
     pool = load_pool(s.output, n_components=3)
@@ -336,7 +336,7 @@ def test_a_killed_run_resumes_without_duplicates(tmp_path: Path, db: Path, small
     script = tmp_path / "run.py"
     script.write_text(
         "import time\n"
-        "from screening.screen import screen_database\n"
+        "from screening.screen.run import screen_database\n"
         f"screen_database({str(db)!r}, 1.0, 0.05, {str(small_model)!r}, {str(out)!r}, chunk_size=4, workers=0,\n"
         "                progress=False, on_chunk_done=lambda r: time.sleep(0.3))\n"
     )

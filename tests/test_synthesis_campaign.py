@@ -11,9 +11,9 @@ import pytest
 
 from screening.bo.strategy import suggest_box
 from screening.errors import MatscreenError, RecordError
-from screening.objectives.synthesis import SPECTRUM_COLUMNS, SynthesisObjective, synthesis_box
-from screening.objectives.virtual_lab import VirtualLab
-from screening.synthesis_campaign import (
+from screening.objectives.synthesis.objective import SPECTRUM_COLUMNS, SynthesisObjective, synthesis_box
+from screening.objectives.synthesis.virtual_lab import VirtualLab
+from screening.objectives.synthesis.rounds import (
     SynthesisCampaign, build_objective, default_strategy, method_curves, unit_box,
 )
 
@@ -132,7 +132,7 @@ def test_a_users_objective_class_plugs_in_by_name(tmp_path, monkeypatch):
     (tmp_path / "my_reactor.py").write_text(textwrap.dedent('''
         import numpy as np
         from screening.bo.domain import Box, LinearConstraint
-        from screening.objectives.base import Evaluation
+        from screening.bo.objective import Evaluation
 
         class TwoInputSpectra:
             """A user's own objective: two inputs, a Gaussian band whose centre they move."""
@@ -167,7 +167,7 @@ def test_a_users_objective_class_plugs_in_by_name(tmp_path, monkeypatch):
 
 
 def test_repeated_suggestions_are_replaced_by_distinct_feasible_points():
-    from screening.synthesis_campaign import distinct_points
+    from screening.objectives.synthesis.rounds import distinct_points
 
     box = synthesis_box("paper")
     corner = np.array([20.0, 10.0, 4.0, 4.0, 1000.0])

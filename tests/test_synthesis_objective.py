@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from screening.errors import RecordError
-from screening.objectives.base import Objective
-from screening.objectives.spectral_loss import (
+from screening.bo.objective import Objective
+from screening.objectives.synthesis.spectral_loss import (
     WAVELENGTHS_NM, condition_loss, intensity_factor, load_target, minmax, spectrum_losses,
 )
-from screening.objectives.synthesis import (
+from screening.objectives.synthesis.objective import (
     FRACTION_SUM_MAX, PAPER_EXPANDED_BOUNDS, SPECTRUM_COLUMNS, SynthesisObjective, condition_id,
     read_droplet_spectra_csv, synthesis_box, write_conditions_csv,
 )

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from screening.models.spectrum_mlp import train_spectrum_ensemble, train_spectrum_mlp
-from screening.objectives.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
-from screening.objectives.synthesis import SynthesisObjective, synthesis_box
-from screening.objectives.virtual_lab import VirtualLab
-from screening import twostep
-from screening.synthesis_campaign import SynthesisCampaign
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
+from screening.objectives.synthesis.objective import SynthesisObjective, synthesis_box
+from screening.objectives.synthesis.virtual_lab import VirtualLab
+from screening.objectives.synthesis import twostep
+from screening.objectives.synthesis.rounds import SynthesisCampaign
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import torch
 from scipy.stats import spearmanr
 
 from screening.errors import ModelLoadError
-from screening.objectives.spectral_loss import WAVELENGTHS_NM, load_target, minmax, spectrum_losses
-from screening.objectives.synthesis import synthesis_box
-from screening.objectives.virtual_lab import (
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, minmax, spectrum_losses
+from screening.objectives.synthesis.objective import synthesis_box
+from screening.objectives.synthesis.virtual_lab import (
     HC_EV_NM, VirtualLab, VirtualLabParams, fit_physics_model, oblate_depolarisation, silver_permittivity,
     spheroid_extinction,
 )

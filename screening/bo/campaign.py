@@ -24,7 +24,7 @@ from screening.bo.domain import Box, DiscretePool
 from screening.bo.store import CampaignStore, ObservationRecord
 from screening.bo.strategy import Strategy, StrategyError, Target, suggest_box, suggest_pool
 from screening.errors import MatscreenError, RecordError
-from screening.objectives.base import Evaluation, Objective, Point, target_spec_of
+from screening.bo.objective import Evaluation, Objective, Point, target_spec_of
 
 
 class TellError(RecordError):

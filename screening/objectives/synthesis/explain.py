@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from screening.models.spectrum_mlp import SpectrumEnsemble
-from screening.objectives.spectral_loss import WAVELENGTHS_NM, spectrum_losses
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, spectrum_losses
 
 
 def shap_values(predict: Callable[[np.ndarray], np.ndarray], background: np.ndarray, explain: np.ndarray,

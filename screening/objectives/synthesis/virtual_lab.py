@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from screening.errors import ModelLoadError
-from screening.objectives.spectral_loss import WAVELENGTHS_NM, minmax
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, minmax
 
 HC_EV_NM = 1239.84198
 """Photon energy × wavelength, eV·nm."""

@@ -20,8 +20,8 @@ from screening.bo.campaign import Campaign, StopRules
 from screening.bo.domain import DiscretePool
 from screening.bo.strategy import Strategy
 from screening.errors import MatscreenError, RecordError
-from screening.objectives.bandgap import BandGapPool, BandGapPoolObjective, file_sha256, load_known, load_pool
-from screening.objectives.base import load_objective_class
+from screening.objectives.bandgap.objective import BandGapPool, BandGapPoolObjective, file_sha256, load_known, load_pool
+from screening.bo.objective import load_objective_class
 from screening.reduce import PCAReducer
 
 STORE_NAME = "campaign.sqlite"

@@ -22,7 +22,7 @@ import numpy as np
 
 from screening.bo.domain import Box
 from screening.models.spectrum_mlp import SpectrumEnsemble, train_spectrum_ensemble
-from screening.objectives.spectral_loss import spectrum_losses
+from screening.objectives.synthesis.spectral_loss import spectrum_losses
 
 
 def training_set(points: Sequence[Sequence[float]], spectra: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from screening.bo.domain import DiscretePool
 from screening.errors import MatscreenError, RecordError
-from screening.objectives.base import Evaluation
+from screening.bo.objective import Evaluation
 from screening.reduce import PCAReducer, embedding_columns
 
 

@@ -10,7 +10,7 @@ the same content to the same name, so every record is in the committed outputs e
 
 Who commits is the caller's choice: a shard may write its own output (workers then need the
 output folder on a shared file system), or return it so the driver commits it —
-:mod:`screening.screen` does the latter, so its Ray workers need no shared storage.
+:mod:`screening.screen.run` does the latter, so its Ray workers need no shared storage.
 
 The scheduler is Ray's; this module only keeps a bounded number of shards in flight (so the
 driver never holds the whole database) and hands results back as they finish.

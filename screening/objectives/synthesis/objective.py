@@ -21,7 +21,7 @@ Output ``y`` of a condition: the spectra of its successful replicate droplets, a
 (n_ok, 421) of absorbances on 380–800 nm. Failed droplets (no spectrum, NaN) are counted in
 :attr:`SynthesisObjective.droplet_log` and left out; a condition whose droplets all failed is a
 failed evaluation. ``loss(y)`` is the median over droplets of the AgBONN loss
-(:mod:`screening.objectives.spectral_loss`).
+(:mod:`screening.objectives.synthesis.spectral_loss`).
 
 The objective works with any *lab* that turns conditions into replicate spectra: the embedded
 :class:`~screening.objectives.virtual_lab.VirtualLab`, or a real reactor through CSV files
@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 
 from screening.bo.domain import Box, LinearConstraint
-from screening.bo.exchange import read_csv_as_text
+from screening.io.lab_files import read_csv_as_text
 from screening.errors import RecordError
-from screening.objectives.base import Evaluation
-from screening.objectives.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
+from screening.bo.objective import Evaluation
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
 
 INPUT_NAMES = ("Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot")
 INPUT_UNITS = ("%", "%", "%", "%", "uL/min")
@@ -127,7 +127,7 @@ class SynthesisObjective:
 
     def _lab(self) -> SpectrumLab:
         if self.lab is None:
-            from screening.objectives.virtual_lab import VirtualLab
+            from screening.objectives.synthesis.virtual_lab import VirtualLab
 
             self.lab = VirtualLab()
         return self.lab

@@ -1,7 +1,7 @@
 """Rounds of the nanoparticle-synthesis campaign: BO, BO + spectrum network, or random LHS.
 
 The thin imperative shell around the framework (:class:`~screening.bo.campaign.Campaign`) and
-the two-step pieces (:mod:`screening.twostep`), as the paper ran it:
+the two-step pieces (:mod:`screening.objectives.synthesis.twostep`), as the paper ran it:
 
 1. round 1: a Latin-hypercube design of ``batch`` conditions that respects the ≤ 90 % constraint;
 2. each later round: ``batch`` conditions by GP-EI with local penalisation on the box; with
@@ -31,10 +31,10 @@ from screening.bo.domain import Box, BoundaryExpansion
 from screening.bo.domain import LinearConstraint
 from screening.bo.strategy import Strategy, suggest_box
 from screening.errors import MatscreenError, RecordError
-from screening.objectives.synthesis import (
+from screening.objectives.synthesis.objective import (
     SynthesisObjective, condition_id, read_droplet_spectra_csv, write_conditions_csv,
 )
-from screening import twostep
+from screening.objectives.synthesis import twostep
 
 METHODS = ("bo", "bo+dnn", "random")
 META_BOX, META_ROUNDS, META_DROPLETS, META_SETTINGS = "synthesis_box", "synthesis_rounds", "synthesis_droplets", "synthesis_settings"
@@ -365,8 +365,8 @@ def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | No
                  seed: int = 0) -> dict[str, Path]:
     """observations.csv, rounds.csv, best_loss_per_round.png, best_spectrum.png and, with ``shap``,
     shap_importance.csv/.png (spectrum network trained on every condition so far)."""
-    from screening import synthesis_plots as plots
-    from screening.objectives.synthesis import PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS
+    from screening.objectives.synthesis import plots
+    from screening.objectives.synthesis.objective import PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS
 
     d = sc.directory
     paths: dict[str, Path] = {}
@@ -386,7 +386,7 @@ def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | No
         paths["best_spectrum_plot"] = plots.plot_spectrum_vs_target(
             best[1], target, d / "best_spectrum.png", label=f"best, loss {best[2]:.3f}", droplets=blocks[i])
         if shap and len(X) >= 10 and _shap_available():
-            from screening.explain import shap_table, spectrum_summaries
+            from screening.objectives.synthesis.explain import shap_table, spectrum_summaries
 
             Xt, Yt = twostep.training_set(X, blocks)
             model = twostep.fit_spectrum_model(Xt, Yt, sc.objective.domain, seed=seed)
@@ -406,10 +406,10 @@ def build_objective(lab: str = "virtual", objective: str | None = None, target: 
     """The objective a synthesis command runs: the AgBONN objective on the virtual lab (``lab="virtual"``)
     or on a CSV-driven reactor (``lab="csv"``), or a user's class named ``package.module:ClassName``
     (constructed with no arguments; it must satisfy :class:`~screening.objectives.base.Objective`)."""
-    from screening.objectives.base import load_objective_class
-    from screening.objectives.spectral_loss import load_target
-    from screening.objectives.synthesis import CsvLab, synthesis_box
-    from screening.objectives.virtual_lab import VirtualLab
+    from screening.bo.objective import load_objective_class
+    from screening.objectives.synthesis.spectral_loss import load_target
+    from screening.objectives.synthesis.objective import CsvLab, synthesis_box
+    from screening.objectives.synthesis.virtual_lab import VirtualLab
 
     if objective:
         return load_objective_class(objective)()

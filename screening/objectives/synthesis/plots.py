@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from screening.objectives.spectral_loss import WAVELENGTHS_NM, minmax  # noqa: E402
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, minmax  # noqa: E402
 
 METHOD_COLOURS = {"bo": "tab:blue", "bo+dnn": "tab:orange", "random": "tab:green", "dnn": "tab:orange"}
 

@@ -38,7 +38,7 @@ DEFAULT_MODEL = "cgcnn_bandgap_128"
 # Crystals per forward batch. Small batches keep the (edges x 128) tensors in cache: on 2 cores
 # batch 32 ran ~1.7x faster than 256 (scripts/bench_featurize.py).
 DEFAULT_BATCH_SIZE = 32
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ nothing is computed twice and no record appears twice.
 
 Chunks run on a local process pool (``engine="local"``, ``workers`` processes; each does the
 whole chunk, forward pass included, so throughput scales with workers) or as Ray tasks
-(``engine="ray"``, see :mod:`screening.distributed`; workers need no shared file system, the
+(``engine="ray"``, see :mod:`screening.screen.ray_executor`; workers need no shared file system, the
 model travels with the task). Only the chunks in flight are in memory.
 
 The chunk files do not depend on the target, so a re-run with another ``target`` only re-ranks.
@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from screening.distributed import dictionary_columns, sweep_temporary_files, write_parquet_atomic
+from screening.screen.ray_executor import dictionary_columns, sweep_temporary_files, write_parquet_atomic
 from screening.errors import MatscreenError, RecordError
 from screening.progress import progress_bar
 
@@ -245,7 +245,7 @@ def featurize_chunk(job: ChunkJob, chunk: Chunk) -> ChunkOutput:
     """Embed one chunk (parse, graphs, forward pass); touches no files, so any machine can run it."""
     import torch
 
-    from screening.featurize import Featurizer, errors_to_frame
+    from screening.featurize.featurizer import Featurizer, errors_to_frame
 
     start = time.perf_counter()
     torch.set_num_threads(1)
@@ -601,7 +601,7 @@ def screen_database(
     or a test that stops the run); ``before_commit`` is the worker-side fault-injection hook
     of :class:`ChunkJob`.
     """
-    from screening.featurize import load_featurizer_model, model_fingerprint
+    from screening.featurize.featurizer import load_featurizer_model, model_fingerprint
     from screening.models.cgcnn import CrystalGraphConvNet
 
     if engine not in ENGINES:
@@ -632,7 +632,7 @@ def screen_database(
         if engine == "local":
             results = run_chunks_locally(job, chunks, workers)
         else:
-            from screening.distributed import run_on_ray
+            from screening.screen.ray_executor import run_on_ray
 
             results = run_on_ray(featurize_chunk, chunks, job, address=address, workers=max(workers, 1), max_retries=max_retries)
         total = source.count() if progress else None
