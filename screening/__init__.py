@@ -1,2 +1,3 @@
 """matscreen: graph-network materials screening with Bayesian-optimisation campaigns."""
+
 __version__ = "0.1.0"

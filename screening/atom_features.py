@@ -14,6 +14,7 @@ Two sources:
 Tables are dense arrays indexed by atomic number (row 0 unused), so the model looks atoms up
 with one gather; an element without a row raises a clear error at graph time.
 """
+
 from __future__ import annotations
 
 import json

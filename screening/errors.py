@@ -3,6 +3,7 @@
 Every error that concerns one input record carries the record id and a human reason, so a
 batch can collect them into an error report instead of stopping at the first bad crystal.
 """
+
 from __future__ import annotations
 
 

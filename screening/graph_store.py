@@ -6,11 +6,12 @@ plus offsets, saves to a single ``.npz``, and slices batches out of it with no c
 batch itself. ``collate`` turns a list of graphs into the PyG batch the CGCNN consumes, with
 neighbour indices offset per crystal exactly as the original ``collate_pool`` does.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ class GraphStore:
     atom_offsets: np.ndarray  # (n_crystals + 1,) int64
 
     @classmethod
-    def from_graphs(cls, ids: Sequence[str], graphs: Sequence[CrystalGraph]) -> "GraphStore":
+    def from_graphs(cls, ids: Sequence[str], graphs: Sequence[CrystalGraph]) -> GraphStore:
         sizes = np.fromiter((g.num_atoms for g in graphs), dtype=np.int64, count=len(graphs))
         m = graphs[0].nbr_idx.shape[1] if graphs else 12
         return cls(
@@ -64,7 +65,9 @@ class GraphStore:
             atomic_numbers=np.concatenate([g.atomic_numbers for g in graphs]).astype(np.int16)
             if graphs
             else np.zeros(0, np.int16),
-            nbr_idx=np.concatenate([g.nbr_idx for g in graphs]).astype(np.int32) if graphs else np.zeros((0, m), np.int32),
+            nbr_idx=np.concatenate([g.nbr_idx for g in graphs]).astype(np.int32)
+            if graphs
+            else np.zeros((0, m), np.int32),
             nbr_dist=np.concatenate([g.nbr_dist for g in graphs]) if graphs else np.zeros((0, m)),
             atom_offsets=np.concatenate(([0], np.cumsum(sizes))),
         )
@@ -101,6 +104,6 @@ class GraphStore:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "GraphStore":
+    def load(cls, path: str | Path) -> GraphStore:
         with np.load(path, allow_pickle=False) as f:
             return cls(**{k: f[k] for k in ("ids", "atomic_numbers", "nbr_idx", "nbr_dist", "atom_offsets")})

@@ -18,6 +18,7 @@ whole cell, which is what makes featurising whole databases practical.
 Atom features are not stored in the graph: the model owns its atom-feature table and looks
 atomic numbers up, so one graph serves any checkpoint built on the same radius.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,10 +5,11 @@
 - :func:`pool_map_plot`: the pool in its first two PCA coordinates coloured by the property,
   with the campaign's picks numbered in order and the hits marked.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -35,7 +36,9 @@ def convergence_plot(
     ax.step(k, np.concatenate([[first], np.asarray(best_loss, dtype=float)]), where="post", lw=2, label="this campaign")
     if random_expectation is not None and len(random_expectation):
         r = np.asarray(random_expectation, dtype=float)
-        ax.plot(np.arange(0, r.size + 1), np.concatenate([[first], r]), "--", color="grey", label="random search (expected)")
+        ax.plot(
+            np.arange(0, r.size + 1), np.concatenate([[first], r]), "--", color="grey", label="random search (expected)"
+        )
     if tolerance is not None and tolerance > 0:
         ax.axhline(tolerance, color="tab:green", lw=1, ls=":", label=f"tolerance {tolerance:g}")
     ax.set_yscale("symlog", linthresh=max((tolerance or 1e-2) / 10.0, 1e-5))
@@ -69,7 +72,9 @@ def pool_map_plot(
     coords = np.asarray(coords, dtype=float)
     fig, ax = plt.subplots(figsize=(6.0, 5.0), dpi=120)
     y = coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(coords))
-    sc = ax.scatter(coords[:, 0], y, c=values if values is not None else "lightgrey", s=4, cmap="viridis", alpha=0.5, lw=0)
+    sc = ax.scatter(
+        coords[:, 0], y, c=values if values is not None else "lightgrey", s=4, cmap="viridis", alpha=0.5, lw=0
+    )
     if values is not None:
         fig.colorbar(sc, ax=ax, label=value_label)
     if len(prior):

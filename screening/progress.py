@@ -3,9 +3,11 @@
 A context manager that yields ``advance(n)``, so the computing code only counts and the bar
 (rich) stays in this one shell-side place; disabled, it costs nothing and prints nothing.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class progress_bar:
@@ -19,7 +21,9 @@ class progress_bar:
             return lambda n: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self._bar = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+        )
         self._bar.start()
         task = self._bar.add_task(self.description, total=self.total or None, completed=self.completed)
         return lambda n: self._bar.advance(task, n)

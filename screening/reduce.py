@@ -6,6 +6,7 @@ The GP surrogate works best in a handful of dimensions, so embeddings (128-d) ar
 to a small JSON file — no pickle — so a campaign can be resumed or audited months later with the
 exact same projection.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ class PCAReducer(TransformerMixin, BaseEstimator):
         self.whiten = whiten
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y=None) -> "PCAReducer":
+    def fit(self, X: np.ndarray, y=None) -> PCAReducer:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] < 2:
             raise MatscreenError(f"PCA needs a 2-d array with at least 2 rows, got shape {X.shape}")
@@ -76,7 +77,7 @@ class PCAReducer(TransformerMixin, BaseEstimator):
         Path(path).write_text(json.dumps(state))
 
     @classmethod
-    def load(cls, path: str | Path) -> "PCAReducer":
+    def load(cls, path: str | Path) -> PCAReducer:
         try:
             state = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:

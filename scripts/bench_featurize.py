@@ -18,6 +18,7 @@ peak memory (this process + workers).
     python scripts/bench_featurize.py --n 1000
     python scripts/bench_featurize.py --n 1000 --full-mp --compile
 """
+
 from __future__ import annotations
 
 import argparse
@@ -122,7 +123,9 @@ def main(argv=None) -> int:
     texts = sample.cif.tolist()
     model = load_featurizer_model()
     table = model.atom_table.numpy()
-    print(f"{args.n} MP CIFs (test split), median {int(sample.nsites.median())} atoms/cell, model h={model.config.h_fea_len}")
+    print(
+        f"{args.n} MP CIFs (test split), median {int(sample.nsites.median())} atoms/cell, model h={model.config.h_fea_len}"
+    )
 
     base_structs, t_base_parse = timed(lambda: [Structure.from_str(t, fmt="cif") for t in texts])
     our_structs, t_our_parse = timed(lambda: [structure_from_cif(t) for t in texts])
@@ -131,7 +134,10 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         base_h, t_base_fwd = timed(
             lambda: torch.cat(
-                [baseline_forward(model, base_graphs[i : i + args.batch_size]) for i in range(0, args.n, args.batch_size)]
+                [
+                    baseline_forward(model, base_graphs[i : i + args.batch_size])
+                    for i in range(0, args.n, args.batch_size)
+                ]
             )
         )
     (_, our_h), t_our_fwd = timed(embed_graphs, model, our_graphs, args.batch_size)
@@ -152,14 +158,22 @@ def main(argv=None) -> int:
         ("graph building", t_base_graph, t_our_graph),
         ("forward", t_base_fwd, t_our_fwd),
         ("graph + forward (from parsed)", t_base_graph + t_base_fwd, t_our_graph + t_our_fwd),
-        ("end to end from CIF text, 1 process", t_base_parse + t_base_graph + t_base_fwd, t_our_parse + t_our_graph + t_our_fwd),
+        (
+            "end to end from CIF text, 1 process",
+            t_base_parse + t_base_graph + t_base_fwd,
+            t_our_parse + t_our_graph + t_our_fwd,
+        ),
         ("end to end, matscreen 2 workers", t_base_parse + t_base_graph + t_base_fwd, t_e2e_w2),
     ]
     if args.compile:
         rows += [
             ("forward, torch.compile", t_base_fwd, t_comp_fwd),
             ("graph + forward, torch.compile", t_base_graph + t_base_fwd, t_our_graph + t_comp_fwd),
-            ("end to end 1 process, torch.compile", t_base_parse + t_base_graph + t_base_fwd, t_our_parse + t_our_graph + t_comp_fwd),
+            (
+                "end to end 1 process, torch.compile",
+                t_base_parse + t_base_graph + t_base_fwd,
+                t_our_parse + t_our_graph + t_comp_fwd,
+            ),
         ]
     print(f"\n{'stage':40s} {'baseline /s':>12s} {'matscreen /s':>13s} {'speed-up':>9s}")
     for name, tb, to in rows:

@@ -18,6 +18,7 @@ final merge's time scaled linearly.
     nice -n 10 python scripts/bench_screen.py --sizes 1000             # development
     nice -n 10 python scripts/bench_screen.py --sizes 10000 100000 --markdown bench_screen.md --json bench_screen.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,8 +135,15 @@ def run_one(args: argparse.Namespace) -> None:
     stamps: list[tuple[float, int]] = []
     t0 = time.perf_counter()
     summary = screen_database(
-        source, 2.534, 0.05, args.model_path, Path(args.out) / "ranked.parquet", chunk_size=args.chunk_size,
-        engine=args.engine, workers=args.workers, progress=False,
+        source,
+        2.534,
+        0.05,
+        args.model_path,
+        Path(args.out) / "ranked.parquet",
+        chunk_size=args.chunk_size,
+        engine=args.engine,
+        workers=args.workers,
+        progress=False,
         on_chunk_done=lambda r: stamps.append((time.perf_counter() - t0, r.n_items)),
     )
     wall = time.perf_counter() - t0
@@ -143,12 +151,30 @@ def run_one(args: argparse.Namespace) -> None:
     last_t = stamps[-1][0]
     after_first = sum(n for _, n in stamps[1:])
     steady = after_first / (last_t - first_t) if last_t > first_t else float("nan")
-    print("RESULT " + json.dumps({
-        "size": args.size, "engine": args.engine, "workers": args.workers, "rows": summary.rows,
-        "errors": summary.errors, "chunks": summary.chunks_total, "wall_s": wall, "first_chunk_s": first_t,
-        "last_chunk_s": last_t, "rank_s": summary.rank_s, "tail_s": wall - last_t, "overall_rate": args.size / wall, "steady_rate": steady,
-        "setup_s": setup_s, "driver_setup_rss_mb": setup_rss / 2**20, "bases": len(bases),
-    }), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "size": args.size,
+                "engine": args.engine,
+                "workers": args.workers,
+                "rows": summary.rows,
+                "errors": summary.errors,
+                "chunks": summary.chunks_total,
+                "wall_s": wall,
+                "first_chunk_s": first_t,
+                "last_chunk_s": last_t,
+                "rank_s": summary.rank_s,
+                "tail_s": wall - last_t,
+                "overall_rate": args.size / wall,
+                "steady_rate": steady,
+                "setup_s": setup_s,
+                "driver_setup_rss_mb": setup_rss / 2**20,
+                "bases": len(bases),
+            }
+        ),
+        flush=True,
+    )
 
 
 def run_merge_only(args: argparse.Namespace) -> None:
@@ -158,9 +184,8 @@ def run_merge_only(args: argparse.Namespace) -> None:
     import pandas as pd
     import psutil
 
-    from screening.screen.run import rank_chunks
-
     from screening.screen.ray_executor import write_parquet_atomic
+    from screening.screen.run import rank_chunks
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,18 +196,35 @@ def run_merge_only(args: argparse.Namespace) -> None:
         if parts[-1].exists():  # --merge-dir: reuse chunks made by an earlier run
             continue
         n = min(args.chunk_size, args.size - start)
-        frame = pd.DataFrame({"id": [f"x-{start + i}" for i in range(n)], "formula": "NaCl",
-                              "pred_band_gap": rng.gamma(1.5, 1.2, n)})
-        frame = pd.concat([frame, pd.DataFrame(rng.normal(size=(n, 128)).astype(np.float32),
-                                               columns=[f"emb_{j}" for j in range(128)])], axis=1)
+        frame = pd.DataFrame(
+            {"id": [f"x-{start + i}" for i in range(n)], "formula": "NaCl", "pred_band_gap": rng.gamma(1.5, 1.2, n)}
+        )
+        frame = pd.concat(
+            [
+                frame,
+                pd.DataFrame(rng.normal(size=(n, 128)).astype(np.float32), columns=[f"emb_{j}" for j in range(128)]),
+            ],
+            axis=1,
+        )
         frame["band_gap"] = rng.gamma(1.5, 1.2, n)
         write_parquet_atomic(frame, parts[-1])
     before = psutil.Process().memory_info().rss / 2**20
     t0 = time.perf_counter()
     result = rank_chunks(parts, "pred_band_gap", 2.534, 0.05, out / "ranked.parquet", out / "runs")
     wall = time.perf_counter() - t0
-    print("RESULT " + json.dumps({"size": args.size, "chunks": len(parts), "merge_s": wall, "rows": result["rows"],
-                                  "rss_before_merge_mb": before}), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "size": args.size,
+                "chunks": len(parts),
+                "merge_s": wall,
+                "rows": result["rows"],
+                "rss_before_merge_mb": before,
+            }
+        ),
+        flush=True,
+    )
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -272,7 +314,9 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1000])
     p.add_argument("--configs", nargs="+", default=["local:1", "local:2", "ray:2"], help="engine:workers")
     p.add_argument("--chunk-size", type=int, default=1024)
-    p.add_argument("--model", default=None, help="model name/path (default: the project's, else an untrained one of its shape)")
+    p.add_argument(
+        "--model", default=None, help="model name/path (default: the project's, else an untrained one of its shape)"
+    )
     p.add_argument("--sigma", type=float, default=0.02, help="perturbation per axis (Å)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mp-csv", default=str(MP_CSV))
@@ -280,8 +324,14 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None)
     # internal: one configuration in this process
-    p.add_argument("--merge-only", type=int, nargs="+", default=None, metavar="N",
-                   help="instead: time the final merge alone for N synthetic rows (no featurization)")
+    p.add_argument(
+        "--merge-only",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="instead: time the final merge alone for N synthetic rows (no featurization)",
+    )
     p.add_argument("--merge-dir", default=None, help="with --merge-only: keep the synthetic chunks here and reuse them")
     p.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--run-merge", action="store_true", help=argparse.SUPPRESS)
@@ -301,12 +351,26 @@ def main() -> None:
         scratch = Path(args.merge_dir) if args.merge_dir else Path(tempfile.mkdtemp(prefix="bench_merge_"))
         try:
             for size in args.merge_only:
-                cmd = [sys.executable, __file__, "--run-merge", "--size", str(size), "--chunk-size", str(args.chunk_size),
-                       "--seed", str(args.seed), "--out", str(scratch / str(size))]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--run-merge",
+                    "--size",
+                    str(size),
+                    "--chunk-size",
+                    str(args.chunk_size),
+                    "--seed",
+                    str(args.seed),
+                    "--out",
+                    str(scratch / str(size)),
+                ]
                 result, rss, pss = measure(cmd)
-                print(f"merge of {size:>9,} rows in {result['chunks']} chunks: {result['merge_s']:6.1f} s "
-                      f"({size / result['merge_s']:,.0f} rows/s); process peak RSS {rss:.0f} MiB "
-                      f"(before the merge {result['rss_before_merge_mb']:.0f} MiB)", flush=True)
+                print(
+                    f"merge of {size:>9,} rows in {result['chunks']} chunks: {result['merge_s']:6.1f} s "
+                    f"({size / result['merge_s']:,.0f} rows/s); process peak RSS {rss:.0f} MiB "
+                    f"(before the merge {result['rss_before_merge_mb']:.0f} MiB)",
+                    flush=True,
+                )
                 if not args.merge_dir:
                     shutil.rmtree(scratch / str(size), ignore_errors=True)
         finally:
@@ -322,15 +386,40 @@ def main() -> None:
             for config in args.configs:
                 engine, workers = config.split(":")
                 out = scratch / f"{size}-{engine}-{workers}"
-                cmd = [sys.executable, __file__, "--run-one", "--size", str(size), "--engine", engine, "--workers", workers,
-                       "--model-path", model_path, "--out", str(out), "--chunk-size", str(args.chunk_size),
-                       "--sigma", str(args.sigma), "--seed", str(args.seed), "--mp-csv", args.mp_csv, "--split", args.split]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--run-one",
+                    "--size",
+                    str(size),
+                    "--engine",
+                    engine,
+                    "--workers",
+                    workers,
+                    "--model-path",
+                    model_path,
+                    "--out",
+                    str(out),
+                    "--chunk-size",
+                    str(args.chunk_size),
+                    "--sigma",
+                    str(args.sigma),
+                    "--seed",
+                    str(args.seed),
+                    "--mp-csv",
+                    args.mp_csv,
+                    "--split",
+                    args.split,
+                ]
                 result, rss, pss = measure(cmd)
                 result.update(peak_rss_mb=rss, peak_pss_mb=pss, chunk_size=args.chunk_size)
                 results.append(result)
-                print(f"{size:>8,} {engine:>5}:{workers}  wall {result['wall_s']:7.1f} s  overall {result['overall_rate']:7.1f}/s  "
-                      f"steady {result['steady_rate']:7.1f}/s  peak RSS {rss:7.0f} MiB  PSS {pss:7.0f} MiB  "
-                      f"errors {result['errors']}  10^6 in {projected_1e6(result) / 3600:.2f} h", flush=True)
+                print(
+                    f"{size:>8,} {engine:>5}:{workers}  wall {result['wall_s']:7.1f} s  overall {result['overall_rate']:7.1f}/s  "
+                    f"steady {result['steady_rate']:7.1f}/s  peak RSS {rss:7.0f} MiB  PSS {pss:7.0f} MiB  "
+                    f"errors {result['errors']}  10^6 in {projected_1e6(result) / 3600:.2f} h",
+                    flush=True,
+                )
                 shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -22,6 +22,7 @@ over targets with 95 % bootstrap intervals (resampling targets, and seeds within
 
     python scripts/bench_search.py --settings a,b,c,d --seeds 10 --json cache/bench_search.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,12 @@ def featurised_mp(model: str | None, cache_dir: Path) -> pd.DataFrame:
     out = cache_dir / f"bench_search_mp_{model_fingerprint(net)[:12]}.parquet"
     if not out.is_file():
         data = pd.read_csv(MP_CSV, usecols=["material_id", "band_gap", "cif"])
-        records = [StructureRecord(record_id=r.material_id, source=str(MP_CSV), text=r.cif,
-                                   labels={"band_gap": float(r.band_gap)}) for r in data.itertuples()]
+        records = [
+            StructureRecord(
+                record_id=r.material_id, source=str(MP_CSV), text=r.cif, labels={"band_gap": float(r.band_gap)}
+            )
+            for r in data.itertuples()
+        ]
         result = featurize_records(records, net, batch_size=256, progress=True)
         cache_dir.mkdir(parents=True, exist_ok=True)
         result.frame.to_parquet(out, index=False)
@@ -95,17 +100,32 @@ def make_pool(frame: pd.DataFrame, known: pd.DataFrame | None) -> DiscretePool:
     pcs = PCAReducer(3).fit_transform(E)
     kd = None
     if known is not None:
-        kd = KnownData(known["id"].tolist(), known[emb_cols(known)].to_numpy(np.float64),
-                       known["band_gap"].to_numpy(np.float64), known["pred_band_gap"].to_numpy(np.float64))
-    return DiscretePool(frame["id"].tolist(), pcs, prior_mean=frame["pred_band_gap"].to_numpy(np.float64),
-                        embedding=E, known=kd)
+        kd = KnownData(
+            known["id"].tolist(),
+            known[emb_cols(known)].to_numpy(np.float64),
+            known["band_gap"].to_numpy(np.float64),
+            known["pred_band_gap"].to_numpy(np.float64),
+        )
+    return DiscretePool(
+        frame["id"].tolist(), pcs, prior_mean=frame["pred_band_gap"].to_numpy(np.float64), embedding=E, known=kd
+    )
 
 
 # ----------------------------------------------------------------------------- runs
 
 
-def run_search(name: str, pool: DiscretePool, gaps: np.ndarray, target: float, tol: float, prior: list[int],
-               seed: int, budget: int, cache: dict | None = None, stop_on_hit: bool = True) -> tuple[int | None, list[float]]:
+def run_search(
+    name: str,
+    pool: DiscretePool,
+    gaps: np.ndarray,
+    target: float,
+    tol: float,
+    prior: list[int],
+    seed: int,
+    budget: int,
+    cache: dict | None = None,
+    stop_on_hit: bool = True,
+) -> tuple[int | None, list[float]]:
     """Look-ups to the first hit (None past ``budget``) and the best |gap - t| after each."""
     hits = np.abs(gaps - target) <= tol + 1e-12
     told = [pool.ids[i] for i in prior]
@@ -126,9 +146,17 @@ def run_search(name: str, pool: DiscretePool, gaps: np.ndarray, target: float, t
         if order is not None:
             i = int(order[step - 1])
         else:
-            pick = suggest_pool(STRATEGIES[name], pool, told, np.asarray(told_y), np.abs(np.asarray(told_y) - target),
-                                q=1, seed=int(np.random.SeedSequence([seed, step]).generate_state(1)[0]),
-                                target=Target(target, tol), hyper_cache=cache)[0]
+            pick = suggest_pool(
+                STRATEGIES[name],
+                pool,
+                told,
+                np.asarray(told_y),
+                np.abs(np.asarray(told_y) - target),
+                q=1,
+                seed=int(np.random.SeedSequence([seed, step]).generate_state(1)[0]),
+                target=Target(target, tol),
+                hyper_cache=cache,
+            )[0]
             i = pool.index_of(pick)
         told.append(pool.ids[i])
         told_y.append(float(gaps[i]))
@@ -171,30 +199,45 @@ def setting_frames(frame: pd.DataFrame, setting: str) -> tuple[pd.DataFrame, pd.
     raise SystemExit(f"unknown setting {setting!r}")
 
 
-def bench_setting(frame: pd.DataFrame, setting: str, strategies: list[str], seeds: int, budget: int, tol: float,
-                  targets: list[float]) -> dict:
+def bench_setting(
+    frame: pd.DataFrame, setting: str, strategies: list[str], seeds: int, budget: int, tol: float, targets: list[float]
+) -> dict:
     pool_frame, known_frame, n_prior = setting_frames(frame, setting)
     pool = make_pool(pool_frame, known_frame)
     gaps = pool_frame["band_gap"].to_numpy(np.float64)
-    out: dict = {"setting": setting, "n_pool": len(pool), "n_known": 0 if known_frame is None else len(known_frame),
-                 "n_prior": n_prior, "targets": {}}
+    out: dict = {
+        "setting": setting,
+        "n_pool": len(pool),
+        "n_known": 0 if known_frame is None else len(known_frame),
+        "n_prior": n_prior,
+        "targets": {},
+    }
     # calibration of the default surrogate before any search, on the held-out pool
     prior0 = prior_rows(gaps, 2.534, tol, n_prior, 0)
     t0 = time.perf_counter()
-    state = update_state(None, NeighbourSettings(), pool.embedding, pool.prior_mean, pool.known, prior0, gaps[prior0], 0)
+    state = update_state(
+        None, NeighbourSettings(), pool.embedding, pool.prior_mean, pool.known, prior0, gaps[prior0], 0
+    )
     out["build_seconds"] = time.perf_counter() - t0
     rest = np.setdiff1d(np.arange(len(gaps)), prior0)
     out["calibration"] = calibration(state, rest, gaps[rest])
     out["calibration"]["rank_mae"] = float(np.mean(np.abs(pool.prior_mean[rest] - gaps[rest])))
     out["params"] = state.params.to_dict()
-    print(f"[{setting}] pool {len(pool)}, known {out['n_known']}, priors {n_prior}: calibration {out['calibration']} "
-          f"params {out['params']} ({out['build_seconds']:.1f} s)", file=sys.stderr, flush=True)
+    print(
+        f"[{setting}] pool {len(pool)}, known {out['n_known']}, priors {n_prior}: calibration {out['calibration']} "
+        f"params {out['params']} ({out['build_seconds']:.1f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
     for target in targets:
         k = int(np.sum(np.abs(gaps - target) <= tol + 1e-12))
         if k == 0:
             continue
         entry: dict = {"hits": k, "runs": {}}
-        n_seeds = {name: (seeds if (name in RANDOMISED or n_prior or name == "random") else 1) for name in ["rank", "random"] + strategies}
+        n_seeds = {
+            name: (seeds if (name in RANDOMISED or n_prior or name == "random") else 1)
+            for name in ["rank", "random"] + strategies
+        }
         for name in ["rank"] + strategies:
             evals = []
             t0 = time.perf_counter()
@@ -203,7 +246,11 @@ def bench_setting(frame: pd.DataFrame, setting: str, strategies: list[str], seed
                 first, _ = run_search(name, pool, gaps, target, tol, prior, s, budget)
                 evals.append(first)
             entry["runs"][name] = evals
-            print(f"[{setting}] t={target} K={k} {name}: {evals} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"[{setting}] t={target} K={k} {name}: {evals} ({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         entry["random_exact"] = (len(gaps) - n_prior + 1) / (k + 1)
         out["targets"][str(target)] = entry
     return out
@@ -224,16 +271,21 @@ def summarise_setting(res: dict, strategies: list[str], budget: int) -> list[str
         r, rlo, rhi = geo_ci(vs_rank)
         n_t = len(res["targets"])
         runs = len(next(iter(res["targets"].values()))["runs"][name])
-        lines.append(f"| {res['setting']} | {name} | {n_t} | {runs} | {g:.1f}× [{lo:.1f}, {hi:.1f}] | {r:.2f}× [{rlo:.2f}, {rhi:.2f}] | "
-                     f"{at_or_below}/{n_t} | {unfinished} |")
+        lines.append(
+            f"| {res['setting']} | {name} | {n_t} | {runs} | {g:.1f}× [{lo:.1f}, {hi:.1f}] | {r:.2f}× [{rlo:.2f}, {rhi:.2f}] | "
+            f"{at_or_below}/{n_t} | {unfinished} |"
+        )
     return lines
 
 
-def bench_seed_shape(frame: pd.DataFrame, strategies: list[str], seeds: int, trials: int = 30, target: float = 2.534,
-                     size: int = 6000) -> dict:
+def bench_seed_shape(
+    frame: pd.DataFrame, strategies: list[str], seeds: int, trials: int = 30, target: float = 2.534, size: int = 6000
+) -> dict:
     """Setting d: best |gap - t| after each trial, mean and median over seeds, against random."""
     cand = frame[frame["split"].isin(["test", "val"])].reset_index(drop=True)
-    cand = cand.iloc[np.sort(np.random.default_rng(0).choice(len(cand), size=size, replace=False))].reset_index(drop=True)
+    cand = cand.iloc[np.sort(np.random.default_rng(0).choice(len(cand), size=size, replace=False))].reset_index(
+        drop=True
+    )
     pool = make_pool(cand, None)
     gaps = cand["band_gap"].to_numpy(np.float64)
     curves: dict[str, list[list[float]]] = {}
@@ -244,8 +296,11 @@ def bench_seed_shape(frame: pd.DataFrame, strategies: list[str], seeds: int, tri
             prior = prior_rows(gaps, target, 0.01, 100, s)
             _, curve = run_search(name, pool, gaps, target, 0.01, prior, s, trials, stop_on_hit=False)
             curves[name].append(curve)
-        print(f"[d] {name}: mean final {np.mean([c[-1] for c in curves[name]]):.4f} ({time.perf_counter() - t0:.0f} s)",
-              file=sys.stderr, flush=True)
+        print(
+            f"[d] {name}: mean final {np.mean([c[-1] for c in curves[name]]):.4f} ({time.perf_counter() - t0:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return {"n_pool": size, "target": target, "curves": curves}
 
 
@@ -263,8 +318,12 @@ def latency(frame: pd.DataFrame, sizes: list[int], repeats: int = 3) -> list[dic
     test = frame[frame["split"] == "test"]
     E = test[emb_cols(test)].to_numpy(np.float32)
     P = test["pred_band_gap"].to_numpy(np.float64)
-    kd = KnownData(known["id"].tolist(), known[emb_cols(known)].to_numpy(np.float64), known["band_gap"].to_numpy(),
-                   known["pred_band_gap"].to_numpy())
+    kd = KnownData(
+        known["id"].tolist(),
+        known[emb_cols(known)].to_numpy(np.float64),
+        known["band_gap"].to_numpy(),
+        known["pred_band_gap"].to_numpy(),
+    )
     rows = []
     rng = np.random.default_rng(0)
     for n in sizes:
@@ -281,7 +340,9 @@ def latency(frame: pd.DataFrame, sizes: list[int], repeats: int = 3) -> list[dic
             told = [f"c{i}" for i in range(r + 1)]
             y = P[pick[: r + 1]] + 0.1
             t = time.perf_counter()
-            suggest_pool(strategy, pool, told, y, np.abs(y - 2.534), seed=r, target=Target(2.534, 0.01), hyper_cache=cache)
+            suggest_pool(
+                strategy, pool, told, y, np.abs(y - 2.534), seed=r, target=Target(2.534, 0.01), hyper_cache=cache
+            )
             steps.append(time.perf_counter() - t)
         rows.append({"candidates": n, "known": len(kd), "first_s": first, "step_s": float(np.median(steps))})
         print(f"latency {n}: first {first:.2f} s, step {np.median(steps):.3f} s", file=sys.stderr, flush=True)
@@ -308,17 +369,23 @@ def main(argv: list[str] | None = None) -> None:
     strategies = [s for s in args.strategies.split(",") if s]
     targets = [float(t) for t in args.targets.split(",")]
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "settings": {}}
-    lines = ["| setting | strategy | targets | runs per target | × random (geo. mean [95% CI]) | × ranking | targets at or below ranking | unfinished runs |",
-             "|---|---|---|---|---|---|---|---|"]
-    cal_lines = ["| setting | known | priors | 68 % interval coverage | 95 % interval coverage | MAE of mean (eV) | MAE of the network alone (eV) |",
-                 "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | strategy | targets | runs per target | × random (geo. mean [95% CI]) | × ranking | targets at or below ranking | unfinished runs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    cal_lines = [
+        "| setting | known | priors | 68 % interval coverage | 95 % interval coverage | MAE of mean (eV) | MAE of the network alone (eV) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for setting in [s for s in args.settings.split(",") if s in ("a", "b", "c")]:
         res = bench_setting(frame, setting, strategies, args.seeds, args.budget, args.tol, targets)
         results["settings"][setting] = res
         lines += summarise_setting(res, strategies, args.budget)
         c = res["calibration"]
-        cal_lines.append(f"| {setting} | {res['n_known']:,} | {res['n_prior']} | {c['coverage_68']:.3f} | {c['coverage_95']:.3f} | "
-                         f"{c['mae']:.3f} | {c['rank_mae']:.3f} |")
+        cal_lines.append(
+            f"| {setting} | {res['n_known']:,} | {res['n_prior']} | {c['coverage_68']:.3f} | {c['coverage_95']:.3f} | "
+            f"{c['mae']:.3f} | {c['rank_mae']:.3f} |"
+        )
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))
     print("\n".join(lines))

@@ -15,6 +15,7 @@ at 15 and 120 observations.
 
     OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_synthesis.py --campaigns 20 [--write-docs]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,14 @@ import numpy as np
 import torch
 
 from screening.bo.strategy import suggest_box
-from screening.objectives.synthesis.objective import PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS, SynthesisObjective, synthesis_box
-from screening.objectives.synthesis.virtual_lab import VirtualLab
+from screening.objectives.synthesis.objective import (
+    PAPER_BEST_BO_LOSS,
+    PAPER_BEST_DNN_LOSS,
+    SynthesisObjective,
+    synthesis_box,
+)
 from screening.objectives.synthesis.rounds import SynthesisCampaign, default_strategy, unit_box
+from screening.objectives.synthesis.virtual_lab import VirtualLab
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = {"0.167 (paper BO, 8 rounds)": PAPER_BEST_BO_LOSS, "0.135 (paper DNN)": PAPER_BEST_DNN_LOSS}
@@ -38,7 +44,9 @@ PAPER = {"0.167 (paper BO, 8 rounds)": (8, 120), "0.135 (paper DNN)": (8, 164)}
 
 def run_framework(method: str, seed: int, args) -> dict:
     """One BO or BO + network campaign through the framework (SQLite store in a temp dir)."""
-    obj = SynthesisObjective(lab=VirtualLab(n_replicates=args.replicates, seed=10_000 + seed), domain=synthesis_box(args.box))
+    obj = SynthesisObjective(
+        lab=VirtualLab(n_replicates=args.replicates, seed=10_000 + seed), domain=synthesis_box(args.box)
+    )
     with tempfile.TemporaryDirectory() as d:
         sc = SynthesisCampaign(d, obj, method=method, batch=args.batch, seed=seed, dnn_from=args.dnn_from)
         logs = []
@@ -49,13 +57,18 @@ def run_framework(method: str, seed: int, args) -> dict:
         sc.close()
     best = [r.best_loss_so_far for r in logs]
     n = [r.n_conditions_so_far for r in logs]
-    return {"best": best + [best[-1]] * (args.rounds - len(best)), "n": n + [n[-1]] * (args.rounds - len(n)),
-            "rounds_run": len(logs)}
+    return {
+        "best": best + [best[-1]] * (args.rounds - len(best)),
+        "n": n + [n[-1]] * (args.rounds - len(n)),
+        "rounds_run": len(logs),
+    }
 
 
 def run_random(seed: int, args) -> dict:
     """Random LHS rounds (the baseline needs no model, so it runs without a campaign store)."""
-    obj = SynthesisObjective(lab=VirtualLab(n_replicates=args.replicates, seed=10_000 + seed), domain=synthesis_box(args.box))
+    obj = SynthesisObjective(
+        lab=VirtualLab(n_replicates=args.replicates, seed=10_000 + seed), domain=synthesis_box(args.box)
+    )
     best, out, n = np.inf, {"best": [], "n": [], "losses": []}, 0
     for r in range(1, args.random_rounds + 1):
         X = obj.domain.latin_hypercube(args.batch, seed=seed * 1000 + r)
@@ -108,8 +121,10 @@ def time_suggestion(args) -> dict:
 
 def table(results: dict, args) -> str:
     rng = np.random.default_rng(0)
-    lines = ["| method | campaigns | threshold | reached | rounds to reach, median [95% CI] | experiments to reach, median [95% CI] | paper (rounds / experiments) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | campaigns | threshold | reached | rounds to reach, median [95% CI] | experiments to reach, median [95% CI] | paper (rounds / experiments) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     summary = {}
     for label, thr in THRESHOLDS.items():
         for method, runs in results.items():
@@ -119,7 +134,9 @@ def table(results: dict, args) -> str:
             cap = args.random_rounds if method == "random" else args.rounds
             summary[(label, method)] = (rounds, exps, share)
             pr = PAPER[label]
-            lines.append(f"| {method} (≤ {cap} rounds) | {len(runs)} | {label} | {share:.0%} | {fmt(rounds)} | {fmt(exps)} | {pr[0]} / {pr[1]} |")
+            lines.append(
+                f"| {method} (≤ {cap} rounds) | {len(runs)} | {label} | {share:.0%} | {fmt(rounds)} | {fmt(exps)} | {pr[0]} / {pr[1]} |"
+            )
     ratios = []
     expected_random = {}
     if "random" in results:
@@ -137,12 +154,17 @@ def table(results: dict, args) -> str:
             ratio = rnd[1][0] / s[1][0] if np.isfinite(s[1][0]) and np.isfinite(rnd[1][0]) else float("nan")
             p, e_rand = expected_random.get(label, (float("nan"), float("nan")))
             ratio_e = e_rand / s[1][0] if np.isfinite(s[1][0]) else float("nan")
-            ratios.append(f"| {method} | {label} | {s[0][0]:g} (paper 8, goal ≤ 4) | "
-                          f"{'%.1f×' % ratio if np.isfinite(ratio) else 'n/a'} | {p:.4f} | {e_rand:.0f} | "
-                          f"{'%.1f×' % ratio_e if np.isfinite(ratio_e) else 'n/a'} (goal ≥ 3×) |")
-    head = ["", "| method | threshold | median rounds to reach | experiments vs random LHS (ratio of medians) "
-            "| random: P(condition ≤ threshold) | random: expected experiments | experiments vs expected random |",
-            "|---|---|---|---|---|---|---|"]
+            ratios.append(
+                f"| {method} | {label} | {s[0][0]:g} (paper 8, goal ≤ 4) | "
+                f"{f'{ratio:.1f}×' if np.isfinite(ratio) else 'n/a'} | {p:.4f} | {e_rand:.0f} | "
+                f"{f'{ratio_e:.1f}×' if np.isfinite(ratio_e) else 'n/a'} (goal ≥ 3×) |"
+            )
+    head = [
+        "",
+        "| method | threshold | median rounds to reach | experiments vs random LHS (ratio of medians) "
+        "| random: P(condition ≤ threshold) | random: expected experiments | experiments vs expected random |",
+        "|---|---|---|---|---|---|---|",
+    ]
     return "\n".join(lines + head + ratios)
 
 
@@ -150,8 +172,12 @@ def curves_plot(results: dict, path: Path, rounds: int) -> None:
     from screening.objectives.synthesis.plots import plot_best_loss_per_round
 
     curves = {m: np.array([r["best"][:rounds] for r in runs]) for m, runs in results.items()}
-    plot_best_loss_per_round(curves, path, references={"paper BO, 8 rounds": PAPER_BEST_BO_LOSS, "paper DNN": PAPER_BEST_DNN_LOSS},
-                             title="Virtual lab: best condition loss per round (median, IQR)")
+    plot_best_loss_per_round(
+        curves,
+        path,
+        references={"paper BO, 8 rounds": PAPER_BEST_BO_LOSS, "paper DNN": PAPER_BEST_DNN_LOSS},
+        title="Virtual lab: best condition loss per round (median, IQR)",
+    )
 
 
 def write_docs(text: str) -> None:
@@ -162,7 +188,7 @@ def write_docs(text: str) -> None:
     if head in old:
         start = old.index(head)
         nxt = old.find("\n## ", start + len(head))
-        old = old[:start].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt != -1 else "")
+        old = old[:start].rstrip("\n") + ("\n\n" + old[nxt + 1 :] if nxt != -1 else "")
     path.write_text(old.rstrip("\n") + "\n\n" + text.strip() + "\n")
 
 
@@ -181,8 +207,12 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=REPO / "docs" / "synthesis_best_loss.png")
     ap.add_argument("--timing-only", action="store_true", help="only time one 15-point suggestion")
     ap.add_argument("--docs-every", type=int, default=5, help="with --write-docs, update the docs every N seeds")
-    ap.add_argument("--stop-at", type=float, default=min(PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS),
-                    help="end a BO campaign once its best loss is at or below this (default: the lowest threshold)")
+    ap.add_argument(
+        "--stop-at",
+        type=float,
+        default=min(PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS),
+        help="end a BO campaign once its best loss is at or below this (default: the lowest threshold)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.timing_only:
@@ -199,8 +229,11 @@ def main() -> None:
             t = time.time()
             run = run_random(seed, args) if method == "random" else run_framework(method, seed, args)
             results[method].append(run)
-            print(f"{method:7s} seed {seed:2d}: best per round {np.round(run['best'][:args.rounds], 3).tolist()}"
-                  f"  ({time.time() - t:.0f} s, total {time.time() - started:.0f} s)", flush=True)
+            print(
+                f"{method:7s} seed {seed:2d}: best per round {np.round(run['best'][: args.rounds], 3).tolist()}"
+                f"  ({time.time() - t:.0f} s, total {time.time() - started:.0f} s)",
+                flush=True,
+            )
         (args.out / "runs.json").write_text(json.dumps(results))
         if args.write_docs and (seed + 1) % args.docs_every == 0 and seed + 1 < args.campaigns:
             write_docs(report(results, args, timing, started, partial=True))
@@ -215,10 +248,14 @@ def report(results: dict, args, timing: dict, started: float, partial: bool = Fa
     text = table(results, args)
     curves_plot(results, args.plot, args.rounds)
     n_done = min(len(v) for v in results.values())
-    cmd = (f"OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_synthesis.py --campaigns {args.campaigns} --rounds {args.rounds} "
-           f"--random-rounds {args.random_rounds} --batch {args.batch} --replicates {args.replicates} --dnn-from {args.dnn_from} "
-           f"--box {args.box} --write-docs")
-    status = (f"**Partial: {n_done} of {args.campaigns} seeds done so far (the run is still going).**\n\n" if partial else "")
+    cmd = (
+        f"OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_synthesis.py --campaigns {args.campaigns} --rounds {args.rounds} "
+        f"--random-rounds {args.random_rounds} --batch {args.batch} --replicates {args.replicates} --dnn-from {args.dnn_from} "
+        f"--box {args.box} --write-docs"
+    )
+    status = (
+        f"**Partial: {n_done} of {args.campaigns} seeds done so far (the run is still going).**\n\n" if partial else ""
+    )
     return f"""## Nanoparticle synthesis
 
 {status}

@@ -10,6 +10,7 @@ side by side. One process, as the figures are per-core speeds.
     OMP_NUM_THREADS=1 python scripts/check_cif_parser.py            # all 36,738 CIFs, a few minutes
     OMP_NUM_THREADS=1 python scripts/check_cif_parser.py --limit 500
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from screening.io.cif import parse_cif_with_pymatgen, parse_p1_cif
 
-DEFAULT_SOURCE = (Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mp_mtcgcnn_2018" / "mp_mtcgcnn_2018.csv.gz").resolve()
+DEFAULT_SOURCE = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mp_mtcgcnn_2018" / "mp_mtcgcnn_2018.csv.gz"
+).resolve()
 ATOL = 1e-8
 
 
@@ -88,7 +91,9 @@ def main() -> None:
     total = len(cifs)
     t_ours = t_fast_path + t_fallback
     print(f"source: {args.source} ({total} CIFs, 1 process)")
-    print(f"fast path taken:      {n_fast:6d}  matched pymatgen: {n_fast_matched}  mismatched: {n_fast - n_fast_matched}")
+    print(
+        f"fast path taken:      {n_fast:6d}  matched pymatgen: {n_fast_matched}  mismatched: {n_fast - n_fast_matched}"
+    )
     print(f"fell back to pymatgen: {n_fallback:5d}  matched pymatgen: {n_fallback_matched}")
     print(f"mismatched overall:   {len(mismatches):6d}")
     for record_id, why in mismatches[:20]:

@@ -12,6 +12,7 @@ figures inside) and ``screening/data/agbonn_target.json`` (our Gaussian fit of t
 
     OMP_NUM_THREADS=1 python scripts/fit_virtual_lab.py [--shared ../shared] [--restarts 3] [--no-cv]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,19 @@ import torch
 from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
-from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, gaussian_sum, load_target, minmax, spectrum_losses
-from screening.objectives.synthesis.virtual_lab import SpectrumPhysicsModel, VirtualLab, VirtualLabParams, fit_physics_model
+from screening.objectives.synthesis.spectral_loss import (
+    WAVELENGTHS_NM,
+    gaussian_sum,
+    load_target,
+    minmax,
+    spectrum_losses,
+)
+from screening.objectives.synthesis.virtual_lab import (
+    SpectrumPhysicsModel,
+    VirtualLab,
+    VirtualLabParams,
+    fit_physics_model,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 INPUT_COLUMNS = ["QAgNO3(%)", "Qpva(%)", "Qtsc(%)", "Qseed(%)", "Qtot(uL/min)"]
@@ -34,6 +46,7 @@ TARGET_CENTRES_INIT = [395, 415, 500, 545, 585, 640, 680, 720]
 
 
 # --- data -------------------------------------------------------------------------------------
+
 
 def load_reference(shared: Path) -> dict:
     ref = shared / "reference" / "agbonn"
@@ -45,7 +58,7 @@ def load_reference(shared: Path) -> dict:
         raise ValueError(f"{ref}/agbonn_repo/run1_spectra.csv: wavelength grid is not 380–800 nm")
     droplets = spectra.to_numpy().T
     run1 = []
-    for cid, rows in fixture.groupby("Condition ID"):
+    for _cid, rows in fixture.groupby("Condition ID"):
         x = rows[INPUT_COLUMNS].iloc[0].to_numpy(dtype=float)
         idx = int(np.argmin(np.abs(cond[INPUT_COLUMNS].to_numpy() - x).sum(axis=1)))
         block = droplets[rows.index.to_numpy()]
@@ -67,18 +80,24 @@ def fit_target(reference: np.ndarray) -> tuple[dict, float]:
 
     res = least_squares(lambda p: model(p) - reference, p0)
     p3 = np.reshape(res.x[:-1], (-1, 3))
-    spec = {"centres_nm": p3[:, 0].tolist(), "widths_nm": np.abs(p3[:, 1]).tolist(), "heights": p3[:, 2].tolist(),
-            "offset": float(res.x[-1]),
-            "what": "Gaussian-sum fit (scripts/fit_virtual_lab.py) of the AgBONN target: DDA extinction of a "
-                    "50 nm-edge, 10 nm-thick Ag nanoprism, peak 1.2 at 642 nm"}
+    spec = {
+        "centres_nm": p3[:, 0].tolist(),
+        "widths_nm": np.abs(p3[:, 1]).tolist(),
+        "heights": p3[:, 2].tolist(),
+        "offset": float(res.x[-1]),
+        "what": "Gaussian-sum fit (scripts/fit_virtual_lab.py) of the AgBONN target: DDA extinction of a "
+        "50 nm-edge, 10 nm-thick Ag nanoprism, peak 1.2 at 642 nm",
+    }
     a, b = minmax(model(res.x)), minmax(reference)
     return spec, float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
 # --- fitting ----------------------------------------------------------------------------------
 
-def fit_model(data: dict, target: np.ndarray, train: np.ndarray, run1_train: list[int], seed: int,
-              **kw) -> tuple[SpectrumPhysicsModel, float]:
+
+def fit_model(
+    data: dict, target: np.ndarray, train: np.ndarray, run1_train: list[int], seed: int, **kw
+) -> tuple[SpectrumPhysicsModel, float]:
     """Fit on the ``train`` condition indices and the Run-1 spectra ``run1_train``."""
     cond = data["conditions"]
     X = cond[INPUT_COLUMNS].to_numpy()
@@ -96,6 +115,7 @@ def best_of(data, target, train, run1_train, restarts, **kw) -> SpectrumPhysicsM
 
 # --- evaluation -------------------------------------------------------------------------------
 
+
 def predicted_losses(model: SpectrumPhysicsModel, X: np.ndarray, target: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return spectrum_losses(model(torch.tensor(X, dtype=torch.float64)).numpy(), target)
@@ -103,8 +123,12 @@ def predicted_losses(model: SpectrumPhysicsModel, X: np.ndarray, target: np.ndar
 
 def loss_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     resid = pred - true
-    return {"mae": float(np.abs(resid).mean()), "r2": float(1 - (resid**2).sum() / ((true - true.mean()) ** 2).sum()),
-            "spearman": float(spearmanr(pred, true).statistic), "n": int(len(true))}
+    return {
+        "mae": float(np.abs(resid).mean()),
+        "r2": float(1 - (resid**2).sum() / ((true - true.mean()) ** 2).sum()),
+        "spearman": float(spearmanr(pred, true).statistic),
+        "n": int(len(true)),
+    }
 
 
 def spectrum_metrics(model: SpectrumPhysicsModel, data: dict, run1_ids: list[int]) -> dict:
@@ -119,8 +143,13 @@ def spectrum_metrics(model: SpectrumPhysicsModel, data: dict, run1_ids: list[int
         a, b = minmax(s), minmax(m)
         cos_mm.append(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
         peak_err.append(float(s.max() - m.max()))
-    return {"cos_raw_mean": float(np.mean(cos_raw)), "cos_raw_min": float(np.min(cos_raw)),
-            "cos_minmax_mean": float(np.mean(cos_mm)), "peak_absorbance_mae": float(np.mean(np.abs(peak_err))), "n": len(run1_ids)}
+    return {
+        "cos_raw_mean": float(np.mean(cos_raw)),
+        "cos_raw_min": float(np.min(cos_raw)),
+        "cos_minmax_mean": float(np.mean(cos_mm)),
+        "peak_absorbance_mae": float(np.mean(np.abs(peak_err))),
+        "n": len(run1_ids),
+    }
 
 
 def calibrate_noise(model: SpectrumPhysicsModel, data: dict, target: np.ndarray, params_base: dict) -> dict:
@@ -164,8 +193,12 @@ def landscape(model: SpectrumPhysicsModel, data: dict, target: np.ndarray, n: in
             return 1.0
         return float(predicted_losses(model, x[None], target)[0])
 
-    refined = [minimize(f, (pts[i] - lo) / (hi - lo), method="Nelder-Mead", options={"maxiter": 400, "xatol": 1e-4, "fatol": 1e-6})
-               for i in np.argsort(losses)[:5]]
+    refined = [
+        minimize(
+            f, (pts[i] - lo) / (hi - lo), method="Nelder-Mead", options={"maxiter": 400, "xatol": 1e-4, "fatol": 1e-6}
+        )
+        for i in np.argsort(losses)[:5]
+    ]
     r_best = min(refined, key=lambda r: r.fun)
     X = data["conditions"][INPUT_COLUMNS].to_numpy()
     y_real = data["conditions"]["loss_median"].to_numpy()
@@ -183,12 +216,18 @@ def landscape(model: SpectrumPhysicsModel, data: dict, target: np.ndarray, n: in
         fn = rf.predict if label == "real_data" else (lambda Z: predicted_losses(model, Z, target))
         shap_imp[label] = dict(zip(names, np.round(np.abs(shap_values(fn, bg, X)).mean(0), 4).tolist()))
     ranks = [spearmanr(list(importance["real_data"].values()), list(importance["virtual_lab"].values())).statistic]
-    return {"optimum_loss": float(r_best.fun), "optimum_x": (lo + (hi - lo) * r_best.x).round(2).tolist(),
-            "best_random_point_loss": float(losses[best]), "best_random_point_x": pts[best].round(2).tolist(),
-            "fraction_below_0.2": float(np.mean(losses < 0.2)), "fraction_below_0.167": float(np.mean(losses < 0.167)),
-            "fraction_below_0.135": float(np.mean(losses < 0.135)),
-            "importance_permutation_rf": importance, "importance_rank_spearman": float(ranks[0]),
-            "importance_mean_abs_shap": shap_imp}
+    return {
+        "optimum_loss": float(r_best.fun),
+        "optimum_x": (lo + (hi - lo) * r_best.x).round(2).tolist(),
+        "best_random_point_loss": float(losses[best]),
+        "best_random_point_x": pts[best].round(2).tolist(),
+        "fraction_below_0.2": float(np.mean(losses < 0.2)),
+        "fraction_below_0.167": float(np.mean(losses < 0.167)),
+        "fraction_below_0.135": float(np.mean(losses < 0.135)),
+        "importance_permutation_rf": importance,
+        "importance_rank_spearman": float(ranks[0]),
+        "importance_mean_abs_shap": shap_imp,
+    }
 
 
 def main() -> None:
@@ -200,8 +239,11 @@ def main() -> None:
     ap.add_argument("--decay", type=float, default=1e-2, help="L2 weight of the chemistry map (smoothness)")
     ap.add_argument("--no-cv", action="store_true", help="skip the held-out evaluations")
     ap.add_argument("--out", type=Path, default=REPO / "screening" / "data")
-    ap.add_argument("--refresh-landscape", action="store_true",
-                    help="keep the fitted lab in --out, recompute only its landscape / importance figures")
+    ap.add_argument(
+        "--refresh-landscape",
+        action="store_true",
+        help="keep the fitted lab in --out, recompute only its landscape / importance figures",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -214,7 +256,13 @@ def main() -> None:
         print(json.dumps(params.calibration["landscape"], indent=1))
         return
     target_spec, target_cos = fit_target(data["target_reference"])
-    target = gaussian_sum(WAVELENGTHS_NM, target_spec["centres_nm"], target_spec["widths_nm"], target_spec["heights"], target_spec["offset"])
+    target = gaussian_sum(
+        WAVELENGTHS_NM,
+        target_spec["centres_nm"],
+        target_spec["widths_nm"],
+        target_spec["heights"],
+        target_spec["offset"],
+    )
     print(f"target: Gaussian sum, cos(minmax) to the reference = {target_cos:.5f}")
     cond = data["conditions"]
     X = cond[INPUT_COLUMNS].to_numpy()
@@ -249,18 +297,26 @@ def main() -> None:
             pred[test] = predicted_losses(held, X[test], target)
             if r1_test:
                 spec_rows.append((spectrum_metrics(held, data, r1_test), len(r1_test)))
-            print(f"  fold {k}: held-out loss MAE {np.abs(pred[test] - y[test]).mean():.3f}  ({time.time() - t0:.0f} s)")
+            print(
+                f"  fold {k}: held-out loss MAE {np.abs(pred[test] - y[test]).mean():.3f}  ({time.time() - t0:.0f} s)"
+            )
         calibration["cv5_loss"] = loss_metrics(pred, y)
         w = np.array([c for _, c in spec_rows], dtype=float)
         calibration["cv5_run1_spectra"] = {
-            key: float(np.average([m[key] for m, _ in spec_rows], weights=w)) if key != "cos_raw_min"
-            else float(min(m[key] for m, _ in spec_rows)) for key in spec_rows[0][0] if key != "n"}
+            key: float(np.average([m[key] for m, _ in spec_rows], weights=w))
+            if key != "cos_raw_min"
+            else float(min(m[key] for m, _ in spec_rows))
+            for key in spec_rows[0][0]
+            if key != "n"
+        }
         calibration["cv5_run1_spectra"]["n"] = int(w.sum())
         # Extrapolation: train on BO runs 1-8, predict the DNN runs 6-8.
         bo = cond["run"].str.startswith("BO").to_numpy()
         held = best_of(data, target, np.flatnonzero(bo), list(range(len(data["run1"]))), args.cv_restarts, **kw)
         calibration["bo_to_dnn_loss"] = loss_metrics(predicted_losses(held, X[~bo], target), y[~bo])
-        print(f"  CV: {calibration['cv5_loss']}\n  spectra: {calibration['cv5_run1_spectra']}\n  BO->DNN: {calibration['bo_to_dnn_loss']}")
+        print(
+            f"  CV: {calibration['cv5_loss']}\n  spectra: {calibration['cv5_run1_spectra']}\n  BO->DNN: {calibration['bo_to_dnn_loss']}"
+        )
     calibration["fit_seconds"] = round(time.time() - t0, 1)
     model.to_params(noise["noise"], calibration, {}).save(args.out / "virtual_lab_agbonn.json")
     print(json.dumps({k: v for k, v in calibration.items() if k.startswith(("cv5", "bo_to"))}, indent=1))

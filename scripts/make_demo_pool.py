@@ -14,6 +14,7 @@ prediction. The column is named ``band_gap`` and documented as such in the READM
 
     python scripts/make_demo_pool.py            # writes data/demo_pool.csv.gz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,9 @@ def cscl(a: str, x: str, ra: float, rx: float) -> Structure:
 
 
 def zincblende(a: str, x: str, ra: float, rx: float) -> Structure:
-    return Structure.from_spacegroup("F-43m", Lattice.cubic(4 * (ra + rx) / np.sqrt(3)), [a, x], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    return Structure.from_spacegroup(
+        "F-43m", Lattice.cubic(4 * (ra + rx) / np.sqrt(3)), [a, x], [[0, 0, 0], [0.25, 0.25, 0.25]]
+    )
 
 
 def wurtzite(a: str, x: str, ra: float, rx: float) -> Structure:
@@ -69,7 +72,9 @@ def wurtzite(a: str, x: str, ra: float, rx: float) -> Structure:
 
 
 def fluorite(a: str, x: str, ra: float, rx: float) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(4 * (ra + rx) / np.sqrt(3)), [a, x], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(4 * (ra + rx) / np.sqrt(3)), [a, x], [[0, 0, 0], [0.25, 0.25, 0.25]]
+    )
 
 
 def rutile(a: str, x: str, ra: float, rx: float) -> Structure:
@@ -125,7 +130,8 @@ def main(argv=None) -> int:
     from screening.models.cgcnn import load_original_checkpoint
 
     model = load_original_checkpoint(
-        CGCNN_REF / "pre-trained" / "band-gap.pth.tar", load_atom_init(CGCNN_REF / "data" / "sample-regression" / "atom_init.json")
+        CGCNN_REF / "pre-trained" / "band-gap.pth.tar",
+        load_atom_init(CGCNN_REF / "data" / "sample-regression" / "atom_init.json"),
     )
     rows = []
     for ident, structure in candidate_structures():

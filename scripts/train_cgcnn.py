@@ -23,6 +23,7 @@ validation band-gap MAE. Only a finished run writes into ``--out``:
 
 Runs on CPU (2 cores: ~70-120 s per epoch) or CUDA when available.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -257,8 +258,13 @@ def main(argv=None) -> int:
         target_unit="eV",
         outputs=[
             {"name": "band_gap", "unit": "eV", "mean": float(means[0]), "std": float(stds[0]), "transform": "softplus"},
-            {"name": "formation_energy_per_atom", "unit": "eV/atom", "mean": float(means[1]), "std": float(stds[1]),
-             "transform": "affine"},
+            {
+                "name": "formation_energy_per_atom",
+                "unit": "eV/atom",
+                "mean": float(means[1]),
+                "std": float(stds[1]),
+                "transform": "affine",
+            },
         ],
         uncertainty={"calibration": 1.0},
     )
@@ -299,17 +305,31 @@ def main(argv=None) -> int:
         epoch += 1
         seconds = time.time() - t0
         train_seconds += seconds
-        history.append({"epoch": epoch, "train_loss": total / len(train), "val_mae_band_gap": val_mae,
-                        "val_mae_formation_energy": val_ef, "seconds": seconds})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / len(train),
+                "val_mae_band_gap": val_mae,
+                "val_mae_formation_energy": val_ef,
+                "seconds": seconds,
+            }
+        )
         improved = val_mae < best_val
         if improved:
             best_val, best_epoch = val_mae, epoch
             save_model(model.cpu(), best_path, {"epoch": epoch, "val_mae_eV": val_mae, "status": "training"})
             model.to(device)
         atomic_torch_save(
-            {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "epoch": epoch, "best_val": best_val, "best_epoch": best_epoch, "history": json.dumps(history),
-             "train_seconds": train_seconds},
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "best_val": best_val,
+                "best_epoch": best_epoch,
+                "history": json.dumps(history),
+                "train_seconds": train_seconds,
+            },
             last,
         )
         print(

@@ -1,4 +1,5 @@
 """Shared fixtures: the reference data in ../shared and small generated structures."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Acquisition functions on known posteriors, checked against Monte Carlo; local penalisation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,7 +71,8 @@ def test_folded_expected_improvement_matches_monte_carlo() -> None:
 def test_folded_normal_mean() -> None:
     for m, s in zip(MEANS, STDS):
         assert acq.folded_normal_mean(np.array([m]), np.array([s]), 0.25)[0] == pytest.approx(
-            np.abs(_mc(m, s) - 0.25).mean(), abs=3e-3)
+            np.abs(_mc(m, s) - 0.25).mean(), abs=3e-3
+        )
 
 
 def test_local_penalty_is_small_near_the_pending_point_and_one_far_away() -> None:
@@ -114,8 +116,17 @@ def test_local_penalisation_avoids_externally_pending_points() -> None:
     log_scores = acq.log_expected_improvement(mean, std, best=0.1)
     best_row = int(np.argmax(log_scores))
     picks = acq.select_locally_penalised(
-        log_scores, feats, mean, std, q=1, lipschitz=1.4, best=0.1,
-        pending_features=feats[[best_row]], pending_mean=mean[[best_row]], pending_std=std[[best_row]])
+        log_scores,
+        feats,
+        mean,
+        std,
+        q=1,
+        lipschitz=1.4,
+        best=0.1,
+        pending_features=feats[[best_row]],
+        pending_mean=mean[[best_row]],
+        pending_std=std[[best_row]],
+    )
     assert picks[0] != best_row
     assert np.linalg.norm(feats[picks[0]] - feats[best_row]) > 0.05
 

@@ -1,4 +1,5 @@
 """Exact random-search baselines agree with simulation."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """DiscretePool and Box: membership, exclusion, constrained Latin hypercubes, recorded expansion."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Strategies: pools never re-propose, batches are distinct, boxes stay feasible, seeds repeat."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,12 +41,32 @@ def test_pool_batches_are_new_and_distinct(strategy: Strategy) -> None:
     rows = pool.indices_of(told)
     failed = ["c1", "c3"]
     pending = ["c5", "c7"]
-    ids = suggest_pool(strategy, pool, told, y[rows], np.abs(y[rows] - TARGET.target), q=4, seed=3,
-                       target=TARGET, excluded_ids=failed, pending_ids=pending)
+    ids = suggest_pool(
+        strategy,
+        pool,
+        told,
+        y[rows],
+        np.abs(y[rows] - TARGET.target),
+        q=4,
+        seed=3,
+        target=TARGET,
+        excluded_ids=failed,
+        pending_ids=pending,
+    )
     assert len(ids) == 4 and len(set(ids)) == 4
     assert not set(ids) & (set(told) | set(failed) | set(pending))
-    again = suggest_pool(strategy, pool, told, y[rows], np.abs(y[rows] - TARGET.target), q=4, seed=3,
-                         target=TARGET, excluded_ids=failed, pending_ids=pending)
+    again = suggest_pool(
+        strategy,
+        pool,
+        told,
+        y[rows],
+        np.abs(y[rows] - TARGET.target),
+        q=4,
+        seed=3,
+        target=TARGET,
+        excluded_ids=failed,
+        pending_ids=pending,
+    )
     assert again == ids
 
 
@@ -105,7 +126,15 @@ def test_box_batches_are_feasible_and_distinct(batch: str) -> None:
 
 
 def test_box_starts_with_a_constrained_lhs() -> None:
-    P = suggest_box(Strategy(model="loss", acquisition="logei", n_init=5), FLOWS, np.empty((0, 5)), np.empty(0), np.empty(0), q=8, seed=2)
+    P = suggest_box(
+        Strategy(model="loss", acquisition="logei", n_init=5),
+        FLOWS,
+        np.empty((0, 5)),
+        np.empty(0),
+        np.empty(0),
+        q=8,
+        seed=2,
+    )
     assert P.shape == (8, 5) and FLOWS.feasible(P).all()
 
 
@@ -131,8 +160,12 @@ def test_large_pools_are_screened_by_leaves_and_agree_with_exhaustive_scoring() 
     agree = 0
     for seed in range(5):
         extra = [f"c{i}" for i in rng.choice(np.arange(40, n), 10, replace=False)]
-        a = suggest_pool(exhaustive, pool, told, y[rows], np.abs(y[rows] - 2.5), q=1, seed=seed, target=TARGET, excluded_ids=extra)
-        b = suggest_pool(screened, pool, told, y[rows], np.abs(y[rows] - 2.5), q=1, seed=seed, target=TARGET, excluded_ids=extra)
+        a = suggest_pool(
+            exhaustive, pool, told, y[rows], np.abs(y[rows] - 2.5), q=1, seed=seed, target=TARGET, excluded_ids=extra
+        )
+        b = suggest_pool(
+            screened, pool, told, y[rows], np.abs(y[rows] - 2.5), q=1, seed=seed, target=TARGET, excluded_ids=extra
+        )
         assert b[0] not in extra and b[0] not in told
         agree += a == b
     assert agree >= 4
@@ -151,8 +184,10 @@ def test_refit_schedule_is_a_function_of_n() -> None:
 def test_lp_batches_spread_out_in_boxes_with_mixed_units() -> None:
     """A flow rate spanning 800 µL/min beside percentages spanning ~20: local penalisation must
     measure distance in unit-box coordinates, or the 15 picks collapse onto one condition."""
-    mixed = Box.from_bounds([(10, 40), (10, 40), (0.5, 20), (0.5, 20), (200, 1000)],
-                            constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], 90.0)])
+    mixed = Box.from_bounds(
+        [(10, 40), (10, 40), (0.5, 20), (0.5, 20), (200, 1000)],
+        constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], 90.0)],
+    )
     lo, hi = np.array(mixed.lower), np.array(mixed.upper)
     X = mixed.latin_hypercube(15, seed=3)
     U = (X - lo) / (hi - lo)

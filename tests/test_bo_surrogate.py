@@ -1,4 +1,5 @@
 """GP surrogate: the fast chunked predictor matches BoTorch; prior mean; joint samples."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -101,9 +102,17 @@ def test_reused_hyperparameters_reproduce_the_fit(use_prior: bool) -> None:
     for a, b in zip(full.predict(Xt, **pt), same.predict(Xt, **pt)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)  # noise sits on its lower bound
     # Hyper-parameters are in units of y: rescaling y rescales them, not the lengthscales.
-    big = GPSurrogate(BOUNDS, use_prior=use_prior).fit(X, 10 * y, hyperparameters={**hp, "outputscale": hp["outputscale"] * 100,
-                                                       "noise": hp["noise"] * 100, "constant": hp["constant"] * 10},
-                                                       **({"prior": 10 * prior} if use_prior else {}))
+    big = GPSurrogate(BOUNDS, use_prior=use_prior).fit(
+        X,
+        10 * y,
+        hyperparameters={
+            **hp,
+            "outputscale": hp["outputscale"] * 100,
+            "noise": hp["noise"] * 100,
+            "constant": hp["constant"] * 10,
+        },
+        **({"prior": 10 * prior} if use_prior else {}),
+    )
     pt10 = {"prior": 10 * pt["prior"]} if use_prior else {}
     np.testing.assert_allclose(big.predict(Xt, **pt10)[0], 10 * full.predict(Xt, **pt)[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(big.hyperparameters()["lengthscale"], hp["lengthscale"])

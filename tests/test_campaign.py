@@ -1,4 +1,5 @@
 """Campaign: ask/tell/run, stop rules, and bad tells that change nothing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,10 @@ import pytest
 
 from screening.bo.campaign import Campaign, History, StopRules, TellError, stop_reason
 from screening.bo.domain import Box, DiscretePool, LinearConstraint
+from screening.bo.objective import Evaluation
 from screening.bo.store import ObservationRecord
 from screening.bo.strategy import Strategy
 from screening.objectives.bandgap.objective import BandGapPoolObjective
-from screening.bo.objective import Evaluation
 
 
 def synthetic_objective(n: int = 300, seed: int = 0, target: float = 2.534, tol: float = 0.01) -> BandGapPoolObjective:
@@ -50,7 +51,10 @@ def test_budget_stop_and_batches(tmp_path) -> None:
 
 
 def _history(losses, hits=None, sources=None) -> History:
-    recs = [ObservationRecord(f"p{i}", None, 0.0, l, None, (sources or ["search"] * len(losses))[i]) for i, l in enumerate(losses)]
+    recs = [
+        ObservationRecord(f"p{i}", None, 0.0, loss, None, (sources or ["search"] * len(losses))[i])
+        for i, loss in enumerate(losses)
+    ]
     return History(recs, hits or [False] * len(losses))
 
 
@@ -67,22 +71,30 @@ def test_stop_rules() -> None:
 
 def test_run_stops_on_plateau(tmp_path) -> None:
     obj = synthetic_objective(target=9.0)
-    c = Campaign.create(tmp_path / "c.sqlite", obj, Strategy(model="loss", acquisition="logei"), seed=0,
-                        stop=StopRules(budget=60, plateau=4, plateau_tol=0.5))
+    c = Campaign.create(
+        tmp_path / "c.sqlite",
+        obj,
+        Strategy(model="loss", acquisition="logei"),
+        seed=0,
+        stop=StopRules(budget=60, plateau=4, plateau_tol=0.5),
+    )
     c.tell_evaluations(obj.evaluate(_prior(obj, 10)), source="prior")
     c.run()
     assert c.stopped_because == "plateau"
     assert c.history().n_search < 60
 
 
-@pytest.mark.parametrize("bad", [
-    ("unknown", [("c1", 2.0), ("not-a-crystal", 2.0)], "unknown candidate"),
-    ("duplicate", [("c1", 2.0), ("c0", 2.0)], "already told"),
-    ("twice", [("c1", 2.0), ("c1", 2.1)], "twice in this batch"),
-    ("nan", [("c1", 2.0), ("c2", float("nan"))], "NaN"),
-    ("text", [("c1", 2.0), ("c2", "abc")], "not a number"),
-    ("none", [("c1", 2.0), ("c2", None)], "no value"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("unknown", [("c1", 2.0), ("not-a-crystal", 2.0)], "unknown candidate"),
+        ("duplicate", [("c1", 2.0), ("c0", 2.0)], "already told"),
+        ("twice", [("c1", 2.0), ("c1", 2.1)], "twice in this batch"),
+        ("nan", [("c1", 2.0), ("c2", float("nan"))], "NaN"),
+        ("text", [("c1", 2.0), ("c2", "abc")], "not a number"),
+        ("none", [("c1", 2.0), ("c2", None)], "no value"),
+    ],
+)
 def test_bad_tells_raise_and_change_nothing(tmp_path, bad) -> None:
     _, batch, message = bad
     obj = synthetic_objective()
@@ -128,8 +140,9 @@ class FlowLab:
     """A continuous objective: four flows (mL/min) summing to at most 90, plus a temperature."""
 
     def __init__(self) -> None:
-        self.domain = Box.from_bounds([(0, 40)] * 4 + [(20, 80)],
-                                      constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], 90.0)])
+        self.domain = Box.from_bounds(
+            [(0, 40)] * 4 + [(20, 80)], constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], 90.0)]
+        )
 
     def evaluate(self, points):
         out = []
@@ -150,8 +163,14 @@ class FlowLab:
 
 def test_box_campaign_with_constraints_and_failures(tmp_path) -> None:
     lab = FlowLab()
-    c = Campaign.create(tmp_path / "lab.sqlite", lab, Strategy(model="loss", acquisition="logei", box_raw_samples=512),
-                        seed=0, batch_size=2, stop=StopRules(budget=16))
+    c = Campaign.create(
+        tmp_path / "lab.sqlite",
+        lab,
+        Strategy(model="loss", acquisition="logei", box_raw_samples=512),
+        seed=0,
+        batch_size=2,
+        stop=StopRules(budget=16),
+    )
     h = c.run()
     X = np.array([r.x for r in h.records])
     assert lab.domain.feasible(X).all()

@@ -1,4 +1,5 @@
 """The CGCNN network: exact parity with the original txie-93/cgcnn, invariances, weights I/O."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,10 @@ def atom_table(cgcnn_ref):
 
 @pytest.fixture(scope="module")
 def original_models(cgcnn_ref, atom_table):
-    return {k: load_original_checkpoint(cgcnn_ref / "pre-trained" / f"{v}.pth.tar", atom_table) for k, v in CHECKPOINTS.items()}
+    return {
+        k: load_original_checkpoint(cgcnn_ref / "pre-trained" / f"{v}.pth.tar", atom_table)
+        for k, v in CHECKPOINTS.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,9 @@ def run(model, structures):
 
 @pytest.mark.shared
 @pytest.mark.parametrize("name", list(CHECKPOINTS))
-def test_original_predictions_embeddings_and_pooled_match_reference(cgcnn_ref, original_models, sample_structures, name):
+def test_original_predictions_embeddings_and_pooled_match_reference(
+    cgcnn_ref, original_models, sample_structures, name
+):
     outputs = cgcnn_ref / "outputs"
     pred = pd.read_csv(outputs / f"{name}_predictions.csv", dtype={"cif_id": str})
     emb = pd.read_csv(outputs / f"{name}_embeddings.csv", dtype={"cif_id": str}).set_index("cif_id")

@@ -1,4 +1,5 @@
 """`matscreen featurize` and `matscreen reduce` from the command line."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ def test_featurize_json_with_default_model_then_reduce(tmp_path):
     source = tmp_path / "structs.json"
     write_json_source(source)
     out = tmp_path / "emb.parquet"
-    result = runner.invoke(app, ["featurize", str(source), "-o", str(out), "--workers", "0", "--cache-dir", str(tmp_path / "c")])
+    result = runner.invoke(
+        app, ["featurize", str(source), "-o", str(out), "--workers", "0", "--cache-dir", str(tmp_path / "c")]
+    )
     assert result.exit_code == 0, result.output
     assert "wrote 5 rows" in result.output and "0 errors" in result.output
     frame = pd.read_parquet(out)

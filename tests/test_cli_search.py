@@ -1,13 +1,14 @@
 """`matscreen search` and `matscreen campaign` end to end on a small generated pool."""
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
+from test_objectives_bandgap import synthetic_pool_frame
 from typer.testing import CliRunner
 
 from screening.cli import app
-from test_objectives_bandgap import synthetic_pool_frame
 
 runner = CliRunner()
 
@@ -23,8 +24,26 @@ def test_search_finds_a_hit_and_writes_its_report(tmp_path) -> None:
     path, frame = _pool(tmp_path)
     target = float(frame["band_gap"].iloc[17])
     out = tmp_path / "run"
-    res = runner.invoke(app, ["search", "--pool", str(path), "--target", str(target), "--tol", "0.01",
-                              "--n-prior", "20", "--budget", "40", "--seed", "1", "-o", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "--pool",
+            str(path),
+            "--target",
+            str(target),
+            "--tol",
+            "0.01",
+            "--n-prior",
+            "20",
+            "--budget",
+            "40",
+            "--seed",
+            "1",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "HIT" in res.output and "stopped: hit" in res.output
     hist = pd.read_csv(out / "history.csv")
@@ -45,8 +64,28 @@ def test_search_with_a_prior_file_and_loss_model(tmp_path) -> None:
     path, frame = _pool(tmp_path)
     prior = tmp_path / "prior.csv"
     frame[["id"]].iloc[100:130].to_csv(prior, index=False)
-    res = runner.invoke(app, ["search", "--pool", str(path), "--target", "9.0", "--prior", str(prior), "--budget", "3",
-                              "--model", "loss", "--acq", "ucb", "--batch", "2", "-o", str(tmp_path / "r")])
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "--pool",
+            str(path),
+            "--target",
+            "9.0",
+            "--prior",
+            str(prior),
+            "--budget",
+            "3",
+            "--model",
+            "loss",
+            "--acq",
+            "ucb",
+            "--batch",
+            "2",
+            "-o",
+            str(tmp_path / "r"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     hist = pd.read_csv(tmp_path / "r" / "history.csv")
     assert list(hist["point"].iloc[:30]) == list(frame["id"].iloc[100:130]) and len(hist) == 33
@@ -62,7 +101,12 @@ def test_search_rejects_a_bad_acquisition(tmp_path) -> None:
 def test_campaign_ask_tell_status_report(tmp_path) -> None:
     path, frame = _pool(tmp_path)
     lab = tmp_path / "lab"
-    assert runner.invoke(app, ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5", "--batch", "3"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5", "--batch", "3"]
+        ).exit_code
+        == 0
+    )
     ask = runner.invoke(app, ["campaign", "ask", str(lab), "-o", str(tmp_path / "b1.csv")])
     assert ask.exit_code == 0, ask.output
     batch = pd.read_csv(tmp_path / "b1.csv")
@@ -102,8 +146,22 @@ def test_campaign_ask_tell_status_report(tmp_path) -> None:
 
 def test_campaign_with_a_user_objective_class(tmp_path) -> None:
     lab = tmp_path / "quad"
-    res = runner.invoke(app, ["campaign", "new", str(lab), "--objective", "test_objectives_bandgap:Quadratic",
-                              "--model", "loss", "--acq", "logei", "--budget", "8"])
+    res = runner.invoke(
+        app,
+        [
+            "campaign",
+            "new",
+            str(lab),
+            "--objective",
+            "test_objectives_bandgap:Quadratic",
+            "--model",
+            "loss",
+            "--acq",
+            "logei",
+            "--budget",
+            "8",
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["campaign", "run", str(lab)])
     assert res.exit_code == 0, res.output

@@ -1,4 +1,5 @@
 """`matscreen synth run / ask / tell` end to end on small campaigns."""
+
 from __future__ import annotations
 
 import threading
@@ -17,23 +18,65 @@ runner = CliRunner()
 
 def droplet_rows(ask: pd.DataFrame, lab: VirtualLab) -> list[dict]:
     blocks = lab.measure(ask[list(INPUT_NAMES)].to_numpy())
-    return [{"condition_id": cid, **dict(zip(SPECTRUM_COLUMNS, d))} for cid, b in zip(ask["condition_id"], blocks) for d in b]
+    return [
+        {"condition_id": cid, **dict(zip(SPECTRUM_COLUMNS, d))}
+        for cid, b in zip(ask["condition_id"], blocks)
+        for d in b
+    ]
 
 
 def test_synth_run_on_the_virtual_lab(tmp_path):
     out = tmp_path / "run"
-    res = runner.invoke(app, ["synth", "run", "--rounds", "2", "--batch", "5", "--replicates", "3", "--dnn-from", "2",
-                              "--dnn-batch", "3", "-o", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            "run",
+            "--rounds",
+            "2",
+            "--batch",
+            "5",
+            "--replicates",
+            "3",
+            "--dnn-from",
+            "2",
+            "--dnn-batch",
+            "3",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "round  2 [bo+dnn]" in res.output and "best condition:" in res.output
     obs = pd.read_csv(out / "observations.csv")
     assert len(obs) == 5 + 5 + 3
-    for name in ("best_loss_per_round.png", "best_spectrum.png", "shap_importance.png", "shap_importance.csv", "rounds.csv"):
+    for name in (
+        "best_loss_per_round.png",
+        "best_spectrum.png",
+        "shap_importance.png",
+        "shap_importance.csv",
+        "rounds.csv",
+    ):
         assert (out / name).is_file(), name
     assert (out / "random-lhs" / "campaign.sqlite").is_file()
     # rerunning with more rounds resumes the same campaign
-    res = runner.invoke(app, ["synth", "run", "--rounds", "3", "--batch", "5", "--replicates", "3", "--no-shap",
-                              "--no-compare-random", "-o", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            "run",
+            "--rounds",
+            "3",
+            "--batch",
+            "5",
+            "--replicates",
+            "3",
+            "--no-shap",
+            "--no-compare-random",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out / "observations.csv")) == 13 + 5 + 3  # stored settings: bo+dnn, 3 network picks
 
@@ -75,8 +118,26 @@ def test_synth_run_with_a_csv_lab_waits_for_results(tmp_path):
 
     t = threading.Thread(target=reactor)
     t.start()
-    res = runner.invoke(app, ["synth", "run", "--lab", "csv", "--method", "bo", "--rounds", "2", "--batch", "3",
-                              "--poll", "0.05", "--no-shap", "-o", str(d)])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            "run",
+            "--lab",
+            "csv",
+            "--method",
+            "bo",
+            "--rounds",
+            "2",
+            "--batch",
+            "3",
+            "--poll",
+            "0.05",
+            "--no-shap",
+            "-o",
+            str(d),
+        ],
+    )
     t.join(timeout=60)
     assert res.exit_code == 0, res.output
     assert "waiting for" in res.output

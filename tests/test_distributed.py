@@ -1,4 +1,5 @@
 """Ray shards on this machine: a worker killed mid-shard is retried and every record lands exactly once."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,14 @@ import ray  # part of the test extra: a missing Ray must fail here, not skip
 from pymatgen.core import Lattice, Structure
 
 from screening.atom_features import element_property_table
-from screening.screen.ray_executor import DistributedError, init_ray, run_on_ray, sweep_temporary_files, write_parquet_atomic
 from screening.models.cgcnn import CGCNNConfig, init_model, save_model
+from screening.screen.ray_executor import (
+    DistributedError,
+    init_ray,
+    run_on_ray,
+    sweep_temporary_files,
+    write_parquet_atomic,
+)
 from screening.screen.run import screen_database
 
 
@@ -119,8 +126,19 @@ def test_screen_on_ray_with_a_killed_worker_matches_the_local_run(ray_session, t
     db = _db(tmp_path / "db.csv")
     local = screen_database(db, 1.0, 0.05, model, tmp_path / "local.parquet", chunk_size=6, workers=0, progress=False)
     marker = tmp_path / "crashed"
-    on_ray = screen_database(db, 1.0, 0.05, model, tmp_path / "ray.parquet", chunk_size=6, engine="ray", workers=2,
-                             max_retries=2, progress=False, before_commit=crash_once(marker, shard=3))
+    on_ray = screen_database(
+        db,
+        1.0,
+        0.05,
+        model,
+        tmp_path / "ray.parquet",
+        chunk_size=6,
+        engine="ray",
+        workers=2,
+        max_retries=2,
+        progress=False,
+        before_commit=crash_once(marker, shard=3),
+    )
     assert marker.exists()  # chunk 3's worker really died once
     assert on_ray.chunks_computed == list(range(7)) and on_ray.rows == 40
     ranked = pd.read_parquet(on_ray.output)

@@ -1,14 +1,14 @@
 """SHAP importance: exact on an additive function, and the network's summaries rank real inputs."""
+
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from screening.objectives.synthesis.explain import importance, shap_table, shap_values, spectrum_summaries
-from screening.objectives.synthesis.spectral_loss import load_target
-from screening.objectives.synthesis.objective import INPUT_NAMES, synthesis_box
-from screening.objectives.synthesis.virtual_lab import VirtualLab
 from screening.objectives.synthesis import twostep
+from screening.objectives.synthesis.explain import importance, shap_table, shap_values, spectrum_summaries
+from screening.objectives.synthesis.objective import INPUT_NAMES, synthesis_box
+from screening.objectives.synthesis.spectral_loss import load_target
+from screening.objectives.synthesis.virtual_lab import VirtualLab
 
 
 def test_shap_values_are_exact_for_an_additive_function():

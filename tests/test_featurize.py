@@ -1,4 +1,5 @@
 """Featurizing many structures: parity end to end, error report, cache, workers, matminer API."""
+
 from __future__ import annotations
 
 import shutil
@@ -68,8 +69,12 @@ def test_bad_records_go_to_the_error_report_and_the_rest_completes(mixed_folder,
 
 def test_rerun_reuses_the_cache_keyed_by_content_and_model(mixed_folder, small_model_path, tmp_path):
     cache = tmp_path / "cache"
-    first = featurize_source(mixed_folder, tmp_path / "a.parquet", model=str(small_model_path), cache_dir=cache, progress=False)
-    second = featurize_source(mixed_folder, tmp_path / "b.parquet", model=str(small_model_path), cache_dir=cache, progress=False)
+    first = featurize_source(
+        mixed_folder, tmp_path / "a.parquet", model=str(small_model_path), cache_dir=cache, progress=False
+    )
+    second = featurize_source(
+        mixed_folder, tmp_path / "b.parquet", model=str(small_model_path), cache_dir=cache, progress=False
+    )
     assert first["cache_hits"] == 0 and second["cache_hits"] == 2
     a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
     pd.testing.assert_frame_equal(a, b)
@@ -103,7 +108,9 @@ def test_featurizing_the_sample_folder_reproduces_original_predictions(cgcnn_ref
     got = result.frame.set_index("id")
     np.testing.assert_allclose(got.loc[ref.index, "pred_band-gap"], ref.prediction, atol=1e-4)
     emb = pd.read_csv(cgcnn_ref / "outputs" / "band_gap_embeddings.csv", dtype={"cif_id": str}).set_index("cif_id")
-    np.testing.assert_allclose(got.loc[emb.index, [f"emb_{k}" for k in range(32)]].to_numpy(), emb.to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        got.loc[emb.index, [f"emb_{k}" for k in range(32)]].to_numpy(), emb.to_numpy(), atol=1e-4
+    )
 
 
 @pytest.mark.shared
@@ -115,7 +122,9 @@ def test_original_checkpoint_without_atom_init_is_a_clear_error(cgcnn_ref):
 
 
 def test_matminer_featurize_dataframe(small_model_path):
-    df = pd.DataFrame({"structure": [nacl(), nacl(5.9), Structure(Lattice.cubic(4.1), ["Cs", "Br"], [[0, 0, 0], [0.5] * 3])]})
+    df = pd.DataFrame(
+        {"structure": [nacl(), nacl(5.9), Structure(Lattice.cubic(4.1), ["Cs", "Br"], [[0, 0, 0], [0.5] * 3])]}
+    )
     featurizer = CGCNNFeaturizer(str(small_model_path))
     out = featurizer.featurize_dataframe(df, "structure")
     cols = featurizer.feature_labels()
@@ -151,7 +160,11 @@ def test_record_errors_survive_pickling_across_processes():
 
     err = GraphBuildError("mp-1", "structure has no atoms", "db.csv")
     back = pickle.loads(pickle.dumps(err))
-    assert type(back) is GraphBuildError and (back.record_id, back.reason, back.source) == ("mp-1", "structure has no atoms", "db.csv")
+    assert type(back) is GraphBuildError and (back.record_id, back.reason, back.source) == (
+        "mp-1",
+        "structure has no atoms",
+        "db.csv",
+    )
     assert str(back) == "db.csv: record 'mp-1': structure has no atoms"
 
 

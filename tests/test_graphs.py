@@ -1,4 +1,5 @@
 """Crystal graphs: the original CGCNN neighbour selection, vectorised."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,18 @@ from pymatgen.core import Lattice, Structure
 from screening.errors import GraphBuildError
 from screening.graphs import select_nearest, structure_to_graph
 
-SAMPLE_IDS = ["1000041", "1000050", "1101051", "1507756", "7206075", "9000046", "9009743", "9011050", "9011998", "9012304"]
+SAMPLE_IDS = [
+    "1000041",
+    "1000050",
+    "1101051",
+    "1507756",
+    "7206075",
+    "9000046",
+    "9009743",
+    "9011050",
+    "9011998",
+    "9012304",
+]
 
 
 def read_cif(path) -> Structure:

@@ -1,4 +1,5 @@
 """The CIF reader: the fast P1 path builds exactly what pymatgen builds, and declines the rest."""
+
 from __future__ import annotations
 
 import warnings
@@ -14,7 +15,18 @@ from pymatgen.io.cif import CifWriter
 from screening.errors import StructureReadError
 from screening.io.cif import describe_disorder, parse_p1_cif, structure_from_cif
 
-SAMPLE_IDS = ["1000041", "1000050", "1101051", "1507756", "7206075", "9000046", "9009743", "9011050", "9011998", "9012304"]
+SAMPLE_IDS = [
+    "1000041",
+    "1000050",
+    "1101051",
+    "1507756",
+    "7206075",
+    "9000046",
+    "9009743",
+    "9011050",
+    "9011998",
+    "9012304",
+]
 
 
 def pymatgen_reference(text: str) -> Structure:
@@ -78,7 +90,11 @@ def test_fast_path_matches_pymatgen_on_written_cif():
 
 
 def test_near_thirds_are_rounded_like_pymatgen():
-    rows = [("Mg", "0.33333", "0.66667", "0.25", "1"), ("B", "0.666667", "0.3333", "0.75", "1.0"), ("B", "0.0", "0", "0.5", "1")]
+    rows = [
+        ("Mg", "0.33333", "0.66667", "0.25", "1"),
+        ("B", "0.666667", "0.3333", "0.75", "1.0"),
+        ("B", "0.0", "0", "0.5", "1"),
+    ]
     text = p1_cif(Lattice.hexagonal(3.08, 3.52), rows)
     ours = parse_p1_cif(text)
     assert ours is not None
@@ -206,7 +222,12 @@ def test_empty_text_raises_structure_read_error():
 )
 def test_fast_path_equals_pymatgen_on_random_p1_cells(lengths, angles, coords, symbols):
     alpha, beta, gamma = angles
-    valid_cell = alpha + beta + gamma < 350 and abs(alpha - beta) < gamma and abs(beta - gamma) < alpha and abs(alpha - gamma) < beta
+    valid_cell = (
+        alpha + beta + gamma < 350
+        and abs(alpha - beta) < gamma
+        and abs(beta - gamma) < alpha
+        and abs(alpha - gamma) < beta
+    )
     assume(valid_cell)
     lattice = Lattice.from_parameters(*lengths, *angles)
     structure = Structure(lattice, symbols[: len(coords)], coords)

@@ -1,4 +1,5 @@
 """Structure records: lazy CIF text, parsed on demand, errors that name the record."""
+
 from __future__ import annotations
 
 import pickle

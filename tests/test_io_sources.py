@@ -1,4 +1,5 @@
 """Sources: every kind streams records, bad records become error records and the rest go on."""
+
 from __future__ import annotations
 
 import gzip
@@ -152,7 +153,10 @@ def test_table_empty_cif_cell_and_duplicate_id_are_error_records(tmp_path: Path)
     frame.to_csv(path, index=False)
     records, errors = split(list(iter_records(path)))
     assert [r.record_id for r in records] == ["mp-1", "mp-3"]
-    assert [(e.record_id, "empty" in e.reason or "duplicate" in e.reason) for e in errors] == [("mp-2", True), ("mp-1", True)]
+    assert [(e.record_id, "empty" in e.reason or "duplicate" in e.reason) for e in errors] == [
+        ("mp-2", True),
+        ("mp-1", True),
+    ]
 
 
 def test_table_without_cif_column_raises_naming_file(tmp_path: Path):
@@ -191,7 +195,10 @@ def test_json_entries_with_ids_labels_and_bad_records(tmp_path: Path):
         {"material_id": "mp-1", "structure": dicts["nacl"], "band_gap": 5.0, "formula": "NaCl", "tags": ["x"]},
         {"material_id": "mp-2", "structure": small_structures()["si"].to(fmt="cif"), "band_gap": 1.1},
         {"material_id": "mp-3", "structure": empty},
-        {"material_id": "mp-4", "structure": {"lattice": "nonsense", "sites": [{"species": [{"element": "Fe", "occu": 1}]}]}},
+        {
+            "material_id": "mp-4",
+            "structure": {"lattice": "nonsense", "sites": [{"species": [{"element": "Fe", "occu": 1}]}]},
+        },
         {"material_id": "mp-5", "band_gap": 2.0},
     ]
     path = tmp_path / "entries.json"

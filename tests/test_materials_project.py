@@ -1,4 +1,5 @@
 """Materials Project download: a fake MPRester (no network), resume, retries, and a key that never leaks."""
+
 from __future__ import annotations
 
 import logging
@@ -15,11 +16,11 @@ from typer.testing import CliRunner
 
 from screening.io import materials_project as mp
 from screening.io.materials_project import (
+    MaterialsProjectError,
     MPAuthError,
     MPClientFactory,
     MPNetworkError,
     MPRateLimitError,
-    MaterialsProjectError,
     RetryPolicy,
     classify_error,
     fetch_materials_project,
@@ -92,8 +93,14 @@ class FakeServer:
 
             def _search(self, fields=None, material_ids=None, band_gap=None, elements=None, num_sites=None, **kwargs):
                 server.calls.append(
-                    {"fields": fields, "material_ids": material_ids, "band_gap": band_gap, "elements": elements,
-                     "num_sites": num_sites, **kwargs}
+                    {
+                        "fields": fields,
+                        "material_ids": material_ids,
+                        "band_gap": band_gap,
+                        "elements": elements,
+                        "num_sites": num_sites,
+                        **kwargs,
+                    }
                 )
                 number = len(server.calls)
                 if number in server.fail_on_call:
@@ -136,7 +143,9 @@ def _all_text(folder: Path) -> bytes:
 
 def test_download_writes_parquet_parts_with_requested_fields(tmp_path: Path) -> None:
     server = FakeServer()
-    summary = _fetch(server, tmp_path / "db", band_gap=(1.0, 3.0), max_sites=4, fields=["energy_above_hull"], batch_size=3)
+    summary = _fetch(
+        server, tmp_path / "db", band_gap=(1.0, 3.0), max_sites=4, fields=["energy_above_hull"], batch_size=3
+    )
     expected = sorted(m.material_id for m in MATERIALS if 1.0 <= m.band_gap <= 3.0 and m.nsites <= 4)
     assert summary.complete and summary.matched == len(expected) == summary.rows
     assert summary.batches_total == -(-len(expected) // 3)
@@ -160,8 +169,9 @@ def test_query_goes_to_mprester_search_as_criteria_and_fields(tmp_path: Path) ->
     assert listing["band_gap"] == (0.5, 2.5) and listing["elements"] == ["Mg", "O"] and listing["num_sites"] == (1, 8)
     assert listing["fields"] == ["material_id"] and listing["deprecated"] is False
     assert set(mp.REQUIRED_FIELDS) <= set(batch["fields"])
-    assert sorted(batch["material_ids"]) == sorted(m.material_id for m in MATERIALS
-                                                   if 0.5 <= m.band_gap <= 2.5 and {"Mg", "O"} <= set(m.elements))
+    assert sorted(batch["material_ids"]) == sorted(
+        m.material_id for m in MATERIALS if 0.5 <= m.band_gap <= 2.5 and {"Mg", "O"} <= set(m.elements)
+    )
 
 
 def test_database_reads_back_as_records(tmp_path: Path) -> None:
@@ -178,7 +188,9 @@ def test_database_reads_back_as_records(tmp_path: Path) -> None:
 
 def test_resume_after_partial_download_skips_what_arrived(tmp_path: Path) -> None:
     server = FakeServer()
-    server.fail_on_call = {4: requests.exceptions.ConnectionError("Connection aborted")}  # listing, batch 1, 2, then 3 fails
+    server.fail_on_call = {
+        4: requests.exceptions.ConnectionError("Connection aborted")
+    }  # listing, batch 1, 2, then 3 fails
     out = tmp_path / "db"
     with pytest.raises(MPNetworkError) as info:
         _fetch(server, out, batch_size=5, retry=RetryPolicy(max_retries=0))
@@ -217,7 +229,9 @@ def test_persistent_rate_limit_gives_a_clear_error_and_keeps_what_arrived(tmp_pa
     out = tmp_path / "db"
     sleeps: list[float] = []
     with pytest.raises(MPRateLimitError) as info:
-        _fetch(server, out, sleeps=sleeps, batch_size=10, retry=RetryPolicy(max_retries=3, backoff_s=1.0, max_wait_s=3.0))
+        _fetch(
+            server, out, sleeps=sleeps, batch_size=10, retry=RetryPolicy(max_retries=3, backoff_s=1.0, max_wait_s=3.0)
+        )
     assert sleeps == [1.0, 2.0, 3.0]
     assert "HTTP 429" in str(info.value) and "re-run" in str(info.value)
     assert [p.name for p in out.glob("part-*.parquet")] == ["part-00000.parquet"]
@@ -269,8 +283,13 @@ def test_network_error_on_connect_is_clear_and_redacted(tmp_path: Path) -> None:
     factory = MPClientFactory(KEY, client_class=Offline)
     sleeps: list[float] = []
     with pytest.raises(MPNetworkError) as info:
-        fetch_materials_project(factory, tmp_path / "db", sleep=sleeps.append, progress=False,
-                                retry=RetryPolicy(max_retries=2, backoff_s=0.1))
+        fetch_materials_project(
+            factory,
+            tmp_path / "db",
+            sleep=sleeps.append,
+            progress=False,
+            retry=RetryPolicy(max_retries=2, backoff_s=0.1),
+        )
     assert "cannot reach the Materials Project API" in str(info.value)
     assert KEY not in "".join(traceback.format_exception(info.value))
     assert sleeps == [0.1, 0.2]
@@ -294,7 +313,12 @@ def test_documents_without_structure_are_reported_not_stored(tmp_path: Path) -> 
     ("exc", "kind"),
     [
         (_too_many_requests(), "rate_limit"),
-        (requests.exceptions.RetryError("Max retries exceeded (Caused by ResponseError('too many 429 error responses'))"), "rate_limit"),
+        (
+            requests.exceptions.RetryError(
+                "Max retries exceeded (Caused by ResponseError('too many 429 error responses'))"
+            ),
+            "rate_limit",
+        ),
         (MPRestError("REST query returned with error status code 403 on URL x"), "auth"),
         (MPRestError("Please obtain a valid API key from https://materialsproject.org/api"), "auth"),
         (requests.exceptions.ConnectionError("Name or service not known"), "network"),
@@ -325,8 +349,23 @@ def test_cli_fetch_mp_with_fake_client(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("MP_API_KEY", raising=False)
     runner = CliRunner()
     out = tmp_path / "db"
-    res = runner.invoke(app, ["fetch-mp", "--band-gap", "1", "3", "--elements", "Na,Cl", "--max-sites", "8",
-                              "--api-key", KEY, "-o", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "fetch-mp",
+            "--band-gap",
+            "1",
+            "3",
+            "--elements",
+            "Na,Cl",
+            "--max-sites",
+            "8",
+            "--api-key",
+            KEY,
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert KEY not in res.output
     expected = [m for m in MATERIALS if 1 <= m.band_gap <= 3 and {"Na", "Cl"} <= set(m.elements)]

@@ -1,4 +1,5 @@
 """The nearest-neighbour GP and the known-data search path."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,12 @@ def _exact_gp(params: ng.NeighbourGPParams, X: np.ndarray, r: np.ndarray, Xq: np
     K = k(X, X) + (params.noise**2 + 1e-9) * np.eye(len(X))
     ks = k(Xq, X)
     mean = ks @ np.linalg.solve(K, r)
-    var = params.local_signal**2 + params.offset_signal**2 + params.noise**2 - np.einsum("ij,ji->i", ks, np.linalg.solve(K, ks.T))
+    var = (
+        params.local_signal**2
+        + params.offset_signal**2
+        + params.noise**2
+        - np.einsum("ij,ji->i", ks, np.linalg.solve(K, ks.T))
+    )
     return mean, var
 
 
@@ -96,7 +102,9 @@ def _pool(n=300, d=6, seed=0, with_known=True):
 
 def test_known_data_improve_the_predictions_over_the_network():
     pool, gap, pred = _pool()
-    state = ns.update_state(None, ns.NeighbourSettings(8, 6), pool.embedding, pool.prior_mean, pool.known, [], np.zeros(0), 0)
+    state = ns.update_state(
+        None, ns.NeighbourSettings(8, 6), pool.embedding, pool.prior_mean, pool.known, [], np.zeros(0), 0
+    )
     mean, _ = ns.predictive(state)
     assert np.mean(np.abs(mean - gap)) < 0.7 * np.mean(np.abs(pred - gap))
 
@@ -105,8 +113,16 @@ def _search(strategy, pool, gap, target, seed, steps=8, cache=None):
     told, ys = [], []
     cache = {} if cache is None else cache
     for step in range(steps):
-        pick = suggest_pool(strategy, pool, told, np.array(ys), np.abs(np.array(ys) - target), seed=seed * 1000 + step,
-                            target=Target(target, 0.02), hyper_cache=cache)[0]
+        pick = suggest_pool(
+            strategy,
+            pool,
+            told,
+            np.array(ys),
+            np.abs(np.array(ys) - target),
+            seed=seed * 1000 + step,
+            target=Target(target, 0.02),
+            hyper_cache=cache,
+        )[0]
         told.append(pick)
         ys.append(float(gap[pool.index_of(pick)]))
     return told
@@ -129,16 +145,22 @@ def test_a_restarted_campaign_makes_the_same_choice():
     ys = gap[[pool.index_of(t) for t in told]]
     cache: dict = {}
     for n in range(8, 31):  # one campaign growing step by step, model kept in memory
-        suggest_pool(strategy, pool, told[:n], ys[:n], np.abs(ys[:n] - 2.0), seed=1, target=Target(2.0, 0.02), hyper_cache=cache)
+        suggest_pool(
+            strategy, pool, told[:n], ys[:n], np.abs(ys[:n] - 2.0), seed=1, target=Target(2.0, 0.02), hyper_cache=cache
+        )
     fresh = suggest_pool(strategy, pool, told, ys, np.abs(ys - 2.0), seed=1, target=Target(2.0, 0.02), hyper_cache={})
-    again = suggest_pool(strategy, pool, told, ys, np.abs(ys - 2.0), seed=1, target=Target(2.0, 0.02), hyper_cache=cache)
+    again = suggest_pool(
+        strategy, pool, told, ys, np.abs(ys - 2.0), seed=1, target=Target(2.0, 0.02), hyper_cache=cache
+    )
     assert fresh == again
 
 
 def test_batches_are_distinct_and_avoid_pending():
     pool, gap, _ = _pool()
     strategy = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=6)
-    picks = suggest_pool(strategy, pool, [], np.zeros(0), np.zeros(0), q=5, target=Target(2.0, 0.02), pending_ids=["c0", "c1"])
+    picks = suggest_pool(
+        strategy, pool, [], np.zeros(0), np.zeros(0), q=5, target=Target(2.0, 0.02), pending_ids=["c0", "c1"]
+    )
     assert len(set(picks)) == 5 and not {"c0", "c1"} & set(picks)
 
 
@@ -173,26 +195,61 @@ def test_cli_search_with_known_data_until_budget(tmp_path):
     _featurised(tmp_path / "pool.parquet", [f"p{i}" for i in range(120)], rng)
     _featurised(tmp_path / "known.csv", [f"k{i}" for i in range(400)], rng)
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["search", "--pool", str(tmp_path / "pool.parquet"), "--known", str(tmp_path / "known.csv"),
-                                   "--target", "1.5", "--tol", "0.05", "--budget", "12", "--until", "budget", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "search",
+            "--pool",
+            str(tmp_path / "pool.parquet"),
+            "--known",
+            str(tmp_path / "known.csv"),
+            "--target",
+            "1.5",
+            "--tol",
+            "0.05",
+            "--budget",
+            "12",
+            "--until",
+            "budget",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     info = json.loads((out / "summary.json").read_text())
     assert info["search_evaluations"] == 12  # kept going past the first hit
     assert info["evaluations_to_first_hit"] is not None and len(info["hits"]) >= 1
     assert info["strategy"]["surrogate"] == "neighbour"
     # reopened with the known data, it resumes
-    res = CliRunner().invoke(app, ["search", "--pool", str(tmp_path / "pool.parquet"), "--target", "1.5", "--budget", "14",
-                                   "--until", "budget", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "search",
+            "--pool",
+            str(tmp_path / "pool.parquet"),
+            "--target",
+            "1.5",
+            "--budget",
+            "14",
+            "--until",
+            "budget",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((out / "summary.json").read_text())["search_evaluations"] == 14
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("collide", "also candidates"),
-    ("negative", "row 5: band_gap '-0.5'"),
-    ("missing", "row 5: band_gap 'nan'"),
-    ("nolabel", "need columns ['band_gap']"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("collide", "also candidates"),
+        ("negative", "row 5: band_gap '-0.5'"),
+        ("missing", "row 5: band_gap 'nan'"),
+        ("nolabel", "need columns ['band_gap']"),
+    ],
+)
 def test_bad_known_data_are_refused_naming_file_and_row(tmp_path, problem, message):
     from typer.testing import CliRunner
 
@@ -210,8 +267,20 @@ def test_bad_known_data_are_refused_naming_file_and_row(tmp_path, problem, messa
         known = known.drop(columns=["band_gap"])
     known.to_csv(tmp_path / "known.csv", index=False)
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["search", "--pool", str(tmp_path / "pool.parquet"), "--known", str(tmp_path / "known.csv"),
-                                   "--target", "1.5", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "search",
+            "--pool",
+            str(tmp_path / "pool.parquet"),
+            "--known",
+            str(tmp_path / "known.csv"),
+            "--target",
+            "1.5",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 1
     assert "known.csv" in res.output and message in res.output, res.output
     assert not out.exists()  # nothing half-written

@@ -1,13 +1,14 @@
 """Band-gap pool objective and pool loading; the objective protocol and class loading."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from screening.bo.objective import Objective, ObjectiveError, load_objective_class
 from screening.errors import RecordError
 from screening.objectives.bandgap.objective import BandGapPoolObjective, PoolFileError, load_pool, pool_from_frame
-from screening.bo.objective import Objective, ObjectiveError, load_objective_class
 
 
 def synthetic_pool_frame(n: int = 200, d: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -100,7 +101,9 @@ def test_load_objective_class_by_name() -> None:
     with pytest.raises(ObjectiveError, match="no class 'Nope'"):
         load_objective_class("test_objectives_bandgap:Nope")
     with pytest.raises(ObjectiveError, match="lacks evaluate"):
-        load_objective_class("test_objectives_bandgap:synthetic_pool_frame".replace("synthetic_pool_frame", "NotAnObjective"))
+        load_objective_class(
+            "test_objectives_bandgap:synthetic_pool_frame".replace("synthetic_pool_frame", "NotAnObjective")
+        )
 
 
 class NotAnObjective:

@@ -1,4 +1,5 @@
 """PCA reducer: scikit-learn shape, persisted with the run, clear errors."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Database screening: chunking, ranking, resumption after an interruption, and the output as a pool."""
+
 from __future__ import annotations
 
 import itertools
@@ -99,7 +100,9 @@ def test_chunks_are_numbered_by_position_and_carry_their_errors() -> None:
     assert stats["n_chunks"] == 3
 
     trailing = list(split_into_chunks(items[:3] + [err(9)], 2, stats=stats))  # errors after the last full chunk
-    assert [c.index for c in trailing] == [0, 1] and trailing[1].records == [] and trailing[1].errors[0].record_id == "e9"
+    assert (
+        [c.index for c in trailing] == [0, 1] and trailing[1].records == [] and trailing[1].errors[0].record_id == "e9"
+    )
     assert list(split_into_chunks([], 3, stats=stats)) == [] and stats["n_chunks"] == 0
     with pytest.raises(ScreenError):
         list(split_into_chunks(items, 0))
@@ -108,17 +111,22 @@ def test_chunks_are_numbered_by_position_and_carry_their_errors() -> None:
 # --- screening -------------------------------------------------------------------------------
 
 
-def test_screen_ranks_every_good_record_by_distance_to_target(tmp_path: Path, db: Path, small_model: Path,
-                                                              reference: pd.DataFrame) -> None:
+def test_screen_ranks_every_good_record_by_distance_to_target(
+    tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame
+) -> None:
     target, tol = _target(reference), 0.002
-    s = screen_database(db, target, tol, small_model, tmp_path / "ranked.parquet", chunk_size=8, workers=0, progress=False)
+    s = screen_database(
+        db, target, tol, small_model, tmp_path / "ranked.parquet", chunk_size=8, workers=0, progress=False
+    )
     out = pd.read_parquet(s.output)
     assert s.rows == len(out) == N_GOOD and s.errors == 1 and s.chunks_total == 8
     assert out["id"].is_unique and set(out["id"]) == set(reference.index)
     assert out["rank"].tolist() == list(range(1, N_GOOD + 1))
     assert np.all(np.diff(out["distance_to_target"]) >= 0)
     np.testing.assert_allclose(out["distance_to_target"], np.abs(out["pred_band_gap"] - target))
-    np.testing.assert_allclose(out.set_index("id")["pred_band_gap"], reference.loc[out["id"], "pred_band_gap"], atol=1e-5)
+    np.testing.assert_allclose(
+        out.set_index("id")["pred_band_gap"], reference.loc[out["id"], "pred_band_gap"], atol=1e-5
+    )
     emb = [f"emb_{k}" for k in range(16)]
     np.testing.assert_allclose(out.set_index("id")[emb].to_numpy(), reference.loc[out["id"], emb].to_numpy(), atol=1e-5)
     assert out["within_tol"].sum() == s.within_tol == int((np.abs(reference["pred_band_gap"] - target) <= tol).sum())
@@ -129,8 +137,9 @@ def test_screen_ranks_every_good_record_by_distance_to_target(tmp_path: Path, db
     assert str(db) in errors["source"].iloc[0]
 
 
-def test_interrupted_run_resumes_from_the_last_finished_chunk(tmp_path: Path, db: Path, small_model: Path,
-                                                              reference: pd.DataFrame) -> None:
+def test_interrupted_run_resumes_from_the_last_finished_chunk(
+    tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame
+) -> None:
     out = tmp_path / "ranked.parquet"
     target = _target(reference)
     first_run: list[int] = []
@@ -141,8 +150,9 @@ def test_interrupted_run_resumes_from_the_last_finished_chunk(tmp_path: Path, db
             raise KeyboardInterrupt("simulated interruption after chunk 3")
 
     with pytest.raises(KeyboardInterrupt):
-        screen_database(db, target, 0.05, small_model, out, chunk_size=8, workers=0, progress=False,
-                        on_chunk_done=stop_after_three)
+        screen_database(
+            db, target, 0.05, small_model, out, chunk_size=8, workers=0, progress=False, on_chunk_done=stop_after_three
+        )
     work = work_dir_for(out)
     manifest = json.loads((work / "manifest.json").read_text())
     assert sorted(int(k) for k in manifest["chunks"]) == first_run == [0, 1, 2]
@@ -150,16 +160,26 @@ def test_interrupted_run_resumes_from_the_last_finished_chunk(tmp_path: Path, db
     stamps = {k: chunk_path(work, k).stat().st_mtime_ns for k in first_run}
 
     second_run: list[int] = []
-    s = screen_database(db, target, 0.05, small_model, out, chunk_size=8, workers=0, progress=False,
-                        on_chunk_done=lambda r: second_run.append(r.index))
+    s = screen_database(
+        db,
+        target,
+        0.05,
+        small_model,
+        out,
+        chunk_size=8,
+        workers=0,
+        progress=False,
+        on_chunk_done=lambda r: second_run.append(r.index),
+    )
     assert second_run == s.chunks_computed == [3, 4, 5, 6, 7]  # nothing redone
     assert s.chunks_reused == 3
     assert {k: chunk_path(work, k).stat().st_mtime_ns for k in first_run} == stamps  # files untouched
     resumed = pd.read_parquet(out)
     assert resumed["id"].is_unique and len(resumed) == N_GOOD and s.errors == 1  # nothing duplicated
 
-    straight = screen_database(db, target, 0.05, small_model, tmp_path / "straight.parquet", chunk_size=8, workers=0,
-                               progress=False)
+    straight = screen_database(
+        db, target, 0.05, small_model, tmp_path / "straight.parquet", chunk_size=8, workers=0, progress=False
+    )
     pd.testing.assert_frame_equal(resumed, pd.read_parquet(straight.output))
 
 
@@ -194,7 +214,9 @@ def test_a_work_folder_of_another_run_is_refused(tmp_path: Path, db: Path, small
     with pytest.raises(ScreenError, match="another run.*chunk_size"):
         screen_database(db, 1.0, 0.05, small_model, out, chunk_size=8, workers=0, progress=False)
     other_model = tmp_path / "other.safetensors"
-    save_model(init_model(CGCNNConfig(h_fea_len=16, atom_fea_len=16, n_conv=2), element_property_table(), seed=7), other_model)
+    save_model(
+        init_model(CGCNNConfig(h_fea_len=16, atom_fea_len=16, n_conv=2), element_property_table(), seed=7), other_model
+    )
     with pytest.raises(ScreenError, match="another run.*model"):
         screen_database(db, 1.0, 0.05, other_model, out, chunk_size=16, workers=0, progress=False)
     changed = write_db(tmp_path / "db.csv", n=20)  # a database whose content changed since the chunks were made
@@ -217,7 +239,9 @@ def test_bad_options_are_refused(tmp_path: Path, db: Path, small_model: Path) ->
 def test_ranked_output_is_a_search_pool(tmp_path: Path, db: Path, small_model: Path) -> None:
     from screening.objectives.bandgap.objective import load_pool
 
-    s = screen_database(db, 2.5, 0.05, small_model, tmp_path / "ranked.parquet", chunk_size=16, workers=0, progress=False)
+    s = screen_database(
+        db, 2.5, 0.05, small_model, tmp_path / "ranked.parquet", chunk_size=16, workers=0, progress=False
+    )
     pool = load_pool(s.output, n_components=3)
     assert len(pool.ids) == N_GOOD and pool.features.shape == (N_GOOD, 3)
 
@@ -247,7 +271,15 @@ def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_p
         frame.to_parquet(parts[-1], index=False)
     empty = tmp_path / "empty.parquet"
     frames[0].iloc[:0].to_parquet(empty, index=False)
-    result = rank_chunks(parts + [empty], "pred_band_gap", 2.0, 0.15, tmp_path / "out.parquet", tmp_path / "runs", bucket_rows=bucket_rows)
+    result = rank_chunks(
+        parts + [empty],
+        "pred_band_gap",
+        2.0,
+        0.15,
+        tmp_path / "out.parquet",
+        tmp_path / "runs",
+        bucket_rows=bucket_rows,
+    )
     out = pd.read_parquet(tmp_path / "out.parquet")
     everything = pd.concat(frames, ignore_index=True)
     everything["distance_to_target"] = (everything["pred_band_gap"] - 2.0).abs()
@@ -265,8 +297,10 @@ def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_p
 def test_a_downloaded_materials_project_folder_is_a_database(tmp_path: Path, small_model: Path) -> None:
     from screening.io.materials_project import MPClientFactory, fetch_materials_project
 
-    docs = [SimpleNamespace(material_id=f"mp-{k}", formula_pretty=s.composition.reduced_formula, structure=s, band_gap=g)
-            for k, (_, s, g) in enumerate(generated_structures(20, seed=5))]
+    docs = [
+        SimpleNamespace(material_id=f"mp-{k}", formula_pretty=s.composition.reduced_formula, structure=s, band_gap=g)
+        for k, (_, s, g) in enumerate(generated_structures(20, seed=5))
+    ]
 
     class FakeMPRester:
         def __init__(self, api_key=None):
@@ -276,10 +310,16 @@ def test_a_downloaded_materials_project_folder_is_a_database(tmp_path: Path, sma
             return [d for d in docs if material_ids is None or d.material_id in material_ids]
 
     key = "k" * 32
-    fetch_materials_project(MPClientFactory(key, FakeMPRester), tmp_path / "db", fields=list(("material_id", "formula_pretty",
-                            "structure", "band_gap")), batch_size=6, progress=False)
-    s = screen_database(tmp_path / "db", 2.0, 0.1, small_model, tmp_path / "ranked.parquet", chunk_size=5, workers=0,
-                        progress=False)
+    fetch_materials_project(
+        MPClientFactory(key, FakeMPRester),
+        tmp_path / "db",
+        fields=list(("material_id", "formula_pretty", "structure", "band_gap")),
+        batch_size=6,
+        progress=False,
+    )
+    s = screen_database(
+        tmp_path / "db", 2.0, 0.1, small_model, tmp_path / "ranked.parquet", chunk_size=5, workers=0, progress=False
+    )
     out = pd.read_parquet(s.output)
     assert sorted(out["id"]) == sorted(d.material_id for d in docs) and s.errors == 0
     assert out.set_index("id").loc["mp-3", "band_gap"] == pytest.approx(docs[3].band_gap)
@@ -289,13 +329,45 @@ def test_cli_screen(tmp_path: Path, db: Path, small_model: Path) -> None:
     from screening.cli import app
 
     out = tmp_path / "ranked.parquet"
-    res = CliRunner().invoke(app, ["screen", str(db), "--target", "2.534", "--tol", "0.05", "--model", str(small_model),
-                                   "--workers", "0", "--chunk-size", "16", "--top", "3", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "screen",
+            str(db),
+            "--target",
+            "2.534",
+            "--tol",
+            "0.05",
+            "--model",
+            str(small_model),
+            "--workers",
+            "0",
+            "--chunk-size",
+            "16",
+            "--top",
+            "3",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert f"{N_GOOD} ranked rows" in res.output and "1 errors" in res.output
     assert len(pd.read_parquet(out)) == N_GOOD
-    res = CliRunner().invoke(app, ["screen", str(db), "--target", "2.5", "--engine", "spark", "--model", str(small_model),
-                                   "-o", str(tmp_path / "x.parquet")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "screen",
+            str(db),
+            "--target",
+            "2.5",
+            "--engine",
+            "spark",
+            "--model",
+            str(small_model),
+            "-o",
+            str(tmp_path / "x.parquet"),
+        ],
+    )
     assert res.exit_code == 1 and "unknown engine" in res.output
 
 
@@ -315,8 +387,16 @@ class FirstRecords:
 
 @pytest.mark.shared
 def test_screen_real_materials_project_records(tmp_path: Path, mp_csv: Path, small_model: Path) -> None:
-    s = screen_database(FirstRecords(mp_csv, 300), 2.534, 0.05, small_model, tmp_path / "mp.parquet", chunk_size=128,
-                        workers=0, progress=False)
+    s = screen_database(
+        FirstRecords(mp_csv, 300),
+        2.534,
+        0.05,
+        small_model,
+        tmp_path / "mp.parquet",
+        chunk_size=128,
+        workers=0,
+        progress=False,
+    )
     out = pd.read_parquet(s.output)
     assert s.rows + s.errors == 300 and s.chunks_total == 3
     assert out["id"].str.startswith("mp-").all() and out["id"].is_unique
@@ -324,7 +404,9 @@ def test_screen_real_materials_project_records(tmp_path: Path, mp_csv: Path, sma
     assert np.isfinite(out["pred_band_gap"]).all()
 
 
-def test_a_killed_run_resumes_without_duplicates(tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame) -> None:
+def test_a_killed_run_resumes_without_duplicates(
+    tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame
+) -> None:
     """SIGKILL the screening process mid-run (no clean-up of any kind), then resume."""
     import os
     import signal

@@ -1,4 +1,5 @@
 """SQLite campaign store: atomic writes, refusal to clobber, and survival of SIGKILL."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from screening.bo.campaign import Campaign, StopRules
@@ -43,8 +43,12 @@ def test_record_tell_is_all_or_nothing(tmp_path) -> None:
         s.record_tell([ObservationRecord("a", None, 1.5, 0.5, None, "search")])
         assert [p.key for p in s.pending()] == ["b"]
         with pytest.raises(StoreError, match="already told"):
-            s.record_tell([ObservationRecord("b", None, 1.0, 0.1, None, "search"),
-                           ObservationRecord("a", None, 1.0, 0.1, None, "search")])
+            s.record_tell(
+                [
+                    ObservationRecord("b", None, 1.0, 0.1, None, "search"),
+                    ObservationRecord("a", None, 1.0, 0.1, None, "search"),
+                ]
+            )
         assert [r.key for r in s.observations()] == ["a"]
         assert [p.key for p in s.pending()] == ["b"]
         s.record_tell([ObservationRecord("c", [1.0, 2.0], [0.1, 0.2], 0.3, None, "prior")])
@@ -117,12 +121,18 @@ def test_sigkill_mid_campaign_loses_nothing_and_resumes_identically(tmp_path) ->
 
     path = tmp_path / "killed.sqlite"
     _new_campaign(path).close()
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(tests=str(Path(__file__).parent)))
-    proc = subprocess.Popen([sys.executable, str(script), str(path), "0.3"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path), "0.3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 240
     while _count(path) < 3 + 5 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

@@ -1,5 +1,6 @@
 """Synthesis campaign rounds: LHS start, distinct local-penalisation batches, boundary expansion,
 crash-safe state, CSV ask/tell, random baseline, and a user's own objective class by name."""
+
 from __future__ import annotations
 
 import sys
@@ -12,14 +13,22 @@ import pytest
 from screening.bo.strategy import suggest_box
 from screening.errors import MatscreenError, RecordError
 from screening.objectives.synthesis.objective import SPECTRUM_COLUMNS, SynthesisObjective, synthesis_box
-from screening.objectives.synthesis.virtual_lab import VirtualLab
 from screening.objectives.synthesis.rounds import (
-    SynthesisCampaign, build_objective, default_strategy, method_curves, unit_box,
+    SynthesisCampaign,
+    build_objective,
+    default_strategy,
+    method_curves,
+    unit_box,
 )
+from screening.objectives.synthesis.virtual_lab import VirtualLab
 
 
-def objective(box: str = "paper", seed: int = 0, replicates: int = 3, p_fail: float | None = None) -> SynthesisObjective:
-    return SynthesisObjective(lab=VirtualLab(n_replicates=replicates, seed=seed, p_fail=p_fail), domain=synthesis_box(box))
+def objective(
+    box: str = "paper", seed: int = 0, replicates: int = 3, p_fail: float | None = None
+) -> SynthesisObjective:
+    return SynthesisObjective(
+        lab=VirtualLab(n_replicates=replicates, seed=seed, p_fail=p_fail), domain=synthesis_box(box)
+    )
 
 
 def min_pairwise_unit_distance(box, P) -> float:
@@ -116,7 +125,11 @@ def test_csv_ask_tell_with_a_reactor(tmp_path):
     X = ask[["Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot"]].to_numpy()
     blocks = lab.measure(X)
     blocks[0][1] = np.nan  # one droplet without a spectrum
-    rows = [{"condition_id": cid, **dict(zip(SPECTRUM_COLUMNS, b))} for cid, block in zip(ask["condition_id"], blocks) for b in block]
+    rows = [
+        {"condition_id": cid, **dict(zip(SPECTRUM_COLUMNS, b))}
+        for cid, block in zip(ask["condition_id"], blocks)
+        for b in block
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
     log = sc.tell_csv(tmp_path / "results.csv")
     assert len(log.keys) == 4 and all(v is not None for v in log.losses)
@@ -129,7 +142,8 @@ def test_csv_ask_tell_with_a_reactor(tmp_path):
 
 
 def test_a_users_objective_class_plugs_in_by_name(tmp_path, monkeypatch):
-    (tmp_path / "my_reactor.py").write_text(textwrap.dedent('''
+    (tmp_path / "my_reactor.py").write_text(
+        textwrap.dedent('''
         import numpy as np
         from screening.bo.domain import Box, LinearConstraint
         from screening.bo.objective import Evaluation
@@ -153,7 +167,8 @@ def test_a_users_objective_class_plugs_in_by_name(tmp_path, monkeypatch):
                 return float(1 - s @ self.target / np.linalg.norm(s) / np.linalg.norm(self.target))
             def is_hit(self, y):
                 return self.loss(y) < 1e-3
-    '''))
+    ''')
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "my_reactor", raising=False)
     obj = build_objective(objective="my_reactor:TwoInputSpectra")

@@ -1,18 +1,30 @@
 """The AgBONN synthesis objective: the loss, replicate medians, failed droplets, the box, CSV files."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from screening.errors import RecordError
 from screening.bo.objective import Objective
-from screening.objectives.synthesis.spectral_loss import (
-    WAVELENGTHS_NM, condition_loss, intensity_factor, load_target, minmax, spectrum_losses,
-)
+from screening.errors import RecordError
 from screening.objectives.synthesis.objective import (
-    FRACTION_SUM_MAX, PAPER_EXPANDED_BOUNDS, SPECTRUM_COLUMNS, SynthesisObjective, condition_id,
-    read_droplet_spectra_csv, synthesis_box, write_conditions_csv,
+    FRACTION_SUM_MAX,
+    PAPER_EXPANDED_BOUNDS,
+    SPECTRUM_COLUMNS,
+    SynthesisObjective,
+    condition_id,
+    read_droplet_spectra_csv,
+    synthesis_box,
+    write_conditions_csv,
+)
+from screening.objectives.synthesis.spectral_loss import (
+    WAVELENGTHS_NM,
+    condition_loss,
+    intensity_factor,
+    load_target,
+    minmax,
+    spectrum_losses,
 )
 
 N = WAVELENGTHS_NM.size
@@ -36,6 +48,7 @@ class FixedLab:
 
 
 # --- the loss -------------------------------------------------------------------------------
+
 
 def test_loss_of_a_hand_computed_case():
     target = spike({10: 1.0})
@@ -94,7 +107,9 @@ def test_shipped_parametric_target_matches_the_papers(shared_dir):
 
 def test_target_from_csv(tmp_path):
     lam = np.arange(370, 811, 5.0)
-    pd.DataFrame({"wavelength_nm": lam, "absorbance": np.exp(-0.5 * ((lam - 600) / 30) ** 2)}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame({"wavelength_nm": lam, "absorbance": np.exp(-0.5 * ((lam - 600) / 30) ** 2)}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
     t = load_target(str(tmp_path / "t.csv"))
     assert t.shape == (N,) and WAVELENGTHS_NM[t.argmax()] == 600
     pd.DataFrame({"wavelength_nm": [400, 500], "absorbance": [1, 2]}).to_csv(tmp_path / "short.csv", index=False)
@@ -103,6 +118,7 @@ def test_target_from_csv(tmp_path):
 
 
 # --- the objective --------------------------------------------------------------------------
+
 
 def test_objective_satisfies_the_protocol_and_takes_medians():
     target = spike({10: 1.0})
@@ -156,6 +172,7 @@ def test_paper_box_expands_only_up_to_the_hard_limits():
 
 
 # --- CSV exchange ---------------------------------------------------------------------------
+
 
 def test_conditions_and_droplet_spectra_csv_round_trip(tmp_path):
     X = synthesis_box("paper").latin_hypercube(3, seed=0)

@@ -1,4 +1,5 @@
 """Training resumes after a kill -9 and reaches the same weights as an uninterrupted run."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,9 +16,33 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
 
 def _train(tmp: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(REPO / "scripts" / "train_cgcnn.py"), "--data", str(DATA), "--limit", "120", "--epochs", "2",
-           "--h-fea-len", "16", "--atom-fea-len", "8", "--n-conv", "1", "--workers", "1", "--threads", "1",
-           "--out", str(tmp / name), "--checkpoint-dir", str(tmp / name / "ck"), "--cache", str(tmp / "graphs.npz"), *extra]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "train_cgcnn.py"),
+        "--data",
+        str(DATA),
+        "--limit",
+        "120",
+        "--epochs",
+        "2",
+        "--h-fea-len",
+        "16",
+        "--atom-fea-len",
+        "8",
+        "--n-conv",
+        "1",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp / name),
+        "--checkpoint-dir",
+        str(tmp / name / "ck"),
+        "--cache",
+        str(tmp / "graphs.npz"),
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 

@@ -1,16 +1,17 @@
 """Step 2: the spectrum network trains on all spectra, proposes low-loss conditions in bounds, and
 the stop rules read the right numbers."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from screening.models.spectrum_mlp import train_spectrum_ensemble, train_spectrum_mlp
-from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
-from screening.objectives.synthesis.objective import SynthesisObjective, synthesis_box
-from screening.objectives.synthesis.virtual_lab import VirtualLab
 from screening.objectives.synthesis import twostep
+from screening.objectives.synthesis.objective import SynthesisObjective, synthesis_box
 from screening.objectives.synthesis.rounds import SynthesisCampaign
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
+from screening.objectives.synthesis.virtual_lab import VirtualLab
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,9 @@ def test_proposals_are_in_bounds_distinct_and_better_than_random(lab_data):
     assert pred.max() <= np.quantile(rand, 0.1)
     # and the lab agrees that they are good conditions, better than the median random one
     true_loss = spectrum_losses(lab.mean_spectra(P), target)
-    assert np.median(true_loss) < np.median(spectrum_losses(lab.mean_spectra(box.uniform(200, np.random.default_rng(4))), target))
+    assert np.median(true_loss) < np.median(
+        spectrum_losses(lab.mean_spectra(box.uniform(200, np.random.default_rng(4))), target)
+    )
 
 
 def test_single_network_shapes_and_input_scaling():

@@ -1,5 +1,6 @@
 """The virtual lab: silver optics, replicate noise and failed droplets, and calibration against
 the real AgBONN campaign (../shared)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,10 +10,15 @@ import torch
 from scipy.stats import spearmanr
 
 from screening.errors import ModelLoadError
-from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, minmax, spectrum_losses
 from screening.objectives.synthesis.objective import synthesis_box
+from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
 from screening.objectives.synthesis.virtual_lab import (
-    HC_EV_NM, VirtualLab, VirtualLabParams, fit_physics_model, oblate_depolarisation, silver_permittivity,
+    HC_EV_NM,
+    VirtualLab,
+    VirtualLabParams,
+    fit_physics_model,
+    oblate_depolarisation,
+    silver_permittivity,
     spheroid_extinction,
 )
 
@@ -21,7 +27,9 @@ LAM = torch.tensor(WAVELENGTHS_NM)
 
 
 def peak_nm(diameter: float, thickness: float) -> float:
-    s = spheroid_extinction(LAM, torch.tensor([diameter], dtype=torch.float64), torch.tensor([thickness], dtype=torch.float64), 1.0)[0]
+    s = spheroid_extinction(
+        LAM, torch.tensor([diameter], dtype=torch.float64), torch.tensor([thickness], dtype=torch.float64), 1.0
+    )[0]
     return float(WAVELENGTHS_NM[int(s.argmax())])
 
 
@@ -114,8 +122,9 @@ def test_held_out_calibration(agbonn):
     test = fold == 0
     spec_test = np.arange(len(run1_X)) % 3 == 0
     target = load_target()
-    model, _ = fit_physics_model(X[~test], y[~test], target, run1_X[~spec_test], run1_Y[~spec_test],
-                                 steps=400, feature_X=X)
+    model, _ = fit_physics_model(
+        X[~test], y[~test], target, run1_X[~spec_test], run1_Y[~spec_test], steps=400, feature_X=X
+    )
     with torch.no_grad():
         pred = spectrum_losses(model(torch.tensor(X[test])).numpy(), target)
         s = model(torch.tensor(run1_X[spec_test])).numpy()

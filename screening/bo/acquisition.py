@@ -18,6 +18,7 @@ acquisition into a batch of distinct points: after picking ``x_j`` the score els
 multiplied by the probability that ``x`` lies outside the ball around ``x_j`` that cannot hold
 the minimum, given a Lipschitz constant ``L`` of the modelled function.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,7 +108,9 @@ def probability_in_window(mean: np.ndarray, std: np.ndarray, target: float, tol:
     return np.exp(log_probability_in_window(mean, std, target, tol))
 
 
-def _partial_first_moment(m: np.ndarray, s: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+def _partial_first_moment(
+    m: np.ndarray, s: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
     """For Z ~ N(m, s²): (P(lo <= Z <= hi), E[Z · 1{lo <= Z <= hi}])."""
     al = (lo - m) / s
     be = (hi - m) / s
@@ -131,7 +134,9 @@ def folded_expected_improvement(mean: np.ndarray, std: np.ndarray, target: float
     return np.maximum(b * p1 - e1 + b * p2 + e2, 0.0)
 
 
-def log_folded_expected_improvement(mean: np.ndarray, std: np.ndarray, target: float, best_distance: float) -> np.ndarray:
+def log_folded_expected_improvement(
+    mean: np.ndarray, std: np.ndarray, target: float, best_distance: float
+) -> np.ndarray:
     """log of :func:`folded_expected_improvement`; where it underflows, a monotone stand-in.
 
     Far from the target (many standard deviations) the closed form underflows to 0 for every
@@ -153,7 +158,9 @@ def folded_normal_mean(mean: np.ndarray, std: np.ndarray, target: float) -> np.n
     return s * math.sqrt(2.0 / math.pi) * np.exp(-0.5 * (m / s) ** 2) + m * (1.0 - 2.0 * ndtr(-m / s))
 
 
-def log_local_penalty(dist: np.ndarray, mean_at_pending: float, std_at_pending: float, lipschitz: float, best: float) -> np.ndarray:
+def log_local_penalty(
+    dist: np.ndarray, mean_at_pending: float, std_at_pending: float, lipschitz: float, best: float
+) -> np.ndarray:
     """log φ(x; x_j) of local penalisation for minimisation (González et al. 2016, eq. 4).
 
     φ is the probability that x lies outside the ball B(x_j, r_j) with r_j = (f(x_j) - best)/L,

@@ -9,6 +9,7 @@ known in closed form — no simulation noise in the yardstick:
 - :func:`expected_best_loss_curve`: the expected best loss after 1..m random draws, optionally
   starting from a best loss already known (e.g. from prior data).
 """
+
 from __future__ import annotations
 
 import numpy as np

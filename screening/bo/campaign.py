@@ -10,21 +10,23 @@ Telling bad data — a point the domain does not know, a point already told or r
 batch, a NaN or infinite value or loss — raises :class:`TellError` naming the point and the
 reason, and changes nothing (the whole batch is validated before anything is written).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from screening.bo.domain import Box, DiscretePool
+from screening.bo.objective import Evaluation, Objective, Point, target_spec_of
 from screening.bo.store import CampaignStore, ObservationRecord
 from screening.bo.strategy import Strategy, StrategyError, Target, suggest_box, suggest_pool
 from screening.errors import MatscreenError, RecordError
-from screening.bo.objective import Evaluation, Objective, Point, target_spec_of
 
 
 class TellError(RecordError):
@@ -62,7 +64,9 @@ class History:
         """Best loss after each evaluation (prior data included as the starting level)."""
         losses = self.losses()
         prior = [r.source == "prior" for r in self.records]
-        start = np.nanmin(np.where(prior, losses, np.nan)) if any(prior) and np.any(np.isfinite(losses[prior])) else np.inf
+        start = (
+            np.nanmin(np.where(prior, losses, np.nan)) if any(prior) and np.any(np.isfinite(losses[prior])) else np.inf
+        )
         search = losses[[not p for p in prior]] if source == "search" else losses
         search = np.where(np.isfinite(search), search, np.inf)
         return np.minimum.accumulate(np.concatenate([[start], search]))[1:] if search.size else np.empty(0)
@@ -84,10 +88,19 @@ class History:
         for r, hit in zip(self.records, self.hits):
             if r.loss is not None and r.loss < best:
                 best = r.loss
-            rows.append({"seq": r.seq, "point": r.key, "source": r.source,
-                         "y": r.y if not isinstance(r.y, list) else str(r.y),
-                         "loss": r.loss, "best_loss": best if math.isfinite(best) else None,
-                         "hit": hit, "error": r.error, "told_at": r.told_at})
+            rows.append(
+                {
+                    "seq": r.seq,
+                    "point": r.key,
+                    "source": r.source,
+                    "y": r.y if not isinstance(r.y, list) else str(r.y),
+                    "loss": r.loss,
+                    "best_loss": best if math.isfinite(best) else None,
+                    "hit": hit,
+                    "error": r.error,
+                    "told_at": r.told_at,
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -113,8 +126,15 @@ class Campaign:
     an open store. ``batch_size`` is q, the points suggested per round.
     """
 
-    def __init__(self, objective: Objective, store: CampaignStore, strategy: Strategy, seed: int = 0,
-                 batch_size: int = 1, stop: StopRules = StopRules()) -> None:
+    def __init__(
+        self,
+        objective: Objective,
+        store: CampaignStore,
+        strategy: Strategy,
+        seed: int = 0,
+        batch_size: int = 1,
+        stop: StopRules = StopRules(),
+    ) -> None:
         self.objective = objective
         self.store = store
         self.strategy = strategy
@@ -132,13 +152,26 @@ class Campaign:
 
     @staticmethod
     def _config(strategy: Strategy, seed: int, batch_size: int, stop: StopRules, extra: dict | None) -> dict:
-        return {"strategy": strategy.to_dict(), "seed": int(seed), "batch_size": int(batch_size),
-                "stop": asdict(stop), "extra": extra or {}}
+        return {
+            "strategy": strategy.to_dict(),
+            "seed": int(seed),
+            "batch_size": int(batch_size),
+            "stop": asdict(stop),
+            "extra": extra or {},
+        }
 
     @classmethod
-    def create(cls, path: str | Path, objective: Objective, strategy: Strategy = Strategy(), seed: int = 0,
-               batch_size: int = 1, stop: StopRules = StopRules(), pool_ref: dict | None = None,
-               extra: dict | None = None) -> "Campaign":
+    def create(
+        cls,
+        path: str | Path,
+        objective: Objective,
+        strategy: Strategy = Strategy(),
+        seed: int = 0,
+        batch_size: int = 1,
+        stop: StopRules = StopRules(),
+        pool_ref: dict | None = None,
+        extra: dict | None = None,
+    ) -> Campaign:
         """A new campaign file at ``path``; ``extra`` keeps anything a caller needs to rebuild
         the objective later (e.g. the pool path and target)."""
         if pool_ref is None and isinstance(objective.domain, DiscretePool):
@@ -147,7 +180,7 @@ class Campaign:
         return cls(objective, store, strategy, seed, batch_size, stop)
 
     @classmethod
-    def open(cls, path: str | Path, objective: Objective) -> "Campaign":
+    def open(cls, path: str | Path, objective: Objective) -> Campaign:
         """Resume the campaign in ``path`` with its stored strategy, seed and stop rules."""
         store = CampaignStore.open(path)
         cfg = store.config
@@ -155,10 +188,17 @@ class Campaign:
         if ref and "content_hash" in ref and isinstance(objective.domain, DiscretePool):
             if objective.domain.content_hash() != ref["content_hash"]:
                 store.close()
-                raise MatscreenError(f"{path}: the pool given is not the pool this campaign was created with "
-                                     "(content hash differs)")
-        return cls(objective, store, Strategy.from_dict(cfg["strategy"]), cfg["seed"], cfg["batch_size"],
-                   StopRules(**cfg["stop"]))
+                raise MatscreenError(
+                    f"{path}: the pool given is not the pool this campaign was created with (content hash differs)"
+                )
+        return cls(
+            objective,
+            store,
+            Strategy.from_dict(cfg["strategy"]),
+            cfg["seed"],
+            cfg["batch_size"],
+            StopRules(**cfg["stop"]),
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -201,21 +241,46 @@ class Campaign:
         seed = self._ask_seed(len(records), len(pending))
         if isinstance(self.domain, DiscretePool):
             points: list[Point] = suggest_pool(
-                self.strategy, self.domain, [r.key for r in ok], told_y, told_loss, q=n, seed=seed,
-                target=self.target, excluded_ids=[r.key for r in records], pending_ids=[p.key for p in pending],
-                hyper_cache=self._hyper_cache)
+                self.strategy,
+                self.domain,
+                [r.key for r in ok],
+                told_y,
+                told_loss,
+                q=n,
+                seed=seed,
+                target=self.target,
+                excluded_ids=[r.key for r in records],
+                pending_ids=[p.key for p in pending],
+                hyper_cache=self._hyper_cache,
+            )
             self.store.add_pending((str(p), None) for p in points)
         else:
             X = np.array([r.x for r in ok], dtype=np.float64).reshape(len(ok), self.domain.dim)
             Xp = np.array([p.x for p in pending], dtype=np.float64).reshape(len(pending), self.domain.dim)
-            P = suggest_box(self.strategy, self.domain, X, told_y, told_loss, q=n, seed=seed,
-                            target=self.target, X_pending=Xp if len(pending) else None, hyper_cache=self._hyper_cache)
+            P = suggest_box(
+                self.strategy,
+                self.domain,
+                X,
+                told_y,
+                told_loss,
+                q=n,
+                seed=seed,
+                target=self.target,
+                X_pending=Xp if len(pending) else None,
+                hyper_cache=self._hyper_cache,
+            )
             points = [row for row in P]
             self.store.add_pending((self._key(p), [float(v) for v in p]) for p in points)
         return points
 
-    def tell(self, points: Sequence[Point], ys: Sequence[Any], errors: Sequence[str | None] | None = None,
-             source: str = "search", origin: str | None = None) -> None:
+    def tell(
+        self,
+        points: Sequence[Point],
+        ys: Sequence[Any],
+        errors: Sequence[str | None] | None = None,
+        source: str = "search",
+        origin: str | None = None,
+    ) -> None:
         """Record results for ``points``: ``ys[i]`` is the outcome, or ``errors[i]`` a failure reason.
 
         ``origin`` names where the results came from (e.g. a results CSV) for error messages.
@@ -228,7 +293,9 @@ class Campaign:
         evals = [Evaluation(p, y, e) for p, y, e in zip(points, ys, errors)]
         self.tell_evaluations(evals, source=source, origin=origin)
 
-    def tell_evaluations(self, evaluations: Sequence[Evaluation], source: str = "search", origin: str | None = None) -> None:
+    def tell_evaluations(
+        self, evaluations: Sequence[Evaluation], source: str = "search", origin: str | None = None
+    ) -> None:
         """Like :meth:`tell` for the objective's own :class:`Evaluation` objects."""
         told = self.store.told_keys()
         pending = self.store.pending()
@@ -255,7 +322,9 @@ class Campaign:
         if records:
             self.store.record_tell(records)
 
-    def _validate_point(self, point: Point, origin: str | None, pending: Sequence[Any] = ()) -> tuple[str, list[float] | None]:
+    def _validate_point(
+        self, point: Point, origin: str | None, pending: Sequence[Any] = ()
+    ) -> tuple[str, list[float] | None]:
         if isinstance(self.domain, DiscretePool):
             key = str(point)
             if not self.domain.contains(key):
@@ -279,8 +348,9 @@ class Campaign:
     def stop_reason(self, budget: int | None = None) -> str | None:
         return stop_reason(self.stop, self.history(), budget)
 
-    def run(self, budget: int | None = None,
-            on_evaluation: Callable[[Evaluation, float | None, bool], None] | None = None) -> History:
+    def run(
+        self, budget: int | None = None, on_evaluation: Callable[[Evaluation, float | None, bool], None] | None = None
+    ) -> History:
         """Ask, evaluate with the objective, tell, until a stop rule fires.
 
         Pending points left by an interrupted run are evaluated first. ``budget`` overrides the

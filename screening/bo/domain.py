@@ -12,11 +12,13 @@ so the campaign store can recognise it again after a crash.
   respect those constraints, and boundary expansion that is recorded, so a report can say when
   and why the search region grew.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import qmc
@@ -184,7 +186,7 @@ class LinearConstraint:
             raise DomainError("a linear constraint needs one coefficient per index")
 
     @classmethod
-    def sum_at_most(cls, indices: Sequence[int], total: float) -> "LinearConstraint":
+    def sum_at_most(cls, indices: Sequence[int], total: float) -> LinearConstraint:
         """The common case: the inputs at ``indices`` sum to at most ``total``."""
         return cls(tuple(int(i) for i in indices), tuple(1.0 for _ in indices), float(total))
 
@@ -246,7 +248,7 @@ class Box:
         names: Sequence[str] | None = None,
         constraints: Sequence[LinearConstraint] = (),
         hard_bounds: Sequence[tuple[float, float]] | None = None,
-    ) -> "Box":
+    ) -> Box:
         """Build a Box from ``[(low, high), ...]`` pairs."""
         lo = tuple(float(b[0]) for b in bounds)
         hi = tuple(float(b[1]) for b in bounds)
@@ -329,7 +331,7 @@ class Box:
                 return np.concatenate(out)[:n]
         raise DomainError("the feasible region is too small for rejection sampling")
 
-    def expanded_at_boundary(self, X: np.ndarray, rtol: float = 0.02, fraction: float = 0.25, reason: str = "") -> "Box":
+    def expanded_at_boundary(self, X: np.ndarray, rtol: float = 0.02, fraction: float = 0.25, reason: str = "") -> Box:
         """A new Box widened on every side where a point of ``X`` lies within ``rtol`` of it.
 
         Why: when the best points of a campaign sit on a bound, the optimum may lie outside the

@@ -21,6 +21,7 @@ half the weight of that fit: labels the network was trained on understate its er
 
 Pure numerics: arrays in, arrays out; nothing here knows pools, files or targets.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,7 @@ class NeighbourGPParams:
         return np.log([self.local_signal, self.lengthscale, self.offset_signal, self.noise])
 
     @classmethod
-    def from_vector(cls, v: np.ndarray) -> "NeighbourGPParams":
+    def from_vector(cls, v: np.ndarray) -> NeighbourGPParams:
         a = np.exp(np.clip(np.asarray(v, dtype=np.float64), -12.0, 8.0))
         return cls(float(a[0]), float(a[1]), float(a[2]), float(a[3]))
 
@@ -73,7 +74,7 @@ class Projection:
         self.max_rows = max_rows
         self.seed = seed
 
-    def fit(self, X: np.ndarray) -> "Projection":
+    def fit(self, X: np.ndarray) -> Projection:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] < 2:
             raise NeighbourGPError(f"a projection needs at least 2 rows of features, got shape {X.shape}")
@@ -94,7 +95,9 @@ class Projection:
         return (Z - self.centre_) @ self.components_.T
 
 
-def nearest(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(
+    queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances and indices of the ``k`` nearest ``points`` to each query, in row chunks."""
     k_eff = min(k, points.shape[0])
     dists, idxs = [], []
@@ -108,8 +111,13 @@ def nearest(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 40
     return torch.cat(dists), torch.cat(idxs)
 
 
-def local_predict(params: NeighbourGPParams, points: torch.Tensor, residuals: torch.Tensor,
-                  nbr_dist: torch.Tensor, nbr_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def local_predict(
+    params: NeighbourGPParams,
+    points: torch.Tensor,
+    residuals: torch.Tensor,
+    nbr_dist: torch.Tensor,
+    nbr_idx: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of a *new observation's* residual at each query, from its neighbours.
 
     ``nbr_dist`` / ``nbr_idx`` (n, k) are the query's distances to and rows of its neighbours in
@@ -134,8 +142,15 @@ def local_predict(params: NeighbourGPParams, points: torch.Tensor, residuals: to
     return mean, var
 
 
-def fit_params(points: np.ndarray, residuals: np.ndarray, k: int, weights: np.ndarray | None = None,
-               sample: int = 5000, seed: int = 0, start: NeighbourGPParams | None = None) -> NeighbourGPParams:
+def fit_params(
+    points: np.ndarray,
+    residuals: np.ndarray,
+    k: int,
+    weights: np.ndarray | None = None,
+    sample: int = 5000,
+    seed: int = 0,
+    start: NeighbourGPParams | None = None,
+) -> NeighbourGPParams:
     """Hyper-parameters by leave-one-out predictive log-likelihood over (a sample of) labelled rows.
 
     Each sampled row is predicted from its ``k`` nearest *other* rows, exactly as candidates
@@ -180,8 +195,12 @@ def fit_params(points: np.ndarray, residuals: np.ndarray, k: int, weights: np.nd
     res = None
     with np.errstate(all="ignore"):
         for x0 in starts:
-            r_ = minimize(nll, np.clip(x0, lo, hi), method="Nelder-Mead",
-                          options={"maxiter": 120 if start is not None else 300, "xatol": 1e-3, "fatol": 1e-6})
+            r_ = minimize(
+                nll,
+                np.clip(x0, lo, hi),
+                method="Nelder-Mead",
+                options={"maxiter": 120 if start is not None else 300, "xatol": 1e-3, "fatol": 1e-6},
+            )
             if res is None or (np.isfinite(r_.fun) and r_.fun < res.fun):
                 res = r_
     assert res is not None
@@ -233,8 +252,13 @@ class NeighbourGP:
     def n_labelled(self) -> int:
         return int(self._res.shape[0])
 
-    def fit(self, points: np.ndarray, residuals: np.ndarray, weights: np.ndarray | None = None,
-            params: NeighbourGPParams | None = None) -> "NeighbourGP":
+    def fit(
+        self,
+        points: np.ndarray,
+        residuals: np.ndarray,
+        weights: np.ndarray | None = None,
+        params: NeighbourGPParams | None = None,
+    ) -> NeighbourGP:
         """Set the labelled data; fit hyper-parameters unless ``params`` are given."""
         P = np.atleast_2d(np.asarray(points, dtype=np.float64))
         r = np.asarray(residuals, dtype=np.float64).reshape(-1)
@@ -256,7 +280,7 @@ class NeighbourGP:
             self._mean, self._var = self._predict_rows(torch.arange(self._cand.shape[0]))
         return self.params
 
-    def index(self, candidates: np.ndarray) -> "NeighbourGP":
+    def index(self, candidates: np.ndarray) -> NeighbourGP:
         """Find every candidate's nearest labelled points (the one-off cost of a large pool)."""
         self._cand = torch.as_tensor(np.atleast_2d(np.asarray(candidates, dtype=np.float64)))
         if self.n_labelled:
@@ -296,7 +320,9 @@ class NeighbourGP:
         i = torch.cat([self._ni, i_new], dim=1)
         order = torch.argsort(d, dim=1, stable=True)[:, : self.k]
         nd, ni = torch.gather(d, 1, order), torch.gather(i, 1, order)
-        changed = (ni != self._ni).any(dim=1) if ni.shape == self._ni.shape else torch.ones(ni.shape[0], dtype=torch.bool)
+        changed = (
+            (ni != self._ni).any(dim=1) if ni.shape == self._ni.shape else torch.ones(ni.shape[0], dtype=torch.bool)
+        )
         self._nd, self._ni = nd, ni
         rows = torch.nonzero(changed).reshape(-1)
         if rows.numel():
@@ -316,7 +342,7 @@ class NeighbourGP:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
         d_new, i_new = nearest(self._cand, P, self.k)
         if self._nd.shape[1] == self.k:
-            rows = torch.nonzero((d_new[:, 0] < self._nd[:, -1])).reshape(-1)
+            rows = torch.nonzero(d_new[:, 0] < self._nd[:, -1]).reshape(-1)
         else:
             rows = torch.arange(self._cand.shape[0])
         if rows.numel() == 0:

@@ -18,10 +18,11 @@ observation; it is rebuilt from the data alone (deterministically) after a resta
 Hyper-parameters are refitted when the campaign's observations reach 10, 20, 40, ... — a pure
 function of their number, so a resumed campaign makes the same choices.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -47,8 +48,10 @@ class KnownData:
         self.embedding = np.atleast_2d(np.asarray(self.embedding, dtype=np.float64))
         self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
         if self.embedding.shape[0] != self.values.shape[0] or len(self.ids) != self.values.shape[0]:
-            raise KnownDataError(f"{len(self.ids)} ids, {self.embedding.shape[0]} embeddings and "
-                                 f"{self.values.shape[0]} values in the known data")
+            raise KnownDataError(
+                f"{len(self.ids)} ids, {self.embedding.shape[0]} embeddings and "
+                f"{self.values.shape[0]} values in the known data"
+            )
         if self.prior_mean is not None:
             self.prior_mean = np.asarray(self.prior_mean, dtype=np.float64).reshape(-1)
 
@@ -114,8 +117,15 @@ class NeighbourState:
         return self.gp.params
 
 
-def build_state(settings: NeighbourSettings, embedding: np.ndarray, prior: np.ndarray | None,
-                known: KnownData | None, told_rows: Sequence[int], told_y: np.ndarray, seed: int) -> NeighbourState:
+def build_state(
+    settings: NeighbourSettings,
+    embedding: np.ndarray,
+    prior: np.ndarray | None,
+    known: KnownData | None,
+    told_rows: Sequence[int],
+    told_y: np.ndarray,
+    seed: int,
+) -> NeighbourState:
     """Fit the projection and hyper-parameters, index the pool, condition on every observation."""
     has_known = known is not None and len(known) > 0
     m = refit_count(len(told_rows), has_known)
@@ -133,8 +143,18 @@ def build_state(settings: NeighbourSettings, embedding: np.ndarray, prior: np.nd
         k_points = np.zeros((0, projection.components_.shape[0]))
         k_res = np.zeros(0)
     pool_points = projection.transform(embedding)
-    state = NeighbourState(settings, projection, NeighbourGP(settings.n_neighbours, settings.fit_sample, seed), m,
-                           pool_points, pool_prior, k_points, k_res, [], has_known)
+    state = NeighbourState(
+        settings,
+        projection,
+        NeighbourGP(settings.n_neighbours, settings.fit_sample, seed),
+        m,
+        pool_points,
+        pool_prior,
+        k_points,
+        k_res,
+        [],
+        has_known,
+    )
     chain = fit_chain(m, has_known)
     fit_points, fit_res, weights = _fit_data(state, list(told_rows)[: chain[0]], told_y[: chain[0]])
     gp = state.gp
@@ -142,8 +162,11 @@ def build_state(settings: NeighbourSettings, embedding: np.ndarray, prior: np.nd
         gp.fit(fit_points, fit_res, weights)
     else:  # too little to fit: a broad prior around the network (or the labelled mean)
         spread = max(float(np.std(fit_res)) if fit_res.size > 1 else 1.0, 0.3)
-        gp.fit(fit_points.reshape(-1, pool_points.shape[1]), fit_res,
-               params=NeighbourGPParams(0.5 * spread, 1.0, 0.3 * spread, 0.5 * spread))
+        gp.fit(
+            fit_points.reshape(-1, pool_points.shape[1]),
+            fit_res,
+            params=NeighbourGPParams(0.5 * spread, 1.0, 0.3 * spread, 0.5 * spread),
+        )
     gp.fit(k_points, k_res, params=gp.params)
     gp.index(pool_points)
     state.fit_count = chain[0]
@@ -161,7 +184,9 @@ def _advance(state: NeighbourState, told_rows: list[int], told_y: np.ndarray, m:
     _add_told(state, told_rows, told_y)
 
 
-def _fit_data(state: NeighbourState, rows: list[int], values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _fit_data(
+    state: NeighbourState, rows: list[int], values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Points, residuals and weights the hyper-parameters are fitted on: known data plus the
     first campaign observations (half the weight once there are 10: they are crystals of the
     pool, which the network did not train on)."""
@@ -175,9 +200,9 @@ def _fit_data(state: NeighbourState, rows: list[int], values: np.ndarray) -> tup
 
 
 def _add_told(state: NeighbourState, told_rows: list[int], told_y: np.ndarray) -> None:
-    new = told_rows[len(state.told_rows):]
+    new = told_rows[len(state.told_rows) :]
     if new:
-        y_new = np.asarray(told_y, dtype=np.float64)[len(state.told_rows):]
+        y_new = np.asarray(told_y, dtype=np.float64)[len(state.told_rows) :]
         state.gp.add(state.pool_points[new], y_new - state.pool_prior[new])
     state.told_rows = list(told_rows)
 
@@ -189,9 +214,16 @@ def _prior_base(known: KnownData | None, fit_y: np.ndarray) -> float:
     return float(np.mean(vals)) if len(vals) else 0.0
 
 
-def update_state(state: NeighbourState | None, settings: NeighbourSettings, embedding: np.ndarray,
-                 prior: np.ndarray | None, known: KnownData | None, told_rows: Sequence[int],
-                 told_y: np.ndarray, seed: int) -> NeighbourState:
+def update_state(
+    state: NeighbourState | None,
+    settings: NeighbourSettings,
+    embedding: np.ndarray,
+    prior: np.ndarray | None,
+    known: KnownData | None,
+    told_rows: Sequence[int],
+    told_y: np.ndarray,
+    seed: int,
+) -> NeighbourState:
     """The state for these observations: extended incrementally when it can be, rebuilt otherwise.
 
     Extending gives the same model as a rebuild: the same labelled set, and hyper-parameters
@@ -202,8 +234,14 @@ def update_state(state: NeighbourState | None, settings: NeighbourSettings, embe
     has_known = known is not None and len(known) > 0
     m = refit_count(len(told_rows), has_known)
     chain = fit_chain(m, has_known)
-    if (state is None or state.settings != settings or told_rows[: len(state.told_rows)] != state.told_rows
-            or m < state.fit_count or state.fit_count not in chain or (prior is None and m != state.fit_count)):
+    if (
+        state is None
+        or state.settings != settings
+        or told_rows[: len(state.told_rows)] != state.told_rows
+        or m < state.fit_count
+        or state.fit_count not in chain
+        or (prior is None and m != state.fit_count)
+    ):
         return build_state(settings, embedding, prior, known, told_rows, told_y, seed)
     _advance(state, told_rows, np.asarray(told_y, dtype=np.float64), m)
     return state
@@ -215,8 +253,16 @@ def predictive(state: NeighbourState) -> tuple[np.ndarray, np.ndarray]:
     return state.pool_prior + m, s
 
 
-def select(state: NeighbourState, free: np.ndarray, q: int, acquisition: str, target: float, tolerance: float,
-           rng: np.random.Generator, pending_rows: Sequence[int] = ()) -> list[int]:
+def select(
+    state: NeighbourState,
+    free: np.ndarray,
+    q: int,
+    acquisition: str,
+    target: float,
+    tolerance: float,
+    rng: np.random.Generator,
+    pending_rows: Sequence[int] = (),
+) -> list[int]:
     """``q`` rows of ``free`` (pool rows) to evaluate next; pending rows are believed at their mean."""
     mean, std = predictive(state)
     mean, std = mean.copy(), std.copy()
@@ -258,5 +304,9 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
     """Share of ``values`` at pool ``rows`` inside the 68 % and 95 % predictive intervals."""
     mean, std = predictive(state)
     z = np.abs(np.asarray(values, dtype=np.float64) - mean[rows]) / std[rows]
-    return {"coverage_68": float(np.mean(z <= 1.0)), "coverage_95": float(np.mean(z <= 1.96)),
-            "mae": float(np.mean(np.abs(np.asarray(values) - mean[rows]))), "n": int(len(rows))}
+    return {
+        "coverage_68": float(np.mean(z <= 1.0)),
+        "coverage_95": float(np.mean(z <= 1.96)),
+        "mae": float(np.mean(np.abs(np.asarray(values) - mean[rows]))),
+        "n": int(len(rows)),
+    }

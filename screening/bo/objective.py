@@ -16,11 +16,13 @@ those two attributes; the campaign can then model ``y`` itself instead of the lo
 A user's own objective is any class satisfying :class:`Objective`, named on the command line as
 ``package.module:ClassName`` and loaded with :func:`load_objective_class`.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from screening.bo.domain import Box, DiscretePool
 from screening.errors import MatscreenError

@@ -14,14 +14,16 @@ Tables
   prior/initial data, and when it was told.
 - ``pending``: points suggested by ``ask`` and not told yet.
 """
+
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from screening.errors import MatscreenError
 
@@ -79,7 +81,7 @@ class CampaignStore:
         return conn
 
     @classmethod
-    def create(cls, path: str | Path, config: dict, pool_ref: dict | None = None) -> "CampaignStore":
+    def create(cls, path: str | Path, config: dict, pool_ref: dict | None = None) -> CampaignStore:
         """A new campaign file holding ``config``; refuses to overwrite an existing one."""
         path = Path(path)
         if path.exists():
@@ -95,13 +97,17 @@ class CampaignStore:
             conn.execute("CREATE TABLE pending (key TEXT PRIMARY KEY, x TEXT, asked_at TEXT NOT NULL)")
             conn.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
-                [("schema", SCHEMA_VERSION), ("config", json.dumps(config, sort_keys=True)),
-                 ("pool_ref", json.dumps(pool_ref, sort_keys=True)), ("created", _now())],
+                [
+                    ("schema", SCHEMA_VERSION),
+                    ("config", json.dumps(config, sort_keys=True)),
+                    ("pool_ref", json.dumps(pool_ref, sort_keys=True)),
+                    ("created", _now()),
+                ],
             )
         return cls(path, conn)
 
     @classmethod
-    def open(cls, path: str | Path) -> "CampaignStore":
+    def open(cls, path: str | Path) -> CampaignStore:
         """Reopen an existing campaign file (after a crash, or from another command)."""
         path = Path(path)
         if not path.is_file():
@@ -118,7 +124,7 @@ class CampaignStore:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "CampaignStore":
+    def __enter__(self) -> CampaignStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -141,10 +147,20 @@ class CampaignStore:
         return self._meta("pool_ref")
 
     def observations(self) -> list[ObservationRecord]:
-        rows = self._conn.execute("SELECT seq, key, x, y, loss, error, source, told_at FROM observations ORDER BY seq").fetchall()
+        rows = self._conn.execute(
+            "SELECT seq, key, x, y, loss, error, source, told_at FROM observations ORDER BY seq"
+        ).fetchall()
         return [
-            ObservationRecord(key=k, x=json.loads(x) if x else None, y=json.loads(y) if y is not None else None,
-                              loss=loss, error=err, source=src, seq=seq, told_at=t)
+            ObservationRecord(
+                key=k,
+                x=json.loads(x) if x else None,
+                y=json.loads(y) if y is not None else None,
+                loss=loss,
+                error=err,
+                source=src,
+                seq=seq,
+                told_at=t,
+            )
             for seq, k, x, y, loss, err, src, t in rows
         ]
 
@@ -182,8 +198,15 @@ class CampaignStore:
                 for r in records:
                     self._conn.execute(
                         "INSERT INTO observations (key, x, y, loss, error, source, told_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (r.key, json.dumps(r.x) if r.x is not None else None,
-                         json.dumps(r.y) if r.y is not None else None, r.loss, r.error, r.source, now),
+                        (
+                            r.key,
+                            json.dumps(r.x) if r.x is not None else None,
+                            json.dumps(r.y) if r.y is not None else None,
+                            r.loss,
+                            r.error,
+                            r.source,
+                            now,
+                        ),
                     )
                     self._conn.execute("DELETE FROM pending WHERE key = ?", (r.key,))
         except sqlite3.IntegrityError as exc:

@@ -13,11 +13,12 @@ penalisation, sequential-greedy qLogEI, or Thompson sampling.
 Everything is deterministic for a given ``seed`` and data, which is what lets a campaign resume
 after a crash with the same next suggestion.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from scipy.optimize import minimize
 
 from screening.bo import acquisition as acq
 from screening.bo.domain import Box, DiscretePool
-from screening.bo.surrogate import DTYPE, GPSurrogate
+from screening.bo.surrogate import GPSurrogate
 from screening.errors import MatscreenError
 
 
@@ -78,7 +79,9 @@ class Strategy:
             raise StrategyError(f"model must be 'loss' or 'value', got {self.model!r}")
         allowed = acq.LOSS_ACQUISITIONS if self.model == "loss" else acq.VALUE_ACQUISITIONS
         if self.acquisition not in allowed:
-            raise StrategyError(f"acquisition {self.acquisition!r} does not fit model {self.model!r}; choose one of {allowed}")
+            raise StrategyError(
+                f"acquisition {self.acquisition!r} does not fit model {self.model!r}; choose one of {allowed}"
+            )
         if self.batch not in ("lp", "qlogei"):
             raise StrategyError(f"batch must be 'lp' or 'qlogei', got {self.batch!r}")
         if self.beta <= 0:
@@ -86,14 +89,16 @@ class Strategy:
         if self.surrogate not in ("gp", "neighbour"):
             raise StrategyError(f"surrogate must be 'gp' or 'neighbour', got {self.surrogate!r}")
         if self.surrogate == "neighbour" and (self.model != "value" or self.acquisition not in ("window", "thompson")):
-            raise StrategyError("the neighbour surrogate models the value itself: use model 'value' with "
-                                "acquisition 'window' or 'thompson'")
+            raise StrategyError(
+                "the neighbour surrogate models the value itself: use model 'value' with "
+                "acquisition 'window' or 'thompson'"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Strategy":
+    def from_dict(cls, d: dict) -> Strategy:
         return cls(**d)  # campaigns stored before a field existed get its default
 
 
@@ -125,9 +130,17 @@ def refit_size(n: int, all_below: int = 100, growth: float = 1.1) -> int:
     return last
 
 
-def _fit(strategy: Strategy, bounds: np.ndarray, X: np.ndarray, told_y: np.ndarray, told_loss: np.ndarray,
-         prior: np.ndarray | None, target: Target | None, seed: int,
-         hyper_cache: dict | None = None) -> tuple[GPSurrogate, np.ndarray]:
+def _fit(
+    strategy: Strategy,
+    bounds: np.ndarray,
+    X: np.ndarray,
+    told_y: np.ndarray,
+    told_loss: np.ndarray,
+    prior: np.ndarray | None,
+    target: Target | None,
+    seed: int,
+    hyper_cache: dict | None = None,
+) -> tuple[GPSurrogate, np.ndarray]:
     """Fit the GP on what the strategy models; returns it and the prior covariate it used.
 
     Hyper-parameters come from a fit on the first :func:`refit_size` observations (memoised in
@@ -151,7 +164,9 @@ def _fit(strategy: Strategy, bounds: np.ndarray, X: np.ndarray, told_y: np.ndarr
         if hyper_cache is not None and key in hyper_cache:
             hp = hyper_cache[key]
         else:
-            head = GPSurrogate(bounds, use_prior=use_prior, fixed_prior_slope=strategy.fixed_prior_slope).fit(X[:m], values[:m], prior=None if p is None else p[:m], seed=seed)
+            head = GPSurrogate(bounds, use_prior=use_prior, fixed_prior_slope=strategy.fixed_prior_slope).fit(
+                X[:m], values[:m], prior=None if p is None else p[:m], seed=seed
+            )
             hp = head.hyperparameters()
             if hyper_cache is not None:
                 hyper_cache[key] = hp
@@ -200,13 +215,25 @@ def _best(strategy: Strategy, told_y: np.ndarray, told_loss: np.ndarray, target:
     return float(np.min(np.abs(np.asarray(told_y, dtype=np.float64) - target.target)))
 
 
-def _lipschitz(surrogate: GPSurrogate, feats: np.ndarray, prior: np.ndarray | None, rng: np.random.Generator, n: int = 1000) -> float:
+def _lipschitz(
+    surrogate: GPSurrogate, feats: np.ndarray, prior: np.ndarray | None, rng: np.random.Generator, n: int = 1000
+) -> float:
     rows = rng.choice(feats.shape[0], size=min(n, feats.shape[0]), replace=False)
-    return acq.lipschitz_from_gradients(surrogate.mean_gradient_norms(feats[rows], None if prior is None else prior[rows]))
+    return acq.lipschitz_from_gradients(
+        surrogate.mean_gradient_norms(feats[rows], None if prior is None else prior[rows])
+    )
 
 
-def _thompson_rows(strategy: Strategy, surrogate: GPSurrogate, feats: np.ndarray, prior: np.ndarray | None,
-                   scores: _Scores, q: int, rng: np.random.Generator, target: Target | None) -> list[int]:
+def _thompson_rows(
+    strategy: Strategy,
+    surrogate: GPSurrogate,
+    feats: np.ndarray,
+    prior: np.ndarray | None,
+    scores: _Scores,
+    q: int,
+    rng: np.random.Generator,
+    target: Target | None,
+) -> list[int]:
     """Thompson sampling: q joint posterior draws over a shortlist of plausible winners.
 
     The shortlist keeps the candidates whose optimistic bound (3 standard deviations) could
@@ -232,9 +259,19 @@ def _thompson_rows(strategy: Strategy, surrogate: GPSurrogate, feats: np.ndarray
     return picks
 
 
-def _qlogei_rows(strategy: Strategy, surrogate: GPSurrogate, feats: np.ndarray, prior: np.ndarray | None,
-                 scores: _Scores, best: float, q: int, seed: int, target: Target | None,
-                 pending_feats: np.ndarray | None, pending_prior: np.ndarray | None) -> list[int]:
+def _qlogei_rows(
+    strategy: Strategy,
+    surrogate: GPSurrogate,
+    feats: np.ndarray,
+    prior: np.ndarray | None,
+    scores: _Scores,
+    best: float,
+    q: int,
+    seed: int,
+    target: Target | None,
+    pending_feats: np.ndarray | None,
+    pending_prior: np.ndarray | None,
+) -> list[int]:
     """Sequential-greedy qLogEI (BoTorch) over the top of the analytic ranking.
 
     Each step adds the candidate that maximises the Monte-Carlo log-EI of the batch given the
@@ -302,15 +339,26 @@ def suggest_pool(
         raise StrategyError("the pool is exhausted: every candidate has been evaluated or is pending")
     q = min(q, free.size)
     if strategy.surrogate == "neighbour":
-        return _suggest_neighbour(strategy, pool, told_ids, told_y, free, q, rng, seed, target, pending_ids, hyper_cache)
+        return _suggest_neighbour(
+            strategy, pool, told_ids, told_y, free, q, rng, seed, target, pending_ids, hyper_cache
+        )
     if len(told_ids) < max(strategy.n_init, 2):
         return [pool.ids[i] for i in rng.choice(free, size=q, replace=False)]
     told_rows = pool.indices_of(told_ids)
     prior_all = pool.prior_mean if strategy.use_prior else None
     if strategy.use_prior and prior_all is None:
         raise StrategyError("use_prior needs a pool with prior_mean values")
-    surrogate, _ = _fit(strategy, pool.bounds, pool.features[told_rows], told_y, told_loss,
-                        None if prior_all is None else prior_all[told_rows], target, seed, hyper_cache)
+    surrogate, _ = _fit(
+        strategy,
+        pool.bounds,
+        pool.features[told_rows],
+        told_y,
+        told_loss,
+        None if prior_all is None else prior_all[told_rows],
+        target,
+        seed,
+        hyper_cache,
+    )
     prior_cov_all = None
     if prior_all is not None:
         prior_cov_all = prior_all if strategy.model == "value" else np.abs(prior_all - target.target)  # type: ignore[union-attr]
@@ -325,25 +373,51 @@ def suggest_pool(
     if strategy.acquisition == "thompson":
         rows = _thompson_rows(strategy, surrogate, feats, prior_free, scores, q, rng, target)
     elif strategy.batch == "qlogei" and q > 1:
-        rows = _qlogei_rows(strategy, surrogate, feats, prior_free, scores, best, q, seed, target,
-                            pool.features[pend_rows] if pend_rows.size else None,
-                            None if prior_cov_all is None or not pend_rows.size else prior_cov_all[pend_rows])
+        rows = _qlogei_rows(
+            strategy,
+            surrogate,
+            feats,
+            prior_free,
+            scores,
+            best,
+            q,
+            seed,
+            target,
+            pool.features[pend_rows] if pend_rows.size else None,
+            None if prior_cov_all is None or not pend_rows.size else prior_cov_all[pend_rows],
+        )
     elif q == 1 and pend_rows.size == 0:
         rows = [int(np.argmax(scores.log_score))]
     else:
         lipschitz = _lipschitz(surrogate, feats, prior_free, rng)
         pf = pm = ps = None
         if pend_rows.size:
-            pm_, ps_ = surrogate.predict(pool.features[pend_rows], None if prior_cov_all is None else prior_cov_all[pend_rows], include_noise=True)
+            pm_, ps_ = surrogate.predict(
+                pool.features[pend_rows],
+                None if prior_cov_all is None else prior_cov_all[pend_rows],
+                include_noise=True,
+            )
             pscore = _score(strategy, pm_, ps_, best, target)
             pf, pm, ps = pool.features[pend_rows], pscore.f_mean, pscore.f_std
-        rows = acq.select_locally_penalised(scores.log_score, feats, scores.f_mean, scores.f_std, q, lipschitz, best, pf, pm, ps)
+        rows = acq.select_locally_penalised(
+            scores.log_score, feats, scores.f_mean, scores.f_std, q, lipschitz, best, pf, pm, ps
+        )
     return [pool.ids[free[r]] for r in rows]
 
 
-def _suggest_neighbour(strategy: Strategy, pool: DiscretePool, told_ids: Sequence[str], told_y: np.ndarray,
-                       free: np.ndarray, q: int, rng: np.random.Generator, seed: int, target: Target | None,
-                       pending_ids: Sequence[str], hyper_cache: dict | None) -> list[str]:
+def _suggest_neighbour(
+    strategy: Strategy,
+    pool: DiscretePool,
+    told_ids: Sequence[str],
+    told_y: np.ndarray,
+    free: np.ndarray,
+    q: int,
+    rng: np.random.Generator,
+    seed: int,
+    target: Target | None,
+    pending_ids: Sequence[str],
+    hyper_cache: dict | None,
+) -> list[str]:
     """Pool suggestions from the nearest-neighbour GP over known data and observations."""
     from screening.bo import neighbour_search as ns
 
@@ -352,20 +426,36 @@ def _suggest_neighbour(strategy: Strategy, pool: DiscretePool, told_ids: Sequenc
     embedding = pool.embedding if pool.embedding is not None else pool.features
     known = pool.known
     if known is not None and known.embedding.shape[1] != embedding.shape[1]:
-        raise StrategyError(f"known data have {known.embedding.shape[1]} descriptor columns, the pool {embedding.shape[1]}")
+        raise StrategyError(
+            f"known data have {known.embedding.shape[1]} descriptor columns, the pool {embedding.shape[1]}"
+        )
     settings = ns.NeighbourSettings(strategy.n_neighbours, strategy.neighbour_components)
     cache = hyper_cache if hyper_cache is not None else {}
-    state = ns.update_state(cache.get("neighbour"), settings, embedding, pool.prior_mean, known,
-                            [int(r) for r in pool.indices_of(told_ids)], np.asarray(told_y, dtype=np.float64),
-                            seed=0)  # the model is a function of the data only (resume-safe); `seed` drives the draws
+    state = ns.update_state(
+        cache.get("neighbour"),
+        settings,
+        embedding,
+        pool.prior_mean,
+        known,
+        [int(r) for r in pool.indices_of(told_ids)],
+        np.asarray(told_y, dtype=np.float64),
+        seed=0,
+    )  # the model is a function of the data only (resume-safe); `seed` drives the draws
     cache["neighbour"] = state
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
     rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
     return [pool.ids[r] for r in rows]
 
 
-def _screen(strategy: Strategy, pool: DiscretePool, free: np.ndarray, surrogate: GPSurrogate,
-            prior_cov_all: np.ndarray | None, best: float, target: Target | None) -> np.ndarray:
+def _screen(
+    strategy: Strategy,
+    pool: DiscretePool,
+    free: np.ndarray,
+    surrogate: GPSurrogate,
+    prior_cov_all: np.ndarray | None,
+    best: float,
+    target: Target | None,
+) -> np.ndarray:
     """The ``screen_keep`` free candidates with the best *approximate* acquisition.
 
     The exact posterior is computed only at the centroids of the pool's leaves
@@ -380,7 +470,9 @@ def _screen(strategy: Strategy, pool: DiscretePool, free: np.ndarray, surrogate:
     n_leaves = centroids.shape[0]
     leaf_prior = None
     if prior_cov_all is not None:
-        leaf_prior = np.bincount(labels, weights=prior_cov_all, minlength=n_leaves) / np.maximum(np.bincount(labels, minlength=n_leaves), 1)
+        leaf_prior = np.bincount(labels, weights=prior_cov_all, minlength=n_leaves) / np.maximum(
+            np.bincount(labels, minlength=n_leaves), 1
+        )
     c_mean, c_grad = surrogate.mean_gradients(centroids, leaf_prior)
     _, c_std = surrogate.predict(centroids, leaf_prior, include_noise=True)
     lab = labels[free]
@@ -396,7 +488,9 @@ def _screen(strategy: Strategy, pool: DiscretePool, free: np.ndarray, surrogate:
 # ------------------------------------------------------------------ continuous boxes
 
 
-def _box_log_score(strategy: Strategy, surrogate: GPSurrogate, X: np.ndarray, best: float, target: Target | None) -> _Scores:
+def _box_log_score(
+    strategy: Strategy, surrogate: GPSurrogate, X: np.ndarray, best: float, target: Target | None
+) -> _Scores:
     mean, std = surrogate.predict(X, include_noise=True)
     return _score(strategy, mean, std, best, target)
 
@@ -416,8 +510,14 @@ def _refine_in_box(fun, x0: np.ndarray, box: Box, max_iter: int = 60) -> np.ndar
         cons.append({"type": "ineq", "fun": lambda u, cu=cu, off=off, rhs=c.rhs: rhs - off - cu @ u})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = minimize(neg, box.to_unit(x0).reshape(-1), method="SLSQP", bounds=[(0.0, 1.0)] * box.dim,
-                       constraints=cons, options={"maxiter": max_iter, "eps": 1e-4})
+        res = minimize(
+            neg,
+            box.to_unit(x0).reshape(-1),
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * box.dim,
+            constraints=cons,
+            options={"maxiter": max_iter, "eps": 1e-4},
+        )
     cand = box.from_unit(np.clip(res.x, 0.0, 1.0)).reshape(1, -1)
     if box.feasible(cand)[0] and -res.fun >= fun(x0.reshape(1, -1))[0]:
         return cand[0]

@@ -15,6 +15,7 @@ posterior in chunks from one cached Cholesky factor, without autograd or lazy-te
 against ``model.posterior``). BoTorch's model stays available as ``.model`` for the Monte-Carlo
 batch acquisitions (qLogEI).
 """
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,9 @@ class GPSurrogate:
     prior covariate's weight at 1 (a classical fixed prior mean, up to a fitted offset).
     """
 
-    def __init__(self, bounds: np.ndarray, use_prior: bool = False, min_noise: float = 1e-6,
-                 fixed_prior_slope: bool = False) -> None:
+    def __init__(
+        self, bounds: np.ndarray, use_prior: bool = False, min_noise: float = 1e-6, fixed_prior_slope: bool = False
+    ) -> None:
         bounds = np.asarray(bounds, dtype=np.float64)
         if bounds.ndim != 2 or bounds.shape[0] != 2:
             raise SurrogateError(f"bounds must have shape (2, d), got {bounds.shape}")
@@ -93,8 +95,14 @@ class GPSurrogate:
             U = np.hstack([U, p])
         return torch.as_tensor(U, dtype=DTYPE)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, seed: int = 0,
-            hyperparameters: dict | None = None) -> "GPSurrogate":
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        prior: np.ndarray | None = None,
+        seed: int = 0,
+        hyperparameters: dict | None = None,
+    ) -> GPSurrogate:
         """Fit hyper-parameters on (X, y); ``prior`` holds the prior covariate at X if used.
 
         With ``hyperparameters`` (from :meth:`hyperparameters`, possibly of a fit on fewer
@@ -121,8 +129,15 @@ class GPSurrogate:
         likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(self.min_noise, transform=None, initial_value=1e-3)
         ).to(DTYPE)
-        model = SingleTaskGP(train_X, train_Y, likelihood=likelihood, covar_module=covar, mean_module=mean,
-                             outcome_transform=None, input_transform=None)
+        model = SingleTaskGP(
+            train_X,
+            train_Y,
+            likelihood=likelihood,
+            covar_module=covar,
+            mean_module=mean,
+            outcome_transform=None,
+            input_transform=None,
+        )
         model = model.to(DTYPE)
         torch.manual_seed(seed)
         if hyperparameters is not None:
@@ -151,9 +166,13 @@ class GPSurrogate:
         mm = self.model.mean_module
         c = float(mm.constant.detach())
         slope = float(mm.slope.detach()) if self.use_prior else 0.0
-        return {"lengthscale": self.lengthscale_.tolist(), "outputscale": self.outputscale_ * self.y_std_**2,
-                "noise": self.noise_ * self.y_std_**2, "constant": self.y_mean_ * (1.0 - slope) + self.y_std_ * c,
-                "slope": slope}
+        return {
+            "lengthscale": self.lengthscale_.tolist(),
+            "outputscale": self.outputscale_ * self.y_std_**2,
+            "noise": self.noise_ * self.y_std_**2,
+            "constant": self.y_mean_ * (1.0 - slope) + self.y_std_ * c,
+            "slope": slope,
+        }
 
     def _set_hyperparameters(self, model: SingleTaskGP, hp: dict) -> None:
         s, m = self.y_std_, self.y_mean_
@@ -205,8 +224,13 @@ class GPSurrogate:
 
     # ----------------------------------------------------------------- prediction
 
-    def predict(self, X: np.ndarray, prior: np.ndarray | None = None, chunk_elements: int = 2_000_000,
-                include_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self,
+        X: np.ndarray,
+        prior: np.ndarray | None = None,
+        chunk_elements: int = 2_000_000,
+        include_noise: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation at X, in units of y.
 
         By default the standard deviation is that of the latent function; ``include_noise`` adds
@@ -263,7 +287,9 @@ class GPSurrogate:
         """Weight of the prior covariate in the GP mean (0 without one), in y per unit of prior."""
         return float(self.model.mean_module.slope.detach()) if self.use_prior and self.model is not None else 0.0
 
-    def sample_joint(self, X: np.ndarray, n_samples: int, rng: np.random.Generator, prior: np.ndarray | None = None) -> np.ndarray:
+    def sample_joint(
+        self, X: np.ndarray, n_samples: int, rng: np.random.Generator, prior: np.ndarray | None = None
+    ) -> np.ndarray:
         """Joint posterior samples of the latent function at the rows of X: shape (n_samples, len(X)).
 
         Cost is cubic in len(X): pass a shortlist, not a whole large pool.

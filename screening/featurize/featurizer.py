@@ -12,6 +12,7 @@ row (id, source, stage, reason) and the rest goes on. Results are cached in SQLi
 new. :func:`featurize_source` streams chunks straight to Parquet so memory stays bounded for
 databases of any size.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,10 +20,11 @@ import itertools
 import os
 import sqlite3
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -215,7 +217,9 @@ def errors_to_frame(errors: Sequence[RecordError]) -> pd.DataFrame:
     )
 
 
-def embed_graphs(model: CrystalGraphConvNet, graphs: Sequence[CrystalGraph], batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def embed_graphs(
+    model: CrystalGraphConvNet, graphs: Sequence[CrystalGraph], batch_size: int = DEFAULT_BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Predictions (n,) and embeddings (n, h) for graphs, batched, eval mode, no grad."""
     preds, embs = [], []
     model.eval()
@@ -456,7 +460,9 @@ class CGCNNFeaturizer(_MatminerBase):
     (matminer's default calls ``featurize`` one structure at a time).
     """
 
-    def __init__(self, model: str | Path | CrystalGraphConvNet | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self, model: str | Path | CrystalGraphConvNet | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> None:
         self.model = model if isinstance(model, CrystalGraphConvNet) else load_featurizer_model(model)
         self.batch_size = batch_size
         if hasattr(self, "set_n_jobs"):

@@ -5,6 +5,7 @@ of CIFs, a single CIF, a CSV/Parquet table with a ``cif`` column or a JSON of st
 ``parse_record`` turns a record into a pymatgen ``Structure``; ``structure_from_cif`` is the CIF
 reader behind it (a fast path for plain P1 CIFs, pymatgen's parser for everything else).
 """
+
 from screening.io.cif import describe_disorder, parse_cif_with_pymatgen, parse_p1_cif, structure_from_cif
 from screening.io.records import StructureRecord, parse_record
 from screening.io.sources import count_records, id_column, iter_records, source_kind

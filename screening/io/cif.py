@@ -27,6 +27,7 @@ merge tolerance, several data blocks, oxidation-state or magnetic data, uncertai
 (noble gases He/Ne/Ar, transactinides) whose sort order pymatgen leaves to comparison quirks.
 ``scripts/check_cif_parser.py`` verifies the equality on every CIF of the MP reference set.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,13 @@ _SYMOP_KEYS = (
 )
 _IDENTITY_OPS = frozenset({"x,y,z", "+x,+y,+z"})
 _MAGCIF_MARKERS = ("_space_group_magn", "_atom_site_moment", "_space_group_symop_magn")
-_SITE_KEYS = ("_atom_site_label", "_atom_site_type_symbol", "_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z")
+_SITE_KEYS = (
+    "_atom_site_label",
+    "_atom_site_type_symbol",
+    "_atom_site_fract_x",
+    "_atom_site_fract_y",
+    "_atom_site_fract_z",
+)
 _OCCUPANCY_KEY = "_atom_site_occupancy"
 
 # pymatgen's CifParser defaults.

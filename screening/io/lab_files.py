@@ -9,11 +9,13 @@ text marks a failed evaluation.
 A malformed results file raises :class:`ResultsFileError` naming the file, the row and the
 reason; nothing is told in that case.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

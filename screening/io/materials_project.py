@@ -22,6 +22,7 @@ manifest, a log line, a ``repr`` or an error message (every message that leaves 
 scrubbed of it). The client is injected (``client_factory``), so tests run with a fake client
 that has ``MPRester``'s interface and never touch the network.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,7 +101,7 @@ class MPClientFactory:
         if client_class is None:
             try:
                 from mp_api.client import MPRester
-            except ImportError as exc:
+            except ImportError:
                 raise MaterialsProjectError(
                     "mp-api is not installed: pip install 'matscreen[mp]' (or pip install mp-api)"
                 ) from None
@@ -144,7 +145,9 @@ def classify_error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".lower()
     if any(s in text for s in ("status code 429", "429 error", "http 429", "too many requests", "rate limit")):
         return "rate_limit"
-    if any(s in text for s in ("status code 401", "status code 403", "api key", "api_key", "unauthorized", "forbidden")):
+    if any(
+        s in text for s in ("status code 401", "status code 403", "api key", "api_key", "unauthorized", "forbidden")
+    ):
         return "auth"
     network_names = ("connectionerror", "timeout", "connecttimeout", "readtimeout", "maxretryerror", "retryerror")
     if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__.lower() in network_names:
@@ -289,7 +292,7 @@ def _plain(value: Any) -> Any:
             pass
     if isinstance(value, (list, tuple, set)):
         return " ".join(str(v) for v in value)
-    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int, float)):  # enums
+    if hasattr(value, "value") and isinstance(value.value, (str, int, float)):  # enums
         return value.value
     return str(value)
 
@@ -459,7 +462,13 @@ def fetch_materials_project(
             )
         batch_size = int(manifest["batch_size"])
     else:
-        manifest = {"format": DB_FORMAT, "query": query.as_json(), "batch_size": int(batch_size), "parts": {}, "complete": False}
+        manifest = {
+            "format": DB_FORMAT,
+            "query": query.as_json(),
+            "batch_size": int(batch_size),
+            "parts": {},
+            "complete": False,
+        }
         _write_json_atomic(manifest_path, manifest)
 
     ids_path = out / IDS_FILE
@@ -496,9 +505,7 @@ def fetch_materials_project(
                 if b in done:
                     skipped += 1
                     continue
-                hint = (
-                    f"{len(done)} of {len(batches)} batches are saved in {out}; re-run the same command to resume."
-                )
+                hint = f"{len(done)} of {len(batches)} batches are saved in {out}; re-run the same command to resume."
                 docs = call_with_retry(
                     lambda batch=batch: _search(connect(), material_ids=batch, fields=list(query.fields)),
                     f"downloading batch {b + 1}/{len(batches)}",

@@ -5,6 +5,7 @@ source stays cheap and parsing can run where the rest of the work runs (worker p
 record as a few strings). :func:`parse_record` turns any record into a ``Structure`` or raises a
 :class:`StructureReadError` that names the record, its source and the reason.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -21,6 +21,7 @@ kind, table without a ``cif`` column, invalid JSON) raises :class:`MatscreenErro
 
 CIF text is parsed lazily (see :mod:`screening.io.records`) unless ``parse=True``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -67,7 +68,14 @@ def source_kind(source: str | Path) -> str:
     if path.is_dir():
         return "cif_dir"
     suffix = _suffix(path)
-    kinds = {".cif": "cif_file", ".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".json": "json", ".json.gz": "json"}
+    kinds = {
+        ".cif": "cif_file",
+        ".csv": "csv",
+        ".csv.gz": "csv",
+        ".parquet": "parquet",
+        ".json": "json",
+        ".json.gz": "json",
+    }
     if suffix not in kinds:
         raise MatscreenError(f"unknown source kind for {path} (suffix {suffix or 'none'!r}); expected {SUPPORTED}")
     return kinds[suffix]
@@ -158,7 +166,9 @@ def _number_or_text(value: str) -> Any:
         return value
 
 
-def _cif_file_record(path: Path, record_id: str, source: str, labels: dict[str, Any] | None = None) -> StructureRecord | RecordError:
+def _cif_file_record(
+    path: Path, record_id: str, source: str, labels: dict[str, Any] | None = None
+) -> StructureRecord | RecordError:
     """A lazy record for one CIF file; an error record if the file cannot be read."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -279,7 +289,9 @@ def _load_json_entries(path: Path) -> list[tuple[str, Any]]:
         return [(str(key), value) for key, value in data.items()]
     if isinstance(data, list):
         return [(_entry_id(entry, position), entry) for position, entry in enumerate(data)]
-    raise MatscreenError(f"JSON source {path} holds a {type(data).__name__}; expected a list or an object of structures")
+    raise MatscreenError(
+        f"JSON source {path} holds a {type(data).__name__}; expected a list or an object of structures"
+    )
 
 
 def _looks_like_structure(entry: Any) -> bool:
@@ -308,7 +320,9 @@ def _json_record(record_id: str, entry: Any, source: str) -> StructureRecord | R
             if ok:
                 labels[key] = plain
     else:
-        return RecordError(record_id, f"entry is neither a Structure dict nor an object with a '{STRUCTURE_FIELD}' field", source)
+        return RecordError(
+            record_id, f"entry is neither a Structure dict nor an object with a '{STRUCTURE_FIELD}' field", source
+        )
     if isinstance(payload, str):  # CIF text inside JSON
         return StructureRecord(record_id=record_id, source=source, text=payload, labels=labels)
     if not _looks_like_structure(payload):

@@ -15,6 +15,7 @@ output folder on a shared file system), or return it so the driver commits it â€
 The scheduler is Ray's; this module only keeps a bounded number of shards in flight (so the
 driver never holds the whole database) and hands results back as they finish.
 """
+
 from __future__ import annotations
 
 import os
@@ -86,7 +87,9 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise DistributedError("the ray engine needs Ray: pip install 'matscreen[ray]' (or pip install 'ray>=2.9')") from None
+        raise DistributedError(
+            "the ray engine needs Ray: pip install 'matscreen[ray]' (or pip install 'ray>=2.9')"
+        ) from None
     return ray
 
 
@@ -163,4 +166,11 @@ def run_on_ray(
             ray.cancel(ref, force=True)
 
 
-__all__ = ["DistributedError", "dictionary_columns", "init_ray", "run_on_ray", "sweep_temporary_files", "write_parquet_atomic"]
+__all__ = [
+    "DistributedError",
+    "dictionary_columns",
+    "init_ray",
+    "run_on_ray",
+    "sweep_temporary_files",
+    "write_parquet_atomic",
+]

@@ -26,6 +26,7 @@ Work folder layout (beside the output, ``<output stem>.chunks/``)::
     chunk-000000.parquet        rows of chunk 0
     chunk-000000.errors.parquet its failed records (id, source, error, reason)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,9 +44,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from screening.screen.ray_executor import dictionary_columns, sweep_temporary_files, write_parquet_atomic
 from screening.errors import MatscreenError, RecordError
 from screening.progress import progress_bar
+from screening.screen.ray_executor import dictionary_columns, sweep_temporary_files, write_parquet_atomic
 
 FORMAT = "matscreen-screen-1"
 MANIFEST = "manifest.json"
@@ -152,7 +153,6 @@ class Chunk:
         return len(self.records) + len(self.errors)
 
 
-
 def split_into_chunks(
     items: Iterable[Any], chunk_size: int, skip: Iterable[int] = (), stats: dict[str, int] | None = None
 ) -> Iterator[Chunk]:
@@ -256,7 +256,9 @@ def featurize_chunk(job: ChunkJob, chunk: Chunk) -> ChunkOutput:
     errors = errors_to_frame(list(chunk.errors) + list(result.errors)).astype(str)
     if job.before_commit is not None:
         job.before_commit(chunk.index)
-    return ChunkOutput(chunk.index, result.frame.reset_index(drop=True), errors, time.perf_counter() - start, os.getpid())
+    return ChunkOutput(
+        chunk.index, result.frame.reset_index(drop=True), errors, time.perf_counter() - start, os.getpid()
+    )
 
 
 def commit_chunk(work_dir: str | Path, output: ChunkOutput) -> ChunkResult:
@@ -463,8 +465,14 @@ def rank_chunks(
         schemas.append(pf.schema_arrow.remove_metadata())
         nonempty.append(part)
     if not nonempty:
-        empty = pa.table({"id": pa.array([], pa.string()), "distance_to_target": pa.array([], pa.float64()),
-                          "rank": pa.array([], pa.int64()), "within_tol": pa.array([], pa.bool_())})
+        empty = pa.table(
+            {
+                "id": pa.array([], pa.string()),
+                "distance_to_target": pa.array([], pa.float64()),
+                "rank": pa.array([], pa.int64()),
+                "within_tol": pa.array([], pa.bool_()),
+            }
+        )
         pq.write_table(empty, tmp_out)
         os.replace(tmp_out, output)
         return {"rows": 0, "within_tol": 0}
@@ -618,7 +626,12 @@ def screen_database(
     output.parent.mkdir(parents=True, exist_ok=True)
     work_dir = work_dir_for(output)
     work_dir.mkdir(parents=True, exist_ok=True)
-    run = {"database": source.key, "model": model_fingerprint(net), "chunk_size": int(chunk_size), "pred_column": pred_col}
+    run = {
+        "database": source.key,
+        "model": model_fingerprint(net),
+        "chunk_size": int(chunk_size),
+        "pred_column": pred_col,
+    }
     manifest = _open_run(work_dir, run)
     sweep_temporary_files(work_dir)
     done = {int(k) for k in manifest["chunks"]}
@@ -634,7 +647,9 @@ def screen_database(
         else:
             from screening.screen.ray_executor import run_on_ray
 
-            results = run_on_ray(featurize_chunk, chunks, job, address=address, workers=max(workers, 1), max_retries=max_retries)
+            results = run_on_ray(
+                featurize_chunk, chunks, job, address=address, workers=max(workers, 1), max_retries=max_retries
+            )
         total = source.count() if progress else None
         already = sum(int(v["rows"]) + int(v["errors"]) for v in manifest["chunks"].values())
         with progress_bar(total, f"screening ({engine}, {workers} workers)", progress, already) as advance:
@@ -655,7 +670,9 @@ def screen_database(
                     close()
         n_chunks = stats.get("n_chunks")
         if n_chunks is None or not set(range(n_chunks)) <= done:
-            raise ScreenError(f"the database stream ended early: {len(done)} chunks done of {n_chunks}; re-run to resume")
+            raise ScreenError(
+                f"the database stream ended early: {len(done)} chunks done of {n_chunks}; re-run to resume"
+            )
         manifest["n_chunks"] = n_chunks
         manifest["complete"] = True
         _write_json_atomic(work_dir / MANIFEST, manifest)

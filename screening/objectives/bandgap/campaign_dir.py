@@ -5,6 +5,7 @@ rebuild its objective: for a band-gap pool, the fitted PCA (``pca.json``) and th
 hash in the store's config; for a user objective, its ``package.module:ClassName``. Reports write
 ``history.csv``, ``convergence.png``, ``pool_map.png`` (pools) and ``summary.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,10 @@ import pandas as pd
 from screening.bo.baselines import expected_best_loss_curve, expected_draws_to_first_hit
 from screening.bo.campaign import Campaign, StopRules
 from screening.bo.domain import DiscretePool
+from screening.bo.objective import load_objective_class
 from screening.bo.strategy import Strategy
 from screening.errors import MatscreenError, RecordError
 from screening.objectives.bandgap.objective import BandGapPool, BandGapPoolObjective, file_sha256, load_known, load_pool
-from screening.bo.objective import load_objective_class
 from screening.reduce import PCAReducer
 
 STORE_NAME = "campaign.sqlite"
@@ -37,10 +38,20 @@ class CampaignDir:
     pool: BandGapPool | None
 
 
-def create_pool_campaign(outdir: str | Path, pool_path: str | Path, target: float, tolerance: float,
-                         strategy: Strategy, seed: int = 0, batch_size: int = 1, stop: StopRules = StopRules(),
-                         n_components: int = 3, require_band_gap: bool = True, pred_as_feature: bool = False,
-                         known_path: str | Path | None = None) -> CampaignDir:
+def create_pool_campaign(
+    outdir: str | Path,
+    pool_path: str | Path,
+    target: float,
+    tolerance: float,
+    strategy: Strategy,
+    seed: int = 0,
+    batch_size: int = 1,
+    stop: StopRules = StopRules(),
+    n_components: int = 3,
+    require_band_gap: bool = True,
+    pred_as_feature: bool = False,
+    known_path: str | Path | None = None,
+) -> CampaignDir:
     """A new band-gap campaign over a featurised pool; fits and saves the PCA in ``outdir``.
 
     ``pred_as_feature`` appends the CGCNN-predicted gap (eV) to the PCA coordinates the GP sees.
@@ -55,27 +66,47 @@ def create_pool_campaign(outdir: str | Path, pool_path: str | Path, target: floa
     outdir.mkdir(parents=True, exist_ok=True)
     pool.reducer.save(outdir / PCA_NAME)
     objective = _pool_objective(pool, target, tolerance, _uses_prediction(strategy, pool), pred_as_feature, known)
-    extra = {"kind": "bandgap-pool", "pool_path": str(Path(pool_path).resolve()), "pool_file_sha256": pool.file_hash,
-             "target": target, "tolerance": tolerance, "n_components": n_components, "require_band_gap": require_band_gap,
-             "pred_as_feature": pred_as_feature}
+    extra = {
+        "kind": "bandgap-pool",
+        "pool_path": str(Path(pool_path).resolve()),
+        "pool_file_sha256": pool.file_hash,
+        "target": target,
+        "tolerance": tolerance,
+        "n_components": n_components,
+        "require_band_gap": require_band_gap,
+        "pred_as_feature": pred_as_feature,
+    }
     if known_path is not None:
         extra["known_path"] = str(Path(known_path).resolve())
         extra["known_file_sha256"] = file_sha256(known_path)
-    campaign = Campaign.create(outdir / STORE_NAME, objective, strategy, seed, batch_size, stop,
-                               pool_ref={"path": extra["pool_path"], "file_sha256": pool.file_hash,
-                                         "content_hash": objective.domain.content_hash(), "n_candidates": len(objective.domain)},
-                               extra=extra)
+    campaign = Campaign.create(
+        outdir / STORE_NAME,
+        objective,
+        strategy,
+        seed,
+        batch_size,
+        stop,
+        pool_ref={
+            "path": extra["pool_path"],
+            "file_sha256": pool.file_hash,
+            "content_hash": objective.domain.content_hash(),
+            "n_candidates": len(objective.domain),
+        },
+        extra=extra,
+    )
     return CampaignDir(outdir, campaign, pool)
 
 
-def create_objective_campaign(outdir: str | Path, spec: str, strategy: Strategy, seed: int = 0, batch_size: int = 1,
-                              stop: StopRules = StopRules()) -> CampaignDir:
+def create_objective_campaign(
+    outdir: str | Path, spec: str, strategy: Strategy, seed: int = 0, batch_size: int = 1, stop: StopRules = StopRules()
+) -> CampaignDir:
     """A new campaign over a user objective class ``package.module:ClassName`` (built without arguments)."""
     outdir = Path(outdir)
     objective = load_objective_class(spec)()
     outdir.mkdir(parents=True, exist_ok=True)
-    campaign = Campaign.create(outdir / STORE_NAME, objective, strategy, seed, batch_size, stop,
-                               extra={"kind": "objective", "spec": spec})
+    campaign = Campaign.create(
+        outdir / STORE_NAME, objective, strategy, seed, batch_size, stop, extra={"kind": "objective", "spec": spec}
+    )
     return CampaignDir(outdir, campaign, None)
 
 
@@ -108,8 +139,14 @@ def open_campaign_dir(outdir: str | Path) -> CampaignDir:
         if file_sha256(kp) != extra["known_file_sha256"]:
             raise MatscreenError(f"{outdir}: the known-data file {kp} changed since the campaign was created")
         known = load_known(kp, pool)
-    objective = _pool_objective(pool, extra["target"], extra["tolerance"], _uses_prediction(strategy, pool),
-                                extra.get("pred_as_feature", False), known)
+    objective = _pool_objective(
+        pool,
+        extra["target"],
+        extra["tolerance"],
+        _uses_prediction(strategy, pool),
+        extra.get("pred_as_feature", False),
+        known,
+    )
     return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, objective), pool)
 
 
@@ -119,8 +156,9 @@ def _uses_prediction(strategy: Strategy, pool: BandGapPool) -> bool:
     return strategy.use_prior or (strategy.surrogate == "neighbour" and "pred_band_gap" in pool.frame.columns)
 
 
-def _pool_objective(pool: BandGapPool, target: float, tolerance: float, use_prior: bool,
-                    pred_as_feature: bool = False, known=None) -> BandGapPoolObjective:
+def _pool_objective(
+    pool: BandGapPool, target: float, tolerance: float, use_prior: bool, pred_as_feature: bool = False, known=None
+) -> BandGapPoolObjective:
     domain = pool.domain(use_prior, pred_as_feature, known)
     if "band_gap" in pool.frame.columns:
         gaps = pd.to_numeric(pool.frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
@@ -166,14 +204,21 @@ def summary(cd: CampaignDir) -> dict[str, Any]:
     ok = [(r, hit) for r, hit in zip(h.records, h.hits) if r.ok]
     best = min(ok, key=lambda t: t[0].loss) if ok else None
     out: dict[str, Any] = {
-        "observations": len(h.records), "prior": sum(r.source == "prior" for r in h.records),
-        "search_evaluations": h.n_search, "failed": sum(not r.ok for r in h.records),
+        "observations": len(h.records),
+        "prior": sum(r.source == "prior" for r in h.records),
+        "search_evaluations": h.n_search,
+        "failed": sum(not r.ok for r in h.records),
         "pending": [str(p) if isinstance(p, str) else [float(v) for v in p] for p in c.pending_points()],
-        "best_point": best[0].key if best else None, "best_y": best[0].y if best else None,
-        "best_loss": best[0].loss if best else None, "evaluations_to_first_hit": h.first_hit(),
+        "best_point": best[0].key if best else None,
+        "best_y": best[0].y if best else None,
+        "best_loss": best[0].loss if best else None,
+        "evaluations_to_first_hit": h.first_hit(),
         "hits": [r.key for r, hit in zip(h.records, h.hits) if hit and r.source == "search"],
-        "hit": any(h.hits), "stop_reason": c.stop_reason(),
-        "strategy": c.strategy.to_dict(), "seed": c.seed, "batch_size": c.batch_size,
+        "hit": any(h.hits),
+        "stop_reason": c.stop_reason(),
+        "strategy": c.strategy.to_dict(),
+        "seed": c.seed,
+        "batch_size": c.batch_size,
     }
     obj = c.objective
     if isinstance(obj, BandGapPoolObjective) and np.all(np.isfinite(obj.band_gaps)):
@@ -210,10 +255,17 @@ def write_report(cd: CampaignDir) -> dict[str, Path]:
     if isinstance(obj, BandGapPoolObjective) and np.all(np.isfinite(obj.band_gaps)):
         prior_ids = {r.key for r in h.records if r.source == "prior"}
         avail = np.array([cid not in prior_ids for cid in obj.domain.ids])
-        random_curve = expected_best_loss_curve(np.abs(obj.band_gaps[avail] - obj.target), max(len(curve), 20),
-                                                start=start if start is not None else np.inf)
-    convergence_plot(curve, paths["convergence"], random_curve, tol, start,
-                     ylabel="best |gap − target| (eV)" if cd.pool is not None else "best loss")
+        random_curve = expected_best_loss_curve(
+            np.abs(obj.band_gaps[avail] - obj.target), max(len(curve), 20), start=start if start is not None else np.inf
+        )
+    convergence_plot(
+        curve,
+        paths["convergence"],
+        random_curve,
+        tol,
+        start,
+        ylabel="best |gap − target| (eV)" if cd.pool is not None else "best loss",
+    )
     if cd.pool is not None:
         paths["pool_map"] = out / "pool_map.png"
         dom: DiscretePool = obj.domain  # type: ignore[assignment]

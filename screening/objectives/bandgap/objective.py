@@ -10,19 +10,20 @@ Pool files are the Parquet tables that ``matscreen featurize`` writes: columns `
 ``formula``, ``emb_0`` … ``emb_{d-1}``, ``pred_band_gap`` (eV, optional) and ``band_gap`` (eV, the
 oracle's answers).
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from screening.bo.domain import DiscretePool
-from screening.errors import MatscreenError, RecordError
 from screening.bo.objective import Evaluation
+from screening.errors import MatscreenError, RecordError
 from screening.reduce import PCAReducer, embedding_columns
 
 
@@ -56,7 +57,9 @@ class BandGapPool:
                 raise PoolFileError(f"{self.source}: no pred_band_gap column")
             pred = self.frame["pred_band_gap"].to_numpy(dtype=np.float64)
         feats = np.hstack([self.features, pred.reshape(-1, 1)]) if pred_as_feature else self.features  # type: ignore[union-attr]
-        return DiscretePool(self.ids, feats, prior_mean=pred if use_prior else None, embedding=self.embedding, known=known)
+        return DiscretePool(
+            self.ids, feats, prior_mean=pred if use_prior else None, embedding=self.embedding, known=known
+        )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -67,8 +70,13 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def pool_from_frame(frame: pd.DataFrame, n_components: int = 3, reducer: PCAReducer | None = None,
-                    source: str = "<frame>", require_band_gap: bool = True) -> BandGapPool:
+def pool_from_frame(
+    frame: pd.DataFrame,
+    n_components: int = 3,
+    reducer: PCAReducer | None = None,
+    source: str = "<frame>",
+    require_band_gap: bool = True,
+) -> BandGapPool:
     """Validate a featurised frame and project its embeddings with PCA (fitted here unless given).
 
     Rows with a missing id, a duplicate id, non-finite embeddings or (when the gap is required)
@@ -94,15 +102,18 @@ def pool_from_frame(frame: pd.DataFrame, n_components: int = 3, reducer: PCARedu
         gaps = pd.to_numeric(frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(gaps)
         if bad.any():
-            raise RecordError(frame.loc[int(np.flatnonzero(bad)[0]), "id"], "band_gap is missing or not a number", source)
+            raise RecordError(
+                frame.loc[int(np.flatnonzero(bad)[0]), "id"], "band_gap is missing or not a number", source
+            )
     if reducer is None:
         reducer = PCAReducer(n_components=n_components).fit(E)
     features = reducer.transform(E)
     return BandGapPool(frame, features, reducer, source, "", E)
 
 
-def load_pool(path: str | Path, n_components: int = 3, reducer: PCAReducer | None = None,
-              require_band_gap: bool = True) -> BandGapPool:
+def load_pool(
+    path: str | Path, n_components: int = 3, reducer: PCAReducer | None = None, require_band_gap: bool = True
+) -> BandGapPool:
     """Read a featurised Parquet pool and project it (see :func:`pool_from_frame`)."""
     path = Path(path)
     if not path.is_file():
@@ -134,9 +145,15 @@ class BandGapPoolObjective:
         self.tolerance = float(tolerance)
 
     @classmethod
-    def from_pool(cls, pool: BandGapPool, target: float, tolerance: float, use_prior: bool = False,
-                  pred_as_feature: bool = False) -> "BandGapPoolObjective":
-        return cls(pool.domain(use_prior, pred_as_feature), pool.frame["band_gap"].to_numpy(dtype=np.float64), target, tolerance)
+    def from_pool(
+        cls, pool: BandGapPool, target: float, tolerance: float, use_prior: bool = False, pred_as_feature: bool = False
+    ) -> BandGapPoolObjective:
+        return cls(
+            pool.domain(use_prior, pred_as_feature),
+            pool.frame["band_gap"].to_numpy(dtype=np.float64),
+            target,
+            tolerance,
+        )
 
     def evaluate(self, points: Sequence[str]) -> list[Evaluation]:
         out = []
@@ -174,17 +191,25 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     if not path.is_file():
         raise PoolFileError(f"{path}: known-data file not found")
     try:
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype={"id": str})
+        frame = (
+            pd.read_parquet(path)
+            if path.suffix.lower() in (".parquet", ".pq")
+            else pd.read_csv(path, dtype={"id": str})
+        )
     except Exception as exc:  # noqa: BLE001 - parquet/csv readers raise many types
         raise PoolFileError(f"{path}: cannot read known data ({exc})") from exc
     emb = embedding_columns(frame.columns)
     pool_emb = embedding_columns(pool.frame.columns)
     missing = [c for c in ("id", label) if c not in frame.columns] + ([] if emb else ["emb_0..."])
     if missing:
-        raise PoolFileError(f"{path}: known data need columns {missing} (the output of `matscreen featurize` with labels)")
+        raise PoolFileError(
+            f"{path}: known data need columns {missing} (the output of `matscreen featurize` with labels)"
+        )
     if list(emb) != list(pool_emb):
-        raise PoolFileError(f"{path}: known data have {len(emb)} embedding columns, the pool {len(pool_emb)}: "
-                            "featurise both with the same model")
+        raise PoolFileError(
+            f"{path}: known data have {len(emb)} embedding columns, the pool {len(pool_emb)}: "
+            "featurise both with the same model"
+        )
     frame = frame.reset_index(drop=True)
     ids = frame["id"].astype(str)
     values = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype=np.float64)
@@ -192,8 +217,11 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         line = row + 2 if path.suffix.lower() == ".csv" else row  # CSV: the file's line (after the header)
-        raise RecordError(ids.iloc[row], f"row {line}: {label} {str(frame[label].iloc[row])!r} is not a finite, "
-                          "non-negative number", str(path))
+        raise RecordError(
+            ids.iloc[row],
+            f"row {line}: {label} {str(frame[label].iloc[row])!r} is not a finite, non-negative number",
+            str(path),
+        )
     E = frame[emb].to_numpy(dtype=np.float64)
     bad = ~np.all(np.isfinite(E), axis=1)
     if bad.any():
@@ -203,8 +231,12 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
         raise RecordError(ids[dup].iloc[0], "duplicate id in the known data", str(path))
     clash = ids[ids.isin(set(pool.ids))]
     if len(clash):
-        raise RecordError(clash.iloc[0], f"{len(clash)} known crystal(s) are also candidates of the pool "
-                          "(their labels would give the answer away): remove them from one file", str(path))
+        raise RecordError(
+            clash.iloc[0],
+            f"{len(clash)} known crystal(s) are also candidates of the pool "
+            "(their labels would give the answer away): remove them from one file",
+            str(path),
+        )
     pred = frame["pred_band_gap"].to_numpy(dtype=np.float64) if "pred_band_gap" in frame.columns else None
     if pred is not None and not np.all(np.isfinite(pred)):
         row = int(np.flatnonzero(~np.isfinite(pred))[0])

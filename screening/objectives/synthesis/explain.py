@@ -8,9 +8,10 @@ SHAP value per input ranks the inputs; the paper found Q_seed and Q_AgNO3 the mo
 Kept fast on two cores: a permutation explainer (exact for additive structure, ~2·d·|background|
 model calls per explained row) with a small background, batched calls of the model.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,9 @@ from screening.models.spectrum_mlp import SpectrumEnsemble
 from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, spectrum_losses
 
 
-def shap_values(predict: Callable[[np.ndarray], np.ndarray], background: np.ndarray, explain: np.ndarray,
-                seed: int = 0) -> np.ndarray:
+def shap_values(
+    predict: Callable[[np.ndarray], np.ndarray], background: np.ndarray, explain: np.ndarray, seed: int = 0
+) -> np.ndarray:
     """SHAP values (n_explain, d) of ``predict`` (rows → one number per row) at ``explain``.
 
     ``background`` (a few dozen rows) defines the reference: the values of a row sum to
@@ -29,8 +31,9 @@ def shap_values(predict: Callable[[np.ndarray], np.ndarray], background: np.ndar
     import shap
 
     masker = shap.maskers.Independent(np.asarray(background, dtype=float), max_samples=len(background))
-    explainer = shap.PermutationExplainer(lambda Z: np.asarray(predict(np.asarray(Z, dtype=float)), dtype=float),
-                                          masker, seed=seed)
+    explainer = shap.PermutationExplainer(
+        lambda Z: np.asarray(predict(np.asarray(Z, dtype=float)), dtype=float), masker, seed=seed
+    )
     out = explainer(np.asarray(explain, dtype=float), max_evals=2 * np.shape(explain)[1] + 1, silent=True)
     return np.asarray(out.values, dtype=float)
 
@@ -57,8 +60,14 @@ def spectrum_summaries(model: SpectrumEnsemble, target: np.ndarray) -> dict[str,
     }
 
 
-def shap_table(functions: dict[str, Callable[[np.ndarray], np.ndarray]], X: np.ndarray, names: Sequence[str],
-               n_background: int = 30, n_explain: int = 60, seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def shap_table(
+    functions: dict[str, Callable[[np.ndarray], np.ndarray]],
+    X: np.ndarray,
+    names: Sequence[str],
+    n_background: int = 30,
+    n_explain: int = 60,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Mean |SHAP| of each input (rows) for each function (columns), on conditions ``X``.
 
     The background and the explained rows are random subsets of ``X`` (the measured conditions).

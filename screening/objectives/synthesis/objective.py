@@ -28,20 +28,22 @@ The objective works with any *lab* that turns conditions into replicate spectra:
 (:func:`write_conditions_csv` / :func:`read_droplet_spectra_csv`, used by ``matscreen synth ask``
 and ``tell``).
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from screening.bo.domain import Box, LinearConstraint
-from screening.io.lab_files import read_csv_as_text
-from screening.errors import RecordError
 from screening.bo.objective import Evaluation
+from screening.errors import RecordError
+from screening.io.lab_files import read_csv_as_text
 from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
 
 INPUT_NAMES = ("Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot")
@@ -81,9 +83,12 @@ def synthesis_box(initial: str | Sequence[tuple[float, float]] = "paper") -> Box
     else:
         bounds = tuple((float(lo), float(hi)) for lo, hi in initial)
     hard = tuple((min(b[0], h[0]), max(b[1], h[1])) for b, h in zip(bounds, PAPER_EXPANDED_BOUNDS))
-    return Box.from_bounds(bounds, names=INPUT_NAMES,
-                           constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], FRACTION_SUM_MAX)],
-                           hard_bounds=hard)
+    return Box.from_bounds(
+        bounds,
+        names=INPUT_NAMES,
+        constraints=[LinearConstraint.sum_at_most([0, 1, 2, 3], FRACTION_SUM_MAX)],
+        hard_bounds=hard,
+    )
 
 
 def condition_id(x: Sequence[float]) -> str:
@@ -123,7 +128,9 @@ class SynthesisObjective:
             self.target = load_target()
         self.target = np.asarray(self.target, dtype=float)
         if self.target.shape != WAVELENGTHS_NM.shape:
-            raise ValueError(f"target must have {WAVELENGTHS_NM.size} points (380–800 nm, 1 nm), got {self.target.shape}")
+            raise ValueError(
+                f"target must have {WAVELENGTHS_NM.size} points (380–800 nm, 1 nm), got {self.target.shape}"
+            )
 
     def _lab(self) -> SpectrumLab:
         if self.lab is None:
@@ -139,10 +146,14 @@ class SynthesisObjective:
         losses = spectrum_losses(spectra, self.target) if spectra.size else np.empty(0)
         ok = np.isfinite(losses)
         for i, (good, loss) in enumerate(zip(ok, losses)):
-            reason = None if good else ("no spectrum (NaN)" if not np.isfinite(spectra[i]).all() else "non-positive peak")
+            reason = (
+                None if good else ("no spectrum (NaN)" if not np.isfinite(spectra[i]).all() else "non-positive peak")
+            )
             self.droplet_log.append(DropletRecord(key, i, bool(good), float(loss) if good else None, reason))
         if not ok.any():
-            return Evaluation(np.asarray(point, dtype=float), error=f"all {len(ok)} droplets failed (no usable spectrum)")
+            return Evaluation(
+                np.asarray(point, dtype=float), error=f"all {len(ok)} droplets failed (no usable spectrum)"
+            )
         return Evaluation(np.asarray(point, dtype=float), y=np.round(spectra[ok], 6))
 
     def evaluate(self, points: Sequence[Sequence[float]]) -> list[Evaluation]:
@@ -223,7 +234,9 @@ def read_droplet_spectra_csv(path: str | Path) -> dict[str, np.ndarray]:
             try:
                 values[j] = float(t)
             except ValueError:
-                raise RecordError(f"line {line}", f"absorbance at {SPECTRUM_COLUMNS[j]} nm is {t!r}, not a number", str(path)) from None
+                raise RecordError(
+                    f"line {line}", f"absorbance at {SPECTRUM_COLUMNS[j]} nm is {t!r}, not a number", str(path)
+                ) from None
         if np.isnan(values).any():
             values[:] = np.nan  # a partial spectrum is a failed droplet, not a guessed one
         out.setdefault(cid, []).append(values)

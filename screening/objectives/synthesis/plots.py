@@ -3,10 +3,11 @@
 Each function takes plain arrays / frames and writes one PNG (matplotlib, Agg backend); none
 reads campaign files, so scripts and the CLI can draw from whatever they hold.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -20,8 +21,9 @@ from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, minmax 
 METHOD_COLOURS = {"bo": "tab:blue", "bo+dnn": "tab:orange", "random": "tab:green", "dnn": "tab:orange"}
 
 
-def plot_best_loss_per_round(curves: Mapping[str, np.ndarray], path: str | Path,
-                             references: Mapping[str, float] | None = None, title: str = "") -> Path:
+def plot_best_loss_per_round(
+    curves: Mapping[str, np.ndarray], path: str | Path, references: Mapping[str, float] | None = None, title: str = ""
+) -> Path:
     """Best condition loss after each round. ``curves[method]`` is (n_campaigns, n_rounds) or
     (n_rounds,); several campaigns are drawn as median with an interquartile band."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -29,9 +31,17 @@ def plot_best_loss_per_round(curves: Mapping[str, np.ndarray], path: str | Path,
         c = np.atleast_2d(np.asarray(c, dtype=float))
         rounds = np.arange(1, c.shape[1] + 1)
         colour = METHOD_COLOURS.get(method)
-        ax.plot(rounds, np.nanmedian(c, axis=0), marker="o", color=colour, label=f"{method} (n={c.shape[0]})" if c.shape[0] > 1 else method)
+        ax.plot(
+            rounds,
+            np.nanmedian(c, axis=0),
+            marker="o",
+            color=colour,
+            label=f"{method} (n={c.shape[0]})" if c.shape[0] > 1 else method,
+        )
         if c.shape[0] > 1:
-            ax.fill_between(rounds, np.nanpercentile(c, 25, axis=0), np.nanpercentile(c, 75, axis=0), color=colour, alpha=0.2)
+            ax.fill_between(
+                rounds, np.nanpercentile(c, 25, axis=0), np.nanpercentile(c, 75, axis=0), color=colour, alpha=0.2
+            )
     for label, value in (references or {}).items():
         ax.axhline(value, ls="--", lw=0.8, color="grey")
         ax.text(1, value, f" {label}", va="bottom", fontsize=8, color="grey")
@@ -46,8 +56,13 @@ def plot_best_loss_per_round(curves: Mapping[str, np.ndarray], path: str | Path,
     return path
 
 
-def plot_spectrum_vs_target(spectrum: np.ndarray, target: np.ndarray, path: str | Path, label: str = "best condition",
-                            droplets: np.ndarray | None = None) -> Path:
+def plot_spectrum_vs_target(
+    spectrum: np.ndarray,
+    target: np.ndarray,
+    path: str | Path,
+    label: str = "best condition",
+    droplets: np.ndarray | None = None,
+) -> Path:
     """The best condition's median spectrum (and its droplets) against the target, both min-max
     scaled as the loss sees them; absolute absorbance on the right axis."""
     fig, ax = plt.subplots(figsize=(6, 4))

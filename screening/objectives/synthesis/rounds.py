@@ -16,28 +16,36 @@ points) plus three meta entries written through the store: the current box with 
 history, the per-round log, and the failed-droplet counts. A run killed at any point resumes
 from that file.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from screening.bo.campaign import Campaign
-from screening.bo.domain import Box, BoundaryExpansion
-from screening.bo.domain import LinearConstraint
+from screening.bo.domain import BoundaryExpansion, Box, LinearConstraint
 from screening.bo.strategy import Strategy, suggest_box
 from screening.errors import MatscreenError, RecordError
-from screening.objectives.synthesis.objective import (
-    SynthesisObjective, condition_id, read_droplet_spectra_csv, write_conditions_csv,
-)
 from screening.objectives.synthesis import twostep
+from screening.objectives.synthesis.objective import (
+    SynthesisObjective,
+    condition_id,
+    read_droplet_spectra_csv,
+    write_conditions_csv,
+)
 
 METHODS = ("bo", "bo+dnn", "random")
-META_BOX, META_ROUNDS, META_DROPLETS, META_SETTINGS = "synthesis_box", "synthesis_rounds", "synthesis_droplets", "synthesis_settings"
+META_BOX, META_ROUNDS, META_DROPLETS, META_SETTINGS = (
+    "synthesis_box",
+    "synthesis_rounds",
+    "synthesis_droplets",
+    "synthesis_settings",
+)
 
 
 def default_strategy(batch: int) -> Strategy:
@@ -78,7 +86,9 @@ def unit_box(box: Box) -> Box:
     return Box((0.0,) * box.dim, (1.0,) * box.dim, box.names, tuple(cons))
 
 
-def distinct_points(points: list[np.ndarray], box: Box, taken: np.ndarray, seed: int, tol: float = 1e-6) -> list[np.ndarray]:
+def distinct_points(
+    points: list[np.ndarray], box: Box, taken: np.ndarray, seed: int, tol: float = 1e-6
+) -> list[np.ndarray]:
     """``points`` with (near-)repeats of each other or of the ``taken`` rows replaced by fresh
     feasible Latin-hypercube points.
 
@@ -86,7 +96,9 @@ def distinct_points(points: list[np.ndarray], box: Box, taken: np.ndarray, seed:
     framework's batch can return one point twice (two picks refined into the same corner of the
     box, equal up to rounding), and a campaign takes points that close to be the same point.
     """
-    kept: list[np.ndarray] = [box.to_unit(np.atleast_2d(t))[0] for t in np.asarray(taken, dtype=float).reshape(-1, box.dim)]
+    kept: list[np.ndarray] = [
+        box.to_unit(np.atleast_2d(t))[0] for t in np.asarray(taken, dtype=float).reshape(-1, box.dim)
+    ]
     fill: list[np.ndarray] = []
     out = []
     draws = 0
@@ -111,16 +123,32 @@ def box_to_meta(box: Box) -> dict:
 
 def box_from_meta(base: Box, meta: dict) -> Box:
     """The campaign's current box: ``base`` (names, constraints, hard limits) with stored bounds."""
-    return Box(tuple(meta["lower"]), tuple(meta["upper"]), base.names, base.constraints, base.hard_lower,
-               base.hard_upper, tuple(BoundaryExpansion(**e) for e in meta["expansions"]))
+    return Box(
+        tuple(meta["lower"]),
+        tuple(meta["upper"]),
+        base.names,
+        base.constraints,
+        base.hard_lower,
+        base.hard_upper,
+        tuple(BoundaryExpansion(**e) for e in meta["expansions"]),
+    )
 
 
 class SynthesisCampaign:
     """A synthesis campaign in ``directory`` (``campaign.sqlite`` + CSV/plot outputs)."""
 
-    def __init__(self, directory: str | Path, objective: SynthesisObjective, method: str = "bo", batch: int = 15,
-                 seed: int = 0, dnn_from: int = 3, dnn_batch: int | None = None, expand: bool = True,
-                 strategy: Strategy | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        objective: SynthesisObjective,
+        method: str = "bo",
+        batch: int = 15,
+        seed: int = 0,
+        dnn_from: int = 3,
+        dnn_batch: int | None = None,
+        expand: bool = True,
+        strategy: Strategy | None = None,
+    ) -> None:
         if method not in METHODS:
             raise MatscreenError(f"method must be one of {METHODS}, got {method!r}")
         self.directory = Path(directory)
@@ -130,15 +158,34 @@ class SynthesisCampaign:
         if path.exists():
             self.campaign = Campaign.open(path, objective)
             settings = self.campaign.store.get_meta(META_SETTINGS, {})
-            method, batch, seed = settings.get("method", method), settings.get("batch", batch), settings.get("seed", seed)
-            dnn_from, dnn_batch, expand = settings.get("dnn_from", dnn_from), settings.get("dnn_batch", dnn_batch), settings.get("expand", expand)
+            method, batch, seed = (
+                settings.get("method", method),
+                settings.get("batch", batch),
+                settings.get("seed", seed),
+            )
+            dnn_from, dnn_batch, expand = (
+                settings.get("dnn_from", dnn_from),
+                settings.get("dnn_batch", dnn_batch),
+                settings.get("expand", expand),
+            )
             box_meta = self.campaign.store.get_meta(META_BOX)
             if box_meta:
                 objective.domain = box_from_meta(objective.domain, box_meta)
         else:
-            self.campaign = Campaign.create(path, objective, strategy or default_strategy(batch), seed=seed, batch_size=batch)
-            self.campaign.store.set_meta(META_SETTINGS, {"method": method, "batch": batch, "seed": seed, "dnn_from": dnn_from,
-                                                         "dnn_batch": dnn_batch, "expand": expand})
+            self.campaign = Campaign.create(
+                path, objective, strategy or default_strategy(batch), seed=seed, batch_size=batch
+            )
+            self.campaign.store.set_meta(
+                META_SETTINGS,
+                {
+                    "method": method,
+                    "batch": batch,
+                    "seed": seed,
+                    "dnn_from": dnn_from,
+                    "dnn_batch": dnn_batch,
+                    "expand": expand,
+                },
+            )
             self.campaign.store.set_meta(META_BOX, box_to_meta(objective.domain))
         self.method, self.batch, self.seed = method, int(batch), int(seed)
         self.dnn_from, self.dnn_batch, self.expand = int(dnn_from), int(dnn_batch or batch), bool(expand)
@@ -169,8 +216,19 @@ class SynthesisCampaign:
             cid = condition_id(rec.x)
             rnd, meth = round_of.get(rec.key, (None, rec.source))
             d = drops.get(cid, {})
-            rows.append({"condition_id": cid, **dict(zip(names, rec.x)), "loss": rec.loss, "round": rnd,
-                         "method": meth, "source": rec.source, "droplets_ok": d.get("ok"), "droplets_failed": d.get("failed"), "error": rec.error})
+            rows.append(
+                {
+                    "condition_id": cid,
+                    **dict(zip(names, rec.x)),
+                    "loss": rec.loss,
+                    "round": rnd,
+                    "method": meth,
+                    "source": rec.source,
+                    "droplets_ok": d.get("ok"),
+                    "droplets_failed": d.get("failed"),
+                    "error": rec.error,
+                }
+            )
         return pd.DataFrame(rows)
 
     def told_spectra(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
@@ -213,12 +271,23 @@ class SynthesisCampaign:
         X = np.array([r.x for r in ok], dtype=float).reshape(len(ok), box.dim)
         Xp = np.array([p.x for p in pending], dtype=float).reshape(len(pending), box.dim)
         seed = int(np.random.SeedSequence([self.seed, len(records), len(pending)]).generate_state(1)[0])
-        U = suggest_box(self.campaign.strategy, unit_box(box), box.to_unit(X), np.full(len(ok), np.nan),
-                        np.array([r.loss for r in ok], dtype=float), q=n, seed=seed,
-                        X_pending=box.to_unit(Xp) if len(Xp) else None)
+        U = suggest_box(
+            self.campaign.strategy,
+            unit_box(box),
+            box.to_unit(X),
+            np.full(len(ok), np.nan),
+            np.array([r.loss for r in ok], dtype=float),
+            q=n,
+            seed=seed,
+            X_pending=box.to_unit(Xp) if len(Xp) else None,
+        )
         lo, hi = box.bounds
-        points = distinct_points([np.clip(p, lo, hi) for p in box.from_unit(U)], box,
-                                 np.vstack([X, Xp, np.array([r.x for r in records if not r.ok]).reshape(-1, box.dim)]), seed)
+        points = distinct_points(
+            [np.clip(p, lo, hi) for p in box.from_unit(U)],
+            box,
+            np.vstack([X, Xp, np.array([r.x for r in records if not r.ok]).reshape(-1, box.dim)]),
+            seed,
+        )
         self.campaign.store.add_pending((box.key_of(p), [float(v) for v in p]) for p in points)
         return points
 
@@ -228,8 +297,14 @@ class SynthesisCampaign:
         X, blocks, _ = self.told_spectra()
         Xt, Yt = twostep.training_set(X, blocks)
         self._model = twostep.fit_spectrum_model(Xt, Yt, self.objective.domain, seed=self.seed * 1000 + round_no)
-        pts = twostep.propose(self._model, self.objective.domain, self.objective.target, self.dnn_batch,
-                              seed=self.seed * 1000 + round_no, exclude=np.vstack([X, exclude]) if len(exclude) else X)
+        pts = twostep.propose(
+            self._model,
+            self.objective.domain,
+            self.objective.target,
+            self.dnn_batch,
+            seed=self.seed * 1000 + round_no,
+            exclude=np.vstack([X, exclude]) if len(exclude) else X,
+        )
         return pts, twostep.predicted_loss(self._model, pts, self.objective.target)
 
     def _finish_round(self, round_no: int, method: str, keys: list[str], started: float, stop: dict | None) -> RoundLog:
@@ -242,11 +317,21 @@ class SynthesisCampaign:
             best = X[np.argsort(all_losses)[:3]]
             before = len(self.objective.domain.expansions)
             self.objective.domain = self.objective.domain.expanded_at_boundary(
-                best, reason=f"round {round_no}: best conditions on the boundary")
+                best, reason=f"round {round_no}: best conditions on the boundary"
+            )
             expansions = [asdict(e) for e in self.objective.domain.expansions[before:]]
             self.campaign.store.set_meta(META_BOX, box_to_meta(self.objective.domain))
-        log = RoundLog(round_no, method, keys, losses, float(min(finite)) if finite else float("nan"),
-                       len(obs), round(time.time() - started, 2), expansions, stop)
+        log = RoundLog(
+            round_no,
+            method,
+            keys,
+            losses,
+            float(min(finite)) if finite else float("nan"),
+            len(obs),
+            round(time.time() - started, 2),
+            expansions,
+            stop,
+        )
         self.campaign.store.set_meta(META_ROUNDS, self.campaign.store.get_meta(META_ROUNDS, []) + [asdict(log)])
         return log
 
@@ -274,14 +359,24 @@ class SynthesisCampaign:
             method = "bo+dnn"
             _, _, losses = self.told_spectra()
             probe_now = twostep.predicted_loss(self._model, self._probe, self.objective.target)
-            probe_before = None if before is None else twostep.predicted_loss(before, self._probe, self.objective.target)
+            probe_before = (
+                None if before is None else twostep.predicted_loss(before, self._probe, self.objective.target)
+            )
             newest_pred = None if before is None else twostep.predicted_loss(before, pts, self.objective.target)
-            check = twostep.check_stop(float(np.min(losses)), getattr(self.objective, "hit_loss", -np.inf), probe_now, probe_before,
-                                       newest_pred, measured)
+            check = twostep.check_stop(
+                float(np.min(losses)),
+                getattr(self.objective, "hit_loss", -np.inf),
+                probe_now,
+                probe_before,
+                newest_pred,
+                measured,
+            )
             stop = {**asdict(check), "stop": check.stop, "dnn_predicted": predicted.round(4).tolist()}
         return self._finish_round(round_no, method, keys, started, stop)
 
-    def run(self, rounds: int, on_round: Callable[[RoundLog], None] | None = None, stop_on_hit: bool = False) -> list[RoundLog]:
+    def run(
+        self, rounds: int, on_round: Callable[[RoundLog], None] | None = None, stop_on_hit: bool = False
+    ) -> list[RoundLog]:
         """Run until ``rounds`` rounds are done (counting rounds done before a restart)."""
         while len(self.rounds()) < rounds:
             log = self.run_round()
@@ -312,7 +407,9 @@ class SynthesisCampaign:
         pending = {condition_id(p): p for p in self.campaign.pending_points()}
         unknown = [c for c in results if c not in pending]
         if unknown:
-            raise RecordError(unknown[0], "condition_id is not pending in this campaign (ask first, or a typo?)", str(path))
+            raise RecordError(
+                unknown[0], "condition_id is not pending in this campaign (ask first, or a typo?)", str(path)
+            )
         evaluations = [self.objective.split_droplets(pending[c], block) for c, block in results.items()]
         self._tell(evaluations, source="search")
         keys = [self.objective.domain.key_of(pending[c]) for c in results]
@@ -361,8 +458,9 @@ def _shap_available() -> bool:
     return importlib.util.find_spec("shap") is not None
 
 
-def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | None = None, shap: bool = True,
-                 seed: int = 0) -> dict[str, Path]:
+def write_report(
+    sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | None = None, shap: bool = True, seed: int = 0
+) -> dict[str, Path]:
     """observations.csv, rounds.csv, best_loss_per_round.png, best_spectrum.png and, with ``shap``,
     shap_importance.csv/.png (spectrum network trained on every condition so far)."""
     from screening.objectives.synthesis import plots
@@ -376,15 +474,18 @@ def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | No
     paths["rounds"] = d / "rounds.csv"
     curves = {**method_curves(sc), **(extra_curves or {})}
     paths["best_loss_plot"] = plots.plot_best_loss_per_round(
-        curves, d / "best_loss_per_round.png",
-        references={"paper BO, 8 rounds": PAPER_BEST_BO_LOSS, "paper DNN": PAPER_BEST_DNN_LOSS})
+        curves,
+        d / "best_loss_per_round.png",
+        references={"paper BO, 8 rounds": PAPER_BEST_BO_LOSS, "paper DNN": PAPER_BEST_DNN_LOSS},
+    )
     best = sc.best()
     target = getattr(sc.objective, "target", None)
     if best is not None and target is not None:
         X, blocks, losses = sc.told_spectra()
         i = int(np.argmin(losses))
         paths["best_spectrum_plot"] = plots.plot_spectrum_vs_target(
-            best[1], target, d / "best_spectrum.png", label=f"best, loss {best[2]:.3f}", droplets=blocks[i])
+            best[1], target, d / "best_spectrum.png", label=f"best, loss {best[2]:.3f}", droplets=blocks[i]
+        )
         if shap and len(X) >= 10 and _shap_available():
             from screening.objectives.synthesis.explain import shap_table, spectrum_summaries
 
@@ -401,14 +502,21 @@ def write_report(sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | No
 # --------------------------------------------------------------------------- CLI helpers
 
 
-def build_objective(lab: str = "virtual", objective: str | None = None, target: str | None = None, box: str = "paper",
-                    replicates: int = 21, seed: int = 0, hit_loss: float = 0.10):
+def build_objective(
+    lab: str = "virtual",
+    objective: str | None = None,
+    target: str | None = None,
+    box: str = "paper",
+    replicates: int = 21,
+    seed: int = 0,
+    hit_loss: float = 0.10,
+):
     """The objective a synthesis command runs: the AgBONN objective on the virtual lab (``lab="virtual"``)
     or on a CSV-driven reactor (``lab="csv"``), or a user's class named ``package.module:ClassName``
     (constructed with no arguments; it must satisfy :class:`~screening.objectives.base.Objective`)."""
     from screening.bo.objective import load_objective_class
-    from screening.objectives.synthesis.spectral_loss import load_target
     from screening.objectives.synthesis.objective import CsvLab, synthesis_box
+    from screening.objectives.synthesis.spectral_loss import load_target
     from screening.objectives.synthesis.virtual_lab import VirtualLab
 
     if objective:
@@ -419,9 +527,15 @@ def build_objective(lab: str = "virtual", objective: str | None = None, target: 
     return SynthesisObjective(lab=the_lab, target=load_target(target), domain=synthesis_box(box), hit_loss=hit_loss)
 
 
-def run_csv_lab(sc: SynthesisCampaign, rounds: int, poll_seconds: float = 5.0, timeout_seconds: float = 86400.0,
-                dnn: int = 0, on_round: Callable[[RoundLog], None] | None = None,
-                on_wait: Callable[[Path, Path], None] | None = None) -> list[RoundLog]:
+def run_csv_lab(
+    sc: SynthesisCampaign,
+    rounds: int,
+    poll_seconds: float = 5.0,
+    timeout_seconds: float = 86400.0,
+    dnn: int = 0,
+    on_round: Callable[[RoundLog], None] | None = None,
+    on_wait: Callable[[Path, Path], None] | None = None,
+) -> list[RoundLog]:
     """Drive a real reactor through files: per round write ``ask-RR.csv`` and wait for the
     reactor's ``results-RR.csv`` (droplet spectra) in the campaign directory, then tell it."""
     while len(sc.rounds()) < rounds:
@@ -433,7 +547,9 @@ def run_csv_lab(sc: SynthesisCampaign, rounds: int, poll_seconds: float = 5.0, t
         waited = 0.0
         while not results.exists():
             if waited >= timeout_seconds:
-                raise MatscreenError(f"no {results} after {timeout_seconds:.0f} s; rerun to keep waiting (state is saved)")
+                raise MatscreenError(
+                    f"no {results} after {timeout_seconds:.0f} s; rerun to keep waiting (state is saved)"
+                )
             time.sleep(poll_seconds)
             waited += poll_seconds
         log = sc.tell_csv(results)

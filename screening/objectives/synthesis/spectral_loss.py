@@ -15,6 +15,7 @@ failed droplet and its loss is NaN, so callers must drop it explicitly (it is ne
 A condition is run as a train of replicate droplets; its loss is the median of the finite
 droplet losses (robust to the occasional bad droplet), and the failures are counted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -13,10 +13,11 @@ compared with it round by round. This module is that step, for any box domain an
   set); the regression is *accurate* on the newest round (last round's model predicted the
   losses that were then measured).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -43,8 +44,9 @@ def training_set(points: Sequence[Sequence[float]], spectra: Sequence[np.ndarray
     return np.vstack(X), np.vstack(Y)
 
 
-def fit_spectrum_model(X: np.ndarray, Y: np.ndarray, box: Box, seed: int = 0, n_members: int = 3,
-                       epochs: int = 800) -> SpectrumEnsemble:
+def fit_spectrum_model(
+    X: np.ndarray, Y: np.ndarray, box: Box, seed: int = 0, n_members: int = 3, epochs: int = 800
+) -> SpectrumEnsemble:
     """Train the spectrum ensemble on everything measured so far (inputs scaled by the hard box)."""
     lo = np.array(box.hard_lower if box.hard_lower is not None else box.lower)
     hi = np.array(box.hard_upper if box.hard_upper is not None else box.upper)
@@ -58,8 +60,16 @@ def predicted_loss(model: SpectrumEnsemble, X: np.ndarray, target: np.ndarray) -
     return np.where(np.isfinite(loss), loss, 1.0)
 
 
-def propose(model: SpectrumEnsemble, box: Box, target: np.ndarray, n: int, seed: int = 0,
-            n_candidates: int = 20000, min_distance: float = 0.05, exclude: np.ndarray | None = None) -> np.ndarray:
+def propose(
+    model: SpectrumEnsemble,
+    box: Box,
+    target: np.ndarray,
+    n: int,
+    seed: int = 0,
+    n_candidates: int = 20000,
+    min_distance: float = 0.05,
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
     """The ``n`` feasible conditions with the lowest predicted loss, mutually ≥ ``min_distance``
     apart (and from ``exclude``) in the box's unit coordinates. Returns (n, d) in box units."""
     rng = np.random.default_rng(seed)
@@ -100,9 +110,16 @@ class StopCheck:
         return self.loss_reached or (self.stable and self.accurate)
 
 
-def check_stop(best_loss: float, threshold: float, probe_now: np.ndarray | None, probe_before: np.ndarray | None,
-               newest_predicted: np.ndarray | None, newest_measured: np.ndarray | None,
-               stable_tol: float = 0.02, accurate_tol: float = 0.05) -> StopCheck:
+def check_stop(
+    best_loss: float,
+    threshold: float,
+    probe_now: np.ndarray | None,
+    probe_before: np.ndarray | None,
+    newest_predicted: np.ndarray | None,
+    newest_measured: np.ndarray | None,
+    stable_tol: float = 0.02,
+    accurate_tol: float = 0.05,
+) -> StopCheck:
     """Evaluate the stop rules (losses in loss units; tolerances are mean absolute differences)."""
     stability = None
     if probe_now is not None and probe_before is not None:
@@ -113,7 +130,10 @@ def check_stop(best_loss: float, threshold: float, probe_now: np.ndarray | None,
         if ok.any():
             error = float(np.mean(np.abs(np.asarray(newest_predicted)[ok] - np.asarray(newest_measured)[ok])))
     return StopCheck(
-        best_loss=float(best_loss), loss_reached=bool(best_loss <= threshold),
-        stability=stability, stable=stability is not None and stability <= stable_tol,
-        newest_error=error, accurate=error is not None and error <= accurate_tol,
+        best_loss=float(best_loss),
+        loss_reached=bool(best_loss <= threshold),
+        stability=stability,
+        stable=stability is not None and stability <= stable_tol,
+        newest_error=error,
+        accurate=error is not None and error <= accurate_tol,
     )

@@ -28,6 +28,7 @@ Replicate droplets differ by a log-normal intensity factor, a jitter of the aspe
 white detector noise, calibrated to the measured droplet scatter; a droplet can fail (no
 spectrum: NaN), with a set probability, as real droplets do.
 """
+
 from __future__ import annotations
 
 import json
@@ -142,14 +143,13 @@ class VirtualLabParams:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "VirtualLabParams":
+    def load(cls, path: str | Path | None = None) -> VirtualLabParams:
         """Load a fit; ``None`` loads the one shipped with the package."""
         try:
             if path is None:
                 text = resources.files("screening").joinpath("data", DEFAULT_PARAMS_RESOURCE).read_text()
-                source = f"screening/data/{DEFAULT_PARAMS_RESOURCE}"
             else:
-                text, source = Path(path).read_text(), str(path)
+                text = Path(path).read_text()
             return cls(**json.loads(text))
         except (OSError, ValueError, TypeError) as exc:
             raise ModelLoadError(f"virtual-lab parameters {path or DEFAULT_PARAMS_RESOURCE}: {exc}") from exc
@@ -163,8 +163,17 @@ def condition_features(x: Tensor) -> Tensor:
     """
     q_ag, q_pva, q_tsc, q_seed, q_tot = x.unbind(-1)
     return torch.stack(
-        [q_ag, q_pva, q_tsc, q_seed, q_tot / 100.0,
-         torch.log(q_ag / q_seed), torch.log(q_tsc / q_seed), torch.log(q_ag / q_tsc)], dim=-1,
+        [
+            q_ag,
+            q_pva,
+            q_tsc,
+            q_seed,
+            q_tot / 100.0,
+            torch.log(q_ag / q_seed),
+            torch.log(q_tsc / q_seed),
+            torch.log(q_ag / q_tsc),
+        ],
+        dim=-1,
     )
 
 
@@ -189,7 +198,9 @@ class SpectrumPhysicsModel(nn.Module):
         self.register_buffer("gh_nodes", torch.tensor(nodes, dtype=torch.float64))
         self.register_buffer("gh_weights", torch.tensor(weights / weights.sum(), dtype=torch.float64))
         self.register_buffer("wavelengths", torch.tensor(WAVELENGTHS_NM, dtype=torch.float64))
-        self.register_buffer("aspect_grid", torch.exp(torch.linspace(math.log(1.1), math.log(40.0), 120, dtype=torch.float64)))
+        self.register_buffer(
+            "aspect_grid", torch.exp(torch.linspace(math.log(1.1), math.log(40.0), 120, dtype=torch.float64))
+        )
 
     def physics(self) -> dict[str, Tensor]:
         """Global constants, each squashed into its physical range."""
@@ -248,15 +259,24 @@ class SpectrumPhysicsModel(nn.Module):
         return self.spectra_from_latents(self.latents(x))
 
     def to_params(self, noise: dict, calibration: dict, target: dict) -> VirtualLabParams:
-        sd = {k: v.detach().cpu().numpy().tolist() for k, v in self.state_dict().items() if k.startswith(("net", "physics"))}
+        sd = {
+            k: v.detach().cpu().numpy().tolist()
+            for k, v in self.state_dict().items()
+            if k.startswith(("net", "physics"))
+        }
         return VirtualLabParams(
-            feature_mean=self.feature_mean.tolist(), feature_std=self.feature_std.tolist(), weights=sd,
-            physics={k: float(v.detach()) for k, v in self.physics().items()}, noise=dict(noise),
-            hidden=self.net[0].out_features, calibration=calibration, target=target,
+            feature_mean=self.feature_mean.tolist(),
+            feature_std=self.feature_std.tolist(),
+            weights=sd,
+            physics={k: float(v.detach()) for k, v in self.physics().items()},
+            noise=dict(noise),
+            hidden=self.net[0].out_features,
+            calibration=calibration,
+            target=target,
         )
 
     @classmethod
-    def from_params(cls, params: VirtualLabParams) -> "SpectrumPhysicsModel":
+    def from_params(cls, params: VirtualLabParams) -> SpectrumPhysicsModel:
         model = cls(torch.tensor(params.feature_mean), torch.tensor(params.feature_std), hidden=params.hidden)
         state = model.state_dict()
         for k, v in params.weights.items():
@@ -276,8 +296,12 @@ class VirtualLab:
     """
 
     def __init__(
-        self, params: VirtualLabParams | None = None, n_replicates: int = 21, seed: int | None = 0,
-        p_fail: float | None = None, noise_scale: float = 1.0,
+        self,
+        params: VirtualLabParams | None = None,
+        n_replicates: int = 21,
+        seed: int | None = 0,
+        p_fail: float | None = None,
+        noise_scale: float = 1.0,
     ) -> None:
         self.params = params if params is not None else VirtualLabParams.load()
         self.model = SpectrumPhysicsModel.from_params(self.params)
@@ -326,9 +350,17 @@ def torch_spectrum_loss(spectra: Tensor, target_minmax: Tensor) -> Tensor:
 
 
 def fit_physics_model(
-    X: np.ndarray, loss: np.ndarray, target: np.ndarray, spectra_X: np.ndarray | None = None,
-    spectra: np.ndarray | None = None, seed: int = 0, steps: int = 1000, hidden: int = 16,
-    spectrum_weight: float = 3.0, decay: float = 1e-2, low_loss_offset: float = 0.05,
+    X: np.ndarray,
+    loss: np.ndarray,
+    target: np.ndarray,
+    spectra_X: np.ndarray | None = None,
+    spectra: np.ndarray | None = None,
+    seed: int = 0,
+    steps: int = 1000,
+    hidden: int = 16,
+    spectrum_weight: float = 3.0,
+    decay: float = 1e-2,
+    low_loss_offset: float = 0.05,
     feature_X: np.ndarray | None = None,
 ) -> tuple[SpectrumPhysicsModel, float]:
     """Fit the chemistry map and the global physics constants (Adam, full batch).
@@ -343,7 +375,9 @@ def fit_physics_model(
     torch.manual_seed(seed)
     Xt = torch.as_tensor(np.asarray(X, dtype=float), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(loss, dtype=float), dtype=torch.float64)
-    feats = condition_features(torch.as_tensor(np.asarray(X if feature_X is None else feature_X, dtype=float), dtype=torch.float64))
+    feats = condition_features(
+        torch.as_tensor(np.asarray(X if feature_X is None else feature_X, dtype=float), dtype=torch.float64)
+    )
     model = SpectrumPhysicsModel(feats.mean(0), feats.std(0), hidden=hidden)
     t_mm = torch.as_tensor(minmax(np.asarray(target, dtype=float)), dtype=torch.float64)
     has_spectra = spectra is not None and len(spectra) > 0

@@ -1,0 +1,175 @@
+"""`matscreen search`: a band-gap target search over a featurised pool, the pool as the oracle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from screening.cli.app import app
+from screening.cli.common import ACQ_HELP, default_surrogate, pool_has_column, strategy_from_options
+
+
+@app.command()
+def search(
+    pool: Path = typer.Option(
+        ..., "--pool", help="Featurised pool (Parquet: id, formula, emb_*, pred_band_gap, band_gap)."
+    ),
+    target: float = typer.Option(..., "--target", help="Target band gap (eV)."),
+    tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
+    known: Path = typer.Option(
+        None,
+        "--known",
+        help="Labelled crystals that are not candidates (output of `matscreen featurize` with a band_gap column, Parquet or CSV): prior knowledge for the search.",
+    ),
+    surrogate: str = typer.Option(
+        None,
+        "--surrogate",
+        help="neighbour (default with --model value and --acq window or thompson): the network's prediction corrected by a local GP over the nearest labelled crystals (known data and results so far); gp: one GP over PCA coordinates (the original pipeline; default for the other --model/--acq choices).",
+    ),
+    neighbours: int = typer.Option(
+        16, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour."
+    ),
+    until: str = typer.Option(
+        "hit",
+        "--until",
+        help="hit: stop at the first crystal in the window; budget: use the whole budget and report every hit.",
+    ),
+    prior: Path = typer.Option(None, "--prior", help="CSV of prior data: id [, band_gap]."),
+    n_prior: int = typer.Option(
+        0, "--n-prior", help="Random non-hit crystals told as prior data (ignored with --prior)."
+    ),
+    budget: int = typer.Option(50, "--budget", help="Evaluations after the prior data."),
+    model: str = typer.Option(
+        "value",
+        "--model",
+        help="With --surrogate gp: what the GP models, value (the gap) or loss (|gap - target|, as the original pipeline did).",
+    ),
+    acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
+    batch: int = typer.Option(1, "--batch", help="Points per round (q)."),
+    batch_method: str = typer.Option("lp", "--batch-method", help="lp (local penalisation) or qlogei."),
+    beta: float = typer.Option(4.0, "--beta", help="UCB exploration weight."),
+    prior_mean: bool = typer.Option(
+        None,
+        "--prior-mean/--no-prior-mean",
+        help="Use the CGCNN's pred_band_gap as the GP prior mean (c + b*pred, fitted). Default: on when the pool has pred_band_gap.",
+    ),
+    fixed_prior_slope: bool = typer.Option(
+        False, "--fixed-prior-slope", help="With --prior-mean: keep b = 1 (fit only the offset c)."
+    ),
+    pred_feature: bool = typer.Option(
+        False, "--pred-feature", help="Give the GP the CGCNN's pred_band_gap as one more input."
+    ),
+    n_init: int = typer.Option(
+        5, "--n-init", help="Random picks before the GP takes over (when prior data are fewer)."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    pca_components: int = typer.Option(3, "--pca-components", help="PCA dimensions of the embeddings the GP sees."),
+    out: Path = typer.Option(
+        Path("search-out"),
+        "-o",
+        "--out",
+        help="Run directory (campaign.sqlite, pca.json, history.csv, plots). An existing one is resumed.",
+    ),
+) -> None:
+    """Find a crystal with band gap TARGET ± TOL in the pool; the pool's known gaps are the oracle."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from screening.bo.campaign import StopRules
+    from screening.objectives.bandgap.campaign_dir import (
+        STORE_NAME,
+        add_prior_data,
+        create_pool_campaign,
+        open_campaign_dir,
+        summary,
+        write_report,
+    )
+
+    console = Console()
+    if until not in ("hit", "budget"):
+        raise typer.BadParameter("--until must be 'hit' or 'budget'")
+    surrogate = surrogate or default_surrogate(model, acq)
+    if prior_mean is None:
+        prior_mean = surrogate == "gp" and pool_has_column(pool, "pred_band_gap")
+    strategy = strategy_from_options(
+        model, acq, batch_method, beta, prior_mean, n_init, fixed_prior_slope, surrogate, neighbours
+    )
+    if (out / STORE_NAME).exists():
+        cd = open_campaign_dir(out)
+        console.print(f"resuming the campaign in {out} ({len(cd.campaign.store.observations())} observations so far)")
+    else:
+        cd = create_pool_campaign(
+            out,
+            pool,
+            target,
+            tol,
+            strategy,
+            seed,
+            batch,
+            StopRules(budget=budget, stop_on_hit=until == "hit"),
+            pca_components,
+            pred_as_feature=pred_feature,
+            known_path=known,
+        )
+        if known is not None:
+            console.print(f"known data {known}: {len(cd.campaign.domain.known)} labelled crystals")
+        ratio = ", ".join(f"{v:.2f}" for v in cd.pool.reducer.explained_variance_ratio_)
+        console.print(
+            f"pool {pool}: {len(cd.pool.frame)} crystals, PCA-{pca_components} keeps [{ratio}] of the variance"
+        )
+        told = add_prior_data(cd, prior, n_prior, seed)
+        if told:
+            console.print(f"told {told} prior observations")
+    info = summary(cd)
+    if "random_search_expected_evaluations" in info:
+        console.print(
+            f"{info['pool_hits_after_prior']} hits left in the pool; random search needs "
+            f"{info['random_search_expected_evaluations']:.1f} evaluations on average"
+        )
+    names = (
+        dict(zip(cd.pool.frame["id"].astype(str), cd.pool.frame.get("formula", cd.pool.frame["id"])))
+        if cd.pool is not None
+        else {}
+    )
+    done = cd.campaign.history().n_search
+    width = min(max((len(i) for i in names), default=14), 24)
+    with Progress(
+        TextColumn("[bold]search"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=budget, completed=done)
+        best = [info["best_loss"] if info["best_loss"] is not None else float("inf")]
+
+        def show(ev, loss, hit):
+            progress.advance(task)
+            n = int(progress.tasks[0].completed)
+            if loss is None:
+                progress.console.print(f"{n:4d}  {ev.point:<{width}} failed: {ev.error}")
+                return
+            best[0] = min(best[0], loss)
+            mark = "  [bold green]HIT[/]" if hit else ""
+            progress.console.print(
+                f"{n:4d}  {ev.point:<{width}} {str(names.get(ev.point, '')):<14} gap {ev.y:7.3f} eV"
+                f"  |Δ| {loss:.3f}  best {best[0]:.3f}{mark}"
+            )
+            progress.update(task, description=f"best |Δ| {best[0]:.3f} eV")
+
+        cd.campaign.run(budget=budget, on_evaluation=show)
+    paths = write_report(cd)
+    info = summary(cd)
+    first = info["evaluations_to_first_hit"]
+    hits = info["hits"]
+    console.print(
+        f"stopped: {cd.campaign.stopped_because}; "
+        + (
+            f"first hit after {first} evaluations; {len(hits)} hit(s): {', '.join(hits)}"
+            if first
+            else f"best |Δ| {info['best_loss']:.4f} eV, no hit"
+        )
+    )
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
