@@ -17,6 +17,7 @@ Forward pass (eval mode), N atoms, M neighbour slots per atom (padding included,
 the self and neighbour products are computed once per atom instead of once per edge, which is
 the same arithmetic with ~3× fewer FLOPs on the hot path.
 """
+
 from __future__ import annotations
 
 import json
@@ -234,7 +235,9 @@ def output_names(config: CGCNNConfig) -> list[str]:
 def check_elements(model: CrystalGraphConvNet, atomic_numbers: np.ndarray, record_id: str = "?") -> None:
     """Raise :class:`GraphBuildError` if the model has no atom features for some element."""
     table = model.atom_table
-    bad = [int(z) for z in np.unique(atomic_numbers) if z < 1 or z >= table.shape[0] or torch.isnan(table[int(z)]).any()]
+    bad = [
+        int(z) for z in np.unique(atomic_numbers) if z < 1 or z >= table.shape[0] or torch.isnan(table[int(z)]).any()
+    ]
     if bad:
         from pymatgen.core.periodic_table import Element
 

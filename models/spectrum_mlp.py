@@ -10,6 +10,7 @@ of a few seeds, whose spread says where the prediction is unsure.
 Inputs are scaled to [0, 1] by the given bounds (units of the conditions: %, µL/min); outputs
 are absorbances, standardised per wavelength during training.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,15 @@ class SpectrumEnsemble:
 
 
 def train_spectrum_mlp(
-    X: np.ndarray, Y: np.ndarray, lower: np.ndarray, upper: np.ndarray, seed: int = 0,
-    epochs: int = 800, lr: float = 3e-3, weight_decay: float = 1e-4, hidden: tuple[int, ...] = (64, 128),
+    X: np.ndarray,
+    Y: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    seed: int = 0,
+    epochs: int = 800,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    hidden: tuple[int, ...] = (64, 128),
 ) -> SpectrumMLP:
     """Fit one network on conditions ``X`` (n, d) and spectra ``Y`` (n, n_out), full batch, Adam."""
     X = np.atleast_2d(np.asarray(X, dtype=np.float32))
