@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,8 @@ class GaussianDistance(nn.Module):
 
     Float64 then cast is what the original does in numpy; it keeps parity at the 1e-7 level.
     """
+
+    centres: Tensor  # a buffer; declared so the type checker sees a tensor
 
     def __init__(self, dmin: float, dmax: float, step: float) -> None:
         super().__init__()
@@ -139,8 +142,11 @@ class CGCNNConv(MessagePassing):
         w, b = self.fc_full.weight, self.fc_full.bias
         if self.training:
             return w, b
-        scale = self.bn1.weight / torch.sqrt(self.bn1.running_var + self.bn1.eps)
-        return w * scale[:, None], (b - self.bn1.running_mean) * scale + self.bn1.bias
+        mean, var = self.bn1.running_mean, self.bn1.running_var
+        # BN1 is built with track_running_stats=True (the default), so its statistics always exist.
+        assert mean is not None and var is not None, "BN1 keeps running statistics"
+        scale = self.bn1.weight / torch.sqrt(var + self.bn1.eps)
+        return w * scale[:, None], (b - mean) * scale + self.bn1.bias
 
     def _gated(self, z: Tensor) -> Tensor:
         if self.training:
@@ -154,6 +160,8 @@ class CGCNNConv(MessagePassing):
 
 class CrystalGraphConvNet(nn.Module):
     """CGCNN with the original's parameter names; ``forward`` returns every crystal-level vector."""
+
+    atom_table: Tensor  # a buffer (elements × atom features); declared so the type checker sees a tensor
 
     def __init__(self, config: CGCNNConfig, atom_table: np.ndarray) -> None:
         super().__init__()
@@ -254,9 +262,9 @@ def _torch_load_restricted(path: Path) -> dict:
     """``torch.load`` with ``weights_only=True``, allowing the numpy scalar the classifier pickles."""
     safe: list = []
     try:  # numpy >= 2 keeps the scalar reconstructor in numpy._core
-        from numpy._core.multiarray import scalar as np_scalar  # type: ignore[attr-defined]
+        from numpy._core.multiarray import scalar as np_scalar
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import scalar as np_scalar  # type: ignore[no-redef]
+        from numpy.core.multiarray import scalar as np_scalar  # type: ignore[no-redef]  # same name, numpy 1.x home
     # The pickle names the reconstructor by its numpy 1.x path; allow exactly that name.
     safe += [(np_scalar, "numpy.core.multiarray.scalar"), np_scalar, np.dtype, type(np.dtype(np.float64))]
     with torch.serialization.safe_globals(safe):
@@ -277,10 +285,40 @@ def load_original_checkpoint(
         raise ModelLoadError(f"{path}: no such checkpoint")
     try:
         ckpt = _torch_load_restricted(path)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, i.e. running the file's code: never say that
+        raise ModelLoadError(
+            f"{path}: refused: the checkpoint pickles objects other than tensors and numbers (possibly code), "
+            "and matscreen only loads weights; convert a checkpoint you trust to .safetensors"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - re-raised with the file named
-        raise ModelLoadError(f"{path}: not a loadable CGCNN checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ModelLoadError(f"{path}: not a loadable CGCNN checkpoint ({_short_reason(exc)})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ModelLoadError(f"{path}: no 'state_dict' in checkpoint")
+    try:
+        return _model_from_checkpoint(path, ckpt, atom_table, radius, max_num_nbr)
+    except ModelLoadError:
+        raise
+    except KeyError as exc:
+        raise ModelLoadError(f"{path}: malformed checkpoint (no {exc} in its state_dict)") from None
+    except Exception as exc:  # noqa: BLE001 - shapes and types of a malformed state_dict
+        raise ModelLoadError(f"{path}: malformed checkpoint ({_short_reason(exc)})") from None
+
+
+def _short_reason(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, without advice to load pickles unsafely."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if "weights_only" in first:
+        first = "not a weights-only file"
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+def _model_from_checkpoint(
+    path: Path, ckpt: dict, atom_table: np.ndarray, radius: float, max_num_nbr: int
+) -> CrystalGraphConvNet:
+    """The body of :func:`load_original_checkpoint`, apart so that any malformed field of the
+    checkpoint becomes one ModelLoadError there."""
     args = ckpt.get("args", {}) or {}
     state = ckpt["state_dict"]
     normalizer = ckpt.get("normalizer", {"mean": 0.0, "std": 1.0})
@@ -349,9 +387,19 @@ def load_model(path: str | Path) -> CrystalGraphConvNet:
         raise ModelLoadError(f"{path}: not a safetensors weights file ({exc})") from exc
     if meta.get("format") != "matscreen-cgcnn-1":
         raise ModelLoadError(f"{path}: not a matscreen CGCNN weights file (format={meta.get('format')!r})")
-    config = CGCNNConfig(**json.loads(meta["config"]))
-    model = CrystalGraphConvNet(config, tensors["atom_table"].numpy())
-    model.load_state_dict(tensors, strict=True)
+    try:
+        raw = json.loads(meta["config"])
+        if not isinstance(raw, dict):
+            raise TypeError(f"config is a JSON {type(raw).__name__}, not an object")
+        config = CGCNNConfig(**raw)
+        model = CrystalGraphConvNet(config, tensors["atom_table"].numpy())
+        model.load_state_dict(tensors, strict=True)
+    except ModelLoadError:
+        raise
+    except KeyError as exc:
+        raise ModelLoadError(f"{path}: malformed weights file (no {exc} in it)") from None
+    except Exception as exc:  # noqa: BLE001 - bad JSON, unknown config keys, wrong shapes
+        raise ModelLoadError(f"{path}: malformed weights file ({_short_reason(exc)})") from None
     return model.eval()
 
 

@@ -23,6 +23,12 @@ from torch import nn
 class SpectrumMLP(nn.Module):
     """Conditions (n, d) in physical units → spectra (n, n_out) in absorbance."""
 
+    # Buffers, declared so the type checker sees tensors rather than nn.Module.__getattr__'s union.
+    lower: torch.Tensor
+    upper: torch.Tensor
+    y_mean: torch.Tensor
+    y_std: torch.Tensor
+
     def __init__(self, lower: np.ndarray, upper: np.ndarray, n_out: int, hidden: tuple[int, ...] = (64, 128)) -> None:
         super().__init__()
         self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float32))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from screening.errors import ModelLoadError
+
 MAX_Z = 100
 
 # (name, number of bins, low, high, log-scale) for the continuous properties.
@@ -46,14 +48,34 @@ def load_atom_init(path: str | Path) -> np.ndarray:
     Rows of elements missing from the file are NaN, so using one is caught rather than
     silently fed zeros.
     """
-    with open(path) as fh:
-        raw = json.load(fh)
-    width = len(next(iter(raw.values())))
-    table = np.full((MAX_Z + 1, width), np.nan, dtype=np.float32)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read atom_init.json ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: atom_init.json is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: atom_init.json must be an object of atomic number -> feature list")
+    if not raw:
+        raise ModelLoadError(f"{path}: atom_init.json lists no elements")
+    rows: dict[int, np.ndarray] = {}
     for key, vec in raw.items():
-        z = int(key)
+        try:
+            z = int(key)
+        except ValueError:
+            raise ModelLoadError(f"{path}: key {key!r} of atom_init.json is not an atomic number") from None
+        try:
+            rows[z] = np.asarray(vec, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise ModelLoadError(f"{path}: the features of element {key} are not numbers") from None
+    widths = {len(v) for v in rows.values()}
+    if len(widths) != 1:
+        raise ModelLoadError(f"{path}: atom_init.json has rows of different lengths {sorted(widths)}")
+    table = np.full((MAX_Z + 1, widths.pop()), np.nan, dtype=np.float32)
+    for z, vec in rows.items():
         if 0 < z <= MAX_Z:
-            table[z] = np.asarray(vec, dtype=np.float32)
+            table[z] = vec
     return table
 
 
@@ -111,10 +133,14 @@ def element_feature_vector(z: int) -> np.ndarray:
     """The project's k-hot feature vector of element ``z`` (width :func:`element_feature_width`)."""
     props = _element_properties(z)
     parts = [np.zeros(GROUP_WIDTH, np.float32), np.zeros(PERIOD_WIDTH, np.float32)]
-    parts[0][int(props["group"])] = 1.0
-    parts[1][min(PERIOD_WIDTH, int(props["period"])) - 1] = 1.0
+    group, period = props["group"], props["period"]
+    assert isinstance(group, int) and isinstance(period, int), f"Z={z}: pymatgen gives integer group and period"
+    parts[0][group] = 1.0
+    parts[1][min(PERIOD_WIDTH, period) - 1] = 1.0
     for name, n_bins, low, high, log in CONTINUOUS_BLOCKS:
-        parts.append(_one_hot_bin(props[name], n_bins, low, high, log))
+        value = props[name]
+        assert value is None or isinstance(value, float), f"Z={z}: {name} comes through safe() as float or None"
+        parts.append(_one_hot_bin(value, n_bins, low, high, log))
     valence = np.zeros(VALENCE_WIDTH, np.float32)
     if props["valence"] is not None and 1 <= int(props["valence"]) <= VALENCE_WIDTH:
         valence[int(props["valence"]) - 1] = 1.0

@@ -38,6 +38,13 @@ class StructureReadError(RecordError):
     """The record's text could not be parsed into a structure."""
 
 
+class InvalidStructureError(StructureReadError):
+    """The record parsed, but its structure is physically impossible or too costly to embed
+    (non-finite or flat cell, atoms on top of each other, unknown elements, occupancies outside
+    (0, 1], too many sites or neighbours). The reason starts with the name of the failed check
+    (see :mod:`screening.io.validate`)."""
+
+
 class GraphBuildError(RecordError):
     """A parsed structure cannot become a crystal graph (disorder, unknown element, no atoms)."""
 

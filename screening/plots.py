@@ -18,11 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from screening.io.atomic import save_figure_atomic  # noqa: E402
+
 
 def convergence_plot(
-    best_loss: Sequence[float],
+    best_loss: Sequence[float] | np.ndarray,
     path: str | Path,
-    random_expectation: Sequence[float] | None = None,
+    random_expectation: Sequence[float] | np.ndarray | None = None,
     tolerance: float | None = None,
     start: float | None = None,
     ylabel: str = "best |gap − target| (eV)",
@@ -52,7 +54,7 @@ def convergence_plot(
     ax.legend(frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure_atomic(fig, path)
     plt.close(fig)
     return path
 
@@ -96,6 +98,6 @@ def pool_map_plot(
     ax.legend(frameon=False, fontsize=8, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure_atomic(fig, path)
     plt.close(fig)
     return path

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 
 from screening.errors import MatscreenError
+from screening.io.atomic import write_json_atomic
 
 
 class PCAReducer(TransformerMixin, BaseEstimator):
@@ -74,7 +75,7 @@ class PCAReducer(TransformerMixin, BaseEstimator):
             "explained_variance_ratio_": self.explained_variance_ratio_.tolist(),
             "n_features_in_": int(self.n_features_in_),
         }
-        Path(path).write_text(json.dumps(state))
+        write_json_atomic(state, path)  # a killed save never leaves a half-written PCA file
 
     @classmethod
     def load(cls, path: str | Path) -> PCAReducer:

@@ -34,7 +34,7 @@ from screening.objectives.synthesis.objective import (
     SynthesisObjective,
     synthesis_box,
 )
-from screening.objectives.synthesis.rounds import SynthesisCampaign, default_strategy, unit_box
+from screening.objectives.synthesis.rounds import SynthesisCampaign, default_strategy
 from screening.objectives.synthesis.virtual_lab import VirtualLab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def fmt(m: tuple[float, float, float]) -> str:
 
 
 def time_suggestion(args) -> dict:
-    """Seconds for one 15-point LP batch (unit-box suggestion, as the campaign does) at 15 and 120 observations."""
+    """Seconds for one 15-point LP batch (what ``Campaign.ask`` runs for a round) at 15 and 120 observations."""
     obj = SynthesisObjective(lab=VirtualLab(n_replicates=args.replicates, seed=1), domain=synthesis_box("full"))
     box = obj.domain
     out = {}
@@ -113,7 +113,7 @@ def time_suggestion(args) -> dict:
         times = []
         for rep in range(3):
             t = time.perf_counter()
-            suggest_box(default_strategy(15), unit_box(box), box.to_unit(X), np.full(n_obs, np.nan), y, q=15, seed=rep)
+            suggest_box(default_strategy(15), box, X, np.full(n_obs, np.nan), y, q=15, seed=rep)
             times.append(time.perf_counter() - t)
         out[n_obs] = float(np.median(times))
     return out

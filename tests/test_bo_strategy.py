@@ -147,6 +147,7 @@ def test_box_local_refinement_improves_the_acquisition() -> None:
     assert _flows_loss(refined)[0] <= _flows_loss(raw)[0] + 0.05
 
 
+@pytest.mark.slow
 def test_large_pools_are_screened_by_leaves_and_agree_with_exhaustive_scoring() -> None:
     rng = np.random.default_rng(7)
     n = 6000

@@ -69,6 +69,7 @@ def test_stop_rules() -> None:
     assert stop_reason(StopRules(plateau=3, plateau_tol=0.02), _history([0.5, 0.2, 0.3, 0.25, 0.19])) == "plateau"
 
 
+@pytest.mark.slow  # the plateau rule itself is unit-tested in test_stop_rules; this runs a whole GP loop
 def test_run_stops_on_plateau(tmp_path) -> None:
     obj = synthetic_objective(target=9.0)
     c = Campaign.create(
@@ -88,7 +89,10 @@ def test_run_stops_on_plateau(tmp_path) -> None:
     "bad",
     [
         ("unknown", [("c1", 2.0), ("not-a-crystal", 2.0)], "unknown candidate"),
-        ("duplicate", [("c1", 2.0), ("c0", 2.0)], "already told"),
+        ("duplicate", [("c1", 2.0), ("c0", 2.5)], "already told with the value 2.0, now the value 2.5"),
+        ("negative", [("c1", 2.0), ("c2", -0.3)], "negative"),
+        ("absurd", [("c1", 2.0), ("c2", 1e308)], "above 100 eV"),
+        ("inf", [("c1", 2.0), ("c2", float("inf"))], "NaN or infinite"),
         ("twice", [("c1", 2.0), ("c1", 2.1)], "twice in this batch"),
         ("nan", [("c1", 2.0), ("c2", float("nan"))], "NaN"),
         ("text", [("c1", 2.0), ("c2", "abc")], "not a number"),
@@ -123,10 +127,67 @@ def test_ask_records_pending_and_tell_clears_it(tmp_path) -> None:
     c = Campaign.create(tmp_path / "c.sqlite", obj, Strategy(), seed=0, batch_size=3)
     first = c.ask()
     assert c.pending_points() == first
-    second = c.ask(2)
+    second = c.ask(2, fresh=True)
     assert not set(first) & set(second)
     c.tell_evaluations(obj.evaluate(first))
     assert c.pending_points() == second
+
+
+def test_ask_returns_pending_points_first_so_a_killed_ask_resumes_to_them(tmp_path) -> None:
+    obj = synthetic_objective()
+    c = Campaign.create(tmp_path / "c.sqlite", obj, Strategy(), seed=0, batch_size=3)
+    c.tell_evaluations(obj.evaluate(_prior(obj, 8)), source="prior")
+    first = c.ask()
+    c.close()  # the process dies after the pending rows were committed, before the ask file was written
+    again = Campaign.open(tmp_path / "c.sqlite", obj)
+    assert again.ask() == first  # same ids, no new proposal
+    assert [p.key for p in again.store.pending()] == first
+    assert again.ask(2) == first[:2]
+    more = again.ask(5)  # the pending three first, then two new ones
+    assert more[:3] == first and len(set(more)) == 5
+    assert [p.key for p in again.store.pending()] == more
+
+
+def test_repeating_an_identical_tell_is_idempotent_and_a_different_value_is_refused(tmp_path) -> None:
+    obj = synthetic_objective()
+    c = Campaign.create(tmp_path / "c.sqlite", obj, Strategy(), seed=0, batch_size=2)
+    asked = c.ask()
+    evals = obj.evaluate(asked)
+    first = c.tell_evaluations(evals)
+    assert first.search == asked and first.already_recorded == []
+    before = _snapshot(c)
+    retry = c.tell([e.point for e in evals], [str(e.y) for e in evals])  # as re-read from a CSV
+    assert retry.already_recorded == asked and retry.search == [] and retry.prior == []
+    assert _snapshot(c) == before
+    c.tell(["c0"], [None], errors=["SCF did not converge"])
+    assert c.tell(["c0"], [None], errors=["SCF did not converge"]).already_recorded == ["c0"]
+    with pytest.raises(TellError, match="already told with the failure"):
+        c.tell(["c0"], [2.0])
+    with pytest.raises(TellError, match="already told with the value"):
+        c.tell([asked[0]], [evals[0].y + 0.1])
+
+
+def test_unsolicited_results_are_prior_and_do_not_count_towards_the_budget(tmp_path) -> None:
+    obj = synthetic_objective(target=9.0)
+    c = Campaign.create(tmp_path / "c.sqlite", obj, Strategy(), seed=0, batch_size=1, stop=StopRules(budget=2))
+    asked = c.ask()
+    out = c.tell(["c5", asked[0]], [2.0, float(obj.band_gaps[obj.domain.index_of(asked[0])])])
+    assert out.prior == ["c5"] and out.search == asked
+    h = c.history()
+    assert {r.key: r.source for r in h.records} == {"c5": "prior", asked[0]: "search"}
+    assert h.n_search == 1 and c.stop_reason() is None  # c5 did not use up the budget
+
+
+def test_predictive_gives_mean_std_and_score_at_asked_points(tmp_path) -> None:
+    obj = synthetic_objective()
+    c = Campaign.create(tmp_path / "c.sqlite", obj, Strategy(n_init=2), seed=0, batch_size=3)
+    assert np.isnan(c.predictive(["c1"])["mean"]).all()  # no model before the first data
+    c.tell_evaluations(obj.evaluate(_prior(obj, 10)), source="prior")
+    asked = c.ask()
+    post = c.predictive(asked)
+    assert post["mean"].shape == (3,) and np.all(np.isfinite(post["mean"]))
+    assert np.all(post["std"] > 0) and np.all((post["acquisition"] >= 0) & (post["acquisition"] <= 1))
+    np.testing.assert_allclose(post["mean"], Campaign.open(tmp_path / "c.sqlite", obj).predictive(asked)["mean"])
 
 
 def test_reopen_with_a_different_pool_is_refused(tmp_path) -> None:

@@ -41,7 +41,9 @@ def test_featurize_json_with_default_model_then_reduce(tmp_path):
     assert result.exit_code == 0, result.output
     assert "explained variance" in result.output
     reduced = pd.read_parquet(pcs)
-    assert {"pc_1", "pc_2"} <= set(reduced.columns) and not any(c.startswith("emb_") for c in reduced.columns)
+    assert {"pc_1", "pc_2"} <= set(reduced.columns)
+    # the embeddings stay, so the reduced file is still a pool for `search` / `campaign new`
+    assert [c for c in reduced.columns if c.startswith("emb_")] == [c for c in frame.columns if c.startswith("emb_")]
     assert (tmp_path / "pcs.pca.json").exists()
     assert np.isfinite(reduced[["pc_1", "pc_2"]].to_numpy()).all()
 

@@ -110,7 +110,15 @@ def test_campaign_ask_tell_status_report(tmp_path) -> None:
     ask = runner.invoke(app, ["campaign", "ask", str(lab), "-o", str(tmp_path / "b1.csv")])
     assert ask.exit_code == 0, ask.output
     batch = pd.read_csv(tmp_path / "b1.csv")
-    assert len(batch) == 3 and {"id", "formula"} <= set(batch.columns)
+    assert len(batch) == 3
+    assert list(batch.columns) == ["id", "formula", "pred_band_gap_eV", "mean_eV", "std_eV", "acquisition_score"]
+    assert batch[["mean_eV", "std_eV", "acquisition_score"]].notna().all().all()
+    assert (batch["std_eV"] > 0).all() and batch["acquisition_score"].between(0, 1).all()
+    # A killed ask (pending saved, file lost) resumes to the same suggestions.
+    (tmp_path / "b1.csv").unlink()
+    again = runner.invoke(app, ["campaign", "ask", str(lab), "-o", str(tmp_path / "b1.csv")])
+    assert again.exit_code == 0, again.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b1.csv"), batch)
     gaps = dict(zip(frame["id"], frame["band_gap"]))
     results = pd.DataFrame({"id": batch["id"], "band_gap": [gaps[i] for i in batch["id"]], "error": ["", "", ""]})
     results.loc[1, "band_gap"] = None
@@ -120,12 +128,16 @@ def test_campaign_ask_tell_status_report(tmp_path) -> None:
     assert told.exit_code == 0, told.output
 
     def status():
-        res = runner.invoke(app, ["campaign", "status", str(lab)])
+        res = runner.invoke(app, ["campaign", "status", str(lab), "--json"])
         assert res.exit_code == 0, res.output
         return json.loads(res.output)
 
     before = status()
     assert before["observations"] == 3 and before["failed"] == 1 and before["pending"] == []
+    assert before["target"] == 2.5 and before["tolerance"] == 0.01 and before["search_evaluations"] == 3
+    table = runner.invoke(app, ["campaign", "status", str(lab)])
+    assert table.exit_code == 0 and "2.5 eV ± 0.01 eV" in table.output and "3 search" in table.output
+    assert before["best_point"] in table.output and "stop reason" in table.output
     # Malformed files and repeated results: clear errors, nothing changes.
     bad = tmp_path / "bad.csv"
     bad.write_text("id,band_gap\nmp-250,2.0\nmp-251,not-a-number\n")
@@ -134,12 +146,27 @@ def test_campaign_ask_tell_status_report(tmp_path) -> None:
     bad.write_text("name,band_gap\nmp-250,2.0\n")
     res = runner.invoke(app, ["campaign", "tell", str(lab), str(bad)])
     assert res.exit_code == 1 and "'id' column" in res.output
-    res = runner.invoke(app, ["campaign", "tell", str(lab), str(tmp_path / "r1.csv")])
-    assert res.exit_code == 1 and "already told" in res.output
+    res = runner.invoke(app, ["campaign", "tell", str(lab), str(tmp_path / "r1.csv")])  # a retried tell
+    assert res.exit_code == 0 and "3 already recorded" in res.output, res.output
+    first = batch["id"].iloc[0]
+    bad.write_text(f"id,band_gap\n{first},{gaps[first] + 0.5}\n")
+    res = runner.invoke(app, ["campaign", "tell", str(lab), str(bad)])
+    assert res.exit_code == 1 and "already told with the value" in res.output
+    for value, reason in (("-0.2", "negative"), ("1e308", "above 100 eV"), ("inf", "NaN or infinite")):
+        bad.write_text(f"id,band_gap\nmp-250,2.0\nmp-251,{value}\n")
+        res = runner.invoke(app, ["campaign", "tell", str(lab), str(bad)])
+        assert res.exit_code == 1 and "bad.csv" in res.output and "mp-251" in res.output, res.output
+        assert reason in res.output and ("line 3" in res.output or reason == "NaN or infinite")
     bad.write_text("id,band_gap\nmp-250,2.0\nnot-in-pool,2.0\n")
     res = runner.invoke(app, ["campaign", "tell", str(lab), str(bad)])
     assert res.exit_code == 1 and "not-in-pool" in res.output
     assert status() == before
+    # Lab data nobody asked for: recorded as prior, not as a search evaluation.
+    bad.write_text("id,band_gap\nmp-250,2.0\n")
+    res = runner.invoke(app, ["campaign", "tell", str(lab), str(bad)])
+    assert res.exit_code == 0 and "recorded as prior: mp-250" in res.output, res.output
+    after = status()
+    assert after["prior"] == before["prior"] + 1 and after["search_evaluations"] == before["search_evaluations"]
     rep = runner.invoke(app, ["campaign", "report", str(lab)])
     assert rep.exit_code == 0 and (lab / "convergence.png").exists() and (lab / "history.csv").exists()
 
@@ -163,10 +190,63 @@ def test_campaign_with_a_user_objective_class(tmp_path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
+    # The file names the class, but reopening needs the user's consent again.
     res = runner.invoke(app, ["campaign", "run", str(lab)])
+    assert res.exit_code == 1 and "--allow-objective test_objectives_bandgap:Quadratic" in res.output
+    allow = ["--allow-objective", "test_objectives_bandgap:Quadratic"]
+    res = runner.invoke(app, ["campaign", "run", str(lab), *allow])
     assert res.exit_code == 0, res.output
     hist = pd.read_csv(lab / "history.csv")
     assert len(hist) == 8 and hist["best_loss"].iloc[-1] < 0.05
-    ask = runner.invoke(app, ["campaign", "ask", str(lab), "-n", "2", "-o", str(tmp_path / "q.csv")])
+    res = runner.invoke(app, ["campaign", "status", str(lab), "--json"], env={"MATSCREEN_ALLOW_OBJECTIVES": allow[1]})
+    assert res.exit_code == 0 and json.loads(res.output)["search_evaluations"] == 8, res.output
+    ask = runner.invoke(app, ["campaign", "ask", str(lab), "-n", "2", "-o", str(tmp_path / "q.csv"), *allow])
     assert ask.exit_code == 0, ask.output
     assert list(pd.read_csv(tmp_path / "q.csv").columns) == ["x0", "x1"]
+
+
+def test_a_campaign_file_naming_a_module_imports_nothing(tmp_path) -> None:
+    """A crafted campaign.sqlite naming `this:Nothing` (the Zen of Python prints on import)."""
+    import sqlite3
+    import sys
+
+    lab = tmp_path / "quad"
+    new = ["campaign", "new", str(lab), "--objective", "test_objectives_bandgap:Quadratic", "--model", "loss"]
+    res = runner.invoke(app, [*new, "--acq", "logei"])
+    assert res.exit_code == 0, res.output
+    con = sqlite3.connect(lab / "campaign.sqlite")
+    cfg = json.loads(con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+    for spec in ("this:Nothing", "os.path:join", "../evil:X"):
+        cfg["extra"]["spec"] = spec
+        con.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(cfg),))
+        con.commit()
+        sys.modules.pop("this", None)
+        for command in (["status"], ["ask"], ["report"], ["run"]):
+            res = runner.invoke(app, ["campaign", *command, str(lab)])
+            assert res.exit_code == 1, res.output
+            assert spec in res.output and "Traceback" not in res.output
+            assert "this" not in sys.modules
+    con.close()
+    # Consent given on the command line for a malformed spec is still refused before import.
+    res = runner.invoke(app, ["campaign", "status", str(lab), "--allow-objective", "../evil:X"])
+    assert res.exit_code == 1 and "Python identifiers" in res.output
+
+
+def test_campaign_status_does_not_import_heavy_libraries(tmp_path) -> None:
+    """`campaign status` reads the store only: no torch, botorch, pymatgen or matplotlib."""
+    import subprocess
+    import sys
+
+    path, _ = _pool(tmp_path)
+    lab = tmp_path / "lab"
+    assert runner.invoke(app, ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5"]).exit_code == 0
+    code = (
+        "import sys\n"
+        "from screening.bo.status import campaign_status, format_status\n"
+        f"print(format_status(campaign_status({str(lab / 'campaign.sqlite')!r})))\n"
+        "heavy = [m for m in ('torch', 'botorch', 'gpytorch', 'pymatgen', 'matplotlib', 'sklearn', 'pandas')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out and "2.5 eV" in out

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from screening.cli import app
@@ -25,6 +26,7 @@ def droplet_rows(ask: pd.DataFrame, lab: VirtualLab) -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_synth_run_on_the_virtual_lab(tmp_path):
     out = tmp_path / "run"
     res = runner.invoke(
@@ -143,3 +145,73 @@ def test_synth_run_with_a_csv_lab_waits_for_results(tmp_path):
     assert "waiting for" in res.output
     assert len(pd.read_csv(d / "observations.csv")) == 6
     assert np.isfinite(pd.read_csv(d / "observations.csv")["loss"]).all()
+
+
+def test_synth_tell_uses_the_stored_target_and_a_different_one_is_refused(tmp_path):
+    lam = np.arange(380.0, 801.0)
+    custom, other = tmp_path / "target.csv", tmp_path / "other.csv"
+    for path, centre in ((custom, 520.0), (other, 600.0)):
+        pd.DataFrame({"nm": lam, "absorbance": np.exp(-0.5 * ((lam - centre) / 40.0) ** 2)}).to_csv(path, index=False)
+    d = tmp_path / "reactor"
+    res = runner.invoke(
+        app, ["synth", "ask", str(d), "--batch", "3", "--target", str(custom), "-o", str(tmp_path / "a.csv")]
+    )
+    assert res.exit_code == 0, res.output
+    ask = pd.read_csv(tmp_path / "a.csv", float_precision="round_trip")
+    pd.DataFrame(droplet_rows(ask, VirtualLab(n_replicates=2, seed=1))).to_csv(tmp_path / "r.csv", index=False)
+    res = runner.invoke(app, ["synth", "tell", str(d), str(tmp_path / "r.csv")])  # no --target needed
+    assert res.exit_code == 0, res.output
+    from screening.objectives.synthesis.rounds import SynthesisCampaign, build_objective
+    from screening.objectives.synthesis.spectral_loss import load_target
+
+    sc = SynthesisCampaign(d, build_objective("csv"))
+    assert sc.target_source == str(custom)
+    losses = sc.observations()["loss"].to_numpy()
+    expected = [sc.objective.loss(np.asarray(r.y)) for r in sc.campaign.store.observations()]
+    np.testing.assert_allclose(losses, expected)  # scored against the stored target ...
+    assert not np.array_equal(sc.objective.target, load_target())  # ... not the default one
+    sc.close()
+    res = runner.invoke(app, ["synth", "ask", str(d), "--target", str(other)])
+    assert res.exit_code == 1
+    assert str(custom) in res.output and str(other) in res.output
+
+
+def test_synth_run_with_a_users_objective_prints_its_input_names(tmp_path, monkeypatch):
+    (tmp_path / "two_inputs.py").write_text(
+        "import numpy as np\n"
+        "from screening.bo.domain import Box\n"
+        "from screening.bo.objective import Evaluation\n"
+        "class Band:\n"
+        "    def __init__(self):\n"
+        "        self.domain = Box.from_bounds([(0.0, 1.0), (0.0, 1.0)], names=('temperature_C', 'ratio'))\n"
+        "    def evaluate(self, points):\n"
+        "        return [Evaluation(np.asarray(p), y=float((p[0] - 0.3) ** 2 + p[1])) for p in points]\n"
+        "    def loss(self, y):\n"
+        "        return float(y)\n"
+        "    def is_hit(self, y):\n"
+        "        return False\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = runner.invoke(
+        app,
+        ["synth", "run", "--objective", "two_inputs:Band", "--method", "bo", "--rounds", "2", "--batch", "3"]
+        + ["--no-shap", "-o", str(tmp_path / "run")],
+    )
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("best condition:"))
+    assert "temperature_C=" in line and "ratio=" in line and "Q_AgNO3" not in line
+
+
+def test_synth_help_is_in_plain_words():
+    for args in (
+        ["synth", "--help"],
+        ["synth", "run", "--help"],
+        ["synth", "ask", "--help"],
+        ["synth", "tell", "--help"],
+    ):
+        res = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        for jargon in ("Run-1", "seed's way", "LHS"):
+            assert jargon not in res.output, (args, jargon)
+    run_help = runner.invoke(app, ["synth", "run", "--help"], env={"COLUMNS": "200"}).output
+    assert "uL/min" in run_help and "Seconds between checks" in run_help

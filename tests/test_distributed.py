@@ -55,6 +55,7 @@ def test_atomic_write_leaves_all_or_nothing(tmp_path: Path) -> None:
     assert sweep_temporary_files(tmp_path) == 1 and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_and_each_record_appears_once(ray_session, tmp_path: Path) -> None:
     out = tmp_path / "shards"
     out.mkdir()
@@ -94,6 +95,7 @@ def test_killed_worker_is_retried_and_each_record_appears_once(ray_session, tmp_
     assert sweep_temporary_files(out) == 1  # only the dead attempt's temporary file was left behind
 
 
+@pytest.mark.slow
 def test_a_failing_shard_is_reported_not_retried(ray_session, tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     calls.mkdir()
@@ -120,6 +122,7 @@ def _db(path: Path, n: int = 40) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_screen_on_ray_with_a_killed_worker_matches_the_local_run(ray_session, tmp_path: Path) -> None:
     model = tmp_path / "small.safetensors"
     save_model(init_model(CGCNNConfig(h_fea_len=16, atom_fea_len=16, n_conv=2), element_property_table()), model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from screening.objectives.synthesis import twostep
 from screening.objectives.synthesis.explain import importance, shap_table, shap_values, spectrum_summaries
@@ -11,6 +12,7 @@ from screening.objectives.synthesis.spectral_loss import load_target
 from screening.objectives.synthesis.virtual_lab import VirtualLab
 
 
+@pytest.mark.slow
 def test_shap_values_are_exact_for_an_additive_function():
     rng = np.random.default_rng(0)
     bg, X = rng.random((20, 3)), rng.random((5, 3))
@@ -22,6 +24,7 @@ def test_shap_values_are_exact_for_an_additive_function():
     assert list(importance(v, ["a", "b", "c"]).index) == ["a", "c", "b"]
 
 
+@pytest.mark.slow
 def test_shap_table_of_the_spectrum_network_finds_the_ignored_input():
     box = synthesis_box("full")
     lab = VirtualLab(n_replicates=3, seed=0)

@@ -168,6 +168,7 @@ def test_record_errors_survive_pickling_across_processes():
     assert str(back) == "db.csv: record 'mp-1': structure has no atoms"
 
 
+@pytest.mark.slow
 def test_compiled_forward_gives_the_same_rows(mixed_folder, small_model_path):
     """--compile (torch.compile, dynamic shapes) is a speed option only: identical numbers."""
     records = [r for r in iter_records(mixed_folder) if not isinstance(r, Exception)]

@@ -126,7 +126,6 @@ def test_cif_with_symmetry_operations_falls_back_to_pymatgen():
     "edit",
     [
         pytest.param(lambda t: t.replace("  1  'x, y, z'", "  1  'x, y, z'\n  2  '-x, -y, -z'"), id="inversion-op"),
-        pytest.param(lambda t: t + "\ndata_second\n_cell_length_a 3\n", id="two-blocks"),
         pytest.param(lambda t: t.replace("0.50000000  0.50000000  0.50000000", "0.5(1)  0.5  0.5"), id="uncertainty"),
         pytest.param(lambda t: t.replace("_cell_angle_gamma   90.00000000\n", ""), id="missing-angle"),
         pytest.param(lambda t: t.replace("  Cl  Cl1", "  Ar  Ar1"), id="noble-gas"),
@@ -145,6 +144,14 @@ def test_fast_path_declines_what_it_cannot_prove_and_result_still_matches(edit):
             structure_from_cif(text, record_id="edited")
         return
     assert_same_structure(structure_from_cif(text, record_id="edited"), ref)
+
+
+def test_several_data_blocks_in_one_text_are_a_named_error_not_the_first_block():
+    """pymatgen would keep the first block and drop the rest silently (issue 12); sources split
+    files into one record per block, so text with several blocks here is an error."""
+    base = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="cif")
+    with pytest.raises(StructureReadError, match="2 data blocks in one record"):
+        structure_from_cif(base + "\ndata_second\n_cell_length_a 3\n", record_id="edited")
 
 
 def test_oxidation_states_are_left_to_pymatgen():
@@ -249,6 +256,7 @@ def test_sample_regression_cifs_read_like_pymatgen(cgcnn_ref, cif_id):
     assert_same_structure(ours, pymatgen_reference(text))
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_fast_path_matches_pymatgen_on_mp_cifs(mp_csv):
     frame = pd.read_csv(mp_csv, usecols=["material_id", "cif"])

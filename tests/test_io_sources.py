@@ -223,13 +223,13 @@ def test_invalid_json_raises_naming_file(tmp_path: Path):
 def test_missing_and_unknown_sources_raise_naming_path(tmp_path: Path):
     with pytest.raises(MatscreenError, match="source not found: .*nowhere"):
         list(iter_records(tmp_path / "nowhere"))
-    odd = tmp_path / "structures.xyz"
+    odd = tmp_path / "structures.dat"  # .xyz is an ASE kind now (tests/test_io_inputs.py)
     odd.write_text("1\n\nH 0 0 0\n")
-    with pytest.raises(MatscreenError, match="unknown source kind .*structures.xyz"):
+    with pytest.raises(MatscreenError, match="unknown source kind .*structures.dat"):
         count_records(odd)
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
-    with pytest.raises(MatscreenError, match="no .cif files"):
+    with pytest.raises(MatscreenError, match="no structure files"):
         list(iter_records(empty_dir))
 
 

@@ -379,3 +379,60 @@ def test_cli_fetch_mp_with_fake_client(tmp_path: Path, monkeypatch) -> None:
     res = runner.invoke(app, ["fetch-mp", "-o", str(tmp_path / "db3")])
     assert res.exit_code == 1 and "rejected the API key" in res.output
     assert "WrongKEY" not in res.output
+
+
+# --- a list of ids (--ids, --ids-file) -------------------------------------------------------
+
+
+def test_download_a_list_of_ids_skips_the_search(tmp_path: Path) -> None:
+    server = FakeServer()
+    summary = _fetch(server, tmp_path / "db", material_ids=["mp-7", "mp-3", "mp-7", "mp-12", "mp-999"], batch_size=2)
+    assert all(call["material_ids"] is not None for call in server.calls)  # no listing search
+    assert "deprecated" not in server.calls[0]
+    frame = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "db").glob("part-*.parquet")))
+    assert sorted(frame["material_id"]) == ["mp-12", "mp-3", "mp-7"]
+    assert summary.matched == 4 and summary.rows == 3 and summary.skipped_docs == ["mp-999"]
+    assert read_manifest(tmp_path / "db")["query"]["material_ids"] == ["mp-3", "mp-7", "mp-12", "mp-999"]
+    again = _fetch(server, tmp_path / "db", material_ids=["mp-3", "mp-7", "mp-12", "mp-999"], batch_size=2)
+    assert again.batches_fetched == 0 and again.batches_skipped == summary.batches_total
+    with pytest.raises(MaterialsProjectError, match="another query"):
+        _fetch(server, tmp_path / "db", material_ids=["mp-3"])
+
+
+def test_bad_id_lists_are_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(MaterialsProjectError, match="mp149"):
+        mp.make_query(material_ids=["mp-1", "mp149"])
+    with pytest.raises(MaterialsProjectError, match="leave out --band-gap"):
+        mp.make_query(band_gap=(1, 2), material_ids=["mp-1"])
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("# my shortlist\nmp-1, mp-2\n\nmp-3 mp-4  # done\nNaCl\n")
+    with pytest.raises(MaterialsProjectError, match=r"ids.txt, line 5: 'NaCl'"):
+        mp.read_ids_file(ids_file)
+    ids_file.write_text("# nothing\n")
+    with pytest.raises(MaterialsProjectError, match="no material ids"):
+        mp.read_ids_file(ids_file)
+
+
+def test_cli_fetch_mp_ids_and_ids_file(tmp_path: Path, monkeypatch) -> None:
+    import mp_api.client
+
+    from screening.cli import app
+
+    server = FakeServer()
+    monkeypatch.setattr(mp_api.client, "MPRester", server.client_class())
+    monkeypatch.setenv("MP_API_KEY", KEY)
+    runner = CliRunner()
+    res = runner.invoke(app, ["fetch-mp", "--ids", "mp-1,mp-2", "--ids", "mp-5", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "3 materials of 3 matched" in res.output
+    assert sorted(pd.read_parquet(tmp_path / "a" / "part-00000.parquet")["material_id"]) == ["mp-1", "mp-2", "mp-5"]
+
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("mp-4\nmp-6  # a comment\nmp-404\n")
+    res = runner.invoke(app, ["fetch-mp", "--ids-file", str(ids_file), "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "2 materials of 3 matched" in res.output and "mp-404" in res.output
+
+    res = runner.invoke(app, ["fetch-mp", "--ids", "mp-1,149", "-o", str(tmp_path / "c")])
+    assert res.exit_code == 1 and "'149'" not in res.output and "149" in res.output
+    assert not (tmp_path / "c").exists()

@@ -63,6 +63,7 @@ def test_adding_points_matches_a_rebuild():
     np.testing.assert_allclose(base.predict()[0], ng.NeighbourGP(5).fit(X, r, params=params).index(Xq).predict()[0])
 
 
+@pytest.mark.slow
 def test_fit_selects_local_structure_only_when_it_predicts():
     rng = np.random.default_rng(2)
     X = rng.uniform(-3, 3, size=(600, 2))
@@ -128,6 +129,7 @@ def _search(strategy, pool, gap, target, seed, steps=8, cache=None):
     return told
 
 
+@pytest.mark.slow
 def test_window_is_deterministic_thompson_depends_on_the_seed():
     pool, gap, _ = _pool()
     window = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=6)
@@ -186,6 +188,7 @@ def _featurised(path, ids, rng, gaps=None):
     return frame
 
 
+@pytest.mark.slow
 def test_cli_search_with_known_data_until_budget(tmp_path):
     from typer.testing import CliRunner
 

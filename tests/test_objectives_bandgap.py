@@ -112,3 +112,60 @@ class NotAnObjective:
 
     def is_hit(self, y):
         return False
+
+
+@pytest.mark.parametrize(
+    ("bad_id", "reason"),
+    [
+        ("", "blank id"),
+        ("   ", "blank id"),
+        (" mp-7", "leading or trailing whitespace"),
+        ("mp-7 ", "leading or trailing whitespace"),
+        ("mp\r7", "control character"),
+        ("mp\n7", "control character"),
+        ("mp\t7", "control character"),
+        ("mp-1", "duplicate id in the pool (first at row 2)"),
+    ],
+)
+def test_pool_ids_that_cannot_round_trip_through_a_csv_are_refused(tmp_path, bad_id, reason) -> None:
+    frame = synthetic_pool_frame(20)
+    frame["id"] = [f"mp-{i}" for i in range(20)]
+    frame.loc[12, "id"] = bad_id
+    path = tmp_path / "pool.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(RecordError) as info:
+        load_pool(path)
+    message = str(info.value)
+    assert str(path) in message and "row 13" in message and reason in message
+
+
+def test_band_gap_objective_refuses_impossible_values() -> None:
+    from screening.objectives.bandgap.objective import check_band_gap
+
+    for ok in (0.0, 2.534, 99.9):
+        check_band_gap(ok)
+    for bad, reason in ((-0.1, "negative"), (1e308, "above 100 eV"), (float("nan"), "NaN"), (float("inf"), "infinite")):
+        with pytest.raises(ValueError, match=reason):
+            check_band_gap(bad)
+
+
+def test_stored_objective_specs_need_consent_and_are_validated_before_import() -> None:
+    import sys
+
+    from screening.bo.objective import allowed_objectives, load_stored_objective_class, objective_is_allowed
+
+    assert objective_is_allowed("screening.objectives.bandgap:BandGapPoolObjective")
+    assert not objective_is_allowed("screening.objectivesX.evil:C")
+    assert not objective_is_allowed("test_objectives_bandgap:Quadratic")
+    assert load_stored_objective_class("test_objectives_bandgap:Quadratic", {"test_objectives_bandgap:Quadratic"})
+    sys.modules.pop("this", None)
+    with pytest.raises(ObjectiveError, match="--allow-objective this:Nothing"):
+        load_stored_objective_class("this:Nothing")
+    assert "this" not in sys.modules
+    for bad in ("this", "a/b:C", "a..b:C", "a:b:c", "os.system('x'):C"):
+        with pytest.raises(ObjectiveError):
+            load_stored_objective_class(bad, {bad})
+    env = {"MATSCREEN_ALLOW_OBJECTIVES": "a.b:C, d:E"}
+    assert allowed_objectives(["x:Y"], env) == {"a.b:C", "d:E", "x:Y"}
+    with pytest.raises(ObjectiveError):
+        allowed_objectives([], {"MATSCREEN_ALLOW_OBJECTIVES": "import os"})

@@ -288,7 +288,11 @@ def test_rank_merge_orders_rows_across_chunks_with_different_label_columns(tmp_p
     assert out["rank"].tolist() == list(range(1, len(expected) + 1))
     np.testing.assert_allclose(out["distance_to_target"], expected["distance_to_target"])
     np.testing.assert_allclose(out["emb_0"], expected["emb_0"])
-    assert result == {"rows": len(expected), "within_tol": int((expected["distance_to_target"] <= 0.15).sum())}
+    assert result == {
+        "rows": len(expected),
+        "within_tol": int((expected["distance_to_target"] <= 0.15).sum()),
+        "filtered_out": 0,
+    }
     np.testing.assert_array_equal(out["band_gap"].isna(), expected["band_gap"].isna())
     assert out["note"].dropna().map(type).eq(str).all() and out["note"].notna().sum() == len(frames[1]) + len(frames[3])
     assert not list((tmp_path / "runs").iterdir())
@@ -404,6 +408,7 @@ def test_screen_real_materials_project_records(tmp_path: Path, mp_csv: Path, sma
     assert np.isfinite(out["pred_band_gap"]).all()
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_duplicates(
     tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame
 ) -> None:
@@ -456,3 +461,23 @@ def test_screen_the_full_materials_project_set(tmp_path: Path, mp_csv: Path) -> 
     assert ranked["distance_to_target"].is_monotonic_increasing
     r = np.corrcoef(ranked["pred_band_gap"], ranked["band_gap"])[0, 1]
     assert r > 0.7, f"predicted vs DFT band gap correlation {r:.2f}"
+
+
+def test_idle_workers_note_says_why_and_what_chunk_size_uses_them() -> None:
+    from screening.screen.run import idle_workers_note
+
+    note = idle_workers_note(n_chunks=1, n_records=61, workers=2, chunk_size=2048)
+    assert note is not None and "only 1 of 2 workers" in note and "--chunk-size 31" in note
+    assert idle_workers_note(n_chunks=2, n_records=61, workers=2, chunk_size=31) is None
+    assert idle_workers_note(n_chunks=1, n_records=61, workers=1, chunk_size=2048) is None
+    assert idle_workers_note(n_chunks=0, n_records=0, workers=4, chunk_size=2048) is None  # all reused
+
+
+@pytest.mark.slow
+def test_cli_screen_two_workers_one_chunk_prints_a_note(tmp_path: Path, db: Path, small_model: Path) -> None:
+    from screening.cli import app
+
+    args = ["screen", str(db), "--target", "2.5", "--model", str(small_model), "--workers", "2", "--top", "0"]
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "one.parquet")])
+    assert res.exit_code == 0, res.output
+    assert f"only 1 of 2 workers had work; --chunk-size {-(-(N_GOOD + 1) // 2)}" in res.output

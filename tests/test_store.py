@@ -112,6 +112,7 @@ def _count(path: Path) -> int:
         con.close()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_campaign_loses_nothing_and_resumes_identically(tmp_path) -> None:
     # Reference: an uninterrupted run with the same seed.
     ref = _new_campaign(tmp_path / "ref.sqlite")
@@ -153,3 +154,51 @@ def test_sigkill_mid_campaign_loses_nothing_and_resumes_identically(tmp_path) ->
     resumed.run()
     assert [r.key for r in resumed.store.observations()] == ref_keys
     assert resumed.stopped_because == "budget"
+
+
+KILLED_ASK = textwrap.dedent("""
+    import os, signal, sys
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
+    cd = open_campaign_dir(sys.argv[1])
+    print(",".join(cd.campaign.ask()), flush=True)  # the suggestions are committed as pending here
+    os.kill(os.getpid(), signal.SIGKILL)  # ... and the process dies before writing the ask file
+""")
+
+
+@pytest.mark.slow
+def test_an_ask_killed_after_saving_its_suggestions_resumes_to_them(tmp_path) -> None:
+    """SIGKILL between the pending commit and the ask file: the rerun writes the same ids, and a
+    retried tell of the same results file is idempotent."""
+    import pandas as pd
+    from test_objectives_bandgap import synthetic_pool_frame
+    from typer.testing import CliRunner
+
+    from screening.cli import app
+
+    runner = CliRunner()
+    frame = synthetic_pool_frame(300, seed=2)
+    frame.to_parquet(tmp_path / "pool.parquet")
+    lab = tmp_path / "lab"
+    res = runner.invoke(
+        app, ["campaign", "new", str(lab), "--pool", str(tmp_path / "pool.parquet"), "--target", "2.5", "--batch", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_ASK, str(lab)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    killed_ids = proc.stdout.strip().split(",")
+    assert len(killed_ids) == 2
+    res = runner.invoke(app, ["campaign", "ask", str(lab), "-o", str(tmp_path / "ask.csv")])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "ask.csv")["id"].tolist() == killed_ids
+    with CampaignStore.open(lab / "campaign.sqlite") as s:
+        assert [p.key for p in s.pending()] == killed_ids  # nothing left pending for good
+    gaps = dict(zip(frame["id"], frame["band_gap"]))
+    pd.DataFrame({"id": killed_ids, "band_gap": [gaps[i] for i in killed_ids]}).to_csv(tmp_path / "r.csv", index=False)
+    for expected in ("told 2 asked result(s)", "2 already recorded"):
+        res = runner.invoke(app, ["campaign", "tell", str(lab), str(tmp_path / "r.csv")])
+        assert res.exit_code == 0 and expected in res.output, res.output
+    with CampaignStore.open(lab / "campaign.sqlite") as s:
+        assert [r.key for r in s.observations()] == killed_ids and s.pending() == []

@@ -18,7 +18,6 @@ from screening.objectives.synthesis.rounds import (
     build_objective,
     default_strategy,
     method_curves,
-    unit_box,
 )
 from screening.objectives.synthesis.virtual_lab import VirtualLab
 
@@ -43,20 +42,21 @@ def test_local_penalisation_batch_is_distinct_and_feasible_on_the_box():
     box = obj.domain
     X = box.latin_hypercube(15, seed=1)
     y = np.array([obj.loss(e.y) for e in obj.evaluate(X)])
-    U = suggest_box(default_strategy(15), unit_box(box), box.to_unit(X), np.full(15, np.nan), y, q=15, seed=3)
-    P = box.from_unit(U)
+    P = suggest_box(default_strategy(15), box, X, np.full(15, np.nan), y, q=15, seed=3)
     assert P.shape == (15, 5) and box.feasible(P).all()
     assert (P[:, :4].sum(axis=1) <= 90 + 1e-9).all()
     assert min_pairwise_unit_distance(box, P) > 0.05  # 15 different conditions, not one repeated
 
 
-def test_unit_box_keeps_the_constraint():
-    box = synthesis_box("full")
-    unit = unit_box(box)
-    X = box.uniform(300, np.random.default_rng(0))
-    outside = box.from_unit(np.random.default_rng(1).random((300, 5)))
-    np.testing.assert_array_equal(unit.feasible(box.to_unit(outside)), box.feasible(outside))
-    assert unit.feasible(box.to_unit(X)).all()
+def test_expansion_moves_the_framework_campaign_to_the_new_box(tmp_path):
+    sc = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=5, seed=0)
+    sc.campaign._hyper_cache[("loss", False, 100)] = {"stale": True}
+    wider = sc.objective.domain.expanded_at_boundary(np.array([[20.0, 25.0, 10.0, 10.0, 600.0]]))
+    sc.campaign.set_box(wider)
+    assert sc.campaign.domain is wider and sc.objective.domain is wider
+    assert sc.campaign._hyper_cache == {}  # fitted for the old box's unit coordinates
+    asked = np.vstack(sc.campaign.ask(5))
+    assert wider.feasible(asked).all() and len({wider.key_of(p) for p in asked}) == 5
 
 
 def test_rounds_lhs_then_bo_with_expansion_and_resume(tmp_path):
@@ -81,7 +81,7 @@ def test_rounds_lhs_then_bo_with_expansion_and_resume(tmp_path):
 def test_pending_points_are_evaluated_first_after_a_crash(tmp_path):
     sc = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=5, seed=0)
     sc.run(1)
-    asked = sc._ask_bo(5)  # a crash right after ask: points pending, nothing told
+    asked = sc.campaign.ask(5)  # a crash right after ask: points pending, nothing told
     sc.close()
     again = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=5, seed=0)
     again.run(2)
@@ -141,6 +141,7 @@ def test_csv_ask_tell_with_a_reactor(tmp_path):
         sc.tell_csv(tmp_path / "bad.csv")
 
 
+@pytest.mark.slow
 def test_a_users_objective_class_plugs_in_by_name(tmp_path, monkeypatch):
     (tmp_path / "my_reactor.py").write_text(
         textwrap.dedent('''
@@ -182,13 +183,13 @@ def test_a_users_objective_class_plugs_in_by_name(tmp_path, monkeypatch):
 
 
 def test_repeated_suggestions_are_replaced_by_distinct_feasible_points():
-    from screening.objectives.synthesis.rounds import distinct_points
+    from screening.bo.domain import replace_repeats
 
     box = synthesis_box("paper")
     corner = np.array([20.0, 10.0, 4.0, 4.0, 1000.0])
     other = np.array([10.0, 20.0, 10.0, 10.0, 500.0])
     nearly = corner + np.array([0.0, 2e-14, 3e-14, 0.0, 0.0])  # equal up to rounding
-    out = distinct_points([corner, nearly, other, corner.copy()], box, other[None, :], seed=0)
+    out = replace_repeats([corner, nearly, other, corner.copy()], box, other[None, :], seed=0)
     keys = [box.key_of(p) for p in out]
     assert len(out) == 4 and len(set(keys)) == 4 and box.key_of(other) not in keys
     U = box.to_unit(np.vstack(out + [other]))
@@ -196,3 +197,65 @@ def test_repeated_suggestions_are_replaced_by_distinct_feasible_points():
     assert gaps.min() > 1e-6
     np.testing.assert_array_equal(out[0], corner)
     assert box.feasible(np.vstack(out)).all()
+
+
+def shifted_target_csv(path, centre_nm: float = 520.0):
+    lam = np.arange(380.0, 801.0)
+    pd.DataFrame({"wavelength_nm": lam, "absorbance": np.exp(-0.5 * ((lam - centre_nm) / 40.0) ** 2)}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def test_the_target_is_stored_with_the_campaign_and_reused_on_reopen(tmp_path):
+    from screening.objectives.synthesis.spectral_loss import load_target
+
+    custom = shifted_target_csv(tmp_path / "target.csv")
+    sc = SynthesisCampaign(
+        tmp_path / "c", build_objective("csv", target=str(custom)), batch=4, target_source=str(custom)
+    )
+    wanted = sc.objective.target.copy()
+    assert not np.array_equal(wanted, load_target())
+    sc.close()
+    # reopened without a target (the default one is built): the stored target comes back
+    again = SynthesisCampaign(tmp_path / "c", build_objective("csv"), batch=4)
+    np.testing.assert_array_equal(again.objective.target, wanted)
+    assert again.target_source == str(custom)
+    again.close()
+    # reopened with a different target file: refused, naming both
+    other = shifted_target_csv(tmp_path / "other.csv", centre_nm=600.0)
+    with pytest.raises(MatscreenError) as err:
+        SynthesisCampaign(tmp_path / "c", build_objective("csv", target=str(other)), target_source=str(other))
+    assert str(custom) in str(err.value) and str(other) in str(err.value)
+    # the same file again is fine
+    SynthesisCampaign(tmp_path / "c", build_objective("csv", target=str(custom)), target_source=str(custom)).close()
+
+
+def test_a_different_target_array_in_the_library_is_refused(tmp_path):
+    SynthesisCampaign(tmp_path / "c", objective(), batch=4).close()
+    obj = objective()
+    obj.target = obj.target * 0.5 + 0.01
+    with pytest.raises(MatscreenError, match="the paper's target"):
+        SynthesisCampaign(tmp_path / "c", obj, batch=4)
+
+
+def test_expansions_and_reports_use_input_names(tmp_path, monkeypatch):
+    from screening.objectives.synthesis import rounds
+
+    sc = SynthesisCampaign(tmp_path / "c", objective(), method="bo", batch=5, seed=0)
+    edge = np.array([[20.0, 25.0, 10.0, 10.0, 600.0]])
+    sc.campaign.tell_evaluations(sc.objective.evaluate(edge))
+    log = sc._finish_round(1, "manual", [sc.objective.domain.key_of(edge[0])], 0.0, None)
+    assert {"dim": 0, "side": "upper", "input": "Q_AgNO3"}.items() <= log.expansions[0].items()
+    from screening.cli.synth import _synth_round_line
+
+    line = _synth_round_line(log, list(sc.objective.domain.names))
+    assert "upper bound of Q_AgNO3 20 ->" in line and "input 0" not in line
+    # SHAP asked for without the extra: one notice telling how to install it, no silent skip
+    monkeypatch.setattr(rounds, "_shap_available", lambda: False)
+    notes: list[str] = []
+    paths = rounds.write_report(sc, shap=True, on_notice=notes.append)
+    assert notes == [rounds.SHAP_MISSING] and 'pip install "matscreen[shap]"' in notes[0]
+    assert "shap" not in paths
+    with pytest.warns(UserWarning, match="matscreen\\[shap\\]"):
+        rounds.write_report(sc, shap=True)

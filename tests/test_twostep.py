@@ -86,6 +86,7 @@ def test_stop_rules():
     assert c.stability is None and not c.stop
 
 
+@pytest.mark.slow
 def test_bo_plus_network_rounds_record_proposals_and_stop_checks(tmp_path):
     obj = SynthesisObjective(lab=VirtualLab(n_replicates=3, seed=1), domain=synthesis_box("full"))
     sc = SynthesisCampaign(tmp_path / "c", obj, method="bo+dnn", batch=6, seed=0, dnn_from=2, dnn_batch=4)

@@ -194,7 +194,8 @@ def select_locally_penalised(
     total = np.array(log_scores, dtype=np.float64, copy=True)
     feats = np.asarray(features, dtype=np.float64)
     if pending_features is not None and len(pending_features):
-        for xj, mj, sj in zip(np.atleast_2d(pending_features), pending_mean, pending_std):  # type: ignore[arg-type]
+        assert pending_mean is not None and pending_std is not None, "pending points come with their posterior"
+        for xj, mj, sj in zip(np.atleast_2d(pending_features), pending_mean, pending_std):
             d = np.sqrt(((feats - xj) ** 2).sum(axis=1))
             total += log_local_penalty(d, float(mj), float(sj), lipschitz, best)
     picks: list[int] = []

@@ -49,7 +49,7 @@ def expected_best_loss_curve(losses: np.ndarray, max_draws: int, start: float = 
     out = np.empty(js.size)
     for t, j in enumerate(js):
         # P(all j draws among the M-i+1 largest) for each i; differences give P(min = v_i).
-        tail = np.exp(_log_comb(M - i + 1, j) - _log_comb(M, j))
+        tail = np.exp(_log_comb(M - i + 1, int(j)) - _log_comb(M, int(j)))
         tail_next = np.concatenate([tail[1:], [0.0]])
         out[t] = float(np.sum(capped * (tail - tail_next)))
     return out

@@ -6,31 +6,71 @@ suggestions as pending and every ``tell`` appends the results, each in one SQLit
 told observation; since suggestions depend only on the seed and the data, the next suggestion
 is the one an uninterrupted run would have made.
 
-Telling bad data — a point the domain does not know, a point already told or repeated in the
-batch, a NaN or infinite value or loss — raises :class:`TellError` naming the point and the
-reason, and changes nothing (the whole batch is validated before anything is written).
+Telling bad data — a point the domain does not know, a point already told with a different
+value or repeated in the batch, a NaN or infinite value or loss, a value the objective's
+``check_y`` calls impossible — raises :class:`TellError` naming the point and the reason, and
+changes nothing (the whole batch is validated before anything is written).
+
+Two rules make a killed command safe to rerun:
+
+- ``ask`` returns the pending (asked, not yet told) points first, oldest first, and proposes new
+  ones only for the rest of the batch: an ``ask`` killed after it saved its suggestions resumes
+  to the same suggestions. ``ask(n, fresh=True)`` proposes new points regardless (a second
+  batch while the first is still out).
+- Telling exactly the stored value (or the same failure reason) again is idempotent: nothing is
+  written and the point is reported as already recorded, so a ``tell`` killed after its commit
+  can be retried. A different value for a told point is an error.
+
+A told point that was never asked (the lab measured it anyway) is recorded with source
+``"prior"``: it informs the model but does not count towards the search budget or the
+evaluations to the first hit.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from screening.bo.domain import Box, DiscretePool
-from screening.bo.objective import Evaluation, Objective, Point, target_spec_of
+from screening.bo.objective import BoxObjective, Evaluation, Objective, Point, target_spec_of
 from screening.bo.store import CampaignStore, ObservationRecord
-from screening.bo.strategy import Strategy, StrategyError, Target, suggest_box, suggest_pool
 from screening.errors import MatscreenError, RecordError
+
+if TYPE_CHECKING:  # torch, botorch and scipy load only when a campaign suggests (`status` stays light)
+    import pandas as pd
+    from typing_extensions import TypeIs
+
+    from screening.bo.domain import Box, DiscretePool
+    from screening.bo.strategy import Strategy
+
+NEIGHBOUR_STATE_NAME = "neighbour_state.npz"
+"""The fitted neighbour model beside the campaign store (a cache: deleting it costs a rebuild)."""
 
 
 class TellError(RecordError):
     """A told result is unusable (unknown or duplicate point, NaN value, bad loss)."""
+
+
+@dataclass(frozen=True)
+class TellOutcome:
+    """What a tell recorded: ``search`` asked points, ``prior`` unsolicited ones, and the points
+    ``already_recorded`` with exactly these values (skipped: a retried tell)."""
+
+    search: list[str] = field(default_factory=list)
+    prior: list[str] = field(default_factory=list)
+    already_recorded: list[str] = field(default_factory=list)
+
+
+def _is_pool(domain: object) -> TypeIs[DiscretePool]:
+    """isinstance without importing the domain module at import time; TypeIs lets the type
+    checker narrow ``DiscretePool | Box`` both ways after the call."""
+    from screening.bo.domain import DiscretePool
+
+    return isinstance(domain, DiscretePool)
 
 
 @dataclass(frozen=True)
@@ -83,6 +123,8 @@ class History:
         return None
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         rows = []
         best = math.inf
         for r, hit in zip(self.records, self.hits):
@@ -143,6 +185,11 @@ class Campaign:
         self.stop = stop
         self.stopped_because: str | None = None
         self._hyper_cache: dict = {}  # hyper-parameters by refit size; rebuilt identically after a restart
+        if strategy.surrogate == "neighbour" and getattr(store, "path", None) is not None:
+            # the fitted neighbour model is kept beside the store, so each new process's ask reloads it
+            self._hyper_cache["neighbour_state_path"] = Path(store.path).with_name(NEIGHBOUR_STATE_NAME)
+        from screening.bo.strategy import StrategyError, Target
+
         spec = target_spec_of(objective)
         self.target = Target(spec.target, spec.tolerance) if spec is not None else None
         if strategy.model == "value" and self.target is None:
@@ -165,7 +212,7 @@ class Campaign:
         cls,
         path: str | Path,
         objective: Objective,
-        strategy: Strategy = Strategy(),
+        strategy: Strategy | None = None,
         seed: int = 0,
         batch_size: int = 1,
         stop: StopRules = StopRules(),
@@ -173,19 +220,28 @@ class Campaign:
         extra: dict | None = None,
     ) -> Campaign:
         """A new campaign file at ``path``; ``extra`` keeps anything a caller needs to rebuild
-        the objective later (e.g. the pool path and target)."""
-        if pool_ref is None and isinstance(objective.domain, DiscretePool):
+        the objective later (e.g. the pool path and target). ``strategy`` defaults to ``Strategy()``."""
+        from screening.bo.strategy import Strategy
+
+        strategy = Strategy() if strategy is None else strategy
+        if pool_ref is None and _is_pool(objective.domain):
             pool_ref = {"n_candidates": len(objective.domain), "content_hash": objective.domain.content_hash()}
-        store = CampaignStore.create(path, cls._config(strategy, seed, batch_size, stop, extra), pool_ref)
+        config = cls._config(strategy, seed, batch_size, stop, extra)
+        spec = target_spec_of(objective)
+        if spec is not None:  # lets `campaign status` count hits without rebuilding the objective
+            config["target_spec"] = {"target": spec.target, "tolerance": spec.tolerance}
+        store = CampaignStore.create(path, config, pool_ref)
         return cls(objective, store, strategy, seed, batch_size, stop)
 
     @classmethod
     def open(cls, path: str | Path, objective: Objective) -> Campaign:
         """Resume the campaign in ``path`` with its stored strategy, seed and stop rules."""
+        from screening.bo.strategy import Strategy
+
         store = CampaignStore.open(path)
         cfg = store.config
         ref = store.pool_ref
-        if ref and "content_hash" in ref and isinstance(objective.domain, DiscretePool):
+        if ref and "content_hash" in ref and _is_pool(objective.domain):
             if objective.domain.content_hash() != ref["content_hash"]:
                 store.close()
                 raise MatscreenError(
@@ -218,10 +274,10 @@ class Campaign:
         return [self._point_of(p.key, p.x) for p in self.store.pending()]
 
     def _point_of(self, key: str, x: list[float] | None) -> Point:
-        return key if isinstance(self.domain, DiscretePool) else np.asarray(x, dtype=np.float64)
+        return key if _is_pool(self.domain) else np.asarray(x, dtype=np.float64)
 
     def _key(self, point: Point) -> str:
-        if isinstance(self.domain, DiscretePool):
+        if _is_pool(self.domain):
             return str(point)
         return self.domain.key_of(point)
 
@@ -230,16 +286,34 @@ class Campaign:
 
     # ---------------------------------------------------------------- ask / tell
 
-    def ask(self, n: int | None = None) -> list[Point]:
-        """Suggest ``n`` (default: batch size) new points and record them as pending."""
+    def ask(self, n: int | None = None, fresh: bool = False) -> list[Point]:
+        """``n`` (default: batch size) points to evaluate next: the pending ones first, then new ones.
+
+        Pending points (asked before, not told yet) come back first, oldest first, so an ask that
+        was killed after saving its suggestions resumes to the same points; only the rest of the
+        batch is proposed anew and recorded as pending. ``fresh=True`` proposes ``n`` new points
+        even when some are pending (a second batch while the first is still in the lab).
+        """
         n = self.batch_size if n is None else int(n)
+        pending = self.store.pending()
+        if not fresh and pending:
+            again = [self._point_of(p.key, p.x) for p in pending[:n]]
+            if len(again) >= n:
+                return again
+            return again + self._propose(n - len(again))
+        return self._propose(n)
+
+    def _propose(self, n: int) -> list[Point]:
+        """Suggest ``n`` new points (not told, not pending) and record them as pending."""
+        from screening.bo.strategy import suggest_box, suggest_pool
+
         records = self.store.observations()
         pending = self.store.pending()
         ok = [r for r in records if r.ok]
         told_y = np.array([_scalar_or_nan(r.y) for r in ok], dtype=np.float64)
         told_loss = np.array([r.loss for r in ok], dtype=np.float64)
         seed = self._ask_seed(len(records), len(pending))
-        if isinstance(self.domain, DiscretePool):
+        if _is_pool(self.domain):
             points: list[Point] = suggest_pool(
                 self.strategy,
                 self.domain,
@@ -269,9 +343,88 @@ class Campaign:
                 X_pending=Xp if len(pending) else None,
                 hyper_cache=self._hyper_cache,
             )
-            points = [row for row in P]
+            from screening.bo.domain import replace_repeats
+
+            taken = np.array([r.x for r in records if r.x is not None], dtype=np.float64).reshape(-1, self.domain.dim)
+            points = list(replace_repeats(list(P), self.domain, np.vstack([taken, Xp]), seed))
             self.store.add_pending((self._key(p), [float(v) for v in p]) for p in points)
         return points
+
+    def set_box(self, box: Box) -> None:
+        """Move a box campaign to ``box`` (e.g. one widened by boundary expansion).
+
+        Why a method: the GP's hyper-parameters are fitted in the box's unit coordinates, so the
+        cached ones no longer fit a changed box; dropping them makes the next ask what a resumed
+        run (empty cache, same box) would suggest.
+        """
+        current = self.domain
+        if _is_pool(current) or not isinstance(self.objective, BoxObjective):
+            raise MatscreenError("only a campaign over a box can change its box")
+        if box.dim != current.dim or box.names != current.names:
+            raise MatscreenError(f"a campaign's box keeps its inputs: {current.names} cannot become {box.names}")
+        if box != current:  # an unchanged box keeps its fitted hyper-parameters
+            self._hyper_cache.clear()
+        self.objective.domain = box
+
+    def predictive(self, points: Sequence[Point]) -> dict[str, np.ndarray]:
+        """The model's view of pool ``points`` given the told data: ``mean`` and ``std`` of the
+        modelled quantity (the value, e.g. the gap in eV, for ``model="value"``; the loss for
+        ``model="loss"``) and the ``acquisition`` score (a probability for ``window``/``pi``, an
+        expected improvement for ``ei``/``logei``/``folded-ei``, in loss units).
+
+        Why: a lab judging an ask file needs to see what the search expects of each suggestion.
+        NaN where no model exists yet (the random initial picks) and for box campaigns. Depends
+        only on the stored data, so a resumed ask writes the same numbers.
+        """
+        from screening.bo import strategy as st
+
+        n = len(points)
+        out = {k: np.full(n, np.nan) for k in ("mean", "std", "acquisition")}
+        if not _is_pool(self.domain) or n == 0:
+            return out
+        pool: Any = self.domain  # a DiscretePool (checked above)
+        ok = [r for r in self.store.observations() if r.ok]
+        told_ids = [r.key for r in ok]
+        told_y = np.array([_scalar_or_nan(r.y) for r in ok], dtype=np.float64)
+        told_loss = np.array([r.loss for r in ok], dtype=np.float64)
+        rows = pool.indices_of([str(p) for p in points])
+        seed = self._ask_seed(len(ok), 0)
+        target = self.target
+        if self.strategy.surrogate == "neighbour":
+            from screening.bo import neighbour_search as ns
+
+            # The strategy's own code builds (or extends) the neighbour state for these data.
+            st.suggest_pool(
+                self.strategy, pool, told_ids, told_y, told_loss, q=1, seed=seed, target=target,
+                hyper_cache=self._hyper_cache,
+            )  # fmt: skip
+            mean_all, std_all = ns.predictive(self._hyper_cache["neighbour"])
+            mean, std = mean_all[rows], std_all[rows]
+        else:
+            if len(told_ids) < max(self.strategy.n_init, 2):
+                return out
+            told_rows = pool.indices_of(told_ids)
+            prior_all = pool.prior_mean if self.strategy.use_prior else None
+            prior_told = None if prior_all is None else prior_all[told_rows]
+            X = pool.features[told_rows]
+            surrogate, _ = st._fit(
+                self.strategy, pool.bounds, X, told_y, told_loss, prior_told, target, seed, self._hyper_cache
+            )
+            prior_cov = None
+            if prior_all is not None:
+                if self.strategy.model != "value" and target is not None:  # the loss model's covariate
+                    prior_cov = np.abs(prior_all - target.target)
+                else:
+                    prior_cov = prior_all
+            prior_rows = None if prior_cov is None else prior_cov[rows]
+            mean, std = surrogate.predict(pool.features[rows], prior_rows, include_noise=True)
+        if self.strategy.model == "value" and target is None:
+            return out
+        best = st._best(self.strategy, told_y, told_loss, target) if len(ok) else float("inf")
+        scores = st._score(self.strategy, np.asarray(mean), np.asarray(std), best, target)
+        out["mean"], out["std"] = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        out["acquisition"] = np.exp(np.asarray(scores.log_score, dtype=np.float64))
+        return out
 
     def tell(
         self,
@@ -280,52 +433,77 @@ class Campaign:
         errors: Sequence[str | None] | None = None,
         source: str = "search",
         origin: str | None = None,
-    ) -> None:
+    ) -> TellOutcome:
         """Record results for ``points``: ``ys[i]`` is the outcome, or ``errors[i]`` a failure reason.
 
         ``origin`` names where the results came from (e.g. a results CSV) for error messages.
         Validates the whole batch first; on any problem raises :class:`TellError` and writes nothing.
+        Unsolicited points become ``"prior"`` and exact repeats are skipped (see the module notes).
         """
         if errors is None:
             errors = [None] * len(points)
         if not (len(points) == len(ys) == len(errors)):
             raise TellError("<batch>", f"{len(points)} points, {len(ys)} values and {len(errors)} errors", origin)
         evals = [Evaluation(p, y, e) for p, y, e in zip(points, ys, errors)]
-        self.tell_evaluations(evals, source=source, origin=origin)
+        return self.tell_evaluations(evals, source=source, origin=origin)
 
     def tell_evaluations(
         self, evaluations: Sequence[Evaluation], source: str = "search", origin: str | None = None
-    ) -> None:
-        """Like :meth:`tell` for the objective's own :class:`Evaluation` objects."""
-        told = self.store.told_keys()
+    ) -> TellOutcome:
+        """Like :meth:`tell` for the objective's own :class:`Evaluation` objects.
+
+        With ``source="search"``, points that are not pending (never asked) are recorded as
+        ``"prior"``. Points already told with exactly these values are skipped and listed in the
+        outcome's ``already_recorded``.
+        """
+        told = {r.key: r for r in self.store.observations()}
         pending = self.store.pending()
+        pending_keys = {p.key for p in pending}
         seen: set[str] = set()
         records: list[ObservationRecord] = []
+        outcome = TellOutcome()
         for ev in evaluations:
             key, x = self._validate_point(ev.point, origin, pending)
-            if key in told:
-                raise TellError(key, "already told: each point is evaluated once", origin)
             if key in seen:
                 raise TellError(key, "appears twice in this batch", origin)
             seen.add(key)
+            if key in told:
+                if not _same_result(told[key], ev):
+                    raise TellError(
+                        key,
+                        f"already told with {_describe(told[key].y, told[key].error)}, now "
+                        f"{_describe(ev.y, ev.error)}: each point is evaluated once",
+                        origin,
+                    )
+                outcome.already_recorded.append(key)
+                continue
+            src = "prior" if source == "search" and key not in pending_keys else source
+            (outcome.search if src == "search" else outcome.prior).append(key)
             if ev.error is not None:
-                records.append(ObservationRecord(key, x, None, None, str(ev.error), source))
+                records.append(ObservationRecord(key, x, None, None, str(ev.error), src))
                 continue
             y = _check_y(ev.y, key, origin)
+            check = getattr(self.objective, "check_y", None)
+            if callable(check):
+                try:
+                    check(_as_y(y))
+                except ValueError as exc:
+                    raise TellError(key, str(exc), origin) from None
             try:
                 loss = float(self.objective.loss(_as_y(y)))
             except Exception as exc:  # noqa: BLE001 - the objective's own complaint, re-labelled
                 raise TellError(key, f"the objective cannot compute a loss from this value ({exc})", origin) from exc
             if not math.isfinite(loss):
                 raise TellError(key, f"loss {loss} is not finite", origin)
-            records.append(ObservationRecord(key, x, y, loss, None, source))
+            records.append(ObservationRecord(key, x, y, loss, None, src))
         if records:
             self.store.record_tell(records)
+        return outcome
 
     def _validate_point(
         self, point: Point, origin: str | None, pending: Sequence[Any] = ()
     ) -> tuple[str, list[float] | None]:
-        if isinstance(self.domain, DiscretePool):
+        if _is_pool(self.domain):
             key = str(point)
             if not self.domain.contains(key):
                 raise TellError(key, "unknown candidate: not in this campaign's pool", origin)
@@ -392,6 +570,22 @@ def _check_y(y: Any, key: str, origin: str | None) -> Any:
     if not np.all(np.isfinite(arr)):
         raise TellError(key, f"value {y!r} is NaN or infinite", origin)
     return float(arr) if arr.ndim == 0 else arr.tolist()
+
+
+def _same_result(stored: ObservationRecord, ev: Evaluation) -> bool:
+    """Whether ``ev`` repeats what is stored: the same failure reason, or the same value(s)."""
+    if stored.error is not None or ev.error is not None:
+        return stored.error is not None and ev.error is not None and str(ev.error).strip() == stored.error.strip()
+    try:
+        a = np.asarray(stored.y, dtype=np.float64)
+        b = np.asarray(float(ev.y) if isinstance(ev.y, str) else ev.y, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == b.shape and bool(np.all(a == b))
+
+
+def _describe(y: Any, error: str | None) -> str:
+    return f"the failure {error!r}" if error is not None else f"the value {y!r}"
 
 
 def _as_y(y: Any) -> Any:

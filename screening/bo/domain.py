@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from screening.errors import MatscreenError
 
@@ -39,7 +38,9 @@ class DiscretePool:
     ``features`` has shape (n_candidates, d): the coordinates the surrogate works in (for the
     band-gap search, PCA coordinates of CGCNN embeddings). ``prior_mean`` optionally holds one
     number per candidate that a surrogate may use as its prior mean (e.g. the CGCNN-predicted
-    band gap in eV). Ids must be unique strings.
+    band gap in eV), and ``prior_std`` that prediction's own uncertainty (the network's
+    per-crystal standard deviation), which the neighbour surrogate uses to scale its residuals.
+    Ids must be unique strings.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class DiscretePool:
         prior_mean: np.ndarray | None = None,
         embedding: np.ndarray | None = None,
         known: Any = None,
+        prior_std: np.ndarray | None = None,
     ) -> None:
         ids = [str(i) for i in ids]
         features = np.asarray(features, dtype=np.float64)
@@ -62,7 +64,10 @@ class DiscretePool:
         index = {cid: i for i, cid in enumerate(ids)}
         if len(index) != len(ids):
             seen: set[str] = set()
-            dup = next(c for c in ids if c in seen or seen.add(c))  # type: ignore[func-returns-value]
+            for dup in ids:  # the first id met a second time
+                if dup in seen:
+                    break
+                seen.add(dup)
             raise DomainError(f"candidate id {dup!r} occurs more than once in the pool")
         if prior_mean is not None:
             prior_mean = np.asarray(prior_mean, dtype=np.float64).reshape(-1)
@@ -70,6 +75,13 @@ class DiscretePool:
                 raise DomainError("prior_mean needs one value per candidate")
             if not np.all(np.isfinite(prior_mean)):
                 raise DomainError("prior_mean has non-finite values")
+        if prior_std is not None:
+            prior_std = np.asarray(prior_std, dtype=np.float64).reshape(-1)
+            if prior_mean is None or prior_std.shape[0] != len(ids):
+                raise DomainError("prior_std needs a prior_mean and one value per candidate")
+            if not np.all(np.isfinite(prior_std) & (prior_std > 0)):
+                bad = int(np.flatnonzero(~(np.isfinite(prior_std) & (prior_std > 0)))[0])
+                raise DomainError(f"candidate {ids[bad]!r} has a prior_std that is not a positive number")
         if embedding is not None:
             embedding = np.asarray(embedding, dtype=np.float64)
             if embedding.ndim != 2 or embedding.shape[0] != len(ids):
@@ -80,6 +92,7 @@ class DiscretePool:
         self.ids = ids
         self.features = features
         self.prior_mean = prior_mean
+        self.prior_std = prior_std
         # Full-dimensional descriptors for neighbour models (the GP's ``features`` may be PCA-3),
         # and labelled non-candidates (``screening.bo.neighbour_search.KnownData``) as prior knowledge.
         self.embedding = embedding
@@ -298,6 +311,8 @@ class Box:
         """
         if n < 1:
             raise DomainError("a design needs at least one point")
+        from scipy.stats import qmc  # here: scipy.stats costs ~1 s to import, and only LHS needs it
+
         sampler = qmc.LatinHypercube(d=self.dim, rng=np.random.default_rng(seed))
         if not self.constraints:
             return self.from_unit(sampler.random(n))
@@ -370,7 +385,7 @@ class Box:
             self.expansions + tuple(moves),
         )
 
-    def key_of(self, x: Sequence[float]) -> str:
+    def key_of(self, x: Sequence[float] | np.ndarray) -> str:
         """A stable text key of a point (used by the campaign store to spot duplicates)."""
         return ",".join(repr(float(v)) for v in np.asarray(x, dtype=np.float64).reshape(-1))
 
@@ -391,6 +406,38 @@ def greedy_maximin(U: np.ndarray, n: int) -> np.ndarray:
         chosen.append(nxt)
         dist = np.minimum(dist, ((U - U[nxt]) ** 2).sum(axis=1))
     return np.asarray(chosen, dtype=np.int64)
+
+
+def replace_repeats(
+    points: Sequence[np.ndarray], box: Box, taken: np.ndarray, seed: int, tol: float = 1e-6
+) -> list[np.ndarray]:
+    """``points`` with (near-)repeats of each other or of the ``taken`` rows replaced by fresh
+    feasible Latin-hypercube points of ``box``.
+
+    Two points repeat when every coordinate agrees within ``tol`` of the box width. Why: a batch
+    can return one point twice (two picks refined into the same corner, equal up to rounding, or
+    a told point that still scores best), and a campaign store takes points that close to be the
+    same experiment, so the second would be refused when told.
+    """
+    kept: list[np.ndarray] = [
+        box.to_unit(np.atleast_2d(t))[0] for t in np.asarray(taken, dtype=np.float64).reshape(-1, box.dim)
+    ]
+    fill: list[np.ndarray] = []
+    out: list[np.ndarray] = []
+    draws = 0
+
+    def repeats(u: np.ndarray) -> bool:
+        return bool(kept) and bool((np.abs(np.asarray(kept) - u).max(axis=1) <= tol).any())
+
+    for p in points:
+        while repeats(box.to_unit(np.atleast_2d(p))[0]):
+            if not fill:
+                draws += 1
+                fill = list(box.latin_hypercube(max(len(points), 2), seed=seed + draws))
+            p = fill.pop()
+        kept.append(box.to_unit(np.atleast_2d(p))[0])
+        out.append(np.asarray(p, dtype=np.float64))
+    return out
 
 
 Domain = DiscretePool | Box

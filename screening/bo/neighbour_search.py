@@ -43,6 +43,7 @@ class KnownData:
     embedding: np.ndarray
     values: np.ndarray
     prior_mean: np.ndarray | None = None
+    prior_std: np.ndarray | None = None  # the network's per-crystal std of prior_mean
 
     def __post_init__(self) -> None:
         self.embedding = np.atleast_2d(np.asarray(self.embedding, dtype=np.float64))
@@ -54,6 +55,12 @@ class KnownData:
             )
         if self.prior_mean is not None:
             self.prior_mean = np.asarray(self.prior_mean, dtype=np.float64).reshape(-1)
+        if self.prior_std is not None:
+            self.prior_std = np.asarray(self.prior_std, dtype=np.float64).reshape(-1)
+            if self.prior_std.shape[0] != self.values.shape[0] or not np.all(
+                np.isfinite(self.prior_std) & (self.prior_std > 0)
+            ):
+                raise KnownDataError("the known data's prior_std needs one positive value per crystal")
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -107,9 +114,17 @@ class NeighbourState:
     pool_points: np.ndarray  # candidates in the projection
     pool_prior: np.ndarray  # the network's prediction (or the labelled mean) per candidate
     known_points: np.ndarray
-    known_res: np.ndarray  # known values minus their prior
+    known_res: np.ndarray  # known values minus their prior, over their scale
     told_rows: list[int] = field(default_factory=list)
     has_known: bool = False
+    # Residuals are modelled in units of the network's own per-crystal uncertainty (ones
+    # without one): y = prior + scale * z, with the local GP over z.
+    pool_scale: np.ndarray | None = None
+
+    def scale(self, rows: np.ndarray | list[int] | slice) -> np.ndarray:
+        if self.pool_scale is None:
+            return np.ones(len(self.pool_prior))[rows]
+        return self.pool_scale[rows]
 
     @property
     def params(self) -> NeighbourGPParams:
@@ -125,19 +140,28 @@ def build_state(
     told_rows: Sequence[int],
     told_y: np.ndarray,
     seed: int,
+    prior_std: np.ndarray | None = None,
 ) -> NeighbourState:
-    """Fit the projection and hyper-parameters, index the pool, condition on every observation."""
+    """Fit the projection and hyper-parameters, index the pool, condition on every observation.
+
+    With ``prior_std`` (the network's per-crystal std; used only when the known data carry it
+    too) the residuals are divided by it, so the same local correction is larger where the
+    network is less sure and the predictive std keeps the network's crystal-to-crystal spread:
+    with no local structure the window acquisition then prefers, among predictions equally near
+    the target, the crystals the network is surer of — the ranking by the prediction cannot.
+    """
     has_known = known is not None and len(known) > 0
     m = refit_count(len(told_rows), has_known)
     told_y = np.asarray(told_y, dtype=np.float64)
     base = _prior_base(known, told_y[:m])
     pool_prior = prior if prior is not None else np.full(embedding.shape[0], base)
+    pool_scale, known_scale = _scales(prior, prior_std, known if has_known else None)
     if has_known:
         assert known is not None
         projection = Projection(settings.n_components, seed=seed).fit(np.vstack([known.embedding, embedding]))
         k_points = projection.transform(known.embedding)
         k_prior = known.prior_mean if known.prior_mean is not None and prior is not None else np.full(len(known), base)
-        k_res = known.values - k_prior
+        k_res = (known.values - k_prior) / (known_scale if known_scale is not None else 1.0)
     else:
         projection = Projection(settings.n_components, seed=seed).fit(embedding)
         k_points = np.zeros((0, projection.components_.shape[0]))
@@ -154,6 +178,7 @@ def build_state(
         k_res,
         [],
         has_known,
+        pool_scale,
     )
     chain = fit_chain(m, has_known)
     fit_points, fit_res, weights = _fit_data(state, list(told_rows)[: chain[0]], told_y[: chain[0]])
@@ -192,7 +217,7 @@ def _fit_data(
     pool, which the network did not train on)."""
     k_points, k_res = state.known_points, state.known_res
     t_points = state.pool_points[rows]
-    t_res = np.asarray(values, dtype=np.float64) - state.pool_prior[rows]
+    t_res = (np.asarray(values, dtype=np.float64) - state.pool_prior[rows]) / state.scale(rows)
     weights = None
     if len(k_res) and len(rows) >= 10:
         weights = np.concatenate([np.full(len(k_res), 0.5 / len(k_res)), np.full(len(rows), 0.5 / len(rows))])
@@ -203,8 +228,22 @@ def _add_told(state: NeighbourState, told_rows: list[int], told_y: np.ndarray) -
     new = told_rows[len(state.told_rows) :]
     if new:
         y_new = np.asarray(told_y, dtype=np.float64)[len(state.told_rows) :]
-        state.gp.add(state.pool_points[new], y_new - state.pool_prior[new])
+        state.gp.add(state.pool_points[new], (y_new - state.pool_prior[new]) / state.scale(new))
     state.told_rows = list(told_rows)
+
+
+def _scales(
+    prior: np.ndarray | None, prior_std: np.ndarray | None, known: KnownData | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-crystal residual scales for the pool and the known data, in units of the pool's median
+    network std (so the fitted kernel stays in eV-like units); ``(None, None)`` when the network's
+    std is missing for either, as residuals in mixed units would mislead the local GP."""
+    if prior is None or prior_std is None or (known is not None and known.prior_std is None):
+        return None, None
+    unit = float(np.median(prior_std))
+    pool_scale = np.asarray(prior_std, dtype=np.float64) / unit
+    known_scale = None if known is None or known.prior_std is None else known.prior_std / unit
+    return pool_scale, known_scale
 
 
 def _prior_base(known: KnownData | None, fit_y: np.ndarray) -> float:
@@ -223,6 +262,7 @@ def update_state(
     told_rows: Sequence[int],
     told_y: np.ndarray,
     seed: int,
+    prior_std: np.ndarray | None = None,
 ) -> NeighbourState:
     """The state for these observations: extended incrementally when it can be, rebuilt otherwise.
 
@@ -241,8 +281,9 @@ def update_state(
         or m < state.fit_count
         or state.fit_count not in chain
         or (prior is None and m != state.fit_count)
+        or (state.pool_scale is None) != (_scales(prior, prior_std, known if has_known else None)[0] is None)
     ):
-        return build_state(settings, embedding, prior, known, told_rows, told_y, seed)
+        return build_state(settings, embedding, prior, known, told_rows, told_y, seed, prior_std)
     _advance(state, told_rows, np.asarray(told_y, dtype=np.float64), m)
     return state
 
@@ -250,7 +291,8 @@ def update_state(
 def predictive(state: NeighbourState) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of a new observation at every pool candidate."""
     m, s = state.gp.predict()
-    return state.pool_prior + m, s
+    scale = state.scale(slice(None))
+    return state.pool_prior + scale * m, scale * s
 
 
 def select(
@@ -294,10 +336,11 @@ def select(
 def _believe(state: NeighbourState, rows: list[int], mean: np.ndarray, std: np.ndarray) -> None:
     """Condition (in place, on copies) on ``rows`` taking their current predicted means."""
     pts = state.pool_points[rows]
-    res = mean[rows] - state.pool_prior[rows]
+    res = (mean[rows] - state.pool_prior[rows]) / state.scale(rows)
     changed, m, s = state.gp.preview_add(pts, res)
-    mean[changed] = state.pool_prior[changed] + m
-    std[changed] = s
+    scale = state.scale(changed)
+    mean[changed] = state.pool_prior[changed] + scale * m
+    std[changed] = scale * s
 
 
 def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> dict[str, float]:
@@ -310,3 +353,119 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
         "mae": float(np.mean(np.abs(np.asarray(values) - mean[rows]))),
         "n": int(len(rows)),
     }
+
+
+# --------------------------------------------------------------------------- on-disk state
+# A campaign driven from the command line starts a new process for every `ask`; rebuilding the
+# model (projection, hyper-parameter fit, every candidate's neighbour list among tens of
+# thousands of known crystals) costs seconds to minutes for large pools. The state is saved as
+# plain arrays (no pickle: a campaign folder may come from someone else) under a key that names
+# its inputs, and reloaded only when the key matches.
+
+STATE_FORMAT = 1
+
+
+def state_key(
+    settings: NeighbourSettings,
+    embedding: np.ndarray,
+    prior: np.ndarray | None,
+    prior_std: np.ndarray | None,
+    known: KnownData | None,
+) -> str:
+    """Hash of everything the fitted model depends on except the campaign's observations."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{STATE_FORMAT}|{settings}".encode())
+    for arr in (embedding, prior, prior_std):
+        h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
+    if known is not None and len(known):
+        for arr in (known.embedding, known.values, known.prior_mean, known.prior_std):
+            h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
+        h.update("\x1f".join(known.ids).encode())
+    return h.hexdigest()
+
+
+def save_state(state: NeighbourState, path, key: str) -> None:
+    """Write ``state`` to ``path`` (``.npz``) atomically: a crash leaves the previous file."""
+    import os
+    from pathlib import Path
+
+    gp = state.gp
+    assert gp.params is not None and gp._cand is not None
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    arrays = {
+        "key": np.array(key),
+        "settings": np.array([state.settings.n_neighbours, state.settings.n_components, state.settings.fit_sample]),
+        "params": np.array([gp.params.local_signal, gp.params.lengthscale, gp.params.offset_signal, gp.params.noise]),
+        "fit_count": np.array(state.fit_count),
+        "has_known": np.array(state.has_known),
+        "told_rows": np.asarray(state.told_rows, dtype=np.int64),
+        "pool_points": state.pool_points,
+        "pool_prior": state.pool_prior,
+        "pool_scale": state.pool_scale if state.pool_scale is not None else np.zeros(0),
+        "known_points": state.known_points,
+        "known_res": state.known_res,
+        "proj_mean": state.projection.mean_,
+        "proj_scale": state.projection.scale_,
+        "proj_centre": state.projection.centre_,
+        "proj_components": state.projection.components_,
+        "gp_points": gp._points.numpy(),
+        "gp_res": gp._res.numpy(),
+        "gp_nd": gp._nd.numpy(),
+        "gp_ni": gp._ni.numpy(),
+        "gp_mean": gp._mean.numpy(),
+        "gp_var": gp._var.numpy(),
+    }
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | None:
+    """The state saved at ``path`` if it was made from the same inputs (``key``), else None.
+
+    An unreadable, truncated or foreign file is treated as absent: the state is rebuilt.
+    """
+    import zipfile
+
+    import torch
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key or tuple(int(v) for v in z["settings"]) != (
+                settings.n_neighbours,
+                settings.n_components,
+                settings.fit_sample,
+            ):
+                return None
+            data = {name: z[name] for name in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    projection = Projection(settings.n_components)
+    projection.mean_, projection.scale_ = data["proj_mean"], data["proj_scale"]
+    projection.centre_, projection.components_ = data["proj_centre"], data["proj_components"]
+    gp = NeighbourGP(settings.n_neighbours, settings.fit_sample, 0)
+    gp.params = NeighbourGPParams(*(float(v) for v in data["params"]))
+    gp._points, gp._res = torch.as_tensor(data["gp_points"]), torch.as_tensor(data["gp_res"])
+    gp._cand = torch.as_tensor(data["pool_points"])
+    gp._nd, gp._ni = torch.as_tensor(data["gp_nd"]), torch.as_tensor(data["gp_ni"])
+    gp._mean, gp._var = torch.as_tensor(data["gp_mean"]), torch.as_tensor(data["gp_var"])
+    return NeighbourState(
+        settings,
+        projection,
+        gp,
+        int(data["fit_count"]),
+        data["pool_points"],
+        data["pool_prior"],
+        data["known_points"],
+        data["known_res"],
+        [int(r) for r in data["told_rows"]],
+        bool(data["has_known"]),
+        data["pool_scale"] if data["pool_scale"].size else None,
+    )

@@ -73,6 +73,7 @@ class Strategy:
     surrogate: str = "gp"
     n_neighbours: int = 16
     neighbour_components: int = 16
+    use_prior_std: bool = True  # neighbour surrogate: scale residuals by the network's own std
 
     def __post_init__(self) -> None:
         if self.model not in ("loss", "value"):
@@ -140,8 +141,8 @@ def _fit(
     target: Target | None,
     seed: int,
     hyper_cache: dict | None = None,
-) -> tuple[GPSurrogate, np.ndarray]:
-    """Fit the GP on what the strategy models; returns it and the prior covariate it used.
+) -> tuple[GPSurrogate, np.ndarray | None]:
+    """Fit the GP on what the strategy models; returns it and the prior covariate it used (None: no prior).
 
     Hyper-parameters come from a fit on the first :func:`refit_size` observations (memoised in
     ``hyper_cache`` when given), so most steps only condition on the data.
@@ -174,7 +175,7 @@ def _fit(
     surrogate.fit(X, values, prior=p, seed=seed, hyperparameters=hp)
     if hp is None and hyper_cache is not None and m >= strategy.refit_all_below:
         hyper_cache[(strategy.model, use_prior, m)] = surrogate.hyperparameters()  # the next steps reuse this fit
-    return surrogate, p  # type: ignore[return-value]
+    return surrogate, p
 
 
 @dataclass
@@ -287,12 +288,20 @@ def _qlogei_rows(
     choices = surrogate.model_inputs(feats[short], None if prior is None else prior[short])
     ym, ys = surrogate.y_mean_, surrogate.y_std_
     if strategy.model == "loss":
-        objective = GenericMCObjective(lambda samples, X=None: -(samples[..., 0] * ys + ym))
+
+        def negative_loss(samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+            return -(samples[..., 0] * ys + ym)
+
     else:
         assert target is not None
         t = target.target
-        objective = GenericMCObjective(lambda samples, X=None: -(samples[..., 0] * ys + ym - t).abs())
+
+        def negative_loss(samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+            return -(samples[..., 0] * ys + ym - t).abs()
+
+    objective = GenericMCObjective(negative_loss)
     sampler = SobolQMCNormalSampler(sample_shape=torch.Size([strategy.mc_samples]), seed=seed)
+    assert surrogate.model is not None, "the surrogate was fitted before scoring"
     acqf = qLogExpectedImprovement(surrogate.model, best_f=-best, sampler=sampler, objective=objective)
     chosen: list[int] = []
     base_pending = None
@@ -361,7 +370,10 @@ def suggest_pool(
     )
     prior_cov_all = None
     if prior_all is not None:
-        prior_cov_all = prior_all if strategy.model == "value" else np.abs(prior_all - target.target)  # type: ignore[union-attr]
+        if strategy.model == "value":
+            prior_cov_all = prior_all
+        elif target is not None:  # as in _fit: a loss model without a target fits no prior
+            prior_cov_all = np.abs(prior_all - target.target)
     best = _best(strategy, told_y, told_loss, target)
     if free.size * len(told_ids) > strategy.screen_above_pairs:
         free = _screen(strategy, pool, free, surrogate, prior_cov_all, best, target)
@@ -431,6 +443,18 @@ def _suggest_neighbour(
         )
     settings = ns.NeighbourSettings(strategy.n_neighbours, strategy.neighbour_components)
     cache = hyper_cache if hyper_cache is not None else {}
+    prior_std = pool.prior_std if strategy.use_prior_std else None
+    # A campaign names a file for the fitted model (`neighbour_state_path`): a new process (each
+    # command-line ask) then reloads it instead of rebuilding, when it was made from the same inputs.
+    state_path = cache.get("neighbour_state_path")
+    key = None
+    if state_path is not None:
+        key = cache.get("neighbour_key") or ns.state_key(settings, embedding, pool.prior_mean, prior_std, known)
+        cache["neighbour_key"] = key
+        if cache.get("neighbour") is None:
+            cache["neighbour"] = ns.load_state(state_path, key, settings)
+    before = cache.get("neighbour")
+    before_mark = None if before is None else (id(before), len(before.told_rows), before.fit_count)
     state = ns.update_state(
         cache.get("neighbour"),
         settings,
@@ -440,8 +464,11 @@ def _suggest_neighbour(
         [int(r) for r in pool.indices_of(told_ids)],
         np.asarray(told_y, dtype=np.float64),
         seed=0,
+        prior_std=prior_std,
     )  # the model is a function of the data only (resume-safe); `seed` drives the draws
     cache["neighbour"] = state
+    if state_path is not None and key is not None and before_mark != (id(state), len(state.told_rows), state.fit_count):
+        ns.save_state(state, state_path, key)
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
     rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
     return [pool.ids[r] for r in rows]
@@ -477,8 +504,8 @@ def _screen(
     _, c_std = surrogate.predict(centroids, leaf_prior, include_noise=True)
     lab = labels[free]
     approx_mean = c_mean[lab] + np.einsum("ij,ij->i", pool.features[free] - centroids[lab], c_grad[lab])
-    if leaf_prior is not None:
-        approx_mean += surrogate.prior_slope * (prior_cov_all[free] - leaf_prior[lab])  # type: ignore[index]
+    if leaf_prior is not None and prior_cov_all is not None:  # leaf_prior exists only with prior_cov_all
+        approx_mean += surrogate.prior_slope * (prior_cov_all[free] - leaf_prior[lab])
     approx = _score(strategy, approx_mean, c_std[lab], best, target).log_score
     keep = min(strategy.screen_keep, free.size)
     top = np.argpartition(-approx, keep - 1)[:keep]

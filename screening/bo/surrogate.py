@@ -212,10 +212,11 @@ class GPSurrogate:
             self._alpha = torch.cholesky_solve((train_y - prior_mean).reshape(-1, 1), L).reshape(-1)
 
     def _mean(self, Xm: torch.Tensor) -> torch.Tensor:
+        assert self.model is not None, "the prior mean is read after fit"
         if not self.use_prior:
-            c = self.model.mean_module.constant.detach()  # type: ignore[union-attr]
+            c = self.model.mean_module.constant.detach()
             return c.expand(Xm.shape[0]).to(DTYPE)
-        mm = self.model.mean_module  # type: ignore[union-attr]
+        mm = self.model.mean_module
         return (mm.constant + mm.slope * Xm[:, -1]).detach()
 
     @property

@@ -7,10 +7,24 @@ from pathlib import Path
 import typer
 
 from screening.cli.app import app
-from screening.cli.common import ACQ_HELP, default_surrogate, strategy_from_options
+from screening.cli.common import (
+    ACQ_HELP,
+    BATCH_METHOD_HELP,
+    BETA_HELP,
+    MODEL_HELP,
+    N_INIT_HELP,
+    PCA_HELP,
+    SEED_HELP,
+    default_surrogate,
+    pool_has_column,
+    strategy_from_options,
+)
 
+CAMPAIGN_DIR_HELP = "Campaign directory made by `matscreen campaign new` (its state is DIR/campaign.sqlite)."
 campaign_app = typer.Typer(
-    no_args_is_help=True, help="Ask/tell campaigns for a lab or DFT oracle (state in DIR/campaign.sqlite)."
+    no_args_is_help=True,
+    help="Campaigns where a lab or a DFT code measures the suggested crystals: `new`, then `ask` for suggestions "
+    "and `tell` the results, `status` and `report` at any time (state in DIR/campaign.sqlite).",
 )
 app.add_typer(campaign_app, name="campaign")
 
@@ -19,40 +33,69 @@ app.add_typer(campaign_app, name="campaign")
 def campaign_new(
     directory: Path = typer.Argument(..., help="Campaign directory to create."),
     pool: Path = typer.Option(
-        None, "--pool", help="Featurised pool (Parquet); band_gap may be absent (a lab measures it)."
+        None,
+        "--pool",
+        help="Candidate crystals: a Parquet file from `matscreen featurize`, `reduce` or `screen`; the --label "
+        "column may be missing (your lab measures the gaps).",
     ),
     target: float = typer.Option(None, "--target", help="Target band gap (eV), with --pool."),
     tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
+    label: str = typer.Option(
+        "band_gap",
+        "--label",
+        help="Column of the pool (and of --known) holding band gaps already measured, in eV; 'target' for labels "
+        "from a CGCNN id_prop.csv.",
+    ),
     objective: str = typer.Option(
-        None, "--objective", help="Instead of a pool: your objective class, package.module:ClassName."
+        None,
+        "--objective",
+        help="Instead of a pool: your objective class, package.module:ClassName. Imported for this run only: "
+        "later commands on the campaign need --allow-objective with the same name.",
     ),
     known: Path = typer.Option(
         None,
         "--known",
-        help="Labelled crystals that are not candidates (featurised, with band_gap): prior knowledge, with --pool.",
+        help="Crystals with measured gaps that are not candidates (a `matscreen featurize` output with the --label "
+        "column); the campaign learns from them. With --pool.",
     ),
     surrogate: str = typer.Option(
-        None, "--surrogate", help="neighbour (default with --pool) or gp (default with --objective)."
+        None,
+        "--surrogate",
+        help="How untested points are predicted: neighbour (the network's prediction corrected by a small GP over "
+        "the nearest measured crystals; default with --pool) or gp (one GP; default with --objective).",
     ),
     neighbours: int = typer.Option(
         16, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour."
     ),
-    model: str = typer.Option("value", "--model"),
+    model: str = typer.Option("value", "--model", help=MODEL_HELP),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
-    batch: int = typer.Option(1, "--batch", help="Points per ask (q)."),
-    batch_method: str = typer.Option("lp", "--batch-method"),
-    beta: float = typer.Option(4.0, "--beta"),
-    prior_mean: bool = typer.Option(False, "--prior-mean/--no-prior-mean"),
-    n_init: int = typer.Option(5, "--n-init"),
-    budget: int = typer.Option(None, "--budget", help="Budget for `campaign run`."),
-    seed: int = typer.Option(0, "--seed"),
-    pca_components: int = typer.Option(3, "--pca-components"),
+    batch: int = typer.Option(1, "--batch", help="Points suggested per ask (measured together)."),
+    batch_method: str = typer.Option("lp", "--batch-method", help=BATCH_METHOD_HELP),
+    beta: float = typer.Option(4.0, "--beta", help=BETA_HELP),
+    prior_mean: bool = typer.Option(
+        None,
+        "--prior-mean/--no-prior-mean",
+        help="Use the network's pred_band_gap as the GP's prior mean (c + b*pred, fitted). Default, as in "
+        "`matscreen search`: on with --surrogate gp when the pool has pred_band_gap.",
+    ),
+    n_init: int = typer.Option(5, "--n-init", help=N_INIT_HELP),
+    budget: int = typer.Option(None, "--budget", help="Measurements `campaign run` may make (no limit by default)."),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    pca_components: int = typer.Option(3, "--pca-components", help=PCA_HELP),
+    max_formation_energy: float = typer.Option(
+        None,
+        "--max-formation-energy",
+        help="Candidates only among crystals whose predicted formation energy (pred_formation_energy_per_atom) "
+        "is at most this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
+    ),
 ) -> None:
     """Create a campaign over a pool (--pool, --target) or a user objective (--objective)."""
     from screening.bo.campaign import StopRules
     from screening.objectives.bandgap.campaign_dir import create_objective_campaign, create_pool_campaign
 
     surrogate = surrogate or ("gp" if objective else default_surrogate(model, acq))
+    if prior_mean is None:
+        prior_mean = not objective and surrogate == "gp" and pool is not None and pool_has_column(pool, "pred_band_gap")
     strategy = strategy_from_options(
         model, acq, batch_method, beta, prior_mean, n_init, surrogate=surrogate, neighbours=neighbours
     )
@@ -73,87 +116,117 @@ def campaign_new(
             pca_components,
             require_band_gap=False,
             known_path=known,
+            max_formation_energy=max_formation_energy,
+            label=label,
         )
     else:
         raise typer.BadParameter("give --pool and --target, or --objective")
     typer.echo(f"created {directory}")
 
 
+ALLOW_HELP = (
+    "Consent to import this objective class (package.module:ClassName) named in the campaign file; "
+    "repeatable. Needed for any objective outside screening.objectives (or set MATSCREEN_ALLOW_OBJECTIVES)."
+)
+
+
+def _allowed(allow_objective: list[str] | None) -> set[str]:
+    from screening.bo.objective import allowed_objectives
+
+    return allowed_objectives(allow_objective or ())
+
+
 @campaign_app.command("ask")
 def campaign_ask(
-    directory: Path = typer.Argument(...),
+    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
     n: int = typer.Option(None, "-n", help="Points to suggest (default: the campaign's batch size)."),
     out: Path = typer.Option(None, "-o", "--out", help="CSV to write (default DIR/ask-<k>.csv)."),
+    fresh: bool = typer.Option(
+        False, "--new", help="Suggest new points even when earlier ones are still pending (a second batch)."
+    ),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
 ) -> None:
-    """Suggest the next batch and write it as CSV; the points stay pending until told."""
-    import pandas as pd
+    """Suggest the next batch and write it as CSV; the points stay pending until told.
 
-    from screening.bo.domain import DiscretePool
-    from screening.io.lab_files import write_box_batch
-    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
+    Points still pending from an earlier ask come back first, so rerunning an ask that was
+    interrupted gives the same points.
+    """
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_ask_file
 
-    cd = open_campaign_dir(directory)
-    points = cd.campaign.ask(n)
+    cd = open_campaign_dir(directory, _allowed(allow_objective))
+    points = cd.campaign.ask(n, fresh=fresh)
     out = out or directory / f"ask-{len(cd.campaign.store.observations()):04d}.csv"
-    if isinstance(cd.campaign.domain, DiscretePool):
-        frame = cd.pool.frame.set_index("id").loc[[str(p) for p in points]].reset_index()
-        keep = [c for c in ("id", "formula", "pred_band_gap") if c in frame.columns]
-        frame[keep].to_csv(out, index=False)
-    else:
-        write_box_batch(out, cd.campaign.domain, points)
-    typer.echo(pd.read_csv(out).to_string(index=False))
+    frame = write_ask_file(cd, points, out)
+    typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     typer.echo(f"wrote {out}")
 
 
 @campaign_app.command("tell")
 def campaign_tell(
-    directory: Path = typer.Argument(...),
+    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
     results: Path = typer.Argument(
-        ..., help="CSV: id + band_gap (pool) or input columns + y (box); optional error column."
+        ...,
+        help="CSV of results: id and band_gap in eV (pool campaigns) or the objective's input columns and y "
+        "(--objective campaigns); an optional error column marks failed measurements.",
     ),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
 ) -> None:
-    """Record results; a malformed file, unknown or duplicate point or NaN changes nothing."""
-    from screening.bo.domain import DiscretePool
-    from screening.io.lab_files import read_box_results, read_pool_results
-    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, summary
+    """Record results; a malformed file, unknown point, impossible value or NaN changes nothing.
 
-    cd = open_campaign_dir(directory)
-    dom = cd.campaign.domain
-    res = read_pool_results(results) if isinstance(dom, DiscretePool) else read_box_results(results, dom)
-    cd.campaign.tell(res.points, res.ys, res.errors, origin=str(results))
+    Telling the same results again is harmless (they are already recorded); results for points
+    that were never asked are recorded as prior data.
+    """
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, summary, tell_results_file
+
+    cd = open_campaign_dir(directory, _allowed(allow_objective))
+    outcome = tell_results_file(cd, results)
     info = summary(cd)
-    typer.echo(f"told {len(res.points)} results; best loss {info['best_loss']}; hit: {info['hit']}")
+    parts = [f"told {len(outcome.search)} asked result(s)"]
+    if outcome.prior:
+        parts.append(f"{len(outcome.prior)} not asked, recorded as prior: {', '.join(outcome.prior[:5])}")
+    if outcome.already_recorded:
+        parts.append(f"{len(outcome.already_recorded)} already recorded with these values (skipped)")
+    typer.echo("; ".join(parts) + f"; best loss {info['best_loss']}; hit: {info['hit']}")
 
 
 @campaign_app.command("status")
-def campaign_status(directory: Path = typer.Argument(...)) -> None:
-    """Counts, best point, pending points and whether a stop rule has fired."""
+def campaign_status(
+    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of the table."),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
+) -> None:
+    """Target, tolerance, counts, best point, pending points, hits and whether a stop rule has fired."""
     import json
 
-    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, summary
+    from screening.bo.status import campaign_status as status_of
+    from screening.bo.status import format_status
 
-    info = summary(open_campaign_dir(directory))
-    typer.echo(json.dumps(info, indent=2, default=str))
+    info = status_of(directory / "campaign.sqlite", _allowed(allow_objective))
+    typer.echo(json.dumps(info, indent=2, default=str) if as_json else format_status(info))
 
 
 @campaign_app.command("report")
-def campaign_report(directory: Path = typer.Argument(...)) -> None:
+def campaign_report(
+    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
+) -> None:
     """Write history.csv, summary.json and the plots into the campaign directory."""
     from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_report
 
-    paths = write_report(open_campaign_dir(directory))
+    paths = write_report(open_campaign_dir(directory, _allowed(allow_objective)))
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 @campaign_app.command("run")
 def campaign_run(
-    directory: Path = typer.Argument(...),
+    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
     budget: int = typer.Option(None, "--budget", help="Total search evaluations (default: the campaign's)."),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
 ) -> None:
     """Run the campaign with its own objective as the oracle (pool look-up, simulator) until a stop rule."""
     from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_report
 
-    cd = open_campaign_dir(directory)
+    cd = open_campaign_dir(directory, _allowed(allow_objective))
 
     def show(ev, loss, hit):
         typer.echo(

@@ -16,7 +16,25 @@ def pool_has_column(pool: Path, column: str) -> bool:
         return False
 
 
-ACQ_HELP = "Acquisition: with --model value: window | folded-ei | thompson; with --model loss: logei | ei | ucb | pi | thompson."
+ACQ_HELP = (
+    "How the next crystal is chosen. With --model value: window (the chance that its gap lands in the target "
+    "window), folded-ei (expected improvement of |gap - target|) or thompson (a random draw from the model). "
+    "With --model loss: logei or ei (expected improvement), ucb (optimistic guess, see --beta), pi (chance of "
+    "improving) or thompson."
+)
+# Options that `search` and `campaign new` share: one wording, so the two commands read the same.
+MODEL_HELP = (
+    "With --surrogate gp, what the GP predicts: value (the band gap itself) or loss (the distance "
+    "|gap - target|, as the original pipeline did)."
+)
+BATCH_METHOD_HELP = (
+    "How a round of several crystals is chosen: lp (one at a time, keeping away from the crystals already "
+    "picked) or qlogei (all together)."
+)
+BETA_HELP = "With --acq ucb: how strongly to favour crystals the model is unsure about (higher explores more)."
+N_INIT_HELP = "Crystals picked at random before the model is used, while fewer than this have been measured."
+SEED_HELP = "Random seed: the same seed and inputs give the same suggestions."
+PCA_HELP = "Number of principal components of the embeddings the GP works in."
 
 
 def strategy_from_options(

@@ -12,35 +12,53 @@ from screening.cli.app import app
 @app.command()
 def featurize(
     source: Path = typer.Argument(
-        ..., help="Folder of CIFs (optional id_prop.csv), CSV/CSV.GZ with a 'cif' column, or JSON of structures."
+        ...,
+        help="Structures to embed: a folder of CIF, POSCAR/CONTCAR/.vasp or ASE-readable files (.extxyz, .xyz, "
+        "...; an id_prop.csv adds labels), one such file, a CSV/CSV.GZ/Parquet table with a 'cif' column, or a "
+        "JSON of pymatgen structures.",
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Parquet file to write."),
     model: str = typer.Option(
         None,
         "--model",
-        help="Model name in pretrained/ or path (.safetensors, or original .pth.tar). Default: cgcnn_bandgap_128.",
+        help="The network: the name of a shipped model (default cgcnn_bandgap_128) or a file, .safetensors or an "
+        "original CGCNN .pth.tar.",
     ),
-    atom_init: Path = typer.Option(None, "--atom-init", help="atom_init.json for an original CGCNN checkpoint."),
+    atom_init: Path = typer.Option(
+        None,
+        "--atom-init",
+        help="The atom_init.json an original CGCNN .pth.tar was trained with. Default: the one in the SOURCE "
+        "folder, else the one beside the checkpoint.",
+    ),
     radius: float = typer.Option(
         None, "--radius", help="Neighbour radius in Å (must match the model; default: the model's)."
     ),
     max_nbr: int = typer.Option(None, "--max-nbr", help="Neighbours per atom (default: the model's)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Crystals per forward batch."),
-    workers: int = typer.Option(1, "--workers", help="Parsing/graph worker processes (0 = in-process)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Crystals per network call (32 is fastest on a CPU)."),
+    workers: int = typer.Option(
+        1, "--workers", help="Processes that read the files and build the graphs (0: all in this process)."
+    ),
     cache_dir: Path = typer.Option(
         None,
         "--cache-dir",
-        help="Embedding cache, keyed by structure content and model (default: $XDG_CACHE_HOME/matscreen or ~/.cache/matscreen).",
+        help="Where embeddings are kept for re-runs, by structure and model (default: $XDG_CACHE_HOME/matscreen or "
+        "~/.cache/matscreen).",
     ),
-    no_cache: bool = typer.Option(False, "--no-cache"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Compute every embedding again and store none."),
     compile_model: bool = typer.Option(
-        False, "--compile", help="torch.compile the forward: ~3x faster after ~30 s of compilation; for large sources."
+        False,
+        "--compile",
+        help="Compile the network (torch.compile): about 3x faster after ~30 s of compiling; worth it for large "
+        "sources.",
     ),
 ) -> None:
-    """Embed every structure of SOURCE with a CGCNN; failed records go to an error report."""
+    """Embed every structure of SOURCE with a crystal graph network (CGCNN): one row per structure with its
+    predicted properties and embedding; structures that fail go to an error report beside the output."""
     from screening.featurize.featurizer import default_cache_dir, featurize_source, load_featurizer_model
+    from screening.io.sources import folder_atom_init
 
-    net = load_featurizer_model(model, atom_init)
+    # As in the original CGCNN, a data folder's own atom_init.json goes with an original checkpoint.
+    net = load_featurizer_model(model, atom_init or folder_atom_init(source))
     _apply_graph_settings(net, radius, max_nbr)
     summary = featurize_source(
         source,
@@ -74,26 +92,40 @@ def _apply_graph_settings(net, radius: float | None, max_nbr: int | None) -> Non
 def reduce(
     embeddings: Path = typer.Argument(..., help="Parquet written by `matscreen featurize`."),
     output: Path = typer.Option(
-        ..., "-o", "--output", help="Parquet with id, formula, pc_1 … pc_k and the other columns."
+        ...,
+        "-o",
+        "--output",
+        help="Parquet: every input column (embeddings included, so the file is still a pool for `search` and "
+        "`campaign new`) plus pc_1 … pc_k.",
     ),
-    n_components: int = typer.Option(3, "--n-components", "-k"),
+    n_components: int = typer.Option(3, "--n-components", "-k", help="Number of principal components to keep."),
     save_pca: Path = typer.Option(
-        None, "--save-pca", help="Where to save the fitted PCA (JSON); default <output>.pca.json."
+        None,
+        "--save-pca",
+        help="Where to save the fitted PCA (JSON). Default: beside the output, .parquet replaced by .pca.json "
+        "(pcs.parquet -> pcs.pca.json).",
     ),
 ) -> None:
     """Project embeddings to principal components and save the fitted PCA with the run."""
     import pandas as pd
 
+    from screening.io.atomic import write_parquet_atomic
     from screening.reduce import PCAReducer, embedding_columns
 
     frame = pd.read_parquet(embeddings)
     cols = embedding_columns(frame.columns)
+    if not cols:
+        from screening.errors import MatscreenError
+
+        raise MatscreenError(
+            f"{embeddings}: no emb_0, emb_1, ... columns; give a file written by `matscreen featurize`"
+        )
     reducer = PCAReducer(n_components=n_components).fit(frame[cols].to_numpy())
     pcs = reducer.transform(frame[cols].to_numpy())
-    out = frame.drop(columns=cols)
+    out = frame.copy()  # embeddings stay: search / campaign fit their own PCA on them
     for k in range(n_components):
         out[f"pc_{k + 1}"] = pcs[:, k]
-    out.to_parquet(output, index=False)
+    write_parquet_atomic(out, output)
     pca_path = save_pca or output.with_suffix(".pca.json")
     reducer.save(pca_path)
     ratios = ", ".join(f"{r:.1%}" for r in reducer.explained_variance_ratio_)

@@ -21,6 +21,16 @@ def fetch_mp(
         None, "--elements", help="Elements every material must contain (Si,O or repeat the option)."
     ),
     max_sites: int = typer.Option(None, "--max-sites", help="Largest cell to download (sites)."),
+    ids: list[str] = typer.Option(
+        None,
+        "--ids",
+        help="Download these Materials Project ids instead of searching: mp-149,mp-2534 (or repeat the option).",
+    ),
+    ids_file: Path = typer.Option(
+        None,
+        "--ids-file",
+        help="Text file of Materials Project ids to download (one per line, or comma/space separated; # comments).",
+    ),
     fields: list[str] = typer.Option(
         None,
         "--field",
@@ -37,19 +47,25 @@ def fetch_mp(
         5, "--max-retries", help="Retries (exponential backoff) on rate limits and network errors."
     ),
 ) -> None:
-    """Download structures and properties from the Materials Project into a local database folder."""
+    """Download structures and properties from the Materials Project into a local database folder:
+    everything matching the filters, or a list of ids (--ids, --ids-file)."""
     import os
 
     from screening.io.materials_project import (
         MPClientFactory,
         RetryPolicy,
         fetch_materials_project,
+        read_ids_file,
         redact,
         resolve_api_key,
     )
 
     secrets: list[str] = [api_key or "", os.environ.get("MP_API_KEY", "")]
     try:
+        listed = [i for item in (ids or []) for i in item.replace(",", " ").split()]
+        if ids_file is not None:
+            listed += read_ids_file(ids_file)
+        material_ids = listed if (ids or ids_file is not None) else None
         factory = MPClientFactory(resolve_api_key(api_key))
         els = [e for item in (elements or []) for e in item.replace(",", " ").split()]
         summary = fetch_materials_project(
@@ -61,6 +77,7 @@ def fetch_mp(
             fields=fields or None,
             batch_size=batch_size,
             retry=RetryPolicy(max_retries=max_retries),
+            material_ids=material_ids,
         )
     except Exception as exc:  # noqa: BLE001 - see the section comment: no traceback may show the key
         message = redact(str(exc), secrets)
@@ -70,32 +87,55 @@ def fetch_mp(
         f"{output}: {summary.rows} materials of {summary.matched} matched ({summary.batches_fetched} batches downloaded, "
         f"{summary.batches_skipped} already there)"
         + (f"; {len(summary.skipped_docs)} without a structure or not returned" if summary.skipped_docs else "")
+        + (
+            f" ({', '.join(summary.skipped_docs[:5])}{', ...' if len(summary.skipped_docs) > 5 else ''})"
+            if summary.skipped_docs
+            else ""
+        )
     )
 
 
 @app.command()
 def screen(
     db: Path = typer.Argument(
-        ..., help="A folder from `matscreen fetch-mp`, a CIF folder, CSV/CSV.GZ/Parquet with a 'cif' column, or JSON."
+        ...,
+        help="A folder from `matscreen fetch-mp`, or any source `matscreen featurize` reads (structure folder or "
+        "file, CSV/CSV.GZ/Parquet with a 'cif' column, JSON).",
     ),
     target: float = typer.Option(..., "--target", help="Target value of the model's property (eV for band gaps)."),
     tol: float = typer.Option(0.05, "--tol", help="Tolerance (eV): rows within it are flagged within_tol."),
     model: str = typer.Option(
-        None, "--model", help="Model name in pretrained/ or a weights path. Default: cgcnn_bandgap_128."
+        None,
+        "--model",
+        help="The network: the name of a shipped model (default cgcnn_bandgap_128) or a .safetensors file.",
     ),
-    engine: str = typer.Option("local", "--engine", help="local (worker processes) or ray."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local: processes on this machine; ray: a Ray cluster (needs the ray extra)."
+    ),
     address: str = typer.Option(None, "--address", help="Ray cluster address (default: start Ray on this machine)."),
     workers: int = typer.Option(
-        1, "--workers", help="Worker processes (local) or CPUs for a local Ray (0 = in-process)."
+        1,
+        "--workers",
+        help="Worker processes (local engine) or CPUs for a Ray started here (0: all in this process). More "
+        "workers than chunks leave some idle (see --chunk-size).",
     ),
     chunk_size: int = typer.Option(
-        2048, "--chunk-size", help="Records per chunk: the unit of work, of output and of resumption."
+        2048,
+        "--chunk-size",
+        help="Records per chunk: each worker takes one chunk at a time, and a stopped run restarts after the last "
+        "finished chunk.",
     ),
-    batch_size: int = typer.Option(256, "--batch-size", help="Crystals per forward pass."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Crystals per network call."),
     output: Path = typer.Option(
         Path("ranked.parquet"), "-o", "--output", help="Ranked Parquet (a pool for `matscreen search`)."
     ),
     top: int = typer.Option(10, "--top", help="Best rows to print."),
+    max_formation_energy: float = typer.Option(
+        None,
+        "--max-formation-energy",
+        help="Rank only crystals whose predicted formation energy (pred_formation_energy_per_atom) is at most "
+        "this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
+    ),
 ) -> None:
     """Screen a whole database in resumable chunks and rank it by distance to TARGET."""
     import pandas as pd
@@ -114,11 +154,15 @@ def screen(
         workers=workers,
         address=address,
         batch_size=batch_size,
+        max_formation_energy=max_formation_energy,
     )
     typer.echo(
         f"{s.rows} ranked rows in {s.output}, {s.errors} errors in {s.errors_path}; {s.within_tol} within ±{tol} of {target}; "
         f"{len(s.chunks_computed)} chunks computed, {s.chunks_reused} reused; {s.wall_s:.1f} s ({s.records_per_s:.1f} records/s)"
+        + (f"; {s.filtered_out} left out by --max-formation-energy" if max_formation_energy is not None else "")
     )
+    if s.note:
+        typer.echo(s.note)
     if top > 0 and s.rows:
         head = next(pq.ParquetFile(s.output).iter_batches(batch_size=top)).to_pandas()
         keep = [

@@ -7,25 +7,48 @@ from pathlib import Path
 import typer
 
 from screening.cli.app import app
-from screening.cli.common import ACQ_HELP, default_surrogate, pool_has_column, strategy_from_options
+from screening.cli.common import (
+    ACQ_HELP,
+    BATCH_METHOD_HELP,
+    BETA_HELP,
+    MODEL_HELP,
+    N_INIT_HELP,
+    PCA_HELP,
+    SEED_HELP,
+    default_surrogate,
+    pool_has_column,
+    strategy_from_options,
+)
 
 
 @app.command()
 def search(
     pool: Path = typer.Option(
-        ..., "--pool", help="Featurised pool (Parquet: id, formula, emb_*, pred_band_gap, band_gap)."
+        ...,
+        "--pool",
+        help="Candidate crystals: a Parquet file from `matscreen featurize`, `reduce` or `screen` (columns id, "
+        "emb_0 ..., the --label column; pred_band_gap optional).",
     ),
     target: float = typer.Option(..., "--target", help="Target band gap (eV)."),
     tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
+    label: str = typer.Option(
+        "band_gap",
+        "--label",
+        help="Column of the pool (and of --known) holding the measured band gaps in eV; 'target' for labels "
+        "from a CGCNN id_prop.csv.",
+    ),
     known: Path = typer.Option(
         None,
         "--known",
-        help="Labelled crystals that are not candidates (output of `matscreen featurize` with a band_gap column, Parquet or CSV): prior knowledge for the search.",
+        help="Crystals with measured gaps that are not candidates (a `matscreen featurize` output with the --label "
+        "column, Parquet or CSV); the search learns from them.",
     ),
     surrogate: str = typer.Option(
         None,
         "--surrogate",
-        help="neighbour (default with --model value and --acq window or thompson): the network's prediction corrected by a local GP over the nearest labelled crystals (known data and results so far); gp: one GP over PCA coordinates (the original pipeline; default for the other --model/--acq choices).",
+        help="How the gaps of crystals not yet measured are predicted. neighbour: the network's prediction, "
+        "corrected by a small GP fitted to the nearest crystals already measured (default with --model value and "
+        "--acq window or thompson). gp: one GP over the PCA coordinates (the original pipeline; default otherwise).",
     ),
     neighbours: int = typer.Option(
         16, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour."
@@ -35,36 +58,48 @@ def search(
         "--until",
         help="hit: stop at the first crystal in the window; budget: use the whole budget and report every hit.",
     ),
-    prior: Path = typer.Option(None, "--prior", help="CSV of prior data: id [, band_gap]."),
-    n_prior: int = typer.Option(
-        0, "--n-prior", help="Random non-hit crystals told as prior data (ignored with --prior)."
+    prior: Path = typer.Option(
+        None,
+        "--prior",
+        help="CSV of results you already have: an id column, and band_gap (eV; without it the pool's value is used).",
     ),
-    budget: int = typer.Option(50, "--budget", help="Evaluations after the prior data."),
+    n_prior: int = typer.Option(
+        0,
+        "--n-prior",
+        help="Start as if this many random crystals (none in the target window) were already measured; ignored "
+        "with --prior.",
+    ),
+    budget: int = typer.Option(50, "--budget", help="Measurements the search may make after the prior data."),
     model: str = typer.Option(
         "value",
         "--model",
-        help="With --surrogate gp: what the GP models, value (the gap) or loss (|gap - target|, as the original pipeline did).",
+        help=MODEL_HELP,
     ),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
-    batch: int = typer.Option(1, "--batch", help="Points per round (q)."),
-    batch_method: str = typer.Option("lp", "--batch-method", help="lp (local penalisation) or qlogei."),
-    beta: float = typer.Option(4.0, "--beta", help="UCB exploration weight."),
+    batch: int = typer.Option(1, "--batch", help="Crystals suggested per round (measured together)."),
+    batch_method: str = typer.Option("lp", "--batch-method", help=BATCH_METHOD_HELP),
+    beta: float = typer.Option(4.0, "--beta", help=BETA_HELP),
     prior_mean: bool = typer.Option(
         None,
         "--prior-mean/--no-prior-mean",
-        help="Use the CGCNN's pred_band_gap as the GP prior mean (c + b*pred, fitted). Default: on when the pool has pred_band_gap.",
+        help="Use the network's pred_band_gap as the GP's prior mean (c + b*pred, fitted). Default: on with "
+        "--surrogate gp when the pool has pred_band_gap (the neighbour surrogate always starts from the prediction).",
     ),
     fixed_prior_slope: bool = typer.Option(
         False, "--fixed-prior-slope", help="With --prior-mean: keep b = 1 (fit only the offset c)."
     ),
     pred_feature: bool = typer.Option(
-        False, "--pred-feature", help="Give the GP the CGCNN's pred_band_gap as one more input."
+        False, "--pred-feature", help="Also give the GP the network's pred_band_gap as one more coordinate."
     ),
-    n_init: int = typer.Option(
-        5, "--n-init", help="Random picks before the GP takes over (when prior data are fewer)."
+    n_init: int = typer.Option(5, "--n-init", help=N_INIT_HELP),
+    max_formation_energy: float = typer.Option(
+        None,
+        "--max-formation-energy",
+        help="Search only crystals whose predicted formation energy (pred_formation_energy_per_atom) is at most "
+        "this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
     ),
-    seed: int = typer.Option(0, "--seed"),
-    pca_components: int = typer.Option(3, "--pca-components", help="PCA dimensions of the embeddings the GP sees."),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    pca_components: int = typer.Option(3, "--pca-components", help=PCA_HELP),
     out: Path = typer.Option(
         Path("search-out"),
         "-o",
@@ -72,11 +107,13 @@ def search(
         help="Run directory (campaign.sqlite, pca.json, history.csv, plots). An existing one is resumed.",
     ),
 ) -> None:
-    """Find a crystal with band gap TARGET ± TOL in the pool; the pool's known gaps are the oracle."""
+    """Find a crystal whose band gap is within TOL of TARGET, looking up the pool's known gaps (the --label
+    column) as if each look-up were a measurement."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from screening.bo.campaign import StopRules
+    from screening.bo.domain import DiscretePool
     from screening.objectives.bandgap.campaign_dir import (
         STORE_NAME,
         add_prior_data,
@@ -111,12 +148,16 @@ def search(
             pca_components,
             pred_as_feature=pred_feature,
             known_path=known,
+            max_formation_energy=max_formation_energy,
+            label=label,
         )
+        dom, loaded = cd.campaign.domain, cd.pool
+        assert isinstance(dom, DiscretePool) and loaded is not None, "create_pool_campaign builds a pool campaign"
         if known is not None:
-            console.print(f"known data {known}: {len(cd.campaign.domain.known)} labelled crystals")
-        ratio = ", ".join(f"{v:.2f}" for v in cd.pool.reducer.explained_variance_ratio_)
+            console.print(f"known data {known}: {len(dom.known)} labelled crystals")
+        ratio = ", ".join(f"{v:.2f}" for v in loaded.reducer.explained_variance_ratio_)
         console.print(
-            f"pool {pool}: {len(cd.pool.frame)} crystals, PCA-{pca_components} keeps [{ratio}] of the variance"
+            f"pool {pool}: {len(loaded.frame)} crystals, PCA-{pca_components} keeps [{ratio}] of the variance"
         )
         told = add_prior_data(cd, prior, n_prior, seed)
         if told:

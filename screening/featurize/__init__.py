@@ -17,6 +17,7 @@ from screening.featurize.featurizer import (
     featurize_source,
     load_featurizer_model,
     model_fingerprint,
+    prediction_columns,
     pretrained_dir,
     resolve_model_path,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "Featurizer",
     "default_cache_dir",
     "embed_graphs",
+    "prediction_columns",
     "errors_to_frame",
     "featurize_records",
     "featurize_source",

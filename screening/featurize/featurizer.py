@@ -20,7 +20,7 @@ import itertools
 import os
 import sqlite3
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -33,7 +33,14 @@ import torch
 from screening.errors import GraphBuildError, ModelLoadError, RecordError, StructureReadError
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
-from screening.models.cgcnn import CrystalGraphConvNet, check_elements, load_model, load_original_checkpoint
+from screening.io.atomic import atomic_path, write_csv_atomic
+from screening.models.cgcnn import (
+    CrystalGraphConvNet,
+    check_elements,
+    load_model,
+    load_original_checkpoint,
+    output_names,
+)
 from screening.progress import progress_bar
 
 DEFAULT_MODEL = "cgcnn_bandgap_128"
@@ -49,8 +56,20 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def pretrained_dir() -> Path:
-    """Where the project's own weights live (``MATSCREEN_PRETRAINED`` overrides)."""
-    return Path(os.environ.get("MATSCREEN_PRETRAINED", REPO_ROOT / "pretrained"))
+    """Where the project's own weights live (``MATSCREEN_PRETRAINED`` overrides).
+
+    An installed package carries them as ``screening/pretrained/`` (pyproject maps the top-level
+    ``pretrained/`` there); a source checkout or an editable install finds the top-level folder.
+    """
+    override = os.environ.get("MATSCREEN_PRETRAINED")
+    if override:
+        return Path(override)
+    from importlib import resources
+
+    shipped = resources.files("screening").joinpath("pretrained")
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped
+    return REPO_ROOT / "pretrained"
 
 
 def default_cache_dir() -> Path:
@@ -89,8 +108,11 @@ def load_featurizer_model(model: str | Path | None = None, atom_init: str | Path
                 f"{path}: an original CGCNN checkpoint needs its atom_init.json (pass --atom-init PATH); "
                 f"none at {table_path}"
             )
-        return load_original_checkpoint(path, load_atom_init(table_path))
-    return load_model(path)
+        net = load_original_checkpoint(path, load_atom_init(table_path))
+    else:
+        net = load_model(path)
+    net.source_path = str(path)  # names the model in errors (see check_finite_outputs)
+    return net
 
 
 def model_fingerprint(model: CrystalGraphConvNet) -> str:
@@ -119,30 +141,38 @@ def structure_fingerprint(structure) -> str:
 
 
 class EmbeddingCache:
-    """SQLite table (content key -> prediction, embedding) for one model fingerprint."""
+    """SQLite table (content key -> predictions, embedding) for one model fingerprint.
+
+    Predictions are stored as a float64 vector (every output of a multi-task model and its
+    uncertainty), so one cache row serves every column ``featurize`` writes. The table is
+    ``emb_v2``: files written by older versions (``emb``, a single prediction) are left alone.
+    """
 
     def __init__(self, directory: str | Path, model_key: str) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.path = Path(directory) / f"cgcnn-{model_key}.sqlite"
         self._db = sqlite3.connect(self.path, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, prediction REAL, embedding BLOB)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS emb_v2 (key TEXT PRIMARY KEY, predictions BLOB, embedding BLOB)")
         self._db.commit()
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[float, np.ndarray]]:
-        found: dict[str, tuple[float, np.ndarray]] = {}
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for start in range(0, len(keys), 900):
             chunk = list(keys[start : start + 900])
-            q = f"SELECT key, prediction, embedding FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
-            for key, pred, blob in self._db.execute(q, chunk):
-                found[key] = (pred, np.frombuffer(blob, dtype=np.float32))
+            q = f"SELECT key, predictions, embedding FROM emb_v2 WHERE key IN ({','.join('?' * len(chunk))})"
+            for key, preds, blob in self._db.execute(q, chunk):
+                found[key] = (np.frombuffer(preds, dtype=np.float64), np.frombuffer(blob, dtype=np.float32))
         return found
 
-    def put_many(self, items: Iterable[tuple[str, float, np.ndarray]]) -> None:
+    def put_many(self, items: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> None:
         with self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
-                ((k, float(p), np.asarray(e, dtype=np.float32).tobytes()) for k, p, e in items),
+                "INSERT OR REPLACE INTO emb_v2 VALUES (?, ?, ?)",
+                (
+                    (k, np.asarray(p, dtype=np.float64).tobytes(), np.asarray(e, dtype=np.float32).tobytes())
+                    for k, p, e in items
+                ),
             )
 
     def close(self) -> None:
@@ -166,16 +196,32 @@ class PreparedRecord:
     graph: CrystalGraph | None = None
     error: RecordError | None = None
 
+    @property
+    def built_graph(self) -> CrystalGraph:
+        """The graph of a record that prepared without error (``prepare_record`` sets it exactly then)."""
+        assert self.graph is not None, f"{self.record_id}: no graph ({self.error})"
+        return self.graph
+
+    @property
+    def cache_key(self) -> str:
+        """The embedding-cache key of a record that prepared without error (set with its graph)."""
+        assert self.key is not None, f"{self.record_id}: no cache key ({self.error})"
+        return self.key
+
 
 def prepare_record(record: Any, radius: float, max_num_nbr: int) -> PreparedRecord:
     """Parse one record and build its graph; every failure becomes ``PreparedRecord.error``."""
+    from dataclasses import replace
+
     from screening.io.records import parse_record
+    from screening.io.validate import DEFAULT_LIMITS
 
     prepared = PreparedRecord(record.record_id, record.source, dict(record.labels or {}))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            structure = parse_record(record)
+            # validated against the model's own graph radius: the neighbour budget depends on it
+            structure = parse_record(record, limits=replace(DEFAULT_LIMITS, radius=radius))
             prepared.formula = structure.composition.reduced_formula if len(structure) else None
             prepared.graph = structure_to_graph(structure, radius, max_num_nbr, record.record_id)
             prepared.key = structure_fingerprint(structure)
@@ -217,19 +263,64 @@ def errors_to_frame(errors: Sequence[RecordError]) -> pd.DataFrame:
     )
 
 
+def prediction_columns(model: CrystalGraphConvNet) -> list[str]:
+    """The prediction columns ``featurize`` writes for ``model``, in the order of
+    :func:`embed_graphs`'s prediction matrix: ``pred_<output>`` for every physical output (a
+    multi-task model has band gap and formation energy), then ``pred_<first>_std`` when the
+    model has an uncertainty head."""
+    names = [f"pred_{name}" for name in output_names(model.config)]
+    if model.config.uncertainty:
+        names.append(f"{names[0]}_std")
+    return names
+
+
+def _prediction_matrix(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    cols = out["outputs"] if "outputs" in out else out["prediction"][:, None]
+    if "prediction_std" in out:
+        cols = torch.cat([cols, out["prediction_std"][:, None]], dim=1)
+    return cols
+
+
+def check_finite_outputs(
+    model: CrystalGraphConvNet, preds: np.ndarray, embs: np.ndarray, record_ids: Sequence[str]
+) -> None:
+    """Refuse NaN/inf predictions or embeddings: they come from a broken model (NaN weights, an
+    atom table with holes), and written out they would rank or cluster silently wrong.
+
+    Raises :class:`ModelLoadError` naming the model and the first records affected, so the run
+    stops before anything is cached or written.
+    """
+    n = len(record_ids)
+    if n == 0:
+        return
+    ok = np.isfinite(np.asarray(preds, dtype=np.float64).reshape(n, -1)).all(axis=1)
+    ok &= np.isfinite(np.asarray(embs, dtype=np.float64).reshape(n, -1)).all(axis=1)
+    if ok.all():
+        return
+    bad = [record_ids[int(k)] for k in np.flatnonzero(~ok)]
+    name = getattr(model, "source_path", None) or model.config.extra.get("source") or model.config.target_name
+    shown = ", ".join(repr(r) for r in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    raise ModelLoadError(
+        f"model {name}: non-finite (NaN/inf) predictions or embeddings for {len(bad)} of {n} records ({shown}); "
+        "its weights or atom table are broken, so nothing was written"
+    )
+
+
 def embed_graphs(
     model: CrystalGraphConvNet, graphs: Sequence[CrystalGraph], batch_size: int = DEFAULT_BATCH_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions (n,) and embeddings (n, h) for graphs, batched, eval mode, no grad."""
+    """Predictions (n, len(prediction_columns(model))) and embeddings (n, h), batched, no grad."""
     preds, embs = [], []
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(graphs), batch_size):
             out = model(collate(graphs[start : start + batch_size]))
-            preds.append(out["prediction"].numpy())
+            preds.append(_prediction_matrix(out).double().numpy())
             embs.append(out["embedding"].numpy())
     if not preds:
-        return np.zeros(0, np.float32), np.zeros((0, model.config.h_fea_len), np.float32)
+        return np.zeros((0, len(prediction_columns(model))), np.float64), np.zeros(
+            (0, model.config.h_fea_len), np.float32
+        )
     return np.concatenate(preds), np.concatenate(embs)
 
 
@@ -257,6 +348,7 @@ class Featurizer:
         self.chunk_size = chunk_size
         self.cache = EmbeddingCache(cache_dir, model_fingerprint(model)) if cache_dir else None
         self.target = f"pred_{model.config.target_name}"
+        self.prediction_columns = prediction_columns(model)
         self.cache_hits = 0
 
     def _prepared(self, records: Iterable[Any]) -> Iterator[PreparedRecord]:
@@ -303,7 +395,7 @@ class Featurizer:
         return FeaturizeResult(frame, errors)
 
     def _empty_frame(self) -> pd.DataFrame:
-        cols = ["id", "formula", self.target] + [f"emb_{k}" for k in range(self.model.config.h_fea_len)]
+        cols = ["id", "formula", *self.prediction_columns] + [f"emb_{k}" for k in range(self.model.config.h_fea_len)]
         return pd.DataFrame(columns=cols)
 
     def _finish_chunk(self, chunk: list[PreparedRecord]) -> tuple[pd.DataFrame, list[RecordError]]:
@@ -312,15 +404,16 @@ class Featurizer:
         for p in chunk:
             if p.error is None:
                 try:
-                    check_elements(self.model, p.graph.atomic_numbers, p.record_id)
+                    check_elements(self.model, p.built_graph.atomic_numbers, p.record_id)
                 except GraphBuildError as exc:
                     exc.source = p.source
                     p.error = exc
             (errors.append(p.error) if p.error is not None else good.append(p))
-        cached = self.cache.get_many([p.key for p in good]) if self.cache else {}
+        cached = self.cache.get_many([p.cache_key for p in good]) if self.cache else {}
         todo = [p for p in good if p.key not in cached]
-        preds, embs = embed_graphs(self.forward_model, [p.graph for p in todo], self.batch_size)
-        fresh = {p.key: (float(pr), em) for p, pr, em in zip(todo, preds, embs)}
+        preds, embs = embed_graphs(self.forward_model, [p.built_graph for p in todo], self.batch_size)
+        check_finite_outputs(self.model, preds, embs, [p.record_id for p in todo])
+        fresh = {p.cache_key: (pr, em) for p, pr, em in zip(todo, preds, embs)}
         if self.cache and fresh:
             self.cache.put_many((k, v[0], v[1]) for k, v in fresh.items())
         self.cache_hits += len(good) - len(todo)
@@ -328,7 +421,10 @@ class Featurizer:
         h = self.model.config.h_fea_len
         emb = np.stack([results[p.key][1] for p in good]).astype(np.float32) if good else np.zeros((0, h), np.float32)
         frame = pd.DataFrame({"id": [p.record_id for p in good], "formula": [p.formula for p in good]})
-        frame[self.target] = np.array([results[p.key][0] for p in good], dtype=np.float64)
+        n_pred = len(self.prediction_columns)
+        pred = np.stack([results[p.key][0] for p in good]) if good else np.zeros((0, n_pred), np.float64)
+        for k, name in enumerate(self.prediction_columns):
+            frame[name] = pred[:, k]
         frame = pd.concat([frame, pd.DataFrame(emb, columns=[f"emb_{k}" for k in range(h)])], axis=1)
         labels = pd.DataFrame([p.labels for p in good])
         for col in labels.columns:
@@ -340,7 +436,7 @@ class Featurizer:
 def compiled(model: CrystalGraphConvNet) -> CrystalGraphConvNet:
     """The model's forward compiled for variable batch sizes (``torch.compile``, dynamic shapes)."""
     model.eval()
-    return torch.compile(model, dynamic=True)  # type: ignore[return-value]
+    return torch.compile(model, dynamic=True)
 
 
 def _pool_context():
@@ -367,15 +463,28 @@ def featurize_records(
     progress: bool = False,
     compile: bool = False,
 ) -> FeaturizeResult:
-    """Featurize records in memory (see :class:`Featurizer`)."""
+    """Featurize records in memory (see :class:`Featurizer`).
+
+    ``records`` may hold what :func:`~screening.io.sources.iter_records` yields (records and error
+    records), pymatgen ``Structure`` or ``ase.Atoms`` objects (ids are list positions), or be a
+    mapping ``id -> structure``; error records and unusable items land in ``result.errors``.
+    """
+    from screening.io.records import as_record
+
     if not isinstance(model, CrystalGraphConvNet):
         model = load_featurizer_model(model)
     featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
-    records = list(records)
+    pairs = records.items() if isinstance(records, Mapping) else enumerate(records)
+    items = [as_record(item, str(key)) for key, item in pairs]
+    good = [item for item in items if not isinstance(item, RecordError)]
+    upstream = [item for item in items if isinstance(item, RecordError)]
     if not progress:
-        return featurizer.featurize(records)
-    with progress_bar(len(records), "featurizing") as advance:
-        return featurizer.featurize(records, advance)
+        result = featurizer.featurize(good)
+    else:
+        with progress_bar(len(good), "featurizing") as advance:
+            result = featurizer.featurize(good, advance)
+    result.errors = upstream + result.errors
+    return result
 
 
 def featurize_source(
@@ -407,33 +516,41 @@ def featurize_source(
     featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
     errors: list[RecordError] = []
 
-    def records() -> Iterator[Any]:
-        for item in iter_records(source):
-            if isinstance(item, RecordError):
-                errors.append(item)
-            else:
-                yield item
-
     writer, schema, n_rows = None, None, 0
     total = count_records(source) if progress else 0
-    with progress_bar(total, f"featurizing {Path(source).name}", enabled=progress) as advance:
-        try:
-            for frame, errs in featurizer.iter_chunks(records(), advance):
-                errors.extend(errs)
-                if frame.empty:
-                    continue
-                if schema is None:
-                    schema = pa.Schema.from_pandas(frame, preserve_index=False)
-                    writer = pq.ParquetWriter(output, schema)
-                table = pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema, preserve_index=False)
-                writer.write_table(table)
-                n_rows += len(frame)
-        finally:
-            if writer is not None:
-                writer.close()
-    if writer is None:  # nothing featurized: still leave a valid (empty) file
-        featurizer._empty_frame().to_parquet(output, index=False)
-    errors_to_frame(errors).to_csv(errors_path, index=False)
+    # Written to a temporary name and renamed at the end: a killed or failing re-run leaves the
+    # previous output whole (screening.io.atomic).
+    with atomic_path(output) as tmp_output:
+        with progress_bar(total, f"featurizing {Path(source).name}", enabled=progress) as advance:
+
+            def records() -> Iterator[Any]:
+                for item in iter_records(source):
+                    if isinstance(item, RecordError):
+                        errors.append(item)
+                        advance(1)  # a record that failed to read still counts as done
+                    else:
+                        yield item
+
+            try:
+                for frame, errs in featurizer.iter_chunks(records(), advance):
+                    errors.extend(errs)
+                    if frame.empty:
+                        continue
+                    if schema is None:
+                        schema = pa.Schema.from_pandas(frame, preserve_index=False)
+                        writer = pq.ParquetWriter(tmp_output, schema)
+                    table = pa.Table.from_pandas(
+                        frame.reindex(columns=schema.names), schema=schema, preserve_index=False
+                    )
+                    assert writer is not None, "opened with the first non-empty chunk"
+                    writer.write_table(table)
+                    n_rows += len(frame)
+            finally:
+                if writer is not None:
+                    writer.close()
+        if writer is None:  # nothing featurized: still leave a valid (empty) file
+            featurizer._empty_frame().to_parquet(tmp_output, index=False)
+    write_csv_atomic(errors_to_frame(errors), errors_path, index=False)
     return {
         "rows": n_rows,
         "errors": len(errors),
@@ -472,15 +589,20 @@ class CGCNNFeaturizer(_MatminerBase):
         return self.featurize_many([structure], ignore_errors=False)[0]
 
     def featurize_many(self, entries, ignore_errors: bool = False, return_errors: bool = False, pbar: bool = False):
+        from dataclasses import replace
+
         from pymatgen.core import Structure
+
+        from screening.io.validate import DEFAULT_LIMITS, validate_structure
 
         # matminer hands over each row's values (a tuple or array holding the structure)
         structures = [e if isinstance(e, Structure) else e[0] for e in entries]
-        rows: list[list[float]] = [None] * len(structures)  # type: ignore[list-item]
+        rows: list[list[Any]] = [[] for _ in structures]  # every row is set below: embedding or NaNs + error
         graphs, where, errs = [], [], {}
         cfg = self.model.config
         for k, s in enumerate(structures):
             try:
+                validate_structure(s, str(k), limits=replace(DEFAULT_LIMITS, radius=cfg.radius))
                 graph = structure_to_graph(s, cfg.radius, cfg.max_num_nbr, record_id=str(k))
                 check_elements(self.model, graph.atomic_numbers, str(k))
                 graphs.append(graph)
@@ -489,12 +611,13 @@ class CGCNNFeaturizer(_MatminerBase):
                 if not ignore_errors:
                     raise
                 errs[k] = exc
-        _, emb = embed_graphs(self.model, graphs, self.batch_size)
+        preds, emb = embed_graphs(self.model, graphs, self.batch_size)
+        check_finite_outputs(self.model, preds, emb, [str(k) for k in where])
         for k, vec in zip(where, emb):
             rows[k] = vec.astype(float).tolist()
         width = len(self.feature_labels())
-        for k, exc in errs.items():
-            rows[k] = [float("nan")] * width + ([str(exc)] if return_errors else [])
+        for k, err in errs.items():
+            rows[k] = [float("nan")] * width + ([str(err)] if return_errors else [])
         if return_errors:
             rows = [r if len(r) > width else r + [None] for r in rows]
         return rows
@@ -519,7 +642,9 @@ __all__ = [
     "EmbeddingCache",
     "FeaturizeResult",
     "Featurizer",
+    "check_finite_outputs",
     "embed_graphs",
+    "prediction_columns",
     "errors_to_frame",
     "featurize_records",
     "featurize_source",

@@ -6,9 +6,30 @@ of CIFs, a single CIF, a CSV/Parquet table with a ``cif`` column or a JSON of st
 reader behind it (a fast path for plain P1 CIFs, pymatgen's parser for everything else).
 """
 
-from screening.io.cif import describe_disorder, parse_cif_with_pymatgen, parse_p1_cif, structure_from_cif
-from screening.io.records import StructureRecord, parse_record
-from screening.io.sources import count_records, id_column, iter_records, source_kind
+from importlib import import_module
+from typing import Any
+
+# Lazy re-exports (PEP 562): importing a light submodule (``screening.io.atomic``, ``lab_files``)
+# must not load pymatgen, which these readers need; `campaign status` and `ask` stay fast.
+_EXPORTS = {
+    "describe_disorder": "screening.io.cif",
+    "parse_cif_with_pymatgen": "screening.io.cif",
+    "parse_p1_cif": "screening.io.cif",
+    "structure_from_cif": "screening.io.cif",
+    "StructureRecord": "screening.io.records",
+    "parse_record": "screening.io.records",
+    "count_records": "screening.io.sources",
+    "id_column": "screening.io.sources",
+    "iter_records": "screening.io.sources",
+    "source_kind": "screening.io.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'screening.io' has no attribute {name!r}")
+
 
 __all__ = [
     "StructureRecord",

@@ -8,20 +8,26 @@ text marks a failed evaluation.
 
 A malformed results file raises :class:`ResultsFileError` naming the file, the row and the
 reason; nothing is told in that case.
+
+Ask files are written with :func:`screening.safe_csv.write_text_csv` (one line per row, no
+spreadsheet formulas, atomic).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from screening.bo.domain import Box
 from screening.errors import RecordError
+from screening.safe_csv import escape_control, neutralise_cell, write_text_csv  # noqa: F401  (part of this API)
+
+if TYPE_CHECKING:  # the domain pulls in scipy; reading a CSV does not need it
+    from screening.bo.domain import Box
 
 
 class ResultsFileError(RecordError):
@@ -41,10 +47,8 @@ def box_columns(box: Box) -> list[str]:
 
 def write_box_batch(path: str | Path, box: Box, points: Sequence[np.ndarray]) -> Path:
     """The asked box points as CSV, one column per input."""
-    path = Path(path)
     frame = pd.DataFrame(np.atleast_2d(np.asarray(points, dtype=np.float64)), columns=box_columns(box))
-    frame.to_csv(path, index=False, float_format="%.10g")
-    return path
+    return write_text_csv(frame, path)
 
 
 def read_csv_as_text(path: Path, error: type[RecordError] = RecordError) -> pd.DataFrame:
@@ -77,8 +81,16 @@ def _value(text: str, row_id: str, column: str, path: Path) -> float:
     return v
 
 
-def read_pool_results(path: str | Path, value_columns: Sequence[str] = ("band_gap", "y")) -> Results:
-    """Read ``id`` + value (+ ``error``) rows for a pool campaign."""
+def read_pool_results(
+    path: str | Path,
+    value_columns: Sequence[str] = ("band_gap", "y"),
+    check: Callable[[float], Any] | None = None,
+) -> Results:
+    """Read ``id`` + value (+ ``error``) rows for a pool campaign.
+
+    ``check(value)`` (an objective's ``check_y``) raises ``ValueError`` for a physically impossible
+    value; the file is then refused naming the line, the id and the reason, before anything is told.
+    """
     path = Path(path)
     frame = _read_csv(path)
     if "id" not in frame.columns:
@@ -96,8 +108,14 @@ def read_pool_results(path: str | Path, value_columns: Sequence[str] = ("band_ga
         out.errors.append(err)
         if err is not None and not row[col].strip():
             out.ys.append(None)
-        else:
-            out.ys.append(_value(row[col].strip(), rid, col, path))
+            continue
+        value = _value(row[col].strip(), rid, col, path)
+        if check is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise ResultsFileError(rid, f"line {n}: {col} {row[col].strip()!r}: {exc}", str(path)) from None
+        out.ys.append(value)
     return out
 
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,10 @@ class MPRateLimitError(MaterialsProjectError):
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_api_key(api_key: str | None = None, environ: dict[str, str] | None = None) -> str:
+def resolve_api_key(api_key: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """The key from ``--api-key`` or else ``MP_API_KEY``; a clear :class:`MPAuthError` if neither."""
-    environ = os.environ if environ is None else environ
-    key = (api_key or environ.get(API_KEY_ENV) or "").strip()
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    key = (api_key or env.get(API_KEY_ENV) or "").strip()
     if not key:
         raise MPAuthError(
             f"no Materials Project API key: set the {API_KEY_ENV} environment variable or pass --api-key "
@@ -234,6 +235,8 @@ class MPQuery:
     elements: tuple[str, ...] | None = None
     max_sites: int | None = None
     fields: tuple[str, ...] = DEFAULT_FIELDS
+    #: A list of ids to download as they are (``--ids``), instead of a search.
+    material_ids: tuple[str, ...] | None = None
 
     def criteria(self) -> dict[str, Any]:
         """Keyword arguments for ``mpr.materials.summary.search`` (without ``fields``).
@@ -254,7 +257,47 @@ class MPQuery:
         d["band_gap"] = list(self.band_gap) if self.band_gap is not None else None
         d["elements"] = list(self.elements) if self.elements else None
         d["fields"] = list(self.fields)
+        # Absent unless set, so folders written before ``--ids`` existed still resume.
+        ids = d.pop("material_ids")
+        if ids:
+            d["material_ids"] = list(ids)
         return d
+
+
+MATERIAL_ID = re.compile(r"^[a-z]+-\d+$")
+
+
+def check_material_ids(ids: Iterable[str], where: str = "--ids") -> tuple[str, ...]:
+    """Sorted, de-duplicated Materials Project ids (``mp-149``, ``mvc-12``); a malformed one is
+    refused by name, so a typo never turns into a silent 'not returned'."""
+    cleaned = [i.strip() for i in ids if i.strip()]
+    bad = [i for i in cleaned if not MATERIAL_ID.match(i)]
+    if bad:
+        raise MaterialsProjectError(f"{where}: not Materials Project ids (like mp-149): {', '.join(bad[:5])}")
+    if not cleaned:
+        raise MaterialsProjectError(f"{where}: no material ids given")
+    return tuple(sorted(set(cleaned), key=lambda i: (i.split("-")[0], int(i.split("-")[1]))))
+
+
+def read_ids_file(path: str | Path) -> list[str]:
+    """Material ids from a text file: one per line, or separated by commas or spaces; ``#`` starts
+    a comment. A malformed id is refused with its file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MaterialsProjectError(f"cannot read the ids file {path}: {exc}") from exc
+    ids: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        for token in line.split("#", 1)[0].replace(",", " ").split():
+            if not MATERIAL_ID.match(token):
+                raise MaterialsProjectError(
+                    f"{path}, line {number}: {token!r} is not a Materials Project id (like mp-149)"
+                )
+            ids.append(token)
+    if not ids:
+        raise MaterialsProjectError(f"{path}: no material ids in the file")
+    return ids
 
 
 def make_query(
@@ -262,8 +305,21 @@ def make_query(
     elements: Sequence[str] | None = None,
     max_sites: int | None = None,
     fields: Sequence[str] | None = None,
+    material_ids: Sequence[str] | None = None,
 ) -> MPQuery:
-    """Validate the user's options into an :class:`MPQuery` (required fields always included)."""
+    """Validate the user's options into an :class:`MPQuery` (required fields always included).
+
+    ``material_ids`` downloads exactly those materials; it cannot be mixed with the search filters
+    (a listed id outside a window would vanish without a word).
+    """
+    ids = None
+    if material_ids is not None:
+        if band_gap is not None or elements or max_sites is not None:
+            raise MaterialsProjectError(
+                "--ids/--ids-file download the listed materials as they are; leave out --band-gap, --elements "
+                "and --max-sites"
+            )
+        ids = check_material_ids(material_ids)
     if band_gap is not None:
         if len(band_gap) != 2 or not float(band_gap[0]) <= float(band_gap[1]):
             raise MaterialsProjectError(f"--band-gap needs LO HI with LO <= HI (eV), got {list(band_gap)}")
@@ -272,7 +328,13 @@ def make_query(
         raise MaterialsProjectError(f"--max-sites must be at least 1, got {max_sites}")
     els = tuple(sorted({e.strip() for e in elements if e.strip()})) if elements else None
     wanted = list(REQUIRED_FIELDS) + [f for f in (fields or DEFAULT_FIELDS) if f not in REQUIRED_FIELDS]
-    return MPQuery(band_gap=band_gap, elements=els or None, max_sites=max_sites, fields=tuple(dict.fromkeys(wanted)))
+    return MPQuery(
+        band_gap=band_gap,
+        elements=els or None,
+        max_sites=max_sites,
+        fields=tuple(dict.fromkeys(wanted)),
+        material_ids=ids,
+    )
 
 
 def _get(doc: Any, name: str) -> Any:
@@ -439,16 +501,18 @@ def fetch_materials_project(
     retry: RetryPolicy = RetryPolicy(),
     sleep: Callable[[float], None] = time.sleep,
     progress: bool = True,
+    material_ids: Sequence[str] | None = None,
 ) -> FetchSummary:
     """Download the materials matching the query into ``out_dir`` (see the module docstring).
 
     ``client_factory()`` returns an ``MPRester``-like client (a context manager with
     ``materials.summary.search(..., fields=[...])``); use :class:`MPClientFactory`. ``band_gap``
     is a (lo, hi) window in eV, ``elements`` the elements every material must contain,
-    ``max_sites`` the largest cell (sites) to keep. Re-running with the same query resumes; a
-    folder holding another query is refused.
+    ``max_sites`` the largest cell (sites) to keep; or ``material_ids``, a list of ids to download
+    without a search (ids the server does not return are listed in ``skipped_docs``). Re-running
+    with the same query resumes; a folder holding another query is refused.
     """
-    query = make_query(band_gap, elements, max_sites, fields)
+    query = make_query(band_gap, elements, max_sites, fields, material_ids)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     redactor = getattr(client_factory, "redact", lambda text: text)
@@ -473,6 +537,9 @@ def fetch_materials_project(
 
     ids_path = out / IDS_FILE
     ids: list[str] | None = json.loads(ids_path.read_text()) if ids_path.exists() else None
+    if ids is None and query.material_ids:
+        ids = list(query.material_ids)
+        _write_json_atomic(ids_path, ids)
     client_cm = None
     client = None
 
@@ -506,8 +573,12 @@ def fetch_materials_project(
                     skipped += 1
                     continue
                 hint = f"{len(done)} of {len(batches)} batches are saved in {out}; re-run the same command to resume."
+
+                def download(batch: list[str] = batch) -> list[Any]:
+                    return _search(connect(), material_ids=batch, fields=list(query.fields))
+
                 docs = call_with_retry(
-                    lambda batch=batch: _search(connect(), material_ids=batch, fields=list(query.fields)),
+                    download,
                     f"downloading batch {b + 1}/{len(batches)}",
                     retry,
                     redactor,
@@ -559,6 +630,7 @@ __all__ = [
     "MaterialsProjectError",
     "RetryPolicy",
     "call_with_retry",
+    "check_material_ids",
     "classify_error",
     "count_database_records",
     "database_parts",
@@ -567,6 +639,7 @@ __all__ = [
     "is_mp_database",
     "iter_database_records",
     "make_query",
+    "read_ids_file",
     "read_manifest",
     "redact",
     "resolve_api_key",

@@ -7,6 +7,13 @@ Kinds of source, detected from the path:
   labels named ``target`` (one column) or ``target_0``, ``target_1``, ... ; ids it lists whose
   CIF is missing become error records, CIFs it does not list are still read.
 * a single ``.cif`` file: one record, id = file stem.
+* VASP files: ``POSCAR``/``CONTCAR`` (also ``POSCAR_x``, ``CONTCAR.x``), ``*.vasp``, ``*.poscar``:
+  one record, id = file name without ``.vasp``/``.poscar``. Parsed lazily like CIF text.
+* any file ASE reads (``.extxyz``, ``.xyz``, ``.traj``, ``.xsf``, ``.cell``, ``.gen``; needs the
+  ``ase`` extra): one record per frame, id = file stem (``stem_0``, ``stem_1``, ... for several
+  frames), scalar ``atoms.info`` entries as labels.
+* a folder holding any of these files (CIF, VASP, ASE kinds mixed; subfolders are not entered).
+  A CGCNN ``atom_init.json`` beside ``id_prop.csv`` is found by :func:`folder_atom_init`.
 * a table, ``.csv`` / ``.csv.gz`` / ``.parquet``, with a ``cif`` column of CIF text: the id comes
   from the first of ``material_id, id, cif_id, name, idx`` present, else the row number; the
   other scalar columns become labels (``formula`` excepted: outputs recompute it from the
@@ -28,6 +35,7 @@ import csv
 import gzip
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,8 +44,8 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
-from screening.errors import MatscreenError, RecordError
-from screening.io.records import StructureRecord, parse_record
+from screening.errors import MatscreenError, RecordError, StructureReadError
+from screening.io.records import StructureRecord, parse_record, record_from_atoms
 
 ID_COLUMNS = ("material_id", "id", "cif_id", "name", "idx")
 CIF_COLUMN = "cif"
@@ -46,7 +54,15 @@ NOT_LABELS = frozenset({CIF_COLUMN, STRUCTURE_FIELD, "formula"})
 ID_PROP_FILE = "id_prop.csv"
 DEFAULT_CHUNKSIZE = 2048
 
-SUPPORTED = "a folder of .cif files, a .cif file, .csv/.csv.gz/.parquet with a 'cif' column, or .json/.json.gz"
+ATOM_INIT_FILE = "atom_init.json"
+POSCAR_NAMES = ("POSCAR", "CONTCAR")
+POSCAR_SUFFIXES = (".vasp", ".poscar")
+ASE_SUFFIXES = (".extxyz", ".xyz", ".traj", ".xsf", ".cell", ".gen")
+
+SUPPORTED = (
+    "a folder of structure files, a .cif / POSCAR / CONTCAR / .vasp file, an ASE-readable file "
+    f"({' '.join(ASE_SUFFIXES)}), .csv/.csv.gz/.parquet with a 'cif' column, or .json/.json.gz"
+)
 
 
 def _suffix(path: Path) -> str:
@@ -57,8 +73,35 @@ def _suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
+def structure_file_kind(path: Path) -> str | None:
+    """``cif_file``, ``poscar_file`` or ``ase_file`` for a single structure file, else None."""
+    suffix = path.suffix.lower()
+    if suffix == ".cif":
+        return "cif_file"
+    if suffix in POSCAR_SUFFIXES or path.name.startswith(POSCAR_NAMES):
+        return "poscar_file"
+    if suffix in ASE_SUFFIXES:
+        return "ase_file"
+    return None
+
+
+def structure_file_id(path: Path) -> str:
+    """The record id of a structure file: its stem, but ``POSCAR_mp-1`` keeps its whole name."""
+    if path.suffix.lower() in POSCAR_SUFFIXES or path.name.startswith(POSCAR_NAMES):
+        return path.name[: -len(path.suffix)] if path.suffix.lower() in POSCAR_SUFFIXES else path.name
+    return path.stem
+
+
+def folder_atom_init(source: str | Path) -> Path | None:
+    """The ``atom_init.json`` of a CGCNN data folder (where the original CGCNN reads it), if any."""
+    path = Path(source)
+    candidate = path / ATOM_INIT_FILE if path.is_dir() else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
 def source_kind(source: str | Path) -> str:
-    """Which kind of source ``source`` is: ``cif_dir``, ``cif_file``, ``csv``, ``parquet`` or ``json``.
+    """Which kind of source ``source`` is: ``cif_dir`` (any folder of structure files),
+    ``cif_file``, ``poscar_file``, ``ase_file``, ``csv``, ``parquet`` or ``json``.
 
     Raises :class:`MatscreenError` naming the path when it does not exist or is of no known kind.
     """
@@ -67,6 +110,9 @@ def source_kind(source: str | Path) -> str:
         raise MatscreenError(f"source not found: {path}")
     if path.is_dir():
         return "cif_dir"
+    file_kind = structure_file_kind(path)
+    if file_kind is not None:
+        return file_kind
     suffix = _suffix(path)
     kinds = {
         ".cif": "cif_file",
@@ -95,7 +141,9 @@ def iter_records(
     kind = source_kind(path)
     readers = {
         "cif_dir": lambda: _iter_cif_dir(path),
-        "cif_file": lambda: iter([_cif_file_record(path, path.stem, str(path))]),
+        "cif_file": lambda: _cif_block_records(path, path.stem, str(path)),
+        "poscar_file": lambda: iter([_cif_file_record(path, structure_file_id(path), str(path), fmt="poscar")]),
+        "ase_file": lambda: _iter_ase_file(path, path.stem, required=True),
         "csv": lambda: _iter_table(path, chunksize),
         "parquet": lambda: _iter_table(path, chunksize),
         "json": lambda: _iter_json(path),
@@ -119,10 +167,10 @@ def count_records(source: str | Path) -> int:
     """
     path = Path(source)
     kind = source_kind(path)
-    if kind == "cif_dir":
+    if kind == "cif_dir":  # an ASE file with several frames counts once here
         listed = [row[0] for row in _read_id_prop(path)] if (path / ID_PROP_FILE).is_file() else []
-        return len(listed) + len({p.stem for p in _cif_files(path)} - set(listed))
-    if kind == "cif_file":
+        return len(listed) + len(set(_structure_files(path)) - set(listed))
+    if kind in ("cif_file", "poscar_file", "ase_file"):
         return 1
     if kind == "parquet":
         import pyarrow.parquet as pq
@@ -137,8 +185,55 @@ def count_records(source: str | Path) -> int:
 # --- folders of CIFs -------------------------------------------------------------------------
 
 
-def _cif_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".cif")
+def _structure_files(folder: Path) -> dict[str, Path]:
+    """Record id -> file for every structure file of a folder, in name order."""
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        # non-regular entries (folders named x.cif, FIFOs, symlink loops) are kept so that they
+        # become error records (see _entry_problem) instead of vanishing
+        if structure_file_kind(p) is not None:
+            files.setdefault(structure_file_id(p), p)
+    return files
+
+
+def _file_records(
+    path: Path, record_id: str, labels: dict[str, Any] | None = None
+) -> Iterator[StructureRecord | RecordError]:
+    kind = structure_file_kind(path)
+    problem = _entry_problem(path)
+    if problem is not None:
+        yield RecordError(printable_name(record_id), problem, printable_name(str(path)))
+    elif kind == "ase_file":
+        yield from _iter_ase_file(path, record_id, labels)
+    elif kind == "cif_file":
+        yield from _cif_block_records(path, record_id, str(path), labels)
+    else:
+        yield _cif_file_record(path, record_id, str(path), labels, fmt="poscar" if kind == "poscar_file" else "cif")
+
+
+def _iter_ase_file(
+    path: Path, record_id: str, labels: dict[str, Any] | None = None, required: bool = False
+) -> Iterator[StructureRecord | RecordError]:
+    """Every frame ASE reads from ``path``. Without ASE installed a lone file is an unreadable
+    source (``required``); inside a folder it is one error record and the rest goes on."""
+    try:
+        import ase.io
+    except ImportError:
+        message = f"reading {path.suffix} files needs ASE: pip install 'matscreen[ase]'"
+        if required:
+            raise MatscreenError(f"{path}: {message}") from None
+        yield RecordError(record_id, message, str(path))
+        return
+    try:
+        frames = ase.io.read(str(path), index=":")
+    except Exception as exc:  # noqa: BLE001 - ASE raises many kinds for unreadable files
+        yield StructureReadError(record_id, f"ASE cannot read it ({type(exc).__name__}: {exc})", str(path))
+        return
+    if not frames:
+        yield StructureReadError(record_id, "ASE read no structure from it", str(path))
+    for k, atoms in enumerate(frames):
+        frame_id = record_id if len(frames) == 1 else f"{record_id}_{k}"
+        yield record_from_atoms(atoms, frame_id, str(path), labels)
 
 
 def _read_id_prop(folder: Path) -> list[list[str]]:
@@ -167,21 +262,72 @@ def _number_or_text(value: str) -> Any:
 
 
 def _cif_file_record(
-    path: Path, record_id: str, source: str, labels: dict[str, Any] | None = None
+    path: Path, record_id: str, source: str, labels: dict[str, Any] | None = None, fmt: str = "cif"
 ) -> StructureRecord | RecordError:
-    """A lazy record for one CIF file; an error record if the file cannot be read."""
+    """A lazy record for one CIF (or POSCAR) file; an error record if the file cannot be read."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        return RecordError(record_id, f"cannot read CIF file: {exc.strerror or exc}", source)
-    return StructureRecord(record_id=record_id, source=source, text=text, labels=labels or {})
+        return RecordError(record_id, f"cannot read {fmt.upper()} file: {exc.strerror or exc}", source)
+    return StructureRecord(record_id=record_id, source=source, text=text, labels=labels or {}, fmt=fmt)
+
+
+def printable_name(name: str) -> str:
+    """``name`` with bytes that are not UTF-8 shown as ``\\xff`` escapes.
+
+    Why: a file name that is not valid UTF-8 arrives as a string with surrogate escapes, which
+    Parquet, CSV and JSON writers refuse; after 11 minutes of work the final write crashed. The
+    escaped form can be written anywhere and still tells the user which file it was.
+    """
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+
+
+def _entry_problem(path: Path) -> str | None:
+    """Why a folder entry that looks like a structure file cannot be read as one, or None."""
+    import stat
+
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (shown escaped); rename the file to read it"
+    try:
+        mode = path.stat().st_mode  # follows symlinks: a loop or a dangling link raises
+    except OSError as exc:
+        return f"not readable as a file: {exc.strerror or exc} (a symlink loop or a dangling link?)"
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+    return f"{kind}, not a structure file; skipped"
+
+
+def _cif_block_records(
+    path: Path, record_id: str, source: str, labels: dict[str, Any] | None = None
+) -> Iterator[StructureRecord | RecordError]:
+    """One record per ``data_`` block of a CIF file: ``record_id`` for a single block,
+    ``record_id#block`` (or ``#<position>`` for an unnamed block) for several. The file is split
+    once, in linear time (see :func:`screening.io.cif.split_data_blocks`)."""
+    from screening.io.cif import split_data_blocks
+
+    record = _cif_file_record(path, record_id, source, labels)
+    if not isinstance(record, StructureRecord) or record.text is None:
+        yield record
+        return
+    blocks = split_data_blocks(record.text)
+    if len(blocks) <= 1:
+        yield record
+        return
+    for position, (name, text) in enumerate(blocks):
+        block_id = f"{record_id}#{name or position}"
+        yield StructureRecord(record_id=block_id, source=source, text=text, labels=dict(labels or {}))
 
 
 def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
-    files = {p.stem: p for p in _cif_files(folder)}
+    files = _structure_files(folder)
     has_id_prop = (folder / ID_PROP_FILE).is_file()
     if not files and not has_id_prop:
-        raise MatscreenError(f"no .cif files in folder {folder}; expected {SUPPORTED}")
+        raise MatscreenError(
+            f"no structure files (.cif, POSCAR, .vasp, ASE kinds) in folder {folder}; expected {SUPPORTED}"
+        )
     listed: set[str] = set()
     if has_id_prop:
         id_prop_source = str(folder / ID_PROP_FILE)
@@ -192,10 +338,10 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
             if cif_path is None:
                 yield RecordError(record_id, f"listed in {ID_PROP_FILE} but {record_id}.cif is missing", id_prop_source)
                 continue
-            yield _cif_file_record(cif_path, record_id, str(cif_path), _target_labels(row[1:]))
+            yield from _file_records(cif_path, record_id, _target_labels(row[1:]))
     for record_id, cif_path in files.items():
         if record_id not in listed:
-            yield _cif_file_record(cif_path, record_id, str(cif_path))
+            yield from _file_records(cif_path, record_id)
 
 
 # --- tables ----------------------------------------------------------------------------------

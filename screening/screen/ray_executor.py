@@ -18,69 +18,15 @@ driver never holds the whole database) and hands results back as they finish.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from screening.errors import MatscreenError
-
-TMP_PREFIX = ".tmp-"
+from screening.io.atomic import TMP_PREFIX, dictionary_columns, sweep_temporary_files, write_parquet_atomic
 
 
 class DistributedError(MatscreenError):
     """Ray is missing, the cluster cannot be reached, or a shard failed after all its retries."""
-
-
-def write_parquet_atomic(frame: Any, path: str | Path) -> Path:
-    """Write a DataFrame (or Arrow table) to ``path`` so that readers see all of it or nothing.
-
-    The temporary name is unique per call (a retried shard never collides with the attempt
-    that died), lives in the same folder (so ``os.replace`` is a rename) and starts with
-    :data:`TMP_PREFIX` so :func:`sweep_temporary_files` can remove leftovers.
-    """
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-    try:
-        if isinstance(frame, pd.DataFrame):
-            frame = pa.Table.from_pandas(frame, preserve_index=False)
-        if isinstance(frame, pa.Table):
-            pq.write_table(frame, tmp, use_dictionary=dictionary_columns(frame.schema))
-        else:  # anything else that knows how to write itself
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def dictionary_columns(schema) -> list[str]:
-    """The text columns: the only ones worth Parquet's dictionary encoding here.
-
-    Dictionary-encoding high-cardinality floats (embeddings) is the writer's default and costs
-    ~9x the write time for a larger file, so it is switched off for them.
-    """
-    import pyarrow as pa
-
-    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-
-
-def sweep_temporary_files(folder: str | Path) -> int:
-    """Delete temporary files that dead shards left behind; returns how many."""
-    n = 0
-    for stray in Path(folder).glob(f"{TMP_PREFIX}*"):
-        try:
-            stray.unlink()
-            n += 1
-        except FileNotFoundError:
-            pass
-    return n
 
 
 def _import_ray():
@@ -167,6 +113,7 @@ def run_on_ray(
 
 
 __all__ = [
+    "TMP_PREFIX",
     "DistributedError",
     "dictionary_columns",
     "init_ray",

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -45,8 +44,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from screening.errors import MatscreenError, RecordError
+from screening.io.atomic import (
+    atomic_path,
+    dictionary_columns,
+    sweep_temporary_files,
+    temporary_path,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from screening.progress import progress_bar
-from screening.screen.ray_executor import dictionary_columns, sweep_temporary_files, write_parquet_atomic
+
+FORMATION_ENERGY_COLUMN = "pred_formation_energy_per_atom"
 
 FORMAT = "matscreen-screen-1"
 MANIFEST = "manifest.json"
@@ -120,9 +128,14 @@ def _content_stamp(path: Path) -> str:
         return f"{st.st_size}:{st.st_mtime_ns}"
     h = hashlib.blake2b(digest_size=12)
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if entry.is_file():
+        try:  # a symlink loop raises here; such entries become error records, not a crash
+            if not entry.is_file():
+                continue
             st = entry.stat()
-            h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        except OSError:
+            continue
+        # surrogateescape: a file name that is not UTF-8 must not stop the run (issue 12)
+        h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -290,16 +303,16 @@ def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1)
         return
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_local_worker)
     pending: set[Any] = set()
-    chunks = iter(chunks)
+    todo = iter(chunks)
     exhausted = False
     try:
         while True:
             while not exhausted and len(pending) < 2 * workers:
-                chunk = next(chunks, None)
-                if chunk is None:
+                nxt = next(todo, None)
+                if nxt is None:
                     exhausted = True
                     break
-                pending.add(pool.submit(featurize_chunk, job, chunk))
+                pending.add(pool.submit(featurize_chunk, job, nxt))
             if not pending:
                 return
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -315,9 +328,7 @@ def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1)
 
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(payload, path, indent=1)
 
 
 def work_dir_for(output: str | Path) -> Path:
@@ -430,6 +441,7 @@ def rank_chunks(
     output: str | Path,
     scratch_dir: str | Path,
     bucket_rows: int = 65536,
+    max_formation_energy: float | None = None,
 ) -> dict[str, int]:
     """Merge chunk files into ``output`` sorted by ``|pred − target|`` (ties by id), in bounded memory.
 
@@ -444,6 +456,10 @@ def rank_chunks(
 
     Memory: the keys (~40 bytes per row), one chunk, and one bucket of ``bucket_rows`` rows
     (~40 MB for 128-d embeddings at the default); time grows linearly with the rows.
+
+    ``max_formation_energy`` (eV/atom) leaves out the rows whose ``pred_formation_energy_per_atom``
+    is above it (or missing): the ranking is then among crystals predicted stable enough, and
+    ``filtered_out`` in the result counts the rest.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -452,18 +468,32 @@ def rank_chunks(
     scratch_dir = Path(scratch_dir)
     scratch_dir.mkdir(parents=True, exist_ok=True)
     output = Path(output)
-    tmp_out = output.with_name(f".tmp-{output.name}.{os.getpid()}")
+    tmp_out = temporary_path(output)
 
     # pass 1: the sort keys
-    keys, schemas, nonempty = [], [], []
+    keys, schemas, nonempty, masks = [], [], [], []
+    filtered_out = 0
     for part in parts:
         pf = pq.ParquetFile(part)
         if pf.metadata.num_rows == 0:
             continue
+        mask = None
+        if max_formation_energy is not None:
+            if FORMATION_ENERGY_COLUMN not in pf.schema_arrow.names:
+                raise ScreenError(
+                    f"--max-formation-energy needs a {FORMATION_ENERGY_COLUMN} column: screen with a model that "
+                    "predicts formation energy (the default model does)"
+                )
+            ef = pf.read(columns=[FORMATION_ENERGY_COLUMN])[FORMATION_ENERGY_COLUMN].cast(pa.float64())
+            mask = pc.fill_null(pc.less_equal(ef, float(max_formation_energy)), False)
+            filtered_out += len(ef) - int(pc.sum(mask).as_py() or 0)
         table = pf.read(columns=["id", pred_col])
+        if mask is not None:
+            table = table.filter(mask)
         keys.append(pa.table({"d": _distance(table, pred_col, target), "id": table["id"].cast(pa.string())}))
         schemas.append(pf.schema_arrow.remove_metadata())
         nonempty.append(part)
+        masks.append(mask)
     if not nonempty:
         empty = pa.table(
             {
@@ -475,7 +505,7 @@ def rank_chunks(
         )
         pq.write_table(empty, tmp_out)
         os.replace(tmp_out, output)
-        return {"rows": 0, "within_tol": 0}
+        return {"rows": 0, "within_tol": 0, "filtered_out": filtered_out}
     offsets = np.cumsum([0] + [len(k) for k in keys])
     all_keys = pa.concat_tables(keys)
     del keys
@@ -498,7 +528,10 @@ def rank_chunks(
             lo, hi = offsets[p], offsets[p + 1]
             part_rank = rank[lo:hi]
             by_rank = np.argsort(part_rank, kind="stable")
-            table = _conform(pq.read_table(part), schema).take(pa.array(by_rank))
+            table = _conform(pq.read_table(part), schema)
+            if masks[p] is not None:
+                table = table.filter(masks[p])
+            table = table.take(pa.array(by_rank))
             sorted_rank = part_rank[by_rank]
             table = table.append_column("distance_to_target", pa.array(distance[lo:hi][by_rank]))
             table = table.append_column("rank", pa.array(sorted_rank + 1))
@@ -531,16 +564,15 @@ def rank_chunks(
             del table
             path.unlink()
     os.replace(tmp_out, output)
-    return {"rows": n, "within_tol": hits}
+    return {"rows": n, "within_tol": hits, "filtered_out": filtered_out}
 
 
 def _write_errors_csv(error_parts: list[Path], path: Path) -> int:
     import pandas as pd
 
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
     n = 0
     header = True
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
         for part in error_parts:
             frame = pd.read_parquet(part)
             if frame.empty and not header:
@@ -551,7 +583,6 @@ def _write_errors_csv(error_parts: list[Path], path: Path) -> int:
             n += len(frame)
         if header:
             handle.write("id,source,error,reason\n")
-    os.replace(tmp, path)
     return n
 
 
@@ -577,11 +608,30 @@ class ScreenSummary:
     engine: str
     workers: int
     rank_s: float = 0.0  # of wall_s: the final merge and error report
+    filtered_out: int = 0  # rows left out of the ranking by max_formation_energy
+    note: str | None = None  # why fewer workers were busy than asked for (see idle_workers_note)
 
     @property
     def records_per_s(self) -> float:
-        done = self.rows + self.errors
+        done = self.rows + self.errors + self.filtered_out
         return done / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def idle_workers_note(n_chunks: int, n_records: int, workers: int, chunk_size: int) -> str | None:
+    """A one-line note when ``workers`` exceeds the chunks there were to compute.
+
+    A chunk is the unit of work and of resumption, so the run does not re-cut it to occupy idle
+    workers (a re-run with other ``workers`` must find the same chunks); the note says why, and
+    which ``--chunk-size`` would have kept every worker busy.
+    """
+    if workers <= 1 or n_chunks <= 0 or n_chunks >= workers:
+        return None
+    per_worker = max(1, -(-n_records // workers))
+    return (
+        f"note: {n_records} records made {n_chunks} chunk{'s' if n_chunks > 1 else ''} of at most {chunk_size}, so "
+        f"only {n_chunks} of {workers} workers had work; --chunk-size {per_worker} would use all {workers} "
+        "(a new chunk size starts a new run)"
+    )
 
 
 def screen_database(
@@ -599,6 +649,7 @@ def screen_database(
     progress: bool = True,
     on_chunk_done: Callable[[ChunkResult], None] | None = None,
     before_commit: Callable[[int], None] | None = None,
+    max_formation_energy: float | None = None,
 ) -> ScreenSummary:
     """Screen database ``db`` for crystals whose predicted property is near ``target`` (eV).
 
@@ -607,7 +658,9 @@ def screen_database(
     chunks live in ``<stem>.chunks/`` and make a re-run resume (see the module docstring).
     ``on_chunk_done`` is called in this process after each chunk is committed (progress,
     or a test that stops the run); ``before_commit`` is the worker-side fault-injection hook
-    of :class:`ChunkJob`.
+    of :class:`ChunkJob`. ``max_formation_energy`` (eV/atom) ranks only the crystals whose
+    predicted formation energy is at most that (the chunks keep every row, so another limit
+    re-ranks without featurizing again).
     """
     from screening.featurize.featurizer import load_featurizer_model, model_fingerprint
     from screening.models.cgcnn import CrystalGraphConvNet
@@ -637,6 +690,7 @@ def screen_database(
     done = {int(k) for k in manifest["chunks"]}
     reused = len(done)
     computed: list[int] = []
+    computed_items = 0
 
     if not manifest["complete"]:
         job = ChunkJob(net, batch_size, before_commit)
@@ -661,6 +715,7 @@ def screen_database(
                     _write_json_atomic(work_dir / MANIFEST, manifest)
                     done.add(result.index)
                     computed.append(result.index)
+                    computed_items += result.n_items
                     advance(result.n_items)
                     if on_chunk_done is not None:
                         on_chunk_done(result)
@@ -679,7 +734,15 @@ def screen_database(
 
     indices = sorted(int(k) for k in manifest["chunks"])
     rank_start = time.perf_counter()
-    ranked = rank_chunks([chunk_path(work_dir, k) for k in indices], pred_col, target, tol, output, work_dir / "merge")
+    ranked = rank_chunks(
+        [chunk_path(work_dir, k) for k in indices],
+        pred_col,
+        target,
+        tol,
+        output,
+        work_dir / "merge",
+        max_formation_energy=max_formation_energy,
+    )
     errors_path = output.with_name(f"{output.stem}.errors.csv")
     n_errors = _write_errors_csv([chunk_errors_path(work_dir, k) for k in indices], errors_path)
     return ScreenSummary(
@@ -696,6 +759,8 @@ def screen_database(
         engine=engine,
         workers=workers,
         rank_s=time.perf_counter() - rank_start,
+        filtered_out=ranked["filtered_out"],
+        note=idle_workers_note(len(computed), computed_items, workers, chunk_size),
     )
 
 
@@ -710,6 +775,7 @@ __all__ = [
     "ScreenError",
     "ScreenSummary",
     "featurize_chunk",
+    "idle_workers_note",
     "open_database",
     "rank_chunks",
     "run_chunks_locally",

@@ -4,11 +4,16 @@ A campaign directory holds ``campaign.sqlite`` (the crash-safe state) plus what 
 rebuild its objective: for a band-gap pool, the fitted PCA (``pca.json``) and the pool path and
 hash in the store's config; for a user objective, its ``package.module:ClassName``. Reports write
 ``history.csv``, ``convergence.png``, ``pool_map.png`` (pools) and ``summary.json``.
+
+A stored ``package.module:ClassName`` is data, not consent: reopening imports it only when it is a
+built-in objective or the user allows it for this run (``allow_objectives``, from
+``--allow-objective`` or ``MATSCREEN_ALLOW_OBJECTIVES``). Creating a campaign with ``--objective``
+is consent for that run only; nothing about consent is stored.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from screening.bo.baselines import expected_best_loss_curve, expected_draws_to_first_hit
-from screening.bo.campaign import Campaign, StopRules
+from screening.bo.campaign import Campaign, StopRules, TellOutcome
 from screening.bo.domain import DiscretePool
-from screening.bo.objective import load_objective_class
+from screening.bo.objective import load_objective_class, load_stored_objective_class
 from screening.bo.strategy import Strategy
 from screening.errors import MatscreenError, RecordError
 from screening.objectives.bandgap.objective import BandGapPool, BandGapPoolObjective, file_sha256, load_known, load_pool
@@ -51,18 +56,31 @@ def create_pool_campaign(
     require_band_gap: bool = True,
     pred_as_feature: bool = False,
     known_path: str | Path | None = None,
+    max_formation_energy: float | None = None,
+    label: str = "band_gap",
 ) -> CampaignDir:
     """A new band-gap campaign over a featurised pool; fits and saves the PCA in ``outdir``.
+
+    ``label`` names the pool's (and known data's) column of band gaps in eV, e.g. ``target`` for
+    a CGCNN ``id_prop.csv``; it is stored and used again on reopening.
 
     ``pred_as_feature`` appends the CGCNN-predicted gap (eV) to the PCA coordinates the GP sees.
     ``known_path`` names a featurised table of labelled non-candidates (prior knowledge for the
     neighbour surrogate); its hash is kept, so a changed file is noticed on reopening.
+    ``max_formation_energy`` (eV/atom) restricts the candidates to crystals predicted stable
+    enough (``pred_formation_energy_per_atom``); it is stored and re-applied on reopening.
     """
     outdir = Path(outdir)
     if (outdir / STORE_NAME).exists():
         raise MatscreenError(f"{outdir / STORE_NAME}: a campaign already exists here")
-    pool = load_pool(pool_path, n_components=n_components, require_band_gap=require_band_gap)
-    known = load_known(known_path, pool) if known_path is not None else None
+    pool = load_pool(
+        pool_path,
+        n_components=n_components,
+        require_band_gap=require_band_gap,
+        max_formation_energy=max_formation_energy,
+        label=label,
+    )
+    known = load_known(known_path, pool, label=label) if known_path is not None else None
     outdir.mkdir(parents=True, exist_ok=True)
     pool.reducer.save(outdir / PCA_NAME)
     objective = _pool_objective(pool, target, tolerance, _uses_prediction(strategy, pool), pred_as_feature, known)
@@ -75,6 +93,8 @@ def create_pool_campaign(
         "n_components": n_components,
         "require_band_gap": require_band_gap,
         "pred_as_feature": pred_as_feature,
+        "max_formation_energy": max_formation_energy,
+        "label": label,
     }
     if known_path is not None:
         extra["known_path"] = str(Path(known_path).resolve())
@@ -100,7 +120,11 @@ def create_pool_campaign(
 def create_objective_campaign(
     outdir: str | Path, spec: str, strategy: Strategy, seed: int = 0, batch_size: int = 1, stop: StopRules = StopRules()
 ) -> CampaignDir:
-    """A new campaign over a user objective class ``package.module:ClassName`` (built without arguments)."""
+    """A new campaign over a user objective class ``package.module:ClassName`` (built without arguments).
+
+    Naming the class here is the user's consent to import it for this run; reopening the campaign
+    later needs that consent again (see :func:`open_campaign_dir`).
+    """
     outdir = Path(outdir)
     objective = load_objective_class(spec)()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +134,13 @@ def create_objective_campaign(
     return CampaignDir(outdir, campaign, None)
 
 
-def open_campaign_dir(outdir: str | Path) -> CampaignDir:
-    """Reopen a campaign directory (after a crash, or from another command)."""
+def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) -> CampaignDir:
+    """Reopen a campaign directory (after a crash, or from another command).
+
+    A user objective named in the store is imported only when listed in ``allow_objectives`` (the
+    specs the user consents to for this run); a built-in one always. Anything else raises
+    :class:`~screening.bo.objective.ObjectiveError` before any import.
+    """
     from screening.bo.store import CampaignStore
 
     outdir = Path(outdir)
@@ -120,8 +149,8 @@ def open_campaign_dir(outdir: str | Path) -> CampaignDir:
     extra = cfg.get("extra", {})
     strategy = Strategy.from_dict(cfg["strategy"])
     if extra.get("kind") == "objective":
-        objective = load_objective_class(extra["spec"])()
-        return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, objective), None)
+        cls = load_stored_objective_class(extra["spec"], allow_objectives, str(outdir / STORE_NAME))
+        return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, cls()), None)
     if extra.get("kind") != "bandgap-pool":
         raise MatscreenError(f"{outdir}: unknown campaign kind {extra.get('kind')!r}")
     pool_path = Path(extra["pool_path"])
@@ -130,7 +159,13 @@ def open_campaign_dir(outdir: str | Path) -> CampaignDir:
     if file_sha256(pool_path) != extra["pool_file_sha256"]:
         raise MatscreenError(f"{outdir}: the pool file {pool_path} changed since the campaign was created")
     reducer = PCAReducer.load(outdir / PCA_NAME)
-    pool = load_pool(pool_path, reducer=reducer, require_band_gap=extra.get("require_band_gap", True))
+    pool = load_pool(
+        pool_path,
+        reducer=reducer,
+        require_band_gap=extra.get("require_band_gap", True),
+        max_formation_energy=extra.get("max_formation_energy"),
+        label=extra.get("label", "band_gap"),
+    )
     known = None
     if extra.get("known_path"):
         kp = Path(extra["known_path"])
@@ -138,7 +173,7 @@ def open_campaign_dir(outdir: str | Path) -> CampaignDir:
             raise MatscreenError(f"{outdir}: its known-data file {kp} is gone")
         if file_sha256(kp) != extra["known_file_sha256"]:
             raise MatscreenError(f"{outdir}: the known-data file {kp} changed since the campaign was created")
-        known = load_known(kp, pool)
+        known = load_known(kp, pool, label=extra.get("label", "band_gap"))
     objective = _pool_objective(
         pool,
         extra["target"],
@@ -197,12 +232,73 @@ def add_prior_data(cd: CampaignDir, prior_csv: str | Path | None = None, n_prior
     return 0
 
 
+ASK_COLUMNS_DOC = (
+    "id; formula; pred_band_gap_eV: the network's predicted gap; mean_eV, std_eV: the surrogate's predictive "
+    "mean and standard deviation of the measured gap (eV) given everything told so far; acquisition_score: "
+    "how much the search wants this point (for --acq window: the probability that the gap lies in target ± tol)"
+)
+
+
+def ask_frame(cd: CampaignDir, points: Sequence[Any]) -> pd.DataFrame:
+    """The rows of an ask file for ``points``: what a lab needs to judge each suggestion.
+
+    Pool campaigns: ``id``, ``formula``, ``pred_band_gap_eV``, ``mean_eV``, ``std_eV``,
+    ``acquisition_score`` (see :data:`ASK_COLUMNS_DOC`; with ``--model loss`` the mean and std are
+    of |gap − target| and named ``mean_abs_dev_eV`` / ``std_abs_dev_eV``). Box campaigns: one
+    column per input. Units are in the column names, so the file stays a plain CSV.
+    """
+    from screening.io.lab_files import box_columns
+
+    c = cd.campaign
+    if not isinstance(c.domain, DiscretePool):
+        return pd.DataFrame(np.atleast_2d(np.asarray(points, dtype=np.float64)), columns=box_columns(c.domain))
+    ids = [str(p) for p in points]
+    frame = cd.pool.frame.set_index("id").loc[ids].reset_index() if cd.pool is not None else pd.DataFrame()
+    out = pd.DataFrame({"id": ids})
+    if "formula" in frame.columns:
+        out["formula"] = frame["formula"].astype(str).to_numpy()
+    if "pred_band_gap" in frame.columns:
+        out["pred_band_gap_eV"] = pd.to_numeric(frame["pred_band_gap"], errors="coerce").to_numpy()
+    post = c.predictive(ids)
+    value = c.strategy.model == "value"
+    out["mean_eV" if value else "mean_abs_dev_eV"] = post["mean"]
+    out["std_eV" if value else "std_abs_dev_eV"] = post["std"]
+    out["acquisition_score"] = post["acquisition"]
+    return out
+
+
+def write_ask_file(cd: CampaignDir, points: Sequence[Any], path: str | Path) -> pd.DataFrame:
+    """Write the ask file for ``points`` at ``path`` (atomically, text cells neutralised); returns its rows."""
+    from screening.safe_csv import write_text_csv
+
+    frame = ask_frame(cd, points)
+    write_text_csv(frame, path)
+    return frame
+
+
+def tell_results_file(cd: CampaignDir, path: str | Path) -> TellOutcome:
+    """Read a lab's results CSV and tell it: every row is checked (a band gap must be finite, 0–100 eV)
+    before anything is written, and a malformed file names the file, line and reason."""
+    from screening.io.lab_files import read_box_results, read_pool_results
+
+    c = cd.campaign
+    if cd.pool is not None or isinstance(c.domain, DiscretePool):
+        check = getattr(c.objective, "check_y", None)
+        res = read_pool_results(path, check=check if callable(check) else None)
+    else:
+        res = read_box_results(path, c.domain)
+    return c.tell(res.points, res.ys, res.errors, origin=str(path))
+
+
 def summary(cd: CampaignDir) -> dict[str, Any]:
-    """Counts, best point, hit, pending: what ``campaign status`` prints."""
+    """Counts, best point, hit, pending and the pool's random-search baseline, for ``search`` and
+    ``summary.json``; ``campaign status`` reads the same counts from the store alone
+    (:func:`screening.bo.status.campaign_status`)."""
     c = cd.campaign
     h = c.history()
     ok = [(r, hit) for r, hit in zip(h.records, h.hits) if r.ok]
-    best = min(ok, key=lambda t: t[0].loss) if ok else None
+    # a told-ok record always has a loss; inf only keeps the key total for the type checker
+    best = min(ok, key=lambda t: np.inf if t[0].loss is None else t[0].loss) if ok else None
     out: dict[str, Any] = {
         "observations": len(h.records),
         "prior": sum(r.source == "prior" for r in h.records),
@@ -233,7 +329,9 @@ def summary(cd: CampaignDir) -> dict[str, Any]:
 
 def write_report(cd: CampaignDir) -> dict[str, Path]:
     """history.csv, convergence.png, pool_map.png (pool campaigns) and summary.json in the directory."""
+    from screening.io.atomic import write_json_atomic
     from screening.plots import convergence_plot, pool_map_plot
+    from screening.safe_csv import write_text_csv
 
     c, out = cd.campaign, cd.path
     h = c.history()
@@ -242,9 +340,9 @@ def write_report(cd: CampaignDir) -> dict[str, Path]:
         formulas = dict(zip(cd.pool.frame["id"].astype(str), cd.pool.frame["formula"]))
         frame.insert(2, "formula", frame["point"].map(formulas))
     paths = {"history": out / "history.csv", "summary": out / "summary.json", "convergence": out / "convergence.png"}
-    frame.to_csv(paths["history"], index=False)
+    write_text_csv(frame, paths["history"], float_format=None)  # ids and errors come from users' files
     info = summary(cd)
-    paths["summary"].write_text(json.dumps(info, indent=2, default=str))
+    write_json_atomic(info, paths["summary"], indent=2, default=str)
     curve = h.best_loss_curve()
     losses = h.losses()
     prior_mask = np.array([r.source == "prior" for r in h.records], dtype=bool)
@@ -268,11 +366,12 @@ def write_report(cd: CampaignDir) -> dict[str, Path]:
     )
     if cd.pool is not None:
         paths["pool_map"] = out / "pool_map.png"
-        dom: DiscretePool = obj.domain  # type: ignore[assignment]
+        assert isinstance(obj, BandGapPoolObjective), "a campaign directory with a pool has a pool objective"
+        dom = obj.domain
         rows = {cid: i for i, cid in enumerate(dom.ids)}
         picks = [rows[r.key] for r in h.records if r.source == "search"]
         prior = [rows[r.key] for r in h.records if r.source == "prior"]
         hits = [rows[r.key] for r, hit in zip(h.records, h.hits) if hit]
-        gaps = obj.band_gaps if np.all(np.isfinite(obj.band_gaps)) else None  # type: ignore[union-attr]
+        gaps = obj.band_gaps if np.all(np.isfinite(obj.band_gaps)) else None
         pool_map_plot(cd.pool.features, gaps, paths["pool_map"], picks, prior, hits)
     return paths

@@ -31,6 +31,57 @@ class PoolFileError(MatscreenError):
     """A pool file is missing, unreadable or lacks the columns a search needs."""
 
 
+MAX_BAND_GAP_EV = 100.0  # far above any known material (LiF ~14 eV): a larger value is a typo or a unit error
+
+
+def check_band_gap(value: float) -> None:
+    """Raise ``ValueError`` with the reason when ``value`` (eV) cannot be a measured band gap.
+
+    Refused: NaN or infinite, negative, and above :data:`MAX_BAND_GAP_EV` (1e308 is a corrupted
+    cell, not a measurement).
+    """
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"band gap {value!r} is NaN or infinite")
+    if v < 0:
+        raise ValueError(f"band gap {v:g} eV is negative: a band gap cannot be below 0 eV")
+    if v > MAX_BAND_GAP_EV:
+        raise ValueError(f"band gap {v:g} eV is above {MAX_BAND_GAP_EV:g} eV: not a plausible band gap")
+
+
+def id_problem(candidate_id: str) -> str | None:
+    """Why ``candidate_id`` cannot be a candidate id, or None.
+
+    Blank ids, ids with leading or trailing whitespace and ids with control characters (CR, LF,
+    tab …) can be proposed but never told back through a CSV (readers strip or split them).
+    """
+    if not candidate_id.strip():
+        return "blank id"
+    if candidate_id != candidate_id.strip():
+        return "id has leading or trailing whitespace"
+    bad = sorted({c for c in candidate_id if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return "id contains control character(s) " + ", ".join(repr(c) for c in bad)
+    return None
+
+
+def check_pool_ids(ids: pd.Series, source: str) -> None:
+    """Refuse a pool whose ids are missing, unusable (:func:`id_problem`) or repeated, naming the
+    file and the row (1-based, in file order)."""
+    values = ids.to_numpy(dtype=object)
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(values):
+        if raw is None or (isinstance(raw, float) and not np.isfinite(raw)):
+            raise RecordError(f"row {i + 1}", "missing id", source)
+        cid = str(raw)
+        problem = id_problem(cid)
+        if problem is not None:
+            raise RecordError(cid, f"row {i + 1}: {problem}", source)
+        if cid in seen:
+            raise RecordError(cid, f"row {i + 1}: duplicate id in the pool (first at row {seen[cid] + 1})", source)
+        seen[cid] = i
+
+
 @dataclass
 class BandGapPool:
     """A loaded pool: the candidates' frame, their PCA features, and the fitted reducer."""
@@ -56,9 +107,17 @@ class BandGapPool:
             if "pred_band_gap" not in self.frame.columns:
                 raise PoolFileError(f"{self.source}: no pred_band_gap column")
             pred = self.frame["pred_band_gap"].to_numpy(dtype=np.float64)
-        feats = np.hstack([self.features, pred.reshape(-1, 1)]) if pred_as_feature else self.features  # type: ignore[union-attr]
+        feats = (
+            np.hstack([self.features, pred.reshape(-1, 1)]) if pred is not None and pred_as_feature else self.features
+        )
+        std = _prediction_std(self.frame, self.source) if use_prior else None
         return DiscretePool(
-            self.ids, feats, prior_mean=pred if use_prior else None, embedding=self.embedding, known=known
+            self.ids,
+            feats,
+            prior_mean=pred if use_prior else None,
+            embedding=self.embedding,
+            known=known,
+            prior_std=std,
         )
 
 
@@ -76,12 +135,15 @@ def pool_from_frame(
     reducer: PCAReducer | None = None,
     source: str = "<frame>",
     require_band_gap: bool = True,
+    max_formation_energy: float | None = None,
 ) -> BandGapPool:
     """Validate a featurised frame and project its embeddings with PCA (fitted here unless given).
 
-    Rows with a missing id, a duplicate id, non-finite embeddings or (when the gap is required)
-    a missing band gap raise :class:`RecordError` naming the row, so a broken pool is not
-    silently searched.
+    Rows with a missing, blank, padded, control-character or duplicate id (:func:`check_pool_ids`),
+    non-finite embeddings or (when the gap is required) a missing band gap raise
+    :class:`RecordError` naming the row, so a broken pool is not silently searched. ``max_formation_energy`` (eV/atom) keeps only the crystals whose
+    ``pred_formation_energy_per_atom`` is at most that: the search then runs among crystals the
+    network predicts stable enough, before the PCA is fitted.
     """
     emb = embedding_columns(frame.columns)
     missing = [c for c in ("id",) if c not in frame.columns]
@@ -89,21 +151,24 @@ def pool_from_frame(
         missing.append("band_gap")
     if missing or not emb:
         raise PoolFileError(f"{source}: missing columns {missing + ([] if emb else ['emb_0...'])}")
+    check_pool_ids(frame["id"], source)  # on the file's rows, before any filter renumbers them
+    if max_formation_energy is not None:
+        frame = keep_predicted_stable(frame, max_formation_energy, source)
     frame = frame.reset_index(drop=True).copy()
     frame["id"] = frame["id"].astype(str)
     dup = frame["id"].duplicated()
     if dup.any():
-        raise RecordError(frame.loc[dup.idxmax(), "id"], "duplicate id in the pool", source)
+        raise RecordError(str(frame["id"][dup].iloc[0]), "duplicate id in the pool", source)
     E = frame[emb].to_numpy(dtype=np.float64)
     bad = ~np.all(np.isfinite(E), axis=1)
     if bad.any():
-        raise RecordError(frame.loc[int(np.flatnonzero(bad)[0]), "id"], "non-finite embedding value", source)
+        raise RecordError(str(frame["id"].iloc[int(np.flatnonzero(bad)[0])]), "non-finite embedding value", source)
     if require_band_gap:
         gaps = pd.to_numeric(frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(gaps)
         if bad.any():
             raise RecordError(
-                frame.loc[int(np.flatnonzero(bad)[0]), "id"], "band_gap is missing or not a number", source
+                str(frame["id"].iloc[int(np.flatnonzero(bad)[0])]), "band_gap is missing or not a number", source
             )
     if reducer is None:
         reducer = PCAReducer(n_components=n_components).fit(E)
@@ -111,10 +176,57 @@ def pool_from_frame(
     return BandGapPool(frame, features, reducer, source, "", E)
 
 
+FORMATION_ENERGY_COLUMN = "pred_formation_energy_per_atom"
+
+
+def keep_predicted_stable(frame: pd.DataFrame, max_formation_energy: float, source: str) -> pd.DataFrame:
+    """Rows whose predicted formation energy (eV/atom) is at most ``max_formation_energy``.
+
+    A missing column (a table featurised by a single-output model) or a filter that leaves
+    nothing is an error rather than a silently unfiltered or empty search.
+    """
+    if FORMATION_ENERGY_COLUMN not in frame.columns:
+        raise PoolFileError(
+            f"{source}: no {FORMATION_ENERGY_COLUMN} column to filter on; featurize with a model that predicts "
+            "formation energy (the default model does)"
+        )
+    if not np.isfinite(max_formation_energy):
+        raise PoolFileError(f"{source}: the formation-energy limit must be a finite number, got {max_formation_energy}")
+    ef = pd.to_numeric(frame[FORMATION_ENERGY_COLUMN], errors="coerce").to_numpy(dtype=np.float64)
+    kept = frame[ef <= max_formation_energy]
+    if kept.empty:
+        raise PoolFileError(
+            f"{source}: no crystal has {FORMATION_ENERGY_COLUMN} <= {max_formation_energy} eV/atom "
+            f"(lowest {np.nanmin(ef):.3f})"
+        )
+    return kept
+
+
+def relabel(frame: pd.DataFrame, label: str, source: str) -> pd.DataFrame:
+    """The frame with column ``label`` as ``band_gap`` (a ``band_gap`` column it had is dropped, so
+    exactly one column is the oracle)."""
+    if label == "band_gap":
+        return frame
+    if label not in frame.columns:
+        raise PoolFileError(
+            f"{source}: no column {label!r} for --label (columns: {', '.join(map(str, frame.columns[:12]))}, ...)"
+        )
+    return frame.drop(columns=["band_gap"], errors="ignore").rename(columns={label: "band_gap"})
+
+
 def load_pool(
-    path: str | Path, n_components: int = 3, reducer: PCAReducer | None = None, require_band_gap: bool = True
+    path: str | Path,
+    n_components: int = 3,
+    reducer: PCAReducer | None = None,
+    require_band_gap: bool = True,
+    max_formation_energy: float | None = None,
+    label: str = "band_gap",
 ) -> BandGapPool:
-    """Read a featurised Parquet pool and project it (see :func:`pool_from_frame`)."""
+    """Read a featurised Parquet pool and project it (see :func:`pool_from_frame`).
+
+    ``label`` names the column holding the oracle's band gaps (eV), e.g. ``target`` for labels
+    from a CGCNN ``id_prop.csv``; it is read as ``band_gap`` from here on.
+    """
     path = Path(path)
     if not path.is_file():
         raise PoolFileError(f"{path}: pool file not found")
@@ -122,7 +234,8 @@ def load_pool(
         frame = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
         raise PoolFileError(f"{path}: cannot read as Parquet ({exc})") from exc
-    pool = pool_from_frame(frame, n_components, reducer, str(path), require_band_gap)
+    frame = relabel(frame, label, str(path))
+    pool = pool_from_frame(frame, n_components, reducer, str(path), require_band_gap, max_formation_energy)
     pool.file_hash = file_sha256(path)
     return pool
 
@@ -133,7 +246,9 @@ class BandGapPoolObjective:
     ``loss(y) = |y - target|`` in eV; ``is_hit(y)`` when that is within ``tolerance``.
     """
 
-    def __init__(self, domain: DiscretePool, band_gaps: Sequence[float], target: float, tolerance: float) -> None:
+    def __init__(
+        self, domain: DiscretePool, band_gaps: Sequence[float] | np.ndarray, target: float, tolerance: float
+    ) -> None:
         gaps = np.asarray(band_gaps, dtype=np.float64).reshape(-1)
         if gaps.shape[0] != len(domain):
             raise PoolFileError(f"{gaps.shape[0]} band gaps for {len(domain)} candidates")
@@ -170,6 +285,10 @@ class BandGapPoolObjective:
 
     def is_hit(self, y: float) -> bool:
         return abs(float(y) - self.target) <= self.tolerance + 1e-12
+
+    def check_y(self, y: float) -> None:
+        """Refuse an impossible measured gap (negative, non-finite, > 100 eV): :func:`check_band_gap`."""
+        check_band_gap(y)
 
     def n_hits(self) -> int:
         """How many pool candidates are hits: what random search is up against."""
@@ -241,4 +360,21 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     if pred is not None and not np.all(np.isfinite(pred)):
         row = int(np.flatnonzero(~np.isfinite(pred))[0])
         raise RecordError(ids.iloc[row], "non-finite pred_band_gap", str(path))
-    return KnownData(ids.tolist(), E, values, pred)
+    std = _prediction_std(frame, str(path)) if pred is not None else None
+    return KnownData(ids.tolist(), E, values, pred, std)
+
+
+STD_COLUMN = "pred_band_gap_std"
+
+
+def _prediction_std(frame: pd.DataFrame, source: str) -> np.ndarray | None:
+    """The network's per-crystal std of ``pred_band_gap`` when the table has it (a model with an
+    uncertainty head wrote it); a non-positive or non-finite value is refused, naming the row."""
+    if STD_COLUMN not in frame.columns:
+        return None
+    std = pd.to_numeric(frame[STD_COLUMN], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~(np.isfinite(std) & (std > 0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise RecordError(str(frame["id"].iloc[row]), f"{STD_COLUMN} is not a positive number", source)
+    return std

@@ -79,7 +79,7 @@ def synthesis_box(initial: str | Sequence[tuple[float, float]] = "paper") -> Box
     if isinstance(initial, str):
         if initial not in ("paper", "full"):
             raise ValueError(f"initial box must be 'paper', 'full' or explicit bounds, got {initial!r}")
-        bounds = PAPER_INITIAL_BOUNDS if initial == "paper" else PAPER_EXPANDED_BOUNDS
+        bounds: tuple[tuple[float, float], ...] = PAPER_INITIAL_BOUNDS if initial == "paper" else PAPER_EXPANDED_BOUNDS
     else:
         bounds = tuple((float(lo), float(hi)) for lo, hi in initial)
     hard = tuple((min(b[0], h[0]), max(b[1], h[1])) for b, h in zip(bounds, PAPER_EXPANDED_BOUNDS))
@@ -118,13 +118,13 @@ class SynthesisObjective:
     """
 
     lab: SpectrumLab | None = None
-    target: np.ndarray | None = None
+    target: np.ndarray = field(default_factory=load_target)
     domain: Box = field(default_factory=synthesis_box)
     hit_loss: float = 0.10
     droplet_log: list[DropletRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.target is None:
+        if self.target is None:  # an explicit None keeps meaning "the shipped target"
             self.target = load_target()
         self.target = np.asarray(self.target, dtype=float)
         if self.target.shape != WAVELENGTHS_NM.shape:
@@ -156,7 +156,7 @@ class SynthesisObjective:
             )
         return Evaluation(np.asarray(point, dtype=float), y=np.round(spectra[ok], 6))
 
-    def evaluate(self, points: Sequence[Sequence[float]]) -> list[Evaluation]:
+    def evaluate(self, points: Sequence[Sequence[float]] | np.ndarray) -> list[Evaluation]:
         """Run the conditions in the lab; one Evaluation per condition, failed droplets excluded."""
         X = np.atleast_2d(np.asarray(points, dtype=float))
         if len(X) == 0:

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from screening.io.atomic import save_figure_atomic  # noqa: E402
 from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, minmax  # noqa: E402
 
 METHOD_COLOURS = {"bo": "tab:blue", "bo+dnn": "tab:orange", "random": "tab:green", "dnn": "tab:orange"}
@@ -51,7 +52,7 @@ def plot_best_loss_per_round(
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -79,7 +80,7 @@ def plot_spectrum_vs_target(
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -95,7 +96,7 @@ def plot_shap_importance(table: pd.DataFrame, path: str | Path) -> Path:
         ax.set_xlabel("mean |SHAP|")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path
 

@@ -4,22 +4,25 @@ The thin imperative shell around the framework (:class:`~screening.bo.campaign.C
 the two-step pieces (:mod:`screening.objectives.synthesis.twostep`), as the paper ran it:
 
 1. round 1: a Latin-hypercube design of ``batch`` conditions that respects the ≤ 90 % constraint;
-2. each later round: ``batch`` conditions by GP-EI with local penalisation on the box; with
+2. each later round: ``batch`` conditions from the framework's ``Campaign.ask`` (GP-EI with local
+   penalisation on the box, hyper-parameters cached between rounds); with
    ``method="bo+dnn"``, from round ``dnn_from`` on, the spectrum network trained on all spectra
    so far proposes ``dnn_batch`` more conditions in parallel (the paper's runs 6–8);
 3. after each round, if the best conditions sit on a face of the box, that face moves out
-   (boundary expansion, clipped to the hard limits) and the move is recorded;
+   (boundary expansion, clipped to the hard limits), the campaign moves to the new box
+   (``Campaign.set_box``) and the move is recorded;
 4. ``method="random"``: a fresh constrained LHS every round, the baseline.
 
 Everything the campaign learns is in its SQLite file (observations with their spectra, pending
-points) plus three meta entries written through the store: the current box with its expansion
-history, the per-round log, and the failed-droplet counts. A run killed at any point resumes
-from that file.
+points) plus meta entries written through the store: the settings, the current box with its
+expansion history, the per-round log, the failed-droplet counts and the target spectrum. A run
+killed at any point resumes from that file.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from screening.bo.campaign import Campaign
-from screening.bo.domain import BoundaryExpansion, Box, LinearConstraint
-from screening.bo.strategy import Strategy, suggest_box
+from screening.bo.domain import BoundaryExpansion, Box
+from screening.bo.strategy import Strategy
 from screening.errors import MatscreenError, RecordError
+from screening.io.lab_files import box_columns
 from screening.objectives.synthesis import twostep
 from screening.objectives.synthesis.objective import (
     SynthesisObjective,
@@ -40,12 +44,14 @@ from screening.objectives.synthesis.objective import (
 )
 
 METHODS = ("bo", "bo+dnn", "random")
-META_BOX, META_ROUNDS, META_DROPLETS, META_SETTINGS = (
+META_BOX, META_ROUNDS, META_DROPLETS, META_SETTINGS, META_TARGET = (
     "synthesis_box",
     "synthesis_rounds",
     "synthesis_droplets",
     "synthesis_settings",
+    "synthesis_target",
 )
+DEFAULT_TARGET_SOURCE = "the paper's target (shipped)"
 
 
 def default_strategy(batch: int) -> Strategy:
@@ -68,55 +74,6 @@ class RoundLog:
     stop: dict | None = None
 
 
-def unit_box(box: Box) -> Box:
-    """``box`` in its own unit coordinates ([0, 1] per input, constraints rewritten to match).
-
-    Why: the framework's local penalisation measures distances and the Lipschitz constant in the
-    box's raw units. With Q_tot spanning 800 µL/min beside shares of a few tens of %, its
-    penalty balls stretch along Q_tot only and a batch of 15 collapses onto nearly one
-    condition (measured: min pairwise distance 0.014 of the box width). Suggesting in unit
-    coordinates gives distinct batches (0.13) with the same GP, acquisition and penalty.
-    """
-    lo, hi = box.bounds
-    cons = []
-    for c in box.constraints:
-        coef = [cf * (hi[i] - lo[i]) for i, cf in zip(c.indices, c.coefficients)]
-        rhs = c.rhs - sum(cf * lo[i] for i, cf in zip(c.indices, c.coefficients))
-        cons.append(LinearConstraint(tuple(c.indices), tuple(float(v) for v in coef), float(rhs)))
-    return Box((0.0,) * box.dim, (1.0,) * box.dim, box.names, tuple(cons))
-
-
-def distinct_points(
-    points: list[np.ndarray], box: Box, taken: np.ndarray, seed: int, tol: float = 1e-6
-) -> list[np.ndarray]:
-    """``points`` with (near-)repeats of each other or of the ``taken`` rows replaced by fresh
-    feasible Latin-hypercube points.
-
-    Two points repeat when every coordinate agrees within ``tol`` of the box width. Why: the
-    framework's batch can return one point twice (two picks refined into the same corner of the
-    box, equal up to rounding), and a campaign takes points that close to be the same point.
-    """
-    kept: list[np.ndarray] = [
-        box.to_unit(np.atleast_2d(t))[0] for t in np.asarray(taken, dtype=float).reshape(-1, box.dim)
-    ]
-    fill: list[np.ndarray] = []
-    out = []
-    draws = 0
-
-    def repeats(u: np.ndarray) -> bool:
-        return bool(kept) and bool((np.abs(np.asarray(kept) - u).max(axis=1) <= tol).any())
-
-    for p in points:
-        while repeats(box.to_unit(np.atleast_2d(p))[0]):
-            if not fill:
-                draws += 1
-                fill = list(box.latin_hypercube(max(len(points), 2), seed=seed + draws))
-            p = fill.pop()
-        kept.append(box.to_unit(np.atleast_2d(p))[0])
-        out.append(p)
-    return out
-
-
 def box_to_meta(box: Box) -> dict:
     return {"lower": list(box.lower), "upper": list(box.upper), "expansions": [asdict(e) for e in box.expansions]}
 
@@ -135,7 +92,14 @@ def box_from_meta(base: Box, meta: dict) -> Box:
 
 
 class SynthesisCampaign:
-    """A synthesis campaign in ``directory`` (``campaign.sqlite`` + CSV/plot outputs)."""
+    """A synthesis campaign in ``directory`` (``campaign.sqlite`` + CSV/plot outputs).
+
+    The target spectrum is stored with the campaign: reopened with the objective's default
+    target (and no ``target_source``), the stored one is used; reopened with a different target,
+    :class:`MatscreenError` names both. ``target_source`` says where the objective's target came
+    from (a file path), for the store and for that message; None means the caller did not choose
+    one. A campaign stored before targets were kept takes the target it is reopened with.
+    """
 
     def __init__(
         self,
@@ -148,6 +112,7 @@ class SynthesisCampaign:
         dnn_batch: int | None = None,
         expand: bool = True,
         strategy: Strategy | None = None,
+        target_source: str | None = None,
     ) -> None:
         if method not in METHODS:
             raise MatscreenError(f"method must be one of {METHODS}, got {method!r}")
@@ -170,7 +135,7 @@ class SynthesisCampaign:
             )
             box_meta = self.campaign.store.get_meta(META_BOX)
             if box_meta:
-                objective.domain = box_from_meta(objective.domain, box_meta)
+                self.campaign.set_box(box_from_meta(objective.domain, box_meta))
         else:
             self.campaign = Campaign.create(
                 path, objective, strategy or default_strategy(batch), seed=seed, batch_size=batch
@@ -189,9 +154,42 @@ class SynthesisCampaign:
             self.campaign.store.set_meta(META_BOX, box_to_meta(objective.domain))
         self.method, self.batch, self.seed = method, int(batch), int(seed)
         self.dnn_from, self.dnn_batch, self.expand = int(dnn_from), int(dnn_batch or batch), bool(expand)
-        self._model: twostep.SpectrumEnsemble | None = None  # type: ignore[name-defined]
+        self.target_source = self._settle_target(target_source)
+        self._model: twostep.SpectrumEnsemble | None = None
         self._records_cache: tuple[int, list] = (-1, [])
         self._probe = objective.domain.uniform(500, np.random.default_rng(12345))
+
+    def _settle_target(self, given_source: str | None) -> str | None:
+        """Store the target spectrum with a new campaign; on reopen, restore or check it.
+
+        Why: every told condition's loss was computed against this target, so scoring later
+        rounds against another would silently mix two objectives in one campaign.
+        Returns where the target in use came from (None for an objective without one).
+        """
+        target = getattr(self.objective, "target", None)
+        if target is None:
+            return None
+        here = np.asarray(target, dtype=float)
+        from screening.objectives.synthesis.spectral_loss import load_target
+
+        shipped = load_target()
+        default = here.shape == shipped.shape and bool(np.array_equal(here, shipped))
+        source = given_source or (DEFAULT_TARGET_SOURCE if default else "the target given")
+        stored = self.campaign.store.get_meta(META_TARGET)
+        if stored is None:
+            self.campaign.store.set_meta(META_TARGET, {"source": source, "absorbance": here.tolist()})
+            return source
+        kept = np.asarray(stored["absorbance"], dtype=float)
+        if kept.shape == here.shape and np.array_equal(kept, here):
+            return str(stored["source"])
+        if given_source is None and default and isinstance(self.objective, SynthesisObjective):
+            self.objective.target = kept  # reopened without a target: the campaign's own
+            return str(stored["source"])
+        self.campaign.close()
+        raise MatscreenError(
+            f"{self.directory}: this campaign was created with target {stored['source']}, but {source} is a "
+            "different spectrum; leave --target out to use the stored one, or start a new campaign directory"
+        )
 
     # ------------------------------------------------------------------ state
 
@@ -209,8 +207,7 @@ class SynthesisCampaign:
         """One row per told condition: inputs, loss, droplets used/failed, source, round."""
         round_of = {k: (r.round, r.method) for r in self.rounds() for k in r.keys}
         drops = self.campaign.store.get_meta(META_DROPLETS, {})
-        box = self.objective.domain
-        names = list(box.names) if box.names else [f"x{i}" for i in range(box.dim)]
+        names = box_columns(self.objective.domain)
         rows = []
         for rec in self._records():
             cid = condition_id(rec.x)
@@ -261,36 +258,6 @@ class SynthesisCampaign:
         self.campaign.tell_evaluations(evaluations, source=source)
         self._record_droplets()
 
-    def _ask_bo(self, n: int) -> list[np.ndarray]:
-        """The campaign's next BO batch (constrained LHS while data are few), suggested in unit
-        coordinates (see :func:`unit_box`) and recorded as pending, like ``Campaign.ask``."""
-        records = self._records()
-        pending = self.campaign.store.pending()
-        ok = [r for r in records if r.ok]
-        box = self.objective.domain
-        X = np.array([r.x for r in ok], dtype=float).reshape(len(ok), box.dim)
-        Xp = np.array([p.x for p in pending], dtype=float).reshape(len(pending), box.dim)
-        seed = int(np.random.SeedSequence([self.seed, len(records), len(pending)]).generate_state(1)[0])
-        U = suggest_box(
-            self.campaign.strategy,
-            unit_box(box),
-            box.to_unit(X),
-            np.full(len(ok), np.nan),
-            np.array([r.loss for r in ok], dtype=float),
-            q=n,
-            seed=seed,
-            X_pending=box.to_unit(Xp) if len(Xp) else None,
-        )
-        lo, hi = box.bounds
-        points = distinct_points(
-            [np.clip(p, lo, hi) for p in box.from_unit(U)],
-            box,
-            np.vstack([X, Xp, np.array([r.x for r in records if not r.ok]).reshape(-1, box.dim)]),
-            seed,
-        )
-        self.campaign.store.add_pending((box.key_of(p), [float(v) for v in p]) for p in points)
-        return points
-
     def _dnn_points(self, round_no: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if getattr(self.objective, "target", None) is None:
             raise MatscreenError("the spectrum-network step needs an objective with a `target` spectrum")
@@ -316,10 +283,13 @@ class SynthesisCampaign:
             X, _, all_losses = self.told_spectra()
             best = X[np.argsort(all_losses)[:3]]
             before = len(self.objective.domain.expansions)
-            self.objective.domain = self.objective.domain.expanded_at_boundary(
-                best, reason=f"round {round_no}: best conditions on the boundary"
+            self.campaign.set_box(
+                self.objective.domain.expanded_at_boundary(
+                    best, reason=f"round {round_no}: best conditions on the boundary"
+                )
             )
-            expansions = [asdict(e) for e in self.objective.domain.expansions[before:]]
+            names = box_columns(self.objective.domain)
+            expansions = [{**asdict(e), "input": names[e.dim]} for e in self.objective.domain.expansions[before:]]
             self.campaign.store.set_meta(META_BOX, box_to_meta(self.objective.domain))
         log = RoundLog(
             round_no,
@@ -340,11 +310,14 @@ class SynthesisCampaign:
         round_no = len(self.rounds()) + 1
         started = time.time()
         box = self.objective.domain
+        points = self.campaign.pending_points()  # a round killed after its ask resumes with the same points
         if self.method == "random":
-            points = list(box.latin_hypercube(self.batch, seed=self.seed * 1000 + round_no))
+            if not points:
+                points = list(box.latin_hypercube(self.batch, seed=self.seed * 1000 + round_no))
+                self.campaign.store.add_pending((box.key_of(p), [float(v) for v in p]) for p in points)
             method = "random"
         else:
-            points = self.campaign.pending_points() or self._ask_bo(self.batch)
+            points = points or self.campaign.ask(self.batch)
             method = "lhs" if round_no == 1 else "bo"
         self._tell(self.objective.evaluate(points), source="search")
         keys = [box.key_of(p) for p in points]
@@ -392,7 +365,7 @@ class SynthesisCampaign:
         """Write the next batch (pending points first) as CSV; ``dnn`` adds network proposals."""
         points = self.campaign.pending_points()
         if not points:
-            points = self._ask_bo(self.batch)
+            points = self.campaign.ask(self.batch)
             if dnn and len(self.told_spectra()[2]) >= 2:
                 self.dnn_batch = int(dnn)
                 pts, _ = self._dnn_points(len(self.rounds()) + 1, np.vstack(points))
@@ -451,6 +424,10 @@ def _running_best(frame: pd.DataFrame, n_rounds: int) -> np.ndarray:
     return np.array(out)
 
 
+SHAP_MISSING = 'SHAP importance skipped: the optional shap package is not installed (pip install "matscreen[shap]")'
+SHAP_MIN_CONDITIONS = 10
+
+
 def _shap_available() -> bool:
     """SHAP is an optional extra (``pip install matscreen[shap]``); reports skip it without."""
     import importlib.util
@@ -459,18 +436,29 @@ def _shap_available() -> bool:
 
 
 def write_report(
-    sc: SynthesisCampaign, extra_curves: dict[str, np.ndarray] | None = None, shap: bool = True, seed: int = 0
+    sc: SynthesisCampaign,
+    extra_curves: dict[str, np.ndarray] | None = None,
+    shap: bool = True,
+    seed: int = 0,
+    on_notice: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """observations.csv, rounds.csv, best_loss_per_round.png, best_spectrum.png and, with ``shap``,
-    shap_importance.csv/.png (spectrum network trained on every condition so far)."""
+    shap_importance.csv/.png (spectrum network trained on every condition so far).
+
+    When SHAP is asked for but cannot be computed (the extra is not installed, too few
+    conditions, no target spectrum), one line saying why goes to ``on_notice`` (default: a
+    warning), so a missing report file is never a silent surprise.
+    """
+    notice = on_notice or (lambda msg: warnings.warn(msg, stacklevel=3))
+    from screening.io.atomic import write_csv_atomic
     from screening.objectives.synthesis import plots
     from screening.objectives.synthesis.objective import PAPER_BEST_BO_LOSS, PAPER_BEST_DNN_LOSS
 
     d = sc.directory
     paths: dict[str, Path] = {}
-    sc.observations().to_csv(d / "observations.csv", index=False)
+    write_csv_atomic(sc.observations(), d / "observations.csv", index=False)
     paths["observations"] = d / "observations.csv"
-    pd.DataFrame([asdict(r) for r in sc.rounds()]).to_csv(d / "rounds.csv", index=False)
+    write_csv_atomic(pd.DataFrame([asdict(r) for r in sc.rounds()]), d / "rounds.csv", index=False)
     paths["rounds"] = d / "rounds.csv"
     curves = {**method_curves(sc), **(extra_curves or {})}
     paths["best_loss_plot"] = plots.plot_best_loss_per_round(
@@ -480,20 +468,30 @@ def write_report(
     )
     best = sc.best()
     target = getattr(sc.objective, "target", None)
+    if shap and not _shap_available():
+        notice(SHAP_MISSING)
+        shap = False
+    elif shap and target is None:
+        notice("SHAP importance skipped: the objective has no target spectrum to explain the loss against")
     if best is not None and target is not None:
         X, blocks, losses = sc.told_spectra()
         i = int(np.argmin(losses))
         paths["best_spectrum_plot"] = plots.plot_spectrum_vs_target(
             best[1], target, d / "best_spectrum.png", label=f"best, loss {best[2]:.3f}", droplets=blocks[i]
         )
-        if shap and len(X) >= 10 and _shap_available():
+        if shap and len(X) < SHAP_MIN_CONDITIONS:
+            notice(
+                f"SHAP importance skipped: it needs at least {SHAP_MIN_CONDITIONS} conditions with a spectrum, "
+                f"this campaign has {len(X)}"
+            )
+        elif shap:
             from screening.objectives.synthesis.explain import shap_table, spectrum_summaries
 
             Xt, Yt = twostep.training_set(X, blocks)
             model = twostep.fit_spectrum_model(Xt, Yt, sc.objective.domain, seed=seed)
-            names = sc.objective.domain.names or tuple(f"x{i}" for i in range(Xt.shape[1]))
+            names = box_columns(sc.objective.domain)
             table, _ = shap_table(spectrum_summaries(model, target), Xt, names, seed=seed)
-            table.to_csv(d / "shap_importance.csv")
+            write_csv_atomic(table, d / "shap_importance.csv", index=True)
             paths["shap"] = d / "shap_importance.csv"
             paths["shap_plot"] = plots.plot_shap_importance(table, d / "shap_importance.png")
     return paths

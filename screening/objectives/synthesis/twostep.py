@@ -26,7 +26,9 @@ from screening.models.spectrum_mlp import SpectrumEnsemble, train_spectrum_ensem
 from screening.objectives.synthesis.spectral_loss import spectrum_losses
 
 
-def training_set(points: Sequence[Sequence[float]], spectra: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def training_set(
+    points: Sequence[Sequence[float]] | np.ndarray, spectra: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Conditions (n, d) and the median droplet spectrum of each (n, n_wavelengths).
 
     ``spectra[i]`` is condition i's replicate block (n_droplets, n_wavelengths); NaN rows (failed

@@ -188,6 +188,14 @@ class SpectrumPhysicsModel(nn.Module):
         "background_power": (0.0, 4.0),
     }
 
+    # Buffers, declared so the type checker sees tensors rather than nn.Module.__getattr__'s union.
+    feature_mean: Tensor
+    feature_std: Tensor
+    gh_nodes: Tensor
+    gh_weights: Tensor
+    wavelengths: Tensor
+    aspect_grid: Tensor
+
     def __init__(self, feature_mean: Tensor, feature_std: Tensor, hidden: int = 12) -> None:
         super().__init__()
         self.register_buffer("feature_mean", feature_mean.to(torch.float64))
@@ -264,13 +272,15 @@ class SpectrumPhysicsModel(nn.Module):
             for k, v in self.state_dict().items()
             if k.startswith(("net", "physics"))
         }
+        first = self.net[0]
+        assert isinstance(first, nn.Linear), "net starts with the hidden Linear layer (see __init__)"
         return VirtualLabParams(
             feature_mean=self.feature_mean.tolist(),
             feature_std=self.feature_std.tolist(),
             weights=sd,
             physics={k: float(v.detach()) for k, v in self.physics().items()},
             noise=dict(noise),
-            hidden=self.net[0].out_features,
+            hidden=first.out_features,
             calibration=calibration,
             target=target,
         )

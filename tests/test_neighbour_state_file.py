@@ -1,0 +1,58 @@
+"""The fitted neighbour model is saved beside a campaign and reloaded by the next process's ask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_neighbour_search import _pool
+
+from screening.bo import neighbour_search as ns
+from screening.bo.strategy import Strategy, Target, suggest_pool
+
+STRATEGY = Strategy(surrogate="neighbour", acquisition="window", n_neighbours=8, neighbour_components=6)
+TARGET = Target(2.0, 0.01)
+
+
+def ask(pool, told, ys, cache):
+    return suggest_pool(
+        STRATEGY, pool, told, np.array(ys), np.abs(np.array(ys) - 2.0), q=2, seed=1, target=TARGET, hyper_cache=cache
+    )
+
+
+@pytest.mark.slow
+def test_a_new_process_reloads_the_model_and_makes_the_same_choice(tmp_path, monkeypatch) -> None:
+    pool, gap, _ = _pool()
+    path = tmp_path / "neighbour_state.npz"
+    told = [pool.ids[i] for i in (3, 40, 77)]
+    ys = [float(gap[i]) for i in (3, 40, 77)]
+    first = ask(pool, told, ys, {"neighbour_state_path": path})
+    assert path.is_file()
+    rebuilt = ask(pool, told, ys, {})  # no file: built from scratch
+    calls = []
+    monkeypatch.setattr(ns, "build_state", lambda *a, **k: calls.append(1) or pytest.fail("rebuilt"))
+    reloaded = ask(pool, told, ys, {"neighbour_state_path": path})
+    assert first == rebuilt == reloaded and not calls
+    # one more observation: the reloaded model is extended, not rebuilt, and saved again
+    more_told, more_ys = [*told, first[0]], [*ys, float(gap[pool.index_of(first[0])])]
+    cache = {"neighbour_state_path": path}
+    after = ask(pool, more_told, more_ys, cache)
+    assert cache["neighbour"].told_rows == [pool.index_of(t) for t in more_told]
+    monkeypatch.undo()
+    assert after == ask(pool, more_told, more_ys, {})
+
+
+@pytest.mark.slow
+def test_a_file_from_other_inputs_or_a_damaged_file_is_ignored(tmp_path) -> None:
+    pool, gap, _ = _pool()
+    path = tmp_path / "neighbour_state.npz"
+    ask(pool, [pool.ids[0]], [float(gap[0])], {"neighbour_state_path": path})
+    other, other_gap, _ = _pool(seed=5)
+    settings = ns.NeighbourSettings(8, 6)
+    key = ns.state_key(settings, other.embedding, other.prior_mean, None, other.known)
+    assert ns.load_state(path, key, settings) is None  # another pool: not reused
+    path.write_bytes(path.read_bytes()[:200])  # truncated by a crash or a full disk
+    right = ns.state_key(settings, pool.embedding, pool.prior_mean, None, pool.known)
+    assert ns.load_state(path, right, settings) is None
+    picks = ask(pool, [pool.ids[0]], [float(gap[0])], {"neighbour_state_path": path})
+    assert picks == ask(pool, [pool.ids[0]], [float(gap[0])], {})
+    assert ns.load_state(path, right, settings) is not None  # rewritten whole
