@@ -173,7 +173,7 @@ def test_large_pools_are_screened_by_leaves_and_agree_with_exhaustive_scoring() 
 
 
 def test_refit_schedule_is_a_function_of_n() -> None:
-    from screening.bo.strategy import refit_size
+    from screening.bo.fitting import refit_size
 
     assert [refit_size(n) for n in (5, 99, 100, 109, 110, 120, 121)] == [5, 99, 100, 100, 110, 110, 121]
     sizes = [refit_size(n) for n in range(100, 2000)]

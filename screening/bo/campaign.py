@@ -376,6 +376,7 @@ class Campaign:
         NaN where no model exists yet (the random initial picks) and for box campaigns. Depends
         only on the stored data, so a resumed ask writes the same numbers.
         """
+        from screening.bo import fitting
         from screening.bo import strategy as st
 
         n = len(points)
@@ -407,7 +408,7 @@ class Campaign:
             prior_all = pool.prior_mean if self.strategy.use_prior else None
             prior_told = None if prior_all is None else prior_all[told_rows]
             X = pool.features[told_rows]
-            surrogate, _ = st._fit(
+            surrogate, _ = fitting.fit_surrogate(
                 self.strategy, pool.bounds, X, told_y, told_loss, prior_told, target, seed, self._hyper_cache
             )
             prior_cov = None
@@ -420,8 +421,8 @@ class Campaign:
             mean, std = surrogate.predict(pool.features[rows], prior_rows, include_noise=True)
         if self.strategy.model == "value" and target is None:
             return out
-        best = st._best(self.strategy, told_y, told_loss, target) if len(ok) else float("inf")
-        scores = st._score(self.strategy, np.asarray(mean), np.asarray(std), best, target)
+        best = fitting.incumbent(self.strategy, told_y, told_loss, target) if len(ok) else float("inf")
+        scores = fitting.acquisition_scores(self.strategy, np.asarray(mean), np.asarray(std), best, target)
         out["mean"], out["std"] = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
         out["acquisition"] = np.exp(np.asarray(scores.log_score, dtype=np.float64))
         return out

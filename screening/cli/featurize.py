@@ -54,7 +54,9 @@ def featurize(
 ) -> None:
     """Embed every structure of SOURCE with a crystal graph network (CGCNN): one row per structure with its
     predicted properties and embedding; structures that fail go to an error report beside the output."""
-    from screening.featurize.featurizer import default_cache_dir, featurize_source, load_featurizer_model
+    from screening.featurize.cache import default_cache_dir
+    from screening.featurize.featurizer import featurize_source
+    from screening.featurize.registry import load_featurizer_model
     from screening.io.sources import folder_atom_init
 
     # As in the original CGCNN, a data folder's own atom_init.json goes with an original checkpoint.

@@ -4,20 +4,21 @@ The public names are re-exported here so ``from screening.featurize import featu
 keeps working whatever module inside the package holds them.
 """
 
+from screening.featurize.cache import EmbeddingCache, default_cache_dir
 from screening.featurize.featurizer import (
-    DEFAULT_MODEL,
-    CGCNNFeaturizer,
-    EmbeddingCache,
     Featurizer,
     FeaturizeResult,
-    default_cache_dir,
     embed_graphs,
     errors_to_frame,
     featurize_records,
     featurize_source,
+    prediction_columns,
+)
+from screening.featurize.matminer import CGCNNFeaturizer
+from screening.featurize.registry import (
+    DEFAULT_MODEL,
     load_featurizer_model,
     model_fingerprint,
-    prediction_columns,
     pretrained_dir,
     resolve_model_path,
 )

@@ -15,10 +15,7 @@ databases of any size.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import os
-import sqlite3
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,152 +28,17 @@ import pandas as pd
 import torch
 
 from screening.errors import GraphBuildError, ModelLoadError, RecordError, StructureReadError
+from screening.featurize.cache import EmbeddingCache, structure_fingerprint
+from screening.featurize.registry import load_featurizer_model, model_fingerprint
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
 from screening.io.atomic import atomic_path, write_csv_atomic
-from screening.models.cgcnn import (
-    CrystalGraphConvNet,
-    check_elements,
-    load_model,
-    load_original_checkpoint,
-    output_names,
-)
+from screening.models.cgcnn import CrystalGraphConvNet, check_elements, output_names
 from screening.progress import progress_bar
 
-DEFAULT_MODEL = "cgcnn_bandgap_128"
 # Crystals per forward batch. Small batches keep the (edges x 128) tensors in cache: on 2 cores
 # batch 32 ran ~1.7x faster than 256 (scripts/bench_featurize.py).
 DEFAULT_BATCH_SIZE = 32
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-# ---------------------------------------------------------------------------------------------
-# Models
-# ---------------------------------------------------------------------------------------------
-
-
-def pretrained_dir() -> Path:
-    """Where the project's own weights live (``MATSCREEN_PRETRAINED`` overrides).
-
-    An installed package carries them as ``screening/pretrained/`` (pyproject maps the top-level
-    ``pretrained/`` there); a source checkout or an editable install finds the top-level folder.
-    """
-    override = os.environ.get("MATSCREEN_PRETRAINED")
-    if override:
-        return Path(override)
-    from importlib import resources
-
-    shipped = resources.files("screening").joinpath("pretrained")
-    if isinstance(shipped, Path) and shipped.is_dir():
-        return shipped
-    return REPO_ROOT / "pretrained"
-
-
-def default_cache_dir() -> Path:
-    """Where the embedding cache lives unless told otherwise (XDG convention)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "matscreen"
-
-
-def resolve_model_path(model: str | Path | None) -> Path:
-    """A model name (``cgcnn_bandgap_128``) or a path to ``.safetensors`` / original ``.pth.tar``."""
-    if model is None:
-        model = DEFAULT_MODEL
-    path = Path(model)
-    if path.suffix in {".safetensors", ".tar", ".pth"} or path.exists():
-        return path
-    candidate = pretrained_dir() / f"{model}.safetensors"
-    if candidate.exists():
-        return candidate
-    known = sorted(p.stem for p in pretrained_dir().glob("*.safetensors"))
-    raise ModelLoadError(f"unknown model {model!r}: not a file, and pretrained/ has {known or 'no models'}")
-
-
-def load_featurizer_model(model: str | Path | None = None, atom_init: str | Path | None = None) -> CrystalGraphConvNet:
-    """Load the project's model (default) or an original CGCNN checkpoint.
-
-    Original ``*.pth.tar`` checkpoints need the ``atom_init.json`` they were trained with:
-    ``atom_init`` or, as in the original CGCNN, an ``atom_init.json`` beside the checkpoint.
-    """
-    path = resolve_model_path(model)
-    if path.name.endswith((".pth.tar", ".pth", ".tar")):
-        from screening.atom_features import load_atom_init
-
-        table_path = Path(atom_init) if atom_init else path.parent / "atom_init.json"
-        if not table_path.is_file():
-            raise ModelLoadError(
-                f"{path}: an original CGCNN checkpoint needs its atom_init.json (pass --atom-init PATH); "
-                f"none at {table_path}"
-            )
-        net = load_original_checkpoint(path, load_atom_init(table_path))
-    else:
-        net = load_model(path)
-    net.source_path = str(path)  # names the model in errors (see check_finite_outputs)
-    return net
-
-
-def model_fingerprint(model: CrystalGraphConvNet) -> str:
-    """Hash of the weights and graph settings: the model half of the cache key."""
-    h = hashlib.blake2b(digest_size=16)
-    for key, tensor in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().numpy().tobytes())
-    cfg = model.config
-    h.update(f"{cfg.radius}|{cfg.max_num_nbr}|{cfg.dmin}|{cfg.step}".encode())
-    return h.hexdigest()
-
-
-def structure_fingerprint(structure) -> str:
-    """Hash of lattice, species and fractional coordinates (rounded to 1e-6): the content key."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(np.round(structure.lattice.matrix, 6).tobytes())
-    h.update(np.asarray([site.specie.Z for site in structure], dtype=np.int64).tobytes())
-    h.update(np.round(np.mod(structure.frac_coords, 1.0), 6).tobytes())
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Cache
-# ---------------------------------------------------------------------------------------------
-
-
-class EmbeddingCache:
-    """SQLite table (content key -> predictions, embedding) for one model fingerprint.
-
-    Predictions are stored as a float64 vector (every output of a multi-task model and its
-    uncertainty), so one cache row serves every column ``featurize`` writes. The table is
-    ``emb_v2``: files written by older versions (``emb``, a single prediction) are left alone.
-    """
-
-    def __init__(self, directory: str | Path, model_key: str) -> None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.path = Path(directory) / f"cgcnn-{model_key}.sqlite"
-        self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS emb_v2 (key TEXT PRIMARY KEY, predictions BLOB, embedding BLOB)")
-        self._db.commit()
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for start in range(0, len(keys), 900):
-            chunk = list(keys[start : start + 900])
-            q = f"SELECT key, predictions, embedding FROM emb_v2 WHERE key IN ({','.join('?' * len(chunk))})"
-            for key, preds, blob in self._db.execute(q, chunk):
-                found[key] = (np.frombuffer(preds, dtype=np.float64), np.frombuffer(blob, dtype=np.float32))
-        return found
-
-    def put_many(self, items: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> None:
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO emb_v2 VALUES (?, ?, ?)",
-                (
-                    (k, np.asarray(p, dtype=np.float64).tobytes(), np.asarray(e, dtype=np.float32).tobytes())
-                    for k, p, e in items
-                ),
-            )
-
-    def close(self) -> None:
-        self._db.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,88 +423,26 @@ def featurize_source(
 
 
 # ---------------------------------------------------------------------------------------------
-# matminer-compatible featurizer
+# Re-exports: the model registry, the cache and the matminer adapter moved to their own modules,
+# but scripts, notebooks and users import every name from here. Last, because the matminer module
+# imports embed_graphs from this one and must find it complete.
 # ---------------------------------------------------------------------------------------------
 
-try:
-    from matminer.featurizers.base import BaseFeaturizer as _MatminerBase
-except ImportError:  # matminer is an optional extra
-    _MatminerBase = object
-
-
-class CGCNNFeaturizer(_MatminerBase):
-    """CGCNN embedding as a matminer featurizer: ``CGCNNFeaturizer().featurize_dataframe(df, "structure")``.
-
-    ``featurize_many`` is overridden to batch every structure through the network at once
-    (matminer's default calls ``featurize`` one structure at a time).
-    """
-
-    def __init__(
-        self, model: str | Path | CrystalGraphConvNet | None = None, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> None:
-        self.model = model if isinstance(model, CrystalGraphConvNet) else load_featurizer_model(model)
-        self.batch_size = batch_size
-        if hasattr(self, "set_n_jobs"):
-            self.set_n_jobs(1)
-
-    def featurize(self, structure) -> list[float]:
-        return self.featurize_many([structure], ignore_errors=False)[0]
-
-    def featurize_many(self, entries, ignore_errors: bool = False, return_errors: bool = False, pbar: bool = False):
-        from dataclasses import replace
-
-        from pymatgen.core import Structure
-
-        from screening.io.validate import DEFAULT_LIMITS, validate_structure
-
-        # matminer hands over each row's values (a tuple or array holding the structure)
-        structures = [e if isinstance(e, Structure) else e[0] for e in entries]
-        rows: list[list[Any]] = [[] for _ in structures]  # every row is set below: embedding or NaNs + error
-        graphs, where, errs = [], [], {}
-        cfg = self.model.config
-        for k, s in enumerate(structures):
-            try:
-                validate_structure(s, str(k), limits=replace(DEFAULT_LIMITS, radius=cfg.radius))
-                graph = structure_to_graph(s, cfg.radius, cfg.max_num_nbr, record_id=str(k))
-                check_elements(self.model, graph.atomic_numbers, str(k))
-                graphs.append(graph)
-                where.append(k)
-            except Exception as exc:  # noqa: BLE001
-                if not ignore_errors:
-                    raise
-                errs[k] = exc
-        preds, emb = embed_graphs(self.model, graphs, self.batch_size)
-        check_finite_outputs(self.model, preds, emb, [str(k) for k in where])
-        for k, vec in zip(where, emb):
-            rows[k] = vec.astype(float).tolist()
-        width = len(self.feature_labels())
-        for k, err in errs.items():
-            rows[k] = [float("nan")] * width + ([str(err)] if return_errors else [])
-        if return_errors:
-            rows = [r if len(r) > width else r + [None] for r in rows]
-        return rows
-
-    def feature_labels(self) -> list[str]:
-        return [f"cgcnn_emb_{k}" for k in range(self.model.config.h_fea_len)]
-
-    def citations(self) -> list[str]:
-        return [
-            "@article{xie2018crystal, title={Crystal Graph Convolutional Neural Networks for an Accurate and "
-            "Interpretable Prediction of Material Properties}, author={Xie, Tian and Grossman, Jeffrey C.}, "
-            "journal={Phys. Rev. Lett.}, volume={120}, pages={145301}, year={2018}}"
-        ]
-
-    def implementors(self) -> list[str]:
-        return ["matscreen"]
-
+from screening.featurize.cache import default_cache_dir  # noqa: E402
+from screening.featurize.matminer import CGCNNFeaturizer  # noqa: E402
+from screening.featurize.registry import DEFAULT_MODEL, REPO_ROOT, pretrained_dir, resolve_model_path  # noqa: E402
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_MODEL",
+    "REPO_ROOT",
     "CGCNNFeaturizer",
     "EmbeddingCache",
     "FeaturizeResult",
     "Featurizer",
+    "PreparedRecord",
     "check_finite_outputs",
+    "default_cache_dir",
     "embed_graphs",
     "prediction_columns",
     "errors_to_frame",
@@ -651,6 +451,7 @@ __all__ = [
     "load_featurizer_model",
     "model_fingerprint",
     "prepare_record",
+    "pretrained_dir",
     "resolve_model_path",
     "structure_fingerprint",
 ]

@@ -20,6 +20,12 @@ Ranking is an external sort in bounded memory (see :func:`rank_chunks`) into ``r
 (sorted, with ``distance_to_target`` in eV, ``rank`` from 1 and ``within_tol``), which is a valid
 pool for ``matscreen search --pool``.
 
+The parts live in their own modules: record sources and chunking in
+:mod:`screening.screen.sources`, the chunk task, its commit and the local pool in
+:mod:`screening.screen.executors`, Ray in :mod:`screening.screen.ray_executor`, the external sort in
+:mod:`screening.screen.ranking`; this module holds the run itself (its manifest and
+:func:`screen_database`).
+
 Work folder layout (beside the output, ``<output stem>.chunks/``)::
 
     manifest.json               run identity (database, model fingerprint, chunk size), done chunks
@@ -29,297 +35,30 @@ Work folder layout (beside the output, ``<output stem>.chunks/``)::
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
-from multiprocessing import get_context
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from screening.errors import MatscreenError, RecordError
-from screening.io.atomic import (
-    atomic_path,
-    dictionary_columns,
-    sweep_temporary_files,
-    temporary_path,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from screening.io.atomic import sweep_temporary_files, write_json_atomic
 from screening.progress import progress_bar
-
-FORMATION_ENERGY_COLUMN = "pred_formation_energy_per_atom"
+from screening.screen.executors import (
+    ChunkJob,
+    ChunkResult,
+    chunk_errors_path,
+    chunk_path,
+    commit_chunk,
+    featurize_chunk,
+    run_chunks_locally,
+)
+from screening.screen.ranking import rank_chunks, write_errors_csv
+from screening.screen.sources import RecordSource, ScreenError, open_database, split_into_chunks
 
 FORMAT = "matscreen-screen-1"
 MANIFEST = "manifest.json"
 ENGINES = ("local", "ray")
-
-
-class ScreenError(MatscreenError):
-    """A screening run cannot start or continue (bad options, a work folder of another run)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Databases as record streams
-# ---------------------------------------------------------------------------------------------
-
-
-class RecordSource(Protocol):
-    """A database as a re-readable stream: same records in the same order on every read.
-
-    ``key`` identifies the content (a changed database must change it) so a resumed run can
-    tell it is reading what it read before; ``count()`` (may be ``None``) sizes progress bars.
-    """
-
-    key: str
-
-    def __iter__(self) -> Iterator[Any]: ...
-
-    def count(self) -> int | None: ...
-
-
-class PathSource:
-    """A database on disk: a folder from ``matscreen fetch-mp`` or any source ``iter_records`` reads."""
-
-    def __init__(self, path: str | Path) -> None:
-        from screening.io.materials_project import is_mp_database
-        from screening.io.sources import source_kind
-
-        self.path = Path(path)
-        if not self.path.exists():
-            raise ScreenError(f"database not found: {self.path}")
-        self.is_mp_db = is_mp_database(self.path)
-        if not self.is_mp_db:
-            source_kind(self.path)  # raises a clear MatscreenError for unknown kinds
-        self.key = f"{self.path.resolve()}|{_content_stamp(self.path)}"
-
-    def __iter__(self) -> Iterator[Any]:
-        if self.is_mp_db:
-            from screening.io.materials_project import iter_database_records
-
-            return iter_database_records(self.path)
-        from screening.io.sources import iter_records
-
-        return iter_records(self.path)
-
-    def count(self) -> int | None:
-        try:
-            if self.is_mp_db:
-                from screening.io.materials_project import count_database_records
-
-                return count_database_records(self.path)
-            from screening.io.sources import count_records
-
-            return count_records(self.path)
-        except Exception:  # noqa: BLE001 - a progress bar without a total is fine
-            return None
-
-
-def _content_stamp(path: Path) -> str:
-    """Size and modification time of a file, or of every file in a folder (hashed)."""
-    if path.is_file():
-        st = path.stat()
-        return f"{st.st_size}:{st.st_mtime_ns}"
-    h = hashlib.blake2b(digest_size=12)
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        try:  # a symlink loop raises here; such entries become error records, not a crash
-            if not entry.is_file():
-                continue
-            st = entry.stat()
-        except OSError:
-            continue
-        # surrogateescape: a file name that is not UTF-8 must not stop the run (issue 12)
-        h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
-
-
-def open_database(db: str | Path | RecordSource) -> RecordSource:
-    """A path becomes a :class:`PathSource`; anything with ``key`` and ``__iter__`` is used as is."""
-    if isinstance(db, (str, Path)):
-        return PathSource(db)
-    if not hasattr(db, "key") or not hasattr(db, "__iter__"):
-        raise ScreenError(f"not a database: {db!r} (give a path or an object with .key and __iter__)")
-    return db
-
-
-# ---------------------------------------------------------------------------------------------
-# Chunks
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Chunk:
-    """Records ``index * size`` … ``(index + 1) * size - 1`` of the stream and the bad ones read among them."""
-
-    index: int
-    records: list[Any]
-    errors: list[RecordError] = field(default_factory=list)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.records) + len(self.errors)
-
-
-def split_into_chunks(
-    items: Iterable[Any], chunk_size: int, skip: Iterable[int] = (), stats: dict[str, int] | None = None
-) -> Iterator[Chunk]:
-    """Cut a record stream into numbered chunks; chunks in ``skip`` are read past, not kept.
-
-    Chunk k holds good records k·size … (k+1)·size − 1; an error item belongs to the chunk of
-    the next good record (errors after the last record form a final chunk of their own), so the
-    numbering depends only on the stream and is the same on every read. When the stream ends,
-    ``stats["n_chunks"]`` is set to the number of chunks the stream has.
-    """
-    if chunk_size < 1:
-        raise ScreenError(f"chunk size must be at least 1, got {chunk_size}")
-    skip = set(skip)
-    index, n_in_chunk, errors_in_chunk = 0, 0, 0
-    records: list[Any] = []
-    errors: list[RecordError] = []
-    for item in items:
-        if isinstance(item, RecordError):
-            errors_in_chunk += 1
-            if index not in skip:
-                errors.append(item)
-            continue
-        n_in_chunk += 1
-        if index not in skip:
-            records.append(item)
-        if n_in_chunk == chunk_size:
-            if index not in skip:
-                yield Chunk(index, records, errors)
-            index, n_in_chunk, errors_in_chunk, records, errors = index + 1, 0, 0, [], []
-    has_tail = n_in_chunk > 0 or errors_in_chunk > 0
-    if stats is not None:
-        stats["n_chunks"] = index + (1 if has_tail else 0)
-    if has_tail and index not in skip:
-        yield Chunk(index, records, errors)
-
-
-# ---------------------------------------------------------------------------------------------
-# One chunk: featurize and commit (runs in a worker process or a Ray task)
-# ---------------------------------------------------------------------------------------------
-
-
-def chunk_path(work_dir: str | Path, index: int) -> Path:
-    return Path(work_dir) / f"chunk-{index:06d}.parquet"
-
-
-def chunk_errors_path(work_dir: str | Path, index: int) -> Path:
-    return Path(work_dir) / f"chunk-{index:06d}.errors.parquet"
-
-
-@dataclass(frozen=True)
-class ChunkJob:
-    """What every chunk task needs besides its records (picklable; the model is ~0.5 MB).
-
-    ``before_commit(index)`` runs in the worker after the chunk is embedded, before its result
-    leaves the worker; it exists to inject faults in tests (a worker that dies mid-chunk).
-    """
-
-    model: Any  # CrystalGraphConvNet
-    batch_size: int = 256
-    before_commit: Callable[[int], None] | None = None
-
-
-@dataclass
-class ChunkOutput:
-    """One embedded chunk, on its way from a worker to the driver that commits it."""
-
-    index: int
-    frame: Any  # DataFrame: id, formula, pred_<target>, emb_*, labels
-    errors: Any  # DataFrame: id, source, error, reason
-    seconds: float
-    pid: int
-
-
-@dataclass
-class ChunkResult:
-    """A committed chunk, as the driver reports it."""
-
-    index: int
-    rows: int
-    errors: int
-    seconds: float
-    pid: int
-
-    @property
-    def n_items(self) -> int:
-        return self.rows + self.errors
-
-
-def featurize_chunk(job: ChunkJob, chunk: Chunk) -> ChunkOutput:
-    """Embed one chunk (parse, graphs, forward pass); touches no files, so any machine can run it."""
-    import torch
-
-    from screening.featurize.featurizer import Featurizer, errors_to_frame
-
-    start = time.perf_counter()
-    torch.set_num_threads(1)
-    featurizer = Featurizer(job.model, batch_size=job.batch_size, workers=0, chunk_size=max(len(chunk.records), 1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = featurizer.featurize(chunk.records)
-    errors = errors_to_frame(list(chunk.errors) + list(result.errors)).astype(str)
-    if job.before_commit is not None:
-        job.before_commit(chunk.index)
-    return ChunkOutput(
-        chunk.index, result.frame.reset_index(drop=True), errors, time.perf_counter() - start, os.getpid()
-    )
-
-
-def commit_chunk(work_dir: str | Path, output: ChunkOutput) -> ChunkResult:
-    """Write a chunk's errors, then its rows (the commit point), each by an atomic rename.
-
-    Committing the same chunk twice writes the same files again, so a retried chunk never
-    duplicates anything.
-    """
-    write_parquet_atomic(output.errors, chunk_errors_path(work_dir, output.index))
-    write_parquet_atomic(output.frame, chunk_path(work_dir, output.index))
-    return ChunkResult(output.index, len(output.frame), len(output.errors), output.seconds, output.pid)
-
-
-def _init_local_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-
-
-def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1) -> Iterator[ChunkOutput]:
-    """Run chunks in ``workers`` spawned processes (0: in this process); yield results as they finish.
-
-    At most ``2 * workers`` chunks are submitted at a time, so memory holds only those.
-    """
-    if workers <= 0:
-        for chunk in chunks:
-            yield featurize_chunk(job, chunk)
-        return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_local_worker)
-    pending: set[Any] = set()
-    todo = iter(chunks)
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(pending) < 2 * workers:
-                nxt = next(todo, None)
-                if nxt is None:
-                    exhausted = True
-                    break
-                pending.add(pool.submit(featurize_chunk, job, nxt))
-            if not pending:
-                return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,214 +115,6 @@ def _open_run(work_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
         manifest["chunks"][str(index)] = {"rows": rows, "errors": errs}
     _write_json_atomic(path, manifest)
     return manifest
-
-
-# ---------------------------------------------------------------------------------------------
-# Ranking: an external sort of the chunk files by distance to the target
-# ---------------------------------------------------------------------------------------------
-
-
-def _distance(table, pred_col: str, target: float):
-    """|pred − target| in eV as float64; missing or NaN predictions rank last (+inf)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    pred = table[pred_col].cast(pa.float64())
-    dist = pc.abs(pc.subtract(pred, pa.scalar(float(target))))
-    dist = pc.if_else(pc.is_nan(dist), float("inf"), dist)
-    return pc.fill_null(dist, float("inf"))
-
-
-def _conform(table, schema):
-    """``table`` with ``schema``'s columns in its order (missing ones null), cast to its types."""
-    import pyarrow as pa
-
-    if table.schema.equals(schema, check_metadata=False):
-        return table
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            col = table[f.name]
-            cols.append(col if col.type == f.type else col.cast(f.type))
-        else:
-            cols.append(pa.nulls(len(table), f.type))
-    return pa.Table.from_arrays(cols, schema=schema)
-
-
-def _unified_schema(schemas):
-    """One schema for all chunks: types promoted where they differ (null -> double, int -> double);
-    a label column that is text in one chunk and numbers in another becomes text."""
-    import pyarrow as pa
-
-    try:
-        return pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        pass
-    names: dict[str, list] = {}
-    for schema in schemas:
-        for f in schema:
-            names.setdefault(f.name, []).append(f.type)
-    fields = []
-    for name, types in names.items():
-        try:
-            merged = pa.unify_schemas([pa.schema([(name, t)]) for t in types], promote_options="permissive")
-            fields.append(merged.field(name))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            fields.append(pa.field(name, pa.string()))
-    return pa.schema(fields)
-
-
-def rank_chunks(
-    parts: list[Path],
-    pred_col: str,
-    target: float,
-    tol: float,
-    output: str | Path,
-    scratch_dir: str | Path,
-    bucket_rows: int = 65536,
-    max_formation_energy: float | None = None,
-) -> dict[str, int]:
-    """Merge chunk files into ``output`` sorted by ``|pred − target|`` (ties by id), in bounded memory.
-
-    A distribution sort in three passes over the data:
-
-    1. read only ``id`` and the prediction of every chunk and sort these keys globally, which
-       gives every row its rank;
-    2. read each chunk once and append its rows to the bucket of their rank
-       (ranks ``b·bucket_rows`` … ``(b+1)·bucket_rows − 1`` go to bucket b; buckets are Arrow
-       IPC streams in ``scratch_dir``: no encoding, no per-piece metadata kept in memory);
-    3. read the buckets in order, sort each by rank and append it to ``output``.
-
-    Memory: the keys (~40 bytes per row), one chunk, and one bucket of ``bucket_rows`` rows
-    (~40 MB for 128-d embeddings at the default); time grows linearly with the rows.
-
-    ``max_formation_energy`` (eV/atom) leaves out the rows whose ``pred_formation_energy_per_atom``
-    is above it (or missing): the ranking is then among crystals predicted stable enough, and
-    ``filtered_out`` in the result counts the rest.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    scratch_dir = Path(scratch_dir)
-    scratch_dir.mkdir(parents=True, exist_ok=True)
-    output = Path(output)
-    tmp_out = temporary_path(output)
-
-    # pass 1: the sort keys
-    keys, schemas, nonempty, masks = [], [], [], []
-    filtered_out = 0
-    for part in parts:
-        pf = pq.ParquetFile(part)
-        if pf.metadata.num_rows == 0:
-            continue
-        mask = None
-        if max_formation_energy is not None:
-            if FORMATION_ENERGY_COLUMN not in pf.schema_arrow.names:
-                raise ScreenError(
-                    f"--max-formation-energy needs a {FORMATION_ENERGY_COLUMN} column: screen with a model that "
-                    "predicts formation energy (the default model does)"
-                )
-            ef = pf.read(columns=[FORMATION_ENERGY_COLUMN])[FORMATION_ENERGY_COLUMN].cast(pa.float64())
-            mask = pc.fill_null(pc.less_equal(ef, float(max_formation_energy)), False)
-            filtered_out += len(ef) - int(pc.sum(mask).as_py() or 0)
-        table = pf.read(columns=["id", pred_col])
-        if mask is not None:
-            table = table.filter(mask)
-        keys.append(pa.table({"d": _distance(table, pred_col, target), "id": table["id"].cast(pa.string())}))
-        schemas.append(pf.schema_arrow.remove_metadata())
-        nonempty.append(part)
-        masks.append(mask)
-    if not nonempty:
-        empty = pa.table(
-            {
-                "id": pa.array([], pa.string()),
-                "distance_to_target": pa.array([], pa.float64()),
-                "rank": pa.array([], pa.int64()),
-                "within_tol": pa.array([], pa.bool_()),
-            }
-        )
-        pq.write_table(empty, tmp_out)
-        os.replace(tmp_out, output)
-        return {"rows": 0, "within_tol": 0, "filtered_out": filtered_out}
-    offsets = np.cumsum([0] + [len(k) for k in keys])
-    all_keys = pa.concat_tables(keys)
-    del keys
-    order = pc.sort_indices(all_keys, sort_keys=[("d", "ascending"), ("id", "ascending")]).to_numpy()
-    distance = all_keys["d"].to_numpy()
-    del all_keys
-    n = len(order)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n, dtype=np.int64)
-    del order
-
-    # pass 2: rows to the buckets of their ranks
-    schema = _unified_schema(schemas)
-    bucket_schema = schema.append(pa.field("distance_to_target", pa.float64())).append(pa.field("rank", pa.int64()))
-    n_buckets = -(-n // bucket_rows)
-    bucket_paths = [scratch_dir / f"bucket-{b:05d}.arrow" for b in range(n_buckets)]
-    writers: dict[int, tuple[Any, Any]] = {}  # bucket -> (file, Arrow IPC stream writer)
-    try:
-        for p, part in enumerate(nonempty):
-            lo, hi = offsets[p], offsets[p + 1]
-            part_rank = rank[lo:hi]
-            by_rank = np.argsort(part_rank, kind="stable")
-            table = _conform(pq.read_table(part), schema)
-            if masks[p] is not None:
-                table = table.filter(masks[p])
-            table = table.take(pa.array(by_rank))
-            sorted_rank = part_rank[by_rank]
-            table = table.append_column("distance_to_target", pa.array(distance[lo:hi][by_rank]))
-            table = table.append_column("rank", pa.array(sorted_rank + 1))
-            bucket_of = sorted_rank // bucket_rows
-            edges = np.searchsorted(bucket_of, np.arange(n_buckets + 1))
-            for b in range(n_buckets):
-                if edges[b + 1] > edges[b]:
-                    if b not in writers:
-                        sink = pa.OSFile(str(bucket_paths[b]), "wb")
-                        writers[b] = (sink, pa.ipc.new_stream(sink, bucket_schema))
-                    writers[b][1].write_table(table.slice(edges[b], edges[b + 1] - edges[b]))
-            del table
-    finally:
-        for sink, writer in writers.values():
-            writer.close()
-            sink.close()
-    del rank, distance
-
-    # pass 3: each bucket sorted by rank, in bucket order
-    out_schema = bucket_schema.append(pa.field("within_tol", pa.bool_()))
-    hits = 0
-    with pq.ParquetWriter(tmp_out, out_schema, use_dictionary=dictionary_columns(out_schema)) as writer:
-        for path in bucket_paths:
-            with pa.memory_map(str(path)) as source:
-                table = pa.ipc.open_stream(source).read_all()
-                table = table.take(pc.sort_indices(table, sort_keys=[("rank", "ascending")]))
-            within = pc.less_equal(table["distance_to_target"], float(tol))
-            hits += int(pc.sum(within).as_py() or 0)
-            writer.write_table(table.append_column("within_tol", within), row_group_size=16384)
-            del table
-            path.unlink()
-    os.replace(tmp_out, output)
-    return {"rows": n, "within_tol": hits, "filtered_out": filtered_out}
-
-
-def _write_errors_csv(error_parts: list[Path], path: Path) -> int:
-    import pandas as pd
-
-    n = 0
-    header = True
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
-        for part in error_parts:
-            frame = pd.read_parquet(part)
-            if frame.empty and not header:
-                continue
-            frame = frame.reindex(columns=["id", "source", "error", "reason"])
-            frame.to_csv(handle, index=False, header=header)
-            header = False
-            n += len(frame)
-        if header:
-            handle.write("id,source,error,reason\n")
-    return n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -662,7 +193,7 @@ def screen_database(
     predicted formation energy is at most that (the chunks keep every row, so another limit
     re-ranks without featurizing again).
     """
-    from screening.featurize.featurizer import load_featurizer_model, model_fingerprint
+    from screening.featurize.registry import load_featurizer_model, model_fingerprint
     from screening.models.cgcnn import CrystalGraphConvNet
 
     if engine not in ENGINES:
@@ -744,7 +275,7 @@ def screen_database(
         max_formation_energy=max_formation_energy,
     )
     errors_path = output.with_name(f"{output.stem}.errors.csv")
-    n_errors = _write_errors_csv([chunk_errors_path(work_dir, k) for k in indices], errors_path)
+    n_errors = write_errors_csv([chunk_errors_path(work_dir, k) for k in indices], errors_path)
     return ScreenSummary(
         output=str(output),
         errors_path=str(errors_path),
@@ -764,7 +295,17 @@ def screen_database(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Re-exports: sources, executors and ranking moved to their own modules, but scripts and tests
+# import these names from here (``from screening.screen.run import rank_chunks``).
+# ---------------------------------------------------------------------------------------------
+
+from screening.screen.executors import ChunkOutput  # noqa: E402
+from screening.screen.ranking import FORMATION_ENERGY_COLUMN  # noqa: E402
+from screening.screen.sources import Chunk, PathSource  # noqa: E402
+
 __all__ = [
+    "FORMATION_ENERGY_COLUMN",
     "Chunk",
     "ChunkJob",
     "ChunkOutput",

@@ -1,0 +1,92 @@
+"""Which network embeds: the project's shipped weights, a weights file, or an original CGCNN checkpoint.
+
+One concept shared by ``featurize``, ``screen`` (which keys its resumable runs by
+:func:`model_fingerprint`) and the CLI, so it lives apart from the featurizer that uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from screening.errors import ModelLoadError
+from screening.models.cgcnn import CrystalGraphConvNet, load_model, load_original_checkpoint
+
+DEFAULT_MODEL = "cgcnn_bandgap_128"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def pretrained_dir() -> Path:
+    """Where the project's own weights live (``MATSCREEN_PRETRAINED`` overrides).
+
+    An installed package carries them as ``screening/pretrained/`` (pyproject maps the top-level
+    ``pretrained/`` there); a source checkout or an editable install finds the top-level folder.
+    """
+    override = os.environ.get("MATSCREEN_PRETRAINED")
+    if override:
+        return Path(override)
+    from importlib import resources
+
+    shipped = resources.files("screening").joinpath("pretrained")
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped
+    return REPO_ROOT / "pretrained"
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """A model name (``cgcnn_bandgap_128``) or a path to ``.safetensors`` / original ``.pth.tar``."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.suffix in {".safetensors", ".tar", ".pth"} or path.exists():
+        return path
+    candidate = pretrained_dir() / f"{model}.safetensors"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in pretrained_dir().glob("*.safetensors"))
+    raise ModelLoadError(f"unknown model {model!r}: not a file, and pretrained/ has {known or 'no models'}")
+
+
+def load_featurizer_model(model: str | Path | None = None, atom_init: str | Path | None = None) -> CrystalGraphConvNet:
+    """Load the project's model (default) or an original CGCNN checkpoint.
+
+    Original ``*.pth.tar`` checkpoints need the ``atom_init.json`` they were trained with:
+    ``atom_init`` or, as in the original CGCNN, an ``atom_init.json`` beside the checkpoint.
+    """
+    path = resolve_model_path(model)
+    if path.name.endswith((".pth.tar", ".pth", ".tar")):
+        from screening.atom_features import load_atom_init
+
+        table_path = Path(atom_init) if atom_init else path.parent / "atom_init.json"
+        if not table_path.is_file():
+            raise ModelLoadError(
+                f"{path}: an original CGCNN checkpoint needs its atom_init.json (pass --atom-init PATH); "
+                f"none at {table_path}"
+            )
+        net = load_original_checkpoint(path, load_atom_init(table_path))
+    else:
+        net = load_model(path)
+    net.source_path = str(path)  # names the model in errors (see check_finite_outputs)
+    return net
+
+
+def model_fingerprint(model: CrystalGraphConvNet) -> str:
+    """Hash of the weights and graph settings: the model half of the cache key."""
+    h = hashlib.blake2b(digest_size=16)
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    cfg = model.config
+    h.update(f"{cfg.radius}|{cfg.max_num_nbr}|{cfg.dmin}|{cfg.step}".encode())
+    return h.hexdigest()
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "REPO_ROOT",
+    "load_featurizer_model",
+    "model_fingerprint",
+    "pretrained_dir",
+    "resolve_model_path",
+]

@@ -1,0 +1,149 @@
+"""Running chunks: embed one chunk anywhere, commit it in the driver, and the local process pool.
+
+A chunk task (:func:`featurize_chunk`) touches no files, so it runs unchanged in a local worker
+process (:func:`run_chunks_locally`) or as a Ray task (:mod:`screening.screen.ray_executor`); the
+driver commits each result with :func:`commit_chunk` by atomic renames. Worker processes receive
+:func:`featurize_chunk` and :class:`ChunkJob` by reference, so both must stay importable from here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from screening.io.atomic import write_parquet_atomic
+from screening.screen.sources import Chunk
+
+
+def chunk_path(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / f"chunk-{index:06d}.parquet"
+
+
+def chunk_errors_path(work_dir: str | Path, index: int) -> Path:
+    return Path(work_dir) / f"chunk-{index:06d}.errors.parquet"
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What every chunk task needs besides its records (picklable; the model is ~0.5 MB).
+
+    ``before_commit(index)`` runs in the worker after the chunk is embedded, before its result
+    leaves the worker; it exists to inject faults in tests (a worker that dies mid-chunk).
+    """
+
+    model: Any  # CrystalGraphConvNet
+    batch_size: int = 256
+    before_commit: Callable[[int], None] | None = None
+
+
+@dataclass
+class ChunkOutput:
+    """One embedded chunk, on its way from a worker to the driver that commits it."""
+
+    index: int
+    frame: Any  # DataFrame: id, formula, pred_<target>, emb_*, labels
+    errors: Any  # DataFrame: id, source, error, reason
+    seconds: float
+    pid: int
+
+
+@dataclass
+class ChunkResult:
+    """A committed chunk, as the driver reports it."""
+
+    index: int
+    rows: int
+    errors: int
+    seconds: float
+    pid: int
+
+    @property
+    def n_items(self) -> int:
+        return self.rows + self.errors
+
+
+def featurize_chunk(job: ChunkJob, chunk: Chunk) -> ChunkOutput:
+    """Embed one chunk (parse, graphs, forward pass); touches no files, so any machine can run it."""
+    import torch
+
+    from screening.featurize.featurizer import Featurizer, errors_to_frame
+
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    featurizer = Featurizer(job.model, batch_size=job.batch_size, workers=0, chunk_size=max(len(chunk.records), 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = featurizer.featurize(chunk.records)
+    errors = errors_to_frame(list(chunk.errors) + list(result.errors)).astype(str)
+    if job.before_commit is not None:
+        job.before_commit(chunk.index)
+    return ChunkOutput(
+        chunk.index, result.frame.reset_index(drop=True), errors, time.perf_counter() - start, os.getpid()
+    )
+
+
+def commit_chunk(work_dir: str | Path, output: ChunkOutput) -> ChunkResult:
+    """Write a chunk's errors, then its rows (the commit point), each by an atomic rename.
+
+    Committing the same chunk twice writes the same files again, so a retried chunk never
+    duplicates anything.
+    """
+    write_parquet_atomic(output.errors, chunk_errors_path(work_dir, output.index))
+    write_parquet_atomic(output.frame, chunk_path(work_dir, output.index))
+    return ChunkResult(output.index, len(output.frame), len(output.errors), output.seconds, output.pid)
+
+
+def _init_local_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+
+
+def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1) -> Iterator[ChunkOutput]:
+    """Run chunks in ``workers`` spawned processes (0: in this process); yield results as they finish.
+
+    At most ``2 * workers`` chunks are submitted at a time, so memory holds only those.
+    """
+    if workers <= 0:
+        for chunk in chunks:
+            yield featurize_chunk(job, chunk)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_local_worker)
+    pending: set[Any] = set()
+    todo = iter(chunks)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < 2 * workers:
+                nxt = next(todo, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                pending.add(pool.submit(featurize_chunk, job, nxt))
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = [
+    "ChunkJob",
+    "ChunkOutput",
+    "ChunkResult",
+    "chunk_errors_path",
+    "chunk_path",
+    "commit_chunk",
+    "featurize_chunk",
+    "run_chunks_locally",
+]
