@@ -312,6 +312,9 @@ def _pool_context():
 
 
 def _worker_init() -> None:
+    from screening.processes import die_with_parent
+
+    die_with_parent()  # a killed `featurize` leaves no orphaned workers
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
 

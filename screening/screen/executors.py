@@ -103,6 +103,9 @@ def commit_chunk(work_dir: str | Path, output: ChunkOutput) -> ChunkResult:
 def _init_local_worker() -> None:
     import torch
 
+    from screening.processes import die_with_parent
+
+    die_with_parent()  # a killed `screen` leaves no orphaned workers
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
 
