@@ -376,7 +376,7 @@ class Campaign:
         NaN where no model exists yet (the random initial picks) and for box campaigns. Depends
         only on the stored data, so a resumed ask writes the same numbers.
         """
-        from screening.bo import fitting
+        from screening.bo import fitting  # light: gpytorch loads only where a GP is fitted
         from screening.bo import strategy as st
 
         n = len(points)

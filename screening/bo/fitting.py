@@ -21,10 +21,10 @@ import numpy as np
 
 from screening.bo import acquisition as acq
 from screening.bo.objective import TargetSpec
-from screening.bo.surrogate import GPSurrogate
 
 if TYPE_CHECKING:  # strategy.py imports this module to dispatch; the dataclass is only a type here
     from screening.bo.strategy import Strategy
+    from screening.bo.surrogate import GPSurrogate  # gpytorch: imported where a GP is built
 
 
 def refit_size(n: int, all_below: int = 100, growth: float = 1.1) -> int:
@@ -61,6 +61,8 @@ def fit_surrogate(
     ``hyper_cache`` when given), so most steps only condition on the data. ``target`` is only
     read by the loss model, whose prior covariate is the prior's distance to the target.
     """
+    from screening.bo.surrogate import GPSurrogate  # gpytorch: ~1 s to import, only a GP needs it
+
     if strategy.model == "value":
         values = np.asarray(told_y, dtype=np.float64).reshape(-1)
         prior_cov = prior

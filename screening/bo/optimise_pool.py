@@ -24,10 +24,10 @@ from screening.bo import acquisition as acq
 from screening.bo.domain import DiscretePool
 from screening.bo.fitting import AcquisitionScores, acquisition_scores
 from screening.bo.objective import TargetSpec
-from screening.bo.surrogate import GPSurrogate
 
 if TYPE_CHECKING:  # strategy.py imports this module to dispatch; the dataclass is only a type here
     from screening.bo.strategy import Strategy
+    from screening.bo.surrogate import GPSurrogate  # gpytorch: imported where a GP is built
 
 
 def thompson_rows(

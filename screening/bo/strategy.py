@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from screening.bo import acquisition as acq
-from screening.bo import fitting, optimise_box, optimise_pool
 from screening.bo.domain import Box, DiscretePool
 from screening.bo.objective import TargetSpec
 from screening.errors import MatscreenError
@@ -147,6 +146,10 @@ def suggest_pool(
     are out for evaluation: never proposed and, in a batch, they penalise their neighbourhood.
     With fewer than ``strategy.n_init`` successful observations the picks are uniformly random.
     """
+    # Here, not at the top: the optimisers load torch, and a GP gpytorch (~1.5 s together), which
+    # building a Strategy or reading a campaign (`campaign status`) never needs.
+    from screening.bo import fitting, optimise_pool
+
     rng = np.random.default_rng(seed)
     excluded = set(map(str, told_ids)) | set(map(str, excluded_ids)) | set(map(str, pending_ids))
     free = np.flatnonzero(pool.available_mask(excluded))
@@ -265,6 +268,10 @@ def suggest_box(
     under the bounds and linear constraints) or sequential-greedy qLogEI over the candidates.
     ``X_pending`` rows are out for evaluation and penalise their neighbourhood.
     """
+    # Here, not at the top: they load torch and gpytorch (~1.5 s), which building a Strategy or
+    # reading a campaign (`campaign status`, a pending `ask`) never needs.
+    from screening.bo import fitting, optimise_box, optimise_pool
+
     rng = np.random.default_rng(seed)
     X = np.atleast_2d(np.asarray(X, dtype=np.float64)) if len(X) else np.empty((0, box.dim))
     if X.shape[0] < max(strategy.n_init, 2):
