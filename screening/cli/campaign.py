@@ -186,7 +186,8 @@ def campaign_tell(
         parts.append(f"{len(outcome.prior)} not asked, recorded as prior: {', '.join(outcome.prior[:5])}")
     if outcome.already_recorded:
         parts.append(f"{len(outcome.already_recorded)} already recorded with these values (skipped)")
-    typer.echo("; ".join(parts) + f"; best loss {info['best_loss']}; hit: {info['hit']}")
+    best = info["best_loss"]
+    typer.echo("; ".join(parts) + f"; best loss {'none yet' if best is None else f'{best:.4g}'}; hit: {info['hit']}")
 
 
 @campaign_app.command("status")
