@@ -27,12 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from screening.errors import GraphBuildError, ModelLoadError, RecordError, StructureReadError
+from screening.errors import GraphBuildError, InvalidStructureError, ModelLoadError, RecordError, StructureReadError
 from screening.featurize.cache import EmbeddingCache, structure_fingerprint
 from screening.featurize.registry import load_featurizer_model, model_fingerprint
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
 from screening.io.atomic import atomic_path, write_csv_atomic
+from screening.io.time_budget import DEFAULT_RECORD_SECONDS
 from screening.models.cgcnn import CrystalGraphConvNet, check_elements, output_names
 from screening.progress import progress_bar
 
@@ -71,16 +72,23 @@ class PreparedRecord:
         return self.key
 
 
-def prepare_record(record: Any, radius: float, max_num_nbr: int) -> PreparedRecord:
-    """Parse one record and build its graph; every failure becomes ``PreparedRecord.error``."""
+def prepare_record(
+    record: Any, radius: float, max_num_nbr: int, seconds: float | None = DEFAULT_RECORD_SECONDS
+) -> PreparedRecord:
+    """Parse one record and build its graph; every failure becomes ``PreparedRecord.error``.
+
+    ``seconds`` is the record's wall-clock budget (:mod:`screening.io.time_budget`): a record that
+    exceeds it is reported (``time_budget: ...``) instead of holding up the batch.
+    """
     from dataclasses import replace
 
     from screening.io.records import parse_record
+    from screening.io.time_budget import RecordTimeout, time_budget
     from screening.io.validate import DEFAULT_LIMITS
 
     prepared = PreparedRecord(record.record_id, record.source, dict(record.labels or {}))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), time_budget(seconds):
             warnings.simplefilter("ignore")
             # validated against the model's own graph radius: the neighbour budget depends on it
             structure = parse_record(record, limits=replace(DEFAULT_LIMITS, radius=radius))
@@ -90,6 +98,8 @@ def prepare_record(record: Any, radius: float, max_num_nbr: int) -> PreparedReco
     except RecordError as exc:
         exc.source = exc.source or record.source
         prepared.error = exc
+    except RecordTimeout as exc:
+        prepared.error = InvalidStructureError(record.record_id, f"time_budget: {exc}", record.source)
     except Exception as exc:  # noqa: BLE001 - any parser/library failure is this record's error
         prepared.error = StructureReadError(record.record_id, f"{type(exc).__name__}: {exc}", record.source)
     return prepared
