@@ -34,3 +34,74 @@ def die_with_parent() -> bool:
     if parent is not None and os.getppid() != parent.pid:
         os.kill(os.getpid(), signal.SIGTERM)
     return True
+
+
+# --------------------------------------------------------------------------- process-tree watchdog
+# Ray's local node (GCS, raylet, workers) is started by the driver but does not die with it: its
+# processes are not our workers, so they cannot set a parent-death signal. A small watchdog
+# process follows the driver's process tree and, once the driver is gone, kills what was in it.
+
+_WATCHDOG = r"""
+import os, signal, sys, time
+
+driver, me = int(sys.argv[1]), os.getpid()
+
+
+def tree(root):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+seen = set()  # the driver's tree at the last look (pids that exit drop out: no reused pid is hit)
+while True:
+    try:
+        os.kill(driver, 0)
+        with open(f"/proc/{driver}/stat") as fh:
+            alive = fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        alive = False
+    if not alive:
+        break
+    seen = tree(driver)
+    time.sleep(0.5)
+for pid in seen - {me}:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+def start_tree_watchdog() -> bool:
+    """Start a watchdog that kills this process's descendants once this process dies (Linux).
+
+    Returns False where there is no ``/proc`` to follow. The watchdog is detached (its own
+    session), so a signal to this process's group does not stop it before it has cleaned up.
+    """
+    import subprocess
+
+    if not os.path.isdir("/proc"):
+        return False
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+    return True

@@ -57,6 +57,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise DistributedError(f"cannot start or reach {where}: {type(exc).__name__}: {exc}") from exc
+    if not address:
+        # A local Ray node is this process's tree: a `kill -9` of `screen` must not leave it running.
+        from screening.processes import start_tree_watchdog
+
+        start_tree_watchdog()
 
 
 def run_on_ray(
