@@ -56,3 +56,25 @@ def test_a_file_from_other_inputs_or_a_damaged_file_is_ignored(tmp_path) -> None
     picks = ask(pool, [pool.ids[0]], [float(gap[0])], {"neighbour_state_path": path})
     assert picks == ask(pool, [pool.ids[0]], [float(gap[0])], {})
     assert ns.load_state(path, right, settings) is not None  # rewritten whole
+
+
+def test_an_in_process_run_saves_the_model_once_at_its_end(tmp_path, monkeypatch) -> None:
+    from test_objectives_bandgap import synthetic_pool_frame
+
+    from screening.bo.campaign import NEIGHBOUR_STATE_NAME, StopRules
+    from screening.objectives.bandgap.campaign_dir import create_pool_campaign, open_campaign_dir
+
+    frame = synthetic_pool_frame(300, seed=2)
+    frame.to_parquet(tmp_path / "pool.parquet")
+    strategy = Strategy(surrogate="neighbour", acquisition="window", n_neighbours=8, neighbour_components=6)
+    target = float(frame["band_gap"].max()) + 1.0  # never hit: the run uses its whole budget
+    saves = []
+    real_save = ns.save_state
+    monkeypatch.setattr(ns, "save_state", lambda *a: saves.append(1) or real_save(*a))
+    cd = create_pool_campaign(tmp_path / "c", tmp_path / "pool.parquet", target, 0.01, strategy, stop=StopRules())
+    cd.campaign.run(budget=12)
+    assert len(saves) == 1 and (tmp_path / "c" / NEIGHBOUR_STATE_NAME).is_file()
+    # the next process reloads that file and extends it, rather than rebuilding
+    monkeypatch.setattr(ns, "build_state", lambda *a, **k: pytest.fail("rebuilt"))
+    again = open_campaign_dir(tmp_path / "c").campaign
+    assert len(again.ask(1)) == 1 and len(saves) == 2

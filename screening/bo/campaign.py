@@ -536,6 +536,19 @@ class Campaign:
         stored budget (total search evaluations, counting those made before a restart).
         ``on_evaluation(evaluation, loss, is_hit)`` is called after every told batch, per point.
         """
+        self._hyper_cache["neighbour_defer_save"] = True
+        try:
+            return self._run(budget, on_evaluation)
+        finally:
+            self._hyper_cache.pop("neighbour_defer_save", None)
+            if self._hyper_cache.get("neighbour_unsaved"):
+                from screening.bo.neighbour_search import save_deferred_state
+
+                save_deferred_state(self._hyper_cache)
+
+    def _run(
+        self, budget: int | None, on_evaluation: Callable[[Evaluation, float | None, bool], None] | None
+    ) -> History:
         while True:
             history = self.history()
             reason = stop_reason(self.stop, history, budget)

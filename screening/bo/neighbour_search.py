@@ -427,6 +427,18 @@ def save_state(state: NeighbourState, path, key: str) -> None:
             tmp.unlink()
 
 
+def save_deferred_state(cache: dict) -> None:
+    """Write the state an in-process loop kept unsaved (``neighbour_defer_save`` in the cache).
+
+    Why: a loop that asks, evaluates and tells in one process (``Campaign.run``) never reloads the
+    file, so writing it at every step (tens of MiB for large pools) would be pure overhead; one
+    write at the end serves the next process. A loop killed before it leaves an older file, which
+    the next process extends with the observations told since.
+    """
+    if cache.pop("neighbour_unsaved", False):
+        save_state(cache["neighbour"], cache["neighbour_state_path"], cache["neighbour_key"])
+
+
 def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | None:
     """The state saved at ``path`` if it was made from the same inputs (``key``), else None.
 

@@ -250,7 +250,10 @@ def suggest_neighbour(
     )  # the model is a function of the data only (resume-safe); `rng` drives the draws
     cache["neighbour"] = state
     if state_path is not None and key is not None and before_mark != (id(state), len(state.told_rows), state.fit_count):
-        ns.save_state(state, state_path, key)
+        if cache.get("neighbour_defer_save"):  # an in-process loop: saved once, when it ends
+            cache["neighbour_unsaved"] = True
+        else:
+            ns.save_state(state, state_path, key)
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
     rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
     return [pool.ids[r] for r in rows]
