@@ -41,23 +41,32 @@ def die_with_parent() -> bool:
 # processes are not our workers, so they cannot set a parent-death signal. A small watchdog
 # process follows the driver's process tree and, once the driver is gone, kills what was in it.
 
-_WATCHDOG = r"""
-import os, signal, sys, time
 
-driver, me = int(sys.argv[1]), os.getpid()
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
-def tree(root):
-    children = {}
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` in the process tree, read from ``/proc``."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [root]
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [root]
     while todo:
         for kid in children.get(todo.pop(), []):
             if kid not in found:
@@ -66,24 +75,24 @@ def tree(root):
     return found
 
 
-seen = set()  # the driver's tree at the last look (pids that exit drop out: no reused pid is hit)
-while True:
-    try:
-        os.kill(driver, 0)
-        with open(f"/proc/{driver}/stat") as fh:
-            alive = fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        alive = False
-    if not alive:
-        break
-    seen = tree(driver)
-    time.sleep(0.5)
-for pid in seen - {me}:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
+def watch_tree(driver: int, interval: float = 0.5) -> None:
+    """Follow ``driver``'s process tree; once it is gone, SIGKILL what was in it at the last look.
+
+    The tree is re-read each time (not accumulated), so a pid that exited and was reused by an
+    unrelated process is never hit.
+    """
+    import time
+
+    me = os.getpid()
+    seen: set[int] = set()
+    while is_alive(driver):
+        seen = descendants(driver)
+        time.sleep(interval)
+    for pid in seen - {me}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def start_tree_watchdog() -> bool:
@@ -97,7 +106,7 @@ def start_tree_watchdog() -> bool:
     if not os.path.isdir("/proc"):
         return False
     subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, str(os.getpid())],
+        [sys.executable, "-m", "screening.processes", str(os.getpid())],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -105,3 +114,7 @@ def start_tree_watchdog() -> bool:
         close_fds=True,
     )
     return True
+
+
+if __name__ == "__main__":  # the watchdog process: python -m screening.processes DRIVER_PID
+    watch_tree(int(sys.argv[1]))

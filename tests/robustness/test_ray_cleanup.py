@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from screening.processes import descendants, is_alive
+
 DRIVER = """
 import time
 import ray
@@ -27,31 +29,6 @@ time.sleep(3)  # the worker is running the task
 print("ready", flush=True)
 time.sleep(120)
 """
-
-
-def descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        for kid in children.get(todo.pop(), []):
-            if kid not in found:
-                found.add(kid)
-                todo.append(kid)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
@@ -76,9 +53,9 @@ def test_ray_processes_go_when_the_driver_is_killed(tmp_path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.time() + 15
-        while time.time() < deadline and any(alive(p) for p in ray_procs):
+        while time.time() < deadline and any(is_alive(p) for p in ray_procs):
             time.sleep(0.2)
-        left = [p for p in ray_procs if alive(p)]
+        left = [p for p in ray_procs if is_alive(p)]
         for p in left:
             os.kill(p, signal.SIGKILL)
         assert not left, f"{len(left)} Ray processes outlived the killed driver"

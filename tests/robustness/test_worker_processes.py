@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from screening.processes import is_alive
+
 PARENT = """
 import multiprocessing, sys, time
 from screening.processes import die_with_parent
@@ -28,14 +30,6 @@ if __name__ == "__main__":
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def worker_alive_after_parent_killed(tmp_path: Path, use_signal: bool) -> bool:
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
@@ -49,9 +43,9 @@ def worker_alive_after_parent_killed(tmp_path: Path, use_signal: bool) -> bool:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.time() + 3
-        while time.time() < deadline and alive(child):
+        while time.time() < deadline and is_alive(child):
             time.sleep(0.1)
-        survived = alive(child)
+        survived = is_alive(child)
         if survived:
             subprocess.run(["kill", "-9", str(child)], check=False)
         return survived
