@@ -46,6 +46,7 @@ torch.set_num_threads(1)
 from screening.bo.domain import DiscretePool  # noqa: E402
 from screening.bo.neighbour_search import KnownData, NeighbourSettings, calibration, update_state  # noqa: E402
 from screening.bo.strategy import Strategy, Target, suggest_pool  # noqa: E402
+from screening.columns import PRED_BAND_GAP_STD  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MATSCREEN_SHARED", REPO.parent / "shared"))
@@ -97,7 +98,7 @@ def emb_cols(frame: pd.DataFrame) -> list[str]:
 
 
 def _std(frame: pd.DataFrame) -> np.ndarray | None:
-    return frame["pred_band_gap_std"].to_numpy(np.float64) if "pred_band_gap_std" in frame.columns else None
+    return frame[PRED_BAND_GAP_STD].to_numpy(np.float64) if PRED_BAND_GAP_STD in frame.columns else None
 
 
 def make_pool(frame: pd.DataFrame, known: pd.DataFrame | None) -> DiscretePool:

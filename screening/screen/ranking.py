@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from screening.columns import PRED_FORMATION_ENERGY
 from screening.io.atomic import atomic_path, dictionary_columns, temporary_path
 from screening.screen.sources import ScreenError
 
-FORMATION_ENERGY_COLUMN = "pred_formation_energy_per_atom"
+FORMATION_ENERGY_COLUMN = PRED_FORMATION_ENERGY
 
 
 def _distance(table, pred_col: str, target: float):

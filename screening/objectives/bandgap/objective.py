@@ -23,6 +23,7 @@ import pandas as pd
 
 from screening.bo.domain import DiscretePool
 from screening.bo.objective import Evaluation
+from screening.columns import PRED_BAND_GAP_STD, PRED_FORMATION_ENERGY
 from screening.errors import MatscreenError, RecordError
 from screening.reduce import PCAReducer, embedding_columns
 
@@ -176,7 +177,7 @@ def pool_from_frame(
     return BandGapPool(frame, features, reducer, source, "", E)
 
 
-FORMATION_ENERGY_COLUMN = "pred_formation_energy_per_atom"
+FORMATION_ENERGY_COLUMN = PRED_FORMATION_ENERGY
 
 
 def keep_predicted_stable(frame: pd.DataFrame, max_formation_energy: float, source: str) -> pd.DataFrame:
@@ -364,7 +365,7 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     return KnownData(ids.tolist(), E, values, pred, std)
 
 
-STD_COLUMN = "pred_band_gap_std"
+STD_COLUMN = PRED_BAND_GAP_STD
 
 
 def _prediction_std(frame: pd.DataFrame, source: str) -> np.ndarray | None:
