@@ -219,26 +219,23 @@ def _names_an_element(symbol: str) -> bool:
 def cell_parameters_problem(block: Mapping[str, Any]) -> str | None:
     """Cell lengths that are not finite and positive, or angles outside (0°, 180°), in one CIF
     data block; pymatgen otherwise answers only "no structures" for them."""
-    for key in ("_cell_length_a", "_cell_length_b", "_cell_length_c"):
-        raw = block.get(key)
-        if raw is None or not isinstance(raw, str):
-            continue
-        try:
-            value = float(_UNCERTAINTY.sub("", raw.strip()))
-        except ValueError:
-            continue  # not a number: pymatgen's error says so
-        if not (math.isfinite(value) and value > 0):
-            return f"lattice: {key} = {raw!r}; cell lengths must be finite and positive (Å)"
-    for key in ("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma"):
-        raw = block.get(key)
-        if raw is None or not isinstance(raw, str):
-            continue
-        try:
-            value = float(_UNCERTAINTY.sub("", raw.strip()))
-        except ValueError:
-            continue
-        if not (math.isfinite(value) and 0 < value < 180):
-            return f"lattice: {key} = {raw!r}; cell angles must lie strictly between 0° and 180°"
+    checks = (
+        (("_cell_length_a", "_cell_length_b", "_cell_length_c"), lambda v: v > 0,
+         "cell lengths must be finite and positive (Å)"),
+        (("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma"), lambda v: 0 < v < 180,
+         "cell angles must lie strictly between 0° and 180°"),
+    )  # fmt: skip
+    for keys, sane, rule in checks:
+        for key in keys:
+            raw = block.get(key)
+            if raw is None or not isinstance(raw, str):
+                continue
+            try:
+                value = float(_UNCERTAINTY.sub("", raw.strip()))
+            except ValueError:
+                continue  # not a number: pymatgen's error says so
+            if not (math.isfinite(value) and sane(value)):
+                return f"lattice: {key} = {raw!r}; {rule}"
     return None
 
 
