@@ -377,7 +377,6 @@ class Campaign:
         only on the stored data, so a resumed ask writes the same numbers.
         """
         from screening.bo import fitting  # light: gpytorch loads only where a GP is fitted
-        from screening.bo import strategy as st
 
         n = len(points)
         out = {k: np.full(n, np.nan) for k in ("mean", "std", "acquisition")}
@@ -393,13 +392,13 @@ class Campaign:
         target = self.target
         if self.strategy.surrogate == "neighbour":
             from screening.bo import neighbour_search as ns
+            from screening.bo.optimise_pool import neighbour_state
 
-            # The strategy's own code builds (or extends) the neighbour state for these data.
-            st.suggest_pool(
-                self.strategy, pool, told_ids, told_y, told_loss, q=1, seed=seed, target=target,
-                hyper_cache=self._hyper_cache,
-            )  # fmt: skip
-            mean_all, std_all = ns.predictive(self._hyper_cache["neighbour"])
+            # The same state the suggestions came from (built or extended here, never twice).
+            state = neighbour_state(
+                self.strategy, pool, told_ids=told_ids, told_y=told_y, hyper_cache=self._hyper_cache
+            )
+            mean_all, std_all = ns.predictive(state)
             mean, std = mean_all[rows], std_all[rows]
         else:
             if len(told_ids) < max(self.strategy.n_init, 2):

@@ -26,6 +26,7 @@ from screening.bo.fitting import AcquisitionScores, acquisition_scores
 from screening.bo.objective import TargetSpec
 
 if TYPE_CHECKING:  # strategy.py imports this module to dispatch; the dataclass is only a type here
+    from screening.bo.neighbour_search import NeighbourState
     from screening.bo.strategy import Strategy
     from screening.bo.surrogate import GPSurrogate  # gpytorch: imported where a GP is built
 
@@ -214,7 +215,25 @@ def suggest_neighbour(
     pending_ids: Sequence[str],
     hyper_cache: dict | None,
 ) -> list[str]:
-    """Pool suggestions from the nearest-neighbour GP over known data and observations.
+    """Pool suggestions from the nearest-neighbour GP over known data and observations."""
+    from screening.bo import neighbour_search as ns
+
+    state = neighbour_state(strategy, pool, told_ids=told_ids, told_y=told_y, hyper_cache=hyper_cache)
+    pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
+    rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
+    return [pool.ids[r] for r in rows]
+
+
+def neighbour_state(
+    strategy: Strategy,
+    pool: DiscretePool,
+    *,
+    told_ids: Sequence[str],
+    told_y: np.ndarray,
+    hyper_cache: dict | None,
+) -> NeighbourState:
+    """The nearest-neighbour model for these observations (what suggestions and the ask file's
+    predictions are read from).
 
     The fitted state lives in ``hyper_cache`` (and, when the campaign names
     ``neighbour_state_path`` there, in that file), so each step only extends it.
@@ -254,6 +273,4 @@ def suggest_neighbour(
             cache["neighbour_unsaved"] = True
         else:
             ns.save_state(state, state_path, key)
-    pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
-    rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
-    return [pool.ids[r] for r in rows]
+    return state
