@@ -181,16 +181,19 @@ def run_search(
     return None, curve
 
 
-def start_state(strategy: Strategy, pool: DiscretePool):
-    """The neighbour model before any observation, exactly as the first suggestion builds it."""
+def start_state(
+    strategy: Strategy, pool: DiscretePool, rows: list[int] | None = None, values: np.ndarray | None = None
+):
+    """The neighbour model given observations ``values`` at pool ``rows`` (default: none),
+    exactly as a suggestion builds it."""
     return update_state(
         None,
         NeighbourSettings(strategy.n_neighbours, strategy.neighbour_components),
         pool.embedding,
         pool.prior_mean,
         pool.known,
-        [],
-        np.zeros(0),
+        rows or [],
+        np.zeros(0) if values is None else values,
         0,
         prior_std=pool.prior_std if strategy.use_prior_std else None,
     )
@@ -244,17 +247,7 @@ def bench_setting(
     # calibration of the default surrogate before any search, on the held-out pool
     prior0 = prior_rows(gaps, 2.534, tol, n_prior, 0)
     t0 = time.perf_counter()
-    state = update_state(
-        None,
-        NeighbourSettings(),
-        pool.embedding,
-        pool.prior_mean,
-        pool.known,
-        prior0,
-        gaps[prior0],
-        0,
-        prior_std=pool.prior_std if STRATEGIES["nn-window"].use_prior_std else None,  # the default's model
-    )
+    state = start_state(STRATEGIES["nn-window"], pool, prior0, gaps[prior0])  # the default's model
     out["build_seconds"] = time.perf_counter() - t0
     rest = np.setdiff1d(np.arange(len(gaps)), prior0)
     out["calibration"] = calibration(state, rest, gaps[rest])
