@@ -20,20 +20,28 @@ has its own observations (crystals of the pool, which the network did not train 
 half the weight of that fit: labels the network was trained on understate its error elsewhere.
 
 Pure numerics: arrays in, arrays out; nothing here knows pools, files or targets.
+
+Two implementations of the same equations. Fitting the hyper-parameters (:func:`fit_params`)
+uses torch (:func:`nearest`, :func:`local_predict`), imported there; everything after the fit —
+indexing candidates, adding observations, predicting from a reloaded model's arrays — is numpy
+only (:func:`nearest_np`, :func:`local_predict_np`), so a command-line ``campaign ask`` that
+reloads the model need not pay torch's import (over a second). Both agree to rounding (tests
+compare them).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from scipy.optimize import minimize
 
 from screening.errors import MatscreenError
 
-DTYPE = torch.float64
+if TYPE_CHECKING:  # torch is imported inside the functions that fit hyper-parameters
+    import torch
+
 NULL_MARGIN = 0.02  # nats per labelled point the local model must gain over the null model
 
 
@@ -98,7 +106,10 @@ class Projection:
 def nearest(
     queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distances and indices of the ``k`` nearest ``points`` to each query, in row chunks."""
+    """Distances and indices of the ``k`` nearest ``points`` to each query, in row chunks (torch:
+    the hyper-parameter fit's path; :func:`nearest_np` is the same for everything after it)."""
+    import torch
+
     k_eff = min(k, points.shape[0])
     dists, idxs = [], []
     p2 = (points * points).sum(dim=1)
@@ -111,6 +122,30 @@ def nearest(
     return torch.cat(dists), torch.cat(idxs)
 
 
+def nearest_np(queries: np.ndarray, points: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest` in numpy: (distances, indices), ``k`` nearest ``points`` per query, nearest
+    first; equal distances in index order."""
+    k_eff = min(k, points.shape[0])
+    n = queries.shape[0]
+    dists = np.empty((n, k_eff), dtype=np.float64)
+    idxs = np.empty((n, k_eff), dtype=np.int64)
+    if k_eff == 0:
+        return dists, idxs
+    p2 = (points * points).sum(axis=1)
+    for s in range(0, n, chunk):
+        q = queries[s : s + chunk]
+        d2 = np.maximum((q * q).sum(axis=1, keepdims=True) + p2 - 2.0 * q @ points.T, 0.0)
+        if k_eff < d2.shape[1]:
+            idx = np.argpartition(d2, k_eff - 1, axis=1)[:, :k_eff]
+        else:
+            idx = np.broadcast_to(np.arange(d2.shape[1]), d2.shape)
+        val = np.take_along_axis(d2, idx, axis=1)
+        order = np.lexsort((idx, val), axis=1)
+        dists[s : s + chunk] = np.sqrt(np.take_along_axis(val, order, axis=1))
+        idxs[s : s + chunk] = np.take_along_axis(idx, order, axis=1)
+    return dists, idxs
+
+
 def local_predict(
     params: NeighbourGPParams,
     points: torch.Tensor,
@@ -121,8 +156,12 @@ def local_predict(
     """Mean and variance of a *new observation's* residual at each query, from its neighbours.
 
     ``nbr_dist`` / ``nbr_idx`` (n, k) are the query's distances to and rows of its neighbours in
-    ``points`` (n_labelled, d), whose residuals are ``residuals``. Batched k×k Cholesky solves.
+    ``points`` (n_labelled, d), whose residuals are ``residuals``. Batched k×k Cholesky solves
+    (torch: the hyper-parameter fit's path; :func:`local_predict_np` is the same in numpy).
     """
+    import torch
+
+    DTYPE = torch.float64
     s1, ell, s0, sn = params.local_signal**2, params.lengthscale, params.offset_signal**2, params.noise**2
     if nbr_idx.shape[1] == 0:
         n = nbr_idx.shape[0]
@@ -142,6 +181,58 @@ def local_predict(
     return mean, var
 
 
+def local_predict_np(
+    params: NeighbourGPParams,
+    points: np.ndarray,
+    residuals: np.ndarray,
+    nbr_dist: np.ndarray,
+    nbr_idx: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`local_predict` in numpy: the same kernel, jitter and Cholesky factor, then the
+    triangular solves by substitution over the k columns (vectorised over the queries)."""
+    s1, ell, s0, sn = params.local_signal**2, params.lengthscale, params.offset_signal**2, params.noise**2
+    n, k = nbr_idx.shape
+    if k == 0:
+        return np.zeros(n, dtype=np.float64), np.full(n, s1 + s0 + sn, dtype=np.float64)
+    coords = np.ascontiguousarray(points.T)[:, nbr_idx]  # (d, n, k): the neighbours, one coordinate each
+    D2 = np.zeros((n, k, k), dtype=np.float64)
+    diff = np.empty((n, k, k), dtype=np.float64)
+    for c in coords:  # one coordinate at a time: no (n, k, k, d) temporary
+        np.subtract(c[:, :, None], c[:, None, :], out=diff)
+        np.multiply(diff, diff, out=diff)
+        D2 += diff
+    K = s1 * np.exp(-0.5 * D2 / ell**2) + s0
+    K = K + (sn + 1e-9) * np.eye(k)
+    ks = s1 * np.exp(-0.5 * nbr_dist**2 / ell**2) + s0
+    try:
+        L = np.linalg.cholesky(K)
+    except np.linalg.LinAlgError:  # as torch: one failed factor jitters the whole batch
+        L = np.linalg.cholesky(K + 1e-6 * (s1 + s0) * np.eye(k))
+    # L [y, v] = [r, ks] (forward), then L^T alpha = y (backward): alpha = K^-1 r, v = L^-1 ks
+    fwd = _solve_lower(L, np.stack([residuals[nbr_idx], ks], axis=-1))
+    alpha = _solve_lower_transposed(L, fwd[..., 0])
+    v = fwd[..., 1]
+    mean = (ks * alpha).sum(axis=-1)
+    var = np.maximum(s1 + s0 + sn - (v * v).sum(axis=-1), 1e-6 * sn + 1e-12)
+    return mean, var
+
+
+def _solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """X with L X = B for a stack of lower-triangular L (n, k, k) and B (n, k, m)."""
+    X = np.empty_like(B)
+    for i in range(L.shape[-1]):
+        X[:, i] = (B[:, i] - np.einsum("nj,njm->nm", L[:, i, :i], X[:, :i])) / L[:, i, i, None]
+    return X
+
+
+def _solve_lower_transposed(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x with L^T x = b for a stack of lower-triangular L (n, k, k) and b (n, k)."""
+    x = np.empty_like(b)
+    for i in range(L.shape[-1] - 1, -1, -1):
+        x[:, i] = (b[:, i] - np.einsum("nj,nj->n", L[:, i + 1 :, i], x[:, i + 1 :])) / L[:, i, i]
+    return x
+
+
 def fit_params(
     points: np.ndarray,
     residuals: np.ndarray,
@@ -156,6 +247,9 @@ def fit_params(
     Each sampled row is predicted from its ``k`` nearest *other* rows, exactly as candidates
     are; ``weights`` (one per row) say how much each row's likelihood counts.
     """
+    import torch  # here: the fit alone needs torch (and scipy.optimize), not a reloaded model
+    from scipy.optimize import minimize
+
     P = torch.as_tensor(np.asarray(points, dtype=np.float64))
     r = torch.as_tensor(np.asarray(residuals, dtype=np.float64))
     n = P.shape[0]
@@ -219,15 +313,28 @@ def fit_params(
 
 
 def _loo_neighbours(P: torch.Tensor, rows: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Neighbours of ``rows`` among all of ``P``, excluding the row itself."""
-    d, i = nearest(P[torch.as_tensor(rows)], P, k + 1)
-    own = i == torch.as_tensor(rows).unsqueeze(1)
-    # drop the row itself (or, with exact duplicates, the last neighbour) so k remain
-    keep = ~own
-    keep[keep.sum(dim=1) > k, -1] = False
-    d = d[keep].view(len(rows), -1)[:, :k]
-    i = i[keep].view(len(rows), -1)[:, :k]
-    return d, i
+    """Neighbours of ``rows`` among all of ``P``, excluding the row itself (torch: for the fit)."""
+    import torch
+
+    r = torch.as_tensor(rows)
+    d, i = nearest(P[r], P, k + 1)
+    return _drop_self(d, i, r.unsqueeze(1), k)
+
+
+def _loo_neighbours_np(P: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_loo_neighbours` in numpy."""
+    rows = np.asarray(rows, dtype=np.int64)
+    d, i = nearest_np(P[rows], P, k + 1)
+    return _drop_self(d, i, rows[:, None], k)
+
+
+def _drop_self(d: Any, i: Any, rows_col: Any, k: int) -> tuple[Any, Any]:
+    """Drop each row itself from its neighbour lists (or, with exact duplicates, the last
+    neighbour) so ``k`` remain; torch tensors (the fit) or numpy arrays alike."""
+    keep = i != rows_col
+    keep[keep.sum(1) > k, -1] = False
+    n = rows_col.shape[0]
+    return d[keep].reshape(n, -1)[:, :k], i[keep].reshape(n, -1)[:, :k]
 
 
 class NeighbourGP:
@@ -237,6 +344,9 @@ class NeighbourGP:
     candidate's neighbours once; ``add(points, residuals)`` appends labelled points (campaign
     observations) and refreshes only the candidates whose neighbour lists they enter; then
     ``predict()`` returns every candidate's residual mean and predictive variance.
+
+    Only the hyper-parameter fit (``fit`` without ``params``, ``refit``) imports torch; the arrays
+    kept here are numpy.
     """
 
     def __init__(self, n_neighbours: int = 16, fit_sample: int = 5000, seed: int = 0) -> None:
@@ -244,13 +354,17 @@ class NeighbourGP:
         self.fit_sample = fit_sample
         self.seed = seed
         self.params: NeighbourGPParams | None = None
-        self._points = torch.zeros((0, 0), dtype=DTYPE)
-        self._res = torch.zeros(0, dtype=DTYPE)
-        self._cand: torch.Tensor | None = None
+        self._lab_points = np.zeros((0, 0), dtype=np.float64)  # labelled points (n_labelled, d)
+        self._lab_res = np.zeros(0, dtype=np.float64)  # their residuals
+        self._cand_points: np.ndarray | None = None  # candidates (n, d), once indexed
+        self._nbr_dist = np.zeros((0, 0), dtype=np.float64)  # each candidate's k nearest labelled
+        self._nbr_idx = np.zeros((0, 0), dtype=np.int64)  # points: distances and rows
+        self._pred_mean = np.zeros(0, dtype=np.float64)  # each candidate's residual mean
+        self._pred_var = np.zeros(0, dtype=np.float64)  # and predictive variance
 
     @property
     def n_labelled(self) -> int:
-        return int(self._res.shape[0])
+        return int(self._lab_res.shape[0])
 
     def fit(
         self,
@@ -267,68 +381,67 @@ class NeighbourGP:
         if not np.all(np.isfinite(r)) or not np.all(np.isfinite(P)):
             raise NeighbourGPError("labelled points and values must be finite")
         self.params = params if params is not None else fit_params(P, r, self.k, weights, self.fit_sample, self.seed)
-        self._points = torch.as_tensor(P)
-        self._res = torch.as_tensor(r)
-        self._cand = None
+        self._lab_points = P
+        self._lab_res = r
+        self._cand_points = None
         return self
 
     def refit(self, points: np.ndarray, residuals: np.ndarray, weights: np.ndarray | None = None) -> NeighbourGPParams:
         """New hyper-parameters from (points, residuals), warm-started from the current ones;
         the labelled set and the candidates' neighbour lists stay, their predictions are redone."""
         self.params = fit_params(points, residuals, self.k, weights, self.fit_sample, self.seed, start=self.params)
-        if self._cand is not None:
-            self._mean, self._var = self._predict_rows(torch.arange(self._cand.shape[0]))
+        if self._cand_points is not None:
+            self._pred_mean, self._pred_var = self._predict_rows(np.arange(self._cand_points.shape[0]))
         return self.params
 
     def index(self, candidates: np.ndarray) -> NeighbourGP:
         """Find every candidate's nearest labelled points (the one-off cost of a large pool)."""
-        self._cand = torch.as_tensor(np.atleast_2d(np.asarray(candidates, dtype=np.float64)))
+        self._cand_points = np.atleast_2d(np.asarray(candidates, dtype=np.float64))
+        n = self._cand_points.shape[0]
         if self.n_labelled:
-            self._nd, self._ni = nearest(self._cand, self._points, self.k)
+            self._nbr_dist, self._nbr_idx = nearest_np(self._cand_points, self._lab_points, self.k)
         else:
-            self._nd = torch.zeros((self._cand.shape[0], 0), dtype=DTYPE)
-            self._ni = torch.zeros((self._cand.shape[0], 0), dtype=torch.long)
-        self._mean, self._var = self._predict_rows(torch.arange(self._cand.shape[0]))
+            self._nbr_dist = np.zeros((n, 0), dtype=np.float64)
+            self._nbr_idx = np.zeros((n, 0), dtype=np.int64)
+        self._pred_mean, self._pred_var = self._predict_rows(np.arange(n))
         return self
 
-    def _predict_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _predict_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         assert self.params is not None
         out_m, out_v = [], []
         for s in range(0, rows.shape[0], 65536):
             r = rows[s : s + 65536]
-            m, v = local_predict(self.params, self._points, self._res, self._nd[r], self._ni[r])
+            m, v = local_predict_np(self.params, self._lab_points, self._lab_res, self._nbr_dist[r], self._nbr_idx[r])
             out_m.append(m)
             out_v.append(v)
         if not out_m:
-            return torch.zeros(0, dtype=DTYPE), torch.zeros(0, dtype=DTYPE)
-        return torch.cat(out_m), torch.cat(out_v)
+            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64)
+        return np.concatenate(out_m), np.concatenate(out_v)
 
     def add(self, points: np.ndarray, residuals: np.ndarray) -> np.ndarray:
         """Append labelled points; returns the candidate rows whose prediction changed."""
-        P = torch.as_tensor(np.atleast_2d(np.asarray(points, dtype=np.float64)))
-        r = torch.as_tensor(np.asarray(residuals, dtype=np.float64).reshape(-1))
+        P = np.atleast_2d(np.asarray(points, dtype=np.float64))
+        r = np.asarray(residuals, dtype=np.float64).reshape(-1)
         if P.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
         base = self.n_labelled
-        self._points = torch.cat([self._points.reshape(base, P.shape[1]), P])
-        self._res = torch.cat([self._res, r])
-        if self._cand is None:
+        self._lab_points = np.concatenate([self._lab_points.reshape(base, P.shape[1]), P])
+        self._lab_res = np.concatenate([self._lab_res, r])
+        if self._cand_points is None:
             return np.zeros(0, dtype=np.int64)
-        d_new, i_new = nearest(self._cand, P, self.k)
+        d_new, i_new = nearest_np(self._cand_points, P, self.k)
         i_new = i_new + base
-        d = torch.cat([self._nd, d_new], dim=1)
-        i = torch.cat([self._ni, i_new], dim=1)
-        order = torch.argsort(d, dim=1, stable=True)[:, : self.k]
-        nd, ni = torch.gather(d, 1, order), torch.gather(i, 1, order)
-        changed = (
-            (ni != self._ni).any(dim=1) if ni.shape == self._ni.shape else torch.ones(ni.shape[0], dtype=torch.bool)
-        )
-        self._nd, self._ni = nd, ni
-        rows = torch.nonzero(changed).reshape(-1)
-        if rows.numel():
+        d = np.concatenate([self._nbr_dist, d_new], axis=1)
+        i = np.concatenate([self._nbr_idx, i_new], axis=1)
+        order = np.argsort(d, axis=1, kind="stable")[:, : self.k]
+        nd, ni = np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+        changed = (ni != self._nbr_idx).any(axis=1) if ni.shape == self._nbr_idx.shape else np.ones(ni.shape[0], bool)
+        self._nbr_dist, self._nbr_idx = nd, ni
+        rows = np.flatnonzero(changed)
+        if rows.size:
             m, v = self._predict_rows(rows)
-            self._mean[rows], self._var[rows] = m, v
-        return rows.numpy()
+            self._pred_mean[rows], self._pred_var[rows] = m, v
+        return rows
 
     def preview_add(self, points: np.ndarray, residuals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What :meth:`add` would change, without changing anything: (rows, mean, std).
@@ -336,42 +449,44 @@ class NeighbourGP:
         Batch selection uses it to condition on pending picks at their predicted values
         ("kriging believer") without copying a large pool's neighbour lists.
         """
-        P = torch.as_tensor(np.atleast_2d(np.asarray(points, dtype=np.float64)))
-        r = torch.as_tensor(np.asarray(residuals, dtype=np.float64).reshape(-1))
-        if self._cand is None or P.shape[0] == 0:
+        P = np.atleast_2d(np.asarray(points, dtype=np.float64))
+        r = np.asarray(residuals, dtype=np.float64).reshape(-1)
+        if self._cand_points is None or P.shape[0] == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
-        d_new, i_new = nearest(self._cand, P, self.k)
-        if self._nd.shape[1] == self.k:
-            rows = torch.nonzero(d_new[:, 0] < self._nd[:, -1]).reshape(-1)
+        d_new, i_new = nearest_np(self._cand_points, P, self.k)
+        if self._nbr_dist.shape[1] == self.k:
+            rows = np.flatnonzero(d_new[:, 0] < self._nbr_dist[:, -1])
         else:
-            rows = torch.arange(self._cand.shape[0])
-        if rows.numel() == 0:
+            rows = np.arange(self._cand_points.shape[0])
+        if rows.size == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
         base = self.n_labelled
-        points_all = torch.cat([self._points.reshape(base, P.shape[1]), P])
-        res_all = torch.cat([self._res, r])
-        d = torch.cat([self._nd[rows], d_new[rows]], dim=1)
-        i = torch.cat([self._ni[rows], i_new[rows] + base], dim=1)
-        order = torch.argsort(d, dim=1, stable=True)[:, : self.k]
+        points_all = np.concatenate([self._lab_points.reshape(base, P.shape[1]), P])
+        res_all = np.concatenate([self._lab_res, r])
+        d = np.concatenate([self._nbr_dist[rows], d_new[rows]], axis=1)
+        i = np.concatenate([self._nbr_idx[rows], i_new[rows] + base], axis=1)
+        order = np.argsort(d, axis=1, kind="stable")[:, : self.k]
         assert self.params is not None
-        m, v = local_predict(self.params, points_all, res_all, torch.gather(d, 1, order), torch.gather(i, 1, order))
-        return rows.numpy(), m.numpy(), v.sqrt().numpy()
+        m, v = local_predict_np(
+            self.params, points_all, res_all, np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+        )
+        return rows, m, np.sqrt(v)
 
     def predict(self) -> tuple[np.ndarray, np.ndarray]:
         """Residual mean and predictive standard deviation (new observation) at every candidate."""
-        if self._cand is None:
+        if self._cand_points is None:
             raise NeighbourGPError("index the candidates first")
-        return self._mean.numpy().copy(), self._var.sqrt().numpy()
+        return self._pred_mean.copy(), np.sqrt(self._pred_var)
 
     def neighbour_distances(self) -> np.ndarray:
         """Distance of each candidate to its nearest labelled point (projection units)."""
-        if self._cand is None:
+        if self._cand_points is None:
             raise NeighbourGPError("index the candidates first")
-        return self._nd[:, 0].numpy() if self._nd.shape[1] else np.full(self._cand.shape[0], math.inf)
+        return self._nbr_dist[:, 0].copy() if self._nbr_dist.shape[1] else np.full(self._cand_points.shape[0], math.inf)
 
     def loo_predict(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Leave-one-out mean and std of labelled ``rows`` (for calibration reports)."""
         assert self.params is not None
-        d, i = _loo_neighbours(self._points, np.asarray(rows), self.k)
-        m, v = local_predict(self.params, self._points, self._res, d, i)
-        return m.numpy(), v.sqrt().numpy()
+        d, i = _loo_neighbours_np(self._lab_points, np.asarray(rows), self.k)
+        m, v = local_predict_np(self.params, self._lab_points, self._lab_res, d, i)
+        return m, np.sqrt(v)

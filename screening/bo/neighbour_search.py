@@ -392,7 +392,7 @@ def save_state(state: NeighbourState, path, key: str) -> None:
     from pathlib import Path
 
     gp = state.gp
-    assert gp.params is not None and gp._cand is not None
+    assert gp.params is not None and gp._cand_points is not None
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
     arrays = {
@@ -411,12 +411,12 @@ def save_state(state: NeighbourState, path, key: str) -> None:
         "proj_scale": state.projection.scale_,
         "proj_centre": state.projection.centre_,
         "proj_components": state.projection.components_,
-        "gp_points": gp._points.numpy(),
-        "gp_res": gp._res.numpy(),
-        "gp_nd": gp._nd.numpy(),
-        "gp_ni": gp._ni.numpy(),
-        "gp_mean": gp._mean.numpy(),
-        "gp_var": gp._var.numpy(),
+        "gp_points": np.asarray(gp._lab_points),
+        "gp_res": np.asarray(gp._lab_res),
+        "gp_nd": np.asarray(gp._nbr_dist),
+        "gp_ni": np.asarray(gp._nbr_idx),
+        "gp_mean": np.asarray(gp._pred_mean),
+        "gp_var": np.asarray(gp._pred_var),
     }
     try:
         with open(tmp, "wb") as fh:
@@ -446,8 +446,6 @@ def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | 
     """
     import zipfile
 
-    import torch
-
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["key"]) != key or tuple(int(v) for v in z["settings"]) != (
@@ -464,10 +462,10 @@ def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | 
     projection.centre_, projection.components_ = data["proj_centre"], data["proj_components"]
     gp = NeighbourGP(settings.n_neighbours, settings.fit_sample, 0)
     gp.params = NeighbourGPParams(*(float(v) for v in data["params"]))
-    gp._points, gp._res = torch.as_tensor(data["gp_points"]), torch.as_tensor(data["gp_res"])
-    gp._cand = torch.as_tensor(data["pool_points"])
-    gp._nd, gp._ni = torch.as_tensor(data["gp_nd"]), torch.as_tensor(data["gp_ni"])
-    gp._mean, gp._var = torch.as_tensor(data["gp_mean"]), torch.as_tensor(data["gp_var"])
+    gp._lab_points, gp._lab_res = data["gp_points"], data["gp_res"]
+    gp._cand_points = data["pool_points"]
+    gp._nbr_dist, gp._nbr_idx = data["gp_nd"], data["gp_ni"]
+    gp._pred_mean, gp._pred_var = data["gp_mean"], data["gp_var"]
     return NeighbourState(
         settings,
         projection,

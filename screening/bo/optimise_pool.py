@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from screening.bo import acquisition as acq
 from screening.bo.domain import DiscretePool
@@ -26,6 +25,8 @@ from screening.bo.fitting import AcquisitionScores, acquisition_scores
 from screening.bo.objective import TargetSpec
 
 if TYPE_CHECKING:  # strategy.py imports this module to dispatch; the dataclass is only a type here
+    import torch  # imported in qlogei_rows: the neighbour path (a command-line ask) never needs it
+
     from screening.bo.neighbour_search import NeighbourState
     from screening.bo.strategy import Strategy
     from screening.bo.surrogate import GPSurrogate  # gpytorch: imported where a GP is built
@@ -87,6 +88,7 @@ def qlogei_rows(
     already chosen (and externally pending) points. The objective is -loss (loss model) or
     -|y - t| (value model), both in the GP's standardised units.
     """
+    import torch
     from botorch.acquisition.logei import qLogExpectedImprovement
     from botorch.acquisition.objective import GenericMCObjective
     from botorch.sampling import SobolQMCNormalSampler

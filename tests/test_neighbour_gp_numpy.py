@@ -1,0 +1,178 @@
+"""The neighbour GP's numpy path (everything after the hyper-parameter fit) against its torch path.
+
+Why: a command-line ``campaign ask`` reloads the fitted model and predicts; doing that in numpy
+spares it torch's import (issue 11), and must not change a single prediction beyond rounding.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from screening.bo import neighbour_gp as ng
+
+RTOL = 1e-10  # relative to the largest magnitude of the quantity compared
+
+
+def _close(actual: np.ndarray, expected: np.ndarray, rtol: float = RTOL) -> None:
+    expected = np.asarray(expected)
+    scale = float(np.max(np.abs(expected))) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(a)
+
+
+def _case(seed: int):
+    rng = np.random.default_rng(seed)
+    d, n, m, k = (
+        int(rng.integers(2, 17)),
+        int(rng.integers(5, 300)),
+        int(rng.integers(1, 400)),
+        int(rng.integers(1, 33)),
+    )
+    spread = rng.uniform(0.1, 5.0)
+    X, Xq = spread * rng.normal(size=(n, d)), spread * rng.normal(size=(m, d))
+    r = rng.normal(size=n)
+    params = ng.NeighbourGPParams(*(float(v) for v in rng.uniform([0.05, 0.2, 0.01, 0.01], [2.0, 5.0, 1.0, 1.0])))
+    return rng, X, Xq, r, params, k
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nearest_and_local_prediction_match_torch(seed):
+    _, X, Xq, r, params, k = _case(seed)  # k up to 32: torch's cdist switches method above 25
+    d_np, i_np = ng.nearest_np(Xq, X, k, chunk=64)
+    d_t, i_t = ng.nearest(_t(Xq), _t(X), k, chunk=64)
+    assert np.array_equal(i_np, i_t.numpy())
+    np.testing.assert_allclose(d_np, d_t.numpy(), rtol=1e-12, atol=1e-12)
+    m_np, v_np = ng.local_predict_np(params, X, r, d_np, i_np)
+    m_t, v_t = ng.local_predict(params, _t(X), _t(r), _t(d_np), _t(i_np))
+    _close(m_np, m_t.numpy())
+    _close(v_np, v_t.numpy())
+
+
+def test_no_neighbours_and_the_jittered_factor_match_torch():
+    rng = np.random.default_rng(3)
+    params = ng.NeighbourGPParams(0.5, 1.0, 0.2, 0.3)
+    none = np.zeros((4, 0))
+    m_np, v_np = ng.local_predict_np(params, np.zeros((0, 3)), np.zeros(0), none, none.astype(np.int64))
+    m_t, v_t = ng.local_predict(params, _t(np.zeros((0, 3))), _t(np.zeros(0)), _t(none), _t(none.astype(np.int64)))
+    _close(m_np, m_t.numpy())
+    _close(v_np, v_t.numpy())
+    # exact duplicates under a huge signal and no noise: the plain factor fails, both jitter it
+    X = np.repeat(rng.normal(size=(3, 2)), 4, axis=0)
+    r = rng.normal(size=12)
+    loud = ng.NeighbourGPParams(1e4, 1.0, 1e4, 0.0)
+    d, i = ng.nearest_np(X[:5] + 0.01, X, 8)
+    D2 = ((X[i[0]][:, None, :] - X[i[0]][None, :, :]) ** 2).sum(-1)
+    with pytest.raises(np.linalg.LinAlgError):  # the first query's plain factor
+        np.linalg.cholesky(1e8 * np.exp(-0.5 * D2) + 1e8 + 1e-9 * np.eye(8))
+    m_np, v_np = ng.local_predict_np(loud, X, r, d, i)
+    m_t, v_t = ng.local_predict(loud, _t(X), _t(r), _t(d), _t(i))
+    # the jittered kernel's condition number is about k * 1e6 whatever the scale, so two
+    # implementations agree to about that times the float64 epsilon, not to 1e-10
+    _close(m_np, m_t.numpy(), rtol=1e-8)
+    _close(v_np, v_t.numpy(), rtol=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_model_after_its_fit_matches_the_torch_equations(seed):
+    """index / add / preview_add / predict / loo_predict against the torch functions on the whole set."""
+    rng, X, Xq, r, params, k = _case(seed)
+    E, r_e = X.std() * rng.normal(size=(5, X.shape[1])), rng.normal(size=5)
+
+    def torch_predict(P: np.ndarray, res: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d, i = ng.nearest(_t(Q), _t(P), k)
+        m, v = ng.local_predict(params, _t(P), _t(res), d, i)
+        return m.numpy(), np.sqrt(v.numpy())
+
+    gp = ng.NeighbourGP(k).fit(X, r, params=params).index(Xq)
+    m0, s0 = torch_predict(X, r, Xq)
+    _close(gp.predict()[0], m0)
+    _close(gp.predict()[1], s0)
+    np.testing.assert_allclose(gp.neighbour_distances(), ng.nearest(_t(Xq), _t(X), 1)[0].numpy()[:, 0], atol=1e-12)
+
+    both, r_both = np.vstack([X, E]), np.concatenate([r, r_e])
+    m1, s1 = torch_predict(both, r_both, Xq)
+    rows, m_prev, s_prev = gp.preview_add(E, r_e)
+    _close(m_prev, m1[rows])
+    _close(s_prev, s1[rows])
+    _close(gp.predict()[0], m0)  # preview changed nothing
+    changed = gp.add(E, r_e)
+    assert set(changed) <= set(rows)
+    _close(gp.predict()[0], m1)
+    _close(gp.predict()[1], s1)
+
+    loo_rows = rng.choice(len(both), size=min(len(both), 25), replace=False)
+    d, i = ng._loo_neighbours(_t(both), loo_rows, k)
+    m_t, v_t = ng.local_predict(params, _t(both), _t(r_both), d, i)
+    m_np, s_np = gp.loo_predict(loo_rows)
+    _close(m_np, m_t.numpy())
+    _close(s_np, np.sqrt(v_t.numpy()))
+
+
+def _run_without_torch(code: str) -> None:
+    """Run ``code`` in a fresh interpreter, then fail if it imported torch (or a library on top of it)."""
+    check = textwrap.dedent(code) + textwrap.dedent(
+        """
+        import sys
+        heavy = sorted(m for m in ("torch", "botorch", "gpytorch") if m in sys.modules)
+        assert not heavy, f"imported {heavy}"
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_the_ask_path_modules_import_no_torch():
+    _run_without_torch(
+        """
+        import screening.bo.neighbour_gp, screening.bo.neighbour_search, screening.bo.optimise_pool
+        import screening.bo.strategy, screening.bo.campaign, screening.cli
+        """
+    )
+
+
+def test_the_model_after_its_fit_needs_no_torch():
+    _run_without_torch(
+        """
+        import numpy as np
+        from screening.bo import neighbour_gp as ng
+        rng = np.random.default_rng(0)
+        X, Xq, r = rng.normal(size=(40, 4)), rng.normal(size=(50, 4)), rng.normal(size=40)
+        gp = ng.NeighbourGP(8).fit(X, r, params=ng.NeighbourGPParams(0.5, 1.0, 0.2, 0.3)).index(Xq)
+        gp.preview_add(X[:2] + 0.1, r[:2])
+        gp.add(X[:2] + 0.1, r[:2])
+        gp.predict(), gp.neighbour_distances(), gp.loo_predict(np.arange(5))
+        """
+    )
+
+
+def test_reloading_a_saved_model_and_choosing_needs_no_torch(tmp_path):
+    from screening.bo import neighbour_search as ns
+
+    rng = np.random.default_rng(5)
+    emb, prior = rng.normal(size=(120, 6)), rng.normal(size=120)
+    settings = ns.NeighbourSettings(8, 4)
+    told = [3, 40, 77]
+    state = ns.build_state(settings, emb, prior, None, told, prior[told] + 0.1, seed=0)
+    key = ns.state_key(settings, emb, prior, None, None)
+    path = tmp_path / "neighbour_state.npz"
+    ns.save_state(state, path, key)
+    expected = ns.select(state, np.arange(120), 2, "window", 0.5, 0.05, np.random.default_rng(0), [10])
+    _run_without_torch(
+        f"""
+        import numpy as np
+        from screening.bo import neighbour_search as ns
+        state = ns.load_state({str(path)!r}, {key!r}, ns.NeighbourSettings(8, 4))
+        assert state is not None
+        picks = ns.select(state, np.arange(120), 2, "window", 0.5, 0.05, np.random.default_rng(0), [10])
+        assert picks == {expected!r}, picks
+        """
+    )
