@@ -219,6 +219,19 @@ def main(argv=None) -> int:
     p.add_argument("--n-conv", type=int, default=4)
     p.add_argument("--ef-weight", type=float, default=0.5, help="weight of the formation-energy loss")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from these weights (same architecture), e.g. to fine-tune the shipped model",
+    )
+    p.add_argument(
+        "--select-on",
+        choices=["band_gap", "both"],
+        default="band_gap",
+        help="validation figure that picks the epoch kept and drives early stopping: the band-gap "
+        "MAE, or the sum of both properties' MAEs, each over its training standard deviation",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="train on the first N crystals only (smoke test)")
@@ -269,6 +282,8 @@ def main(argv=None) -> int:
         uncertainty={"calibration": 1.0},
     )
     model = init_model(config, element_property_table(), seed=args.seed).to(device)
+    if args.init_from is not None:  # fine-tuning: same architecture, same split, new schedule
+        model.load_state_dict(load_model(args.init_from).state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, steps_per_epoch, args.epochs))
@@ -302,6 +317,7 @@ def main(argv=None) -> int:
         pred, _ = evaluate(model, store, val, device=device)
         val_mae = float(np.mean(np.abs(pred[:, 0] - y[val, 0])))
         val_ef = float(np.mean(np.abs(pred[:, 1] - y[val, 1])))
+        score = val_mae if args.select_on == "band_gap" else val_mae / stds[0] + val_ef / stds[1]
         epoch += 1
         seconds = time.time() - t0
         train_seconds += seconds
@@ -314,9 +330,9 @@ def main(argv=None) -> int:
                 "seconds": seconds,
             }
         )
-        improved = val_mae < best_val
+        improved = score < best_val
         if improved:
-            best_val, best_epoch = val_mae, epoch
+            best_val, best_epoch = score, epoch
             save_model(model.cpu(), best_path, {"epoch": epoch, "val_mae_eV": val_mae, "status": "training"})
             model.to(device)
         atomic_torch_save(
@@ -372,7 +388,8 @@ def main(argv=None) -> int:
         "device": device,
         "hyperparameters": {k: v for k, v in vars(args).items() if not isinstance(v, Path) and k != "kill_after_epoch"},
         "command": f"python scripts/train_cgcnn.py --epochs {args.epochs} --patience {args.patience} "
-        f"--batch-size {args.batch_size} --lr {args.lr} --ef-weight {args.ef_weight} --seed {args.seed}",
+        f"--batch-size {args.batch_size} --lr {args.lr} --ef-weight {args.ef_weight} --seed {args.seed} "
+        f"--select-on {args.select_on}" + (f" --init-from {args.init_from.name}" if args.init_from else ""),
         "history": history,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ from screening.cli.common import (
     BETA_HELP,
     MODEL_HELP,
     N_INIT_HELP,
+    NEIGHBOUR_COMPONENTS_OPTION,
+    NEIGHBOURS_OPTION,
     PCA_HELP,
     SEED_HELP,
     default_surrogate,
@@ -64,9 +66,8 @@ def campaign_new(
         help="How untested points are predicted: neighbour (the network's prediction corrected by a small GP over "
         "the nearest measured crystals; default with --pool) or gp (one GP; default with --objective).",
     ),
-    neighbours: int = typer.Option(
-        16, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour."
-    ),
+    neighbours: int = NEIGHBOURS_OPTION,
+    neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     model: str = typer.Option("value", "--model", help=MODEL_HELP),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
     batch: int = typer.Option(1, "--batch", help="Points suggested per ask (measured together)."),
@@ -97,7 +98,15 @@ def campaign_new(
     if prior_mean is None:
         prior_mean = not objective and surrogate == "gp" and pool is not None and pool_has_column(pool, "pred_band_gap")
     strategy = strategy_from_options(
-        model, acq, batch_method, beta, prior_mean, n_init, surrogate=surrogate, neighbours=neighbours
+        model,
+        acq,
+        batch_method,
+        beta,
+        prior_mean,
+        n_init,
+        surrogate=surrogate,
+        neighbours=neighbours,
+        neighbour_components=neighbour_components,
     )
     if objective:
         if surrogate != "gp":

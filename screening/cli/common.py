@@ -37,6 +37,16 @@ SEED_HELP = "Random seed: the same seed and inputs give the same suggestions."
 PCA_HELP = "Number of principal components of the embeddings the GP works in."
 
 
+# Shared by `search` and `campaign new`; the defaults are Strategy's (tests/test_cli_defaults.py).
+NEIGHBOURS_OPTION = typer.Option(8, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour.")
+NEIGHBOUR_COMPONENTS_OPTION = typer.Option(
+    64,
+    "--neighbour-components",
+    help="Principal components of the standardised embedding in which --surrogate neighbour measures "
+    "distances between crystals.",
+)
+
+
 def strategy_from_options(
     model: str,
     acq: str,
@@ -46,7 +56,8 @@ def strategy_from_options(
     n_init: int,
     fixed_prior_slope: bool = False,
     surrogate: str = "gp",
-    neighbours: int = 16,
+    neighbours: int = 8,
+    neighbour_components: int = 64,
 ):
     from screening.bo.strategy import Strategy
 
@@ -61,6 +72,7 @@ def strategy_from_options(
             fixed_prior_slope=fixed_prior_slope,
             surrogate=surrogate,
             n_neighbours=neighbours,
+            neighbour_components=neighbour_components,
         )
     except Exception as exc:  # StrategyError: show it as a usage error
         raise typer.BadParameter(str(exc)) from exc

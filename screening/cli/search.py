@@ -13,6 +13,8 @@ from screening.cli.common import (
     BETA_HELP,
     MODEL_HELP,
     N_INIT_HELP,
+    NEIGHBOUR_COMPONENTS_OPTION,
+    NEIGHBOURS_OPTION,
     PCA_HELP,
     SEED_HELP,
     default_surrogate,
@@ -50,9 +52,8 @@ def search(
         "corrected by a small GP fitted to the nearest crystals already measured (default with --model value and "
         "--acq window or thompson). gp: one GP over the PCA coordinates (the original pipeline; default otherwise).",
     ),
-    neighbours: int = typer.Option(
-        16, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour."
-    ),
+    neighbours: int = NEIGHBOURS_OPTION,
+    neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     until: str = typer.Option(
         "hit",
         "--until",
@@ -130,7 +131,16 @@ def search(
     if prior_mean is None:
         prior_mean = surrogate == "gp" and pool_has_column(pool, "pred_band_gap")
     strategy = strategy_from_options(
-        model, acq, batch_method, beta, prior_mean, n_init, fixed_prior_slope, surrogate, neighbours
+        model,
+        acq,
+        batch_method,
+        beta,
+        prior_mean,
+        n_init,
+        fixed_prior_slope,
+        surrogate,
+        neighbours,
+        neighbour_components,
     )
     if (out / STORE_NAME).exists():
         cd = open_campaign_dir(out)
