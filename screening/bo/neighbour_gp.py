@@ -74,7 +74,8 @@ class Projection:
     """Standardise each embedding column, then PCA to ``n_components`` (fitted on a sample).
 
     Standardising first lets every learned feature count, whatever its scale; the PCA keeps the
-    distance computations cheap (16 dimensions keep the neighbour structure of all 128 here).
+    distance computations cheap (the search's default keeps 64 of the 128; with 16 the residual
+    field's structure was lost on the development pool, docs/benchmarks.md).
     """
 
     def __init__(self, n_components: int = 16, max_rows: int = 50_000, seed: int = 0) -> None:
