@@ -75,6 +75,22 @@ def test_fit_selects_local_structure_only_when_it_predicts():
     assert p_noise.local_signal < 1e-2 and abs(p_noise.noise - noise.std()) < 0.1  # null model: iid around 0
 
 
+def test_the_null_margin_is_the_bic_price_of_the_hyper_parameters_with_a_floor():
+    assert ng.null_margin(100) == pytest.approx(2 * np.log(100) / 100)  # 0.092 nats per point
+    assert ng.null_margin(5000) == ng.NULL_MARGIN  # thousands of known crystals: the floor
+    assert ng.null_margin(10) > ng.null_margin(100) > ng.null_margin(1000)
+
+
+def test_weak_structure_in_few_points_leaves_the_ranking_alone():
+    """100 labelled points with a faint field (a fifth of the variance): the likelihood gain is
+    below the BIC price, so the model stays the null one and the network's ranking is kept."""
+    rng = np.random.default_rng(7)
+    X = rng.uniform(-3, 3, size=(100, 2))
+    faint = 0.5 * np.sin(2 * X[:, 0]) + rng.normal(size=100)
+    params = ng.fit_params(X, faint, k=8)
+    assert params.local_signal < 1e-2
+
+
 def test_calibration_counts_interval_coverage():
     rng = np.random.default_rng(3)
     n = 4000
