@@ -46,7 +46,8 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from screening.bo.domain import DiscretePool  # noqa: E402
-from screening.bo.neighbour_search import KnownData, NeighbourSettings, calibration, update_state  # noqa: E402
+from screening.bo.neighbour_search import KnownData, calibration  # noqa: E402
+from screening.bo.optimise_pool import neighbour_state  # noqa: E402
 from screening.bo.strategy import Strategy, Target, suggest_pool  # noqa: E402
 from screening.columns import PRED_BAND_GAP_STD  # noqa: E402
 
@@ -188,18 +189,14 @@ def run_search(
 def start_state(
     strategy: Strategy, pool: DiscretePool, rows: list[int] | None = None, values: np.ndarray | None = None
 ):
-    """The neighbour model given observations ``values`` at pool ``rows`` (default: none),
-    exactly as a suggestion builds it."""
-    return update_state(
-        None,
-        NeighbourSettings(strategy.n_neighbours, strategy.neighbour_components),
-        pool.embedding,
-        pool.prior_mean,
-        pool.known,
-        rows or [],
-        np.zeros(0) if values is None else values,
-        0,
-        prior_std=pool.prior_std if strategy.use_prior_std else None,
+    """The neighbour model given observations ``values`` at pool ``rows`` (default: none), built
+    by the same library call a suggestion uses."""
+    return neighbour_state(
+        strategy,
+        pool,
+        told_ids=[pool.ids[i] for i in rows or []],
+        told_y=np.zeros(0) if values is None else values,
+        hyper_cache={},
     )
 
 

@@ -411,12 +411,12 @@ def save_state(state: NeighbourState, path, key: str) -> None:
         "proj_scale": state.projection.scale_,
         "proj_centre": state.projection.centre_,
         "proj_components": state.projection.components_,
-        "gp_points": np.asarray(gp._lab_points),
-        "gp_res": np.asarray(gp._lab_res),
-        "gp_nd": np.asarray(gp._nbr_dist),
-        "gp_ni": np.asarray(gp._nbr_idx),
-        "gp_mean": np.asarray(gp._pred_mean),
-        "gp_var": np.asarray(gp._pred_var),
+        "gp_points": gp._lab_points,
+        "gp_res": gp._lab_res,
+        "gp_nd": gp._nbr_dist,
+        "gp_ni": gp._nbr_idx,
+        "gp_mean": gp._pred_mean,
+        "gp_var": gp._pred_var,
     }
     try:
         with open(tmp, "wb") as fh:
