@@ -239,9 +239,11 @@ def setting_frames(frame: pd.DataFrame, setting: str) -> tuple[pd.DataFrame, pd.
         return pool, known, 0
     if setting == "b":
         return pool, None, 100
+    dev_pool = frame[(frame["split"] == "val") & (frame["band_gap"] > 0)].reset_index(drop=True)
     if setting == "v":  # development: validation crystals as the pool, training crystals known
-        dev_pool = frame[(frame["split"] == "val") & (frame["band_gap"] > 0)].reset_index(drop=True)
         return dev_pool, frame[frame["split"] == "train"].reset_index(drop=True), 0
+    if setting == "vb":  # development twin of b: validation pool, 100 priors, no known data
+        return dev_pool, None, 100
     if setting == "c":
         shared = set(pool["chemsys"])
         return pool, known[~known["chemsys"].isin(shared)].reset_index(drop=True), 0
@@ -505,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.n_targets:
         targets = [round(float(t), 3) for t in np.linspace(0.3, 5.5, args.n_targets)]
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "settings": {}}
-    for setting in [s for s in args.settings.split(",") if s in ("v", "a", "b", "c")]:
+    for setting in [s for s in args.settings.split(",") if s in ("v", "vb", "a", "b", "c")]:
         results["settings"][setting] = bench_setting(
             frame, setting, strategies, args.seeds, args.budget, args.tol, targets
         )

@@ -218,6 +218,7 @@ def main(argv=None) -> int:
     p.add_argument("--atom-fea-len", type=int, default=64)
     p.add_argument("--n-conv", type=int, default=4)
     p.add_argument("--ef-weight", type=float, default=0.5, help="weight of the formation-energy loss")
+    p.add_argument("--gap-weight", type=float, default=1.0, help="weight of the band-gap loss")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--init-from",
@@ -227,9 +228,9 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--select-on",
-        choices=["band_gap", "both"],
+        choices=["band_gap", "formation_energy", "both"],
         default="band_gap",
-        help="validation figure that picks the epoch kept and drives early stopping: the band-gap "
+        help="validation figure that picks the epoch kept and drives early stopping: one property's "
         "MAE, or the sum of both properties' MAEs, each over its training standard deviation",
     )
     p.add_argument("--workers", type=int, default=2)
@@ -301,7 +302,7 @@ def main(argv=None) -> int:
     elif args.resume:
         print("no checkpoint to resume from; starting afresh", flush=True)
 
-    weights = (1.0, args.ef_weight)
+    weights = (args.gap_weight, args.ef_weight)
     while epoch < args.epochs and epoch - best_epoch < args.patience:
         model.train()
         t0, total = time.time(), 0.0
@@ -317,7 +318,11 @@ def main(argv=None) -> int:
         pred, _ = evaluate(model, store, val, device=device)
         val_mae = float(np.mean(np.abs(pred[:, 0] - y[val, 0])))
         val_ef = float(np.mean(np.abs(pred[:, 1] - y[val, 1])))
-        score = val_mae if args.select_on == "band_gap" else val_mae / stds[0] + val_ef / stds[1]
+        score = {
+            "band_gap": val_mae,
+            "formation_energy": val_ef,
+            "both": val_mae / stds[0] + val_ef / stds[1],
+        }[args.select_on]
         epoch += 1
         seconds = time.time() - t0
         train_seconds += seconds
@@ -388,7 +393,8 @@ def main(argv=None) -> int:
         "device": device,
         "hyperparameters": {k: v for k, v in vars(args).items() if not isinstance(v, Path) and k != "kill_after_epoch"},
         "command": f"python scripts/train_cgcnn.py --epochs {args.epochs} --patience {args.patience} "
-        f"--batch-size {args.batch_size} --lr {args.lr} --ef-weight {args.ef_weight} --seed {args.seed} "
+        f"--batch-size {args.batch_size} --lr {args.lr} --gap-weight {args.gap_weight} --ef-weight {args.ef_weight} "
+        f"--seed {args.seed} "
         f"--select-on {args.select_on}" + (f" --init-from {args.init_from.name}" if args.init_from else ""),
         "history": history,
     }

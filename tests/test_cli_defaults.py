@@ -21,3 +21,4 @@ def test_search_and_campaign_new_use_the_strategy_defaults_for_the_neighbour_sur
     for defaults in (_option_defaults("search"), _option_defaults("campaign", "new")):
         assert defaults["neighbours"] == library.n_neighbours
         assert defaults["neighbour_components"] == library.neighbour_components
+        assert defaults["min_labelled"] == library.neighbour_min_labelled

@@ -244,7 +244,9 @@ def neighbour_state(
 
     embedding = pool.embedding if pool.embedding is not None else pool.features
     known = pool.known
-    settings = ns.NeighbourSettings(strategy.n_neighbours, strategy.neighbour_components)
+    settings = ns.NeighbourSettings(
+        strategy.n_neighbours, strategy.neighbour_components, min_labelled=strategy.neighbour_min_labelled
+    )
     cache = hyper_cache if hyper_cache is not None else {}
     prior_std = pool.prior_std if strategy.use_prior_std else None
     # A campaign names a file for the fitted model (`neighbour_state_path`): a new process (each

@@ -32,6 +32,7 @@ import numpy as np
 
 from screening.bo import acquisition as acq
 from screening.bo.domain import Box, DiscretePool
+from screening.bo.neighbour_gp import MIN_LABELLED
 from screening.bo.objective import TargetSpec
 from screening.errors import MatscreenError
 
@@ -85,6 +86,9 @@ class Strategy:
     # found some (0.385 with 8 neighbours, 0.388 with 16); 8 neighbours fit 3x faster than 16.
     n_neighbours: int = 8
     neighbour_components: int = 64
+    # Neighbour surrogate: with fewer labelled crystals (known + observed) than this, no local
+    # structure is fitted and the network's ranking stands (neighbour_gp.fit_params says why).
+    neighbour_min_labelled: int = MIN_LABELLED
     # Neighbour surrogate: divide residuals by the network's own per-crystal std. Off by default:
     # measured worse (docs/benchmarks.md, setting a: 0.91x vs 1.42x over the ranking) — the std's
     # heavy tails blow up the scaled residuals of the few crystals it is very sure of.

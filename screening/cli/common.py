@@ -45,6 +45,13 @@ NEIGHBOUR_COMPONENTS_OPTION = typer.Option(
     help="Principal components of the standardised embedding in which --surrogate neighbour measures "
     "distances between crystals.",
 )
+MIN_LABELLED_OPTION = typer.Option(
+    3000,
+    "--min-labelled",
+    help="Labelled crystals (known + measured) --surrogate neighbour needs before it may correct the network "
+    "by its neighbours; below this it keeps the network's ranking (with fewer, the corrections it found on "
+    "Materials Project data were noise). Lower it for a small, dense set of close relatives.",
+)
 
 
 def strategy_from_options(
@@ -58,6 +65,7 @@ def strategy_from_options(
     surrogate: str = "gp",
     neighbours: int = 8,
     neighbour_components: int = 64,
+    min_labelled: int = 3000,
 ):
     from screening.bo.strategy import Strategy
 
@@ -73,6 +81,7 @@ def strategy_from_options(
             surrogate=surrogate,
             n_neighbours=neighbours,
             neighbour_components=neighbour_components,
+            neighbour_min_labelled=min_labelled,
         )
     except Exception as exc:  # StrategyError: show it as a usage error
         raise typer.BadParameter(str(exc)) from exc

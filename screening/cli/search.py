@@ -11,6 +11,7 @@ from screening.cli.common import (
     ACQ_HELP,
     BATCH_METHOD_HELP,
     BETA_HELP,
+    MIN_LABELLED_OPTION,
     MODEL_HELP,
     N_INIT_HELP,
     NEIGHBOUR_COMPONENTS_OPTION,
@@ -54,6 +55,7 @@ def search(
     ),
     neighbours: int = NEIGHBOURS_OPTION,
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
+    min_labelled: int = MIN_LABELLED_OPTION,
     until: str = typer.Option(
         "hit",
         "--until",
@@ -141,6 +143,7 @@ def search(
         surrogate,
         neighbours,
         neighbour_components,
+        min_labelled,
     )
     if (out / STORE_NAME).exists():
         cd = open_campaign_dir(out)
