@@ -337,7 +337,7 @@ def fit_params(
 
 
 def _null_params(null_var: float, scale: float) -> NeighbourGPParams:
-    """ "No local structure": residuals iid around 0 with variance ``null_var``."""
+    """The null model, no local structure: residuals iid around 0 with variance ``null_var``."""
     tiny = 1e-4 * math.sqrt(null_var)
     return NeighbourGPParams(tiny, scale, tiny, math.sqrt(null_var))
 
