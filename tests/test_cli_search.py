@@ -250,3 +250,15 @@ def test_campaign_status_does_not_import_heavy_libraries(tmp_path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out and "2.5 eV" in out
+
+
+def test_campaign_new_keeps_the_minimum_labelled_count_across_reopening(tmp_path) -> None:
+    """`--min-labelled` is part of the campaign's strategy: every later `ask` (a new process)
+    must fit with the count the campaign was made with, not the current default."""
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
+
+    path, _ = _pool(tmp_path)
+    lab = tmp_path / "lab"
+    new = ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5", "--min-labelled", "40"]
+    assert runner.invoke(app, new).exit_code == 0
+    assert open_campaign_dir(lab).campaign.strategy.neighbour_min_labelled == 40
