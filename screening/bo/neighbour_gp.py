@@ -137,11 +137,19 @@ def nearest(
     return torch.cat(dists), torch.cat(idxs)
 
 
-def nearest_np(queries: np.ndarray, points: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def nearest_np(
+    queries: np.ndarray, points: np.ndarray, k: int, chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`nearest` in numpy: (distances, indices), ``k`` nearest ``points`` per query, nearest
-    first; equal distances in index order."""
+    first; equal distances in index order.
+
+    ``chunk`` (queries per block) defaults to about 4 million distances per block: with 33,000
+    known crystals a fixed 4,096 rows made 1 GB temporaries and ran 2.3x slower (10^6 candidates:
+    ~1,760 s against ~750 s), and with one new point per step it keeps the whole pool in a block."""
     k_eff = min(k, points.shape[0])
     n = queries.shape[0]
+    if chunk is None:
+        chunk = int(min(max(2**22 // max(points.shape[0], 1), 16), 2**20))
     dists = np.empty((n, k_eff), dtype=np.float64)
     idxs = np.empty((n, k_eff), dtype=np.int64)
     if k_eff == 0:
