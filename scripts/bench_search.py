@@ -415,7 +415,7 @@ def latency(frame: pd.DataFrame, sizes: list[int], repeats: int = 3) -> list[dic
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            state_path = Path(tmp) / "neighbour_state.npz"
+            state_path = Path(tmp) / "neighbour_state.arrays"
             told = [f"c{i}" for i in range(repeats)]
             y = P[pick[:repeats]] + 0.1
             args = (strategy, pool, told, y, np.abs(y - 2.534))

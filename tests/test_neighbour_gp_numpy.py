@@ -163,7 +163,7 @@ def test_reloading_a_saved_model_and_choosing_needs_no_torch(tmp_path):
     told = [3, 40, 77]
     state = ns.build_state(settings, emb, prior, None, told, prior[told] + 0.1, seed=0)
     key = ns.state_key(settings, emb, prior, None, None)
-    path = tmp_path / "neighbour_state.npz"
+    path = tmp_path / "neighbour_state.arrays"
     ns.save_state(state, path, key)
     expected = ns.select(state, np.arange(120), 2, "window", 0.5, 0.05, np.random.default_rng(0), [10])
     _run_without_torch(

@@ -22,7 +22,7 @@ def ask(pool, told, ys, cache):
 @pytest.mark.slow
 def test_a_new_process_reloads_the_model_and_makes_the_same_choice(tmp_path, monkeypatch) -> None:
     pool, gap, _ = _pool()
-    path = tmp_path / "neighbour_state.npz"
+    path = tmp_path / "neighbour_state.arrays"
     told = [pool.ids[i] for i in (3, 40, 77)]
     ys = [float(gap[i]) for i in (3, 40, 77)]
     first = ask(pool, told, ys, {"neighbour_state_path": path})
@@ -44,7 +44,7 @@ def test_a_new_process_reloads_the_model_and_makes_the_same_choice(tmp_path, mon
 @pytest.mark.slow
 def test_a_file_from_other_inputs_or_a_damaged_file_is_ignored(tmp_path) -> None:
     pool, gap, _ = _pool()
-    path = tmp_path / "neighbour_state.npz"
+    path = tmp_path / "neighbour_state.arrays"
     ask(pool, [pool.ids[0]], [float(gap[0])], {"neighbour_state_path": path})
     other, other_gap, _ = _pool(seed=5)
     settings = ns.NeighbourSettings(8, 6)
@@ -78,3 +78,44 @@ def test_an_in_process_run_saves_the_model_once_at_its_end(tmp_path, monkeypatch
     monkeypatch.setattr(ns, "build_state", lambda *a, **k: pytest.fail("rebuilt"))
     again = open_campaign_dir(tmp_path / "c").campaign
     assert len(again.ask(1)) == 1 and len(saves) == 2
+
+
+@pytest.mark.slow
+def test_an_observation_rewrites_the_state_but_not_the_base_and_a_mismatched_pair_is_ignored(tmp_path) -> None:
+    pool, gap, _ = _pool()
+    path = tmp_path / "neighbour_state.arrays"
+    told = [pool.ids[i] for i in (3, 40, 77)]
+    ys = [float(gap[i]) for i in (3, 40, 77)]
+    first = ask(pool, told, ys, {"neighbour_state_path": path})
+    base = ns.base_path(path)
+    base_inode, state_inode = base.stat().st_ino, path.stat().st_ino
+    more_told, more_ys = [*told, first[0]], [*ys, float(gap[pool.index_of(first[0])])]
+    ask(pool, more_told, more_ys, {"neighbour_state_path": path})  # a new process, one more result
+    assert base.stat().st_ino == base_inode and path.stat().st_ino != state_inode
+    settings = ns.NeighbourSettings(8, 6)
+    key = ns.state_key(settings, pool.embedding, pool.prior_mean, None, pool.known)
+    assert ns.load_state(path, key, settings) is not None
+    # a crash between the two writes of a rebuild: a new base beside the old state
+    from screening.io.array_file import open_arrays, write_arrays
+
+    meta, arrays = open_arrays(base)
+    write_arrays(base, arrays, {**meta, "token": "another build"})
+    assert ns.load_state(path, key, settings) is None
+    base.unlink()
+    assert ns.load_state(path, key, settings) is None
+    assert ask(pool, more_told, more_ys, {"neighbour_state_path": path}) == ask(pool, more_told, more_ys, {})
+    assert ns.load_state(path, key, settings) is not None  # both rewritten
+
+
+def test_the_state_key_sees_every_block_of_a_large_embedding() -> None:
+    """Large arrays are hashed in parallel blocks: a change in any block, or a reshaped array,
+    must still change the key (else a stale model would be reused silently)."""
+    settings = ns.NeighbourSettings(8, 6)
+    emb = np.random.default_rng(0).normal(size=(3 * ns.HASH_BLOCK // (8 * 16) + 5, 16))
+    key = ns.state_key(settings, emb, None, None, None)
+    assert key == ns.state_key(settings, emb.copy(), None, None, None)
+    for row in (0, emb.shape[0] // 2, emb.shape[0] - 1):
+        changed = emb.copy()
+        changed[row, 3] = np.nextafter(changed[row, 3], np.inf)
+        assert ns.state_key(settings, changed, None, None, None) != key
+    assert ns.state_key(settings, emb.reshape(-1, 8), None, None, None) != key

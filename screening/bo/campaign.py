@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # torch, botorch and scipy load only when a campaign suggests
     from screening.bo.domain import Box, DiscretePool
     from screening.bo.strategy import Strategy
 
-NEIGHBOUR_STATE_NAME = "neighbour_state.npz"
+NEIGHBOUR_STATE_NAME = "neighbour_state.arrays"
 """The fitted neighbour model beside the campaign store (a cache: deleting it costs a rebuild)."""
 
 

@@ -21,8 +21,10 @@ function of their number, so a resumed campaign makes the same choices.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -125,6 +127,9 @@ class NeighbourState:
     # Residuals are modelled in units of the network's own per-crystal uncertainty (ones
     # without one): y = prior + scale * z, with the local GP over z.
     pool_scale: np.ndarray | None = None
+    # Which saved base file (the arrays fixed at build) this state's fixed arrays are in; None
+    # until first saved. Saving again after an observation then rewrites only the changing part.
+    base_token: str | None = None
 
     def scale(self, rows: np.ndarray | list[int] | slice) -> np.ndarray:
         if self.pool_scale is None:
@@ -367,18 +372,39 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
 # plain arrays (no pickle: a campaign folder may come from someone else) under a key that names
 # its inputs, and reloaded only when the key matches.
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: an array file (memory-mapped); 1 was an .npz
+
+
+HASH_BLOCK = 1 << 24  # bytes per SHA-1 block of a large array (16 MiB)
 
 
 def _hash_array(h: hashlib._Hash, arr: np.ndarray | None) -> None:
-    """Feed ``arr`` (dtype, shape, then its bytes, in place when C-contiguous) to hash ``h``."""
+    """Feed ``arr`` (dtype, shape, then its bytes, read in place) to hash ``h``.
+
+    A large array is cut into :data:`HASH_BLOCK` blocks hashed on parallel threads (hashlib
+    releases the GIL), and their digests are fed to ``h`` in order: the key still depends on
+    every byte, and on 2 cores it costs about half the time of one pass."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
     if arr is None:
         h.update(b"-")
         return
-    a = np.ascontiguousarray(arr)
+    a = np.asarray(arr, order="C")
     h.update(f"{a.dtype.str}{a.shape}|".encode())
-    if a.size:
-        h.update(a.data.cast("B"))
+    if not a.size:
+        return
+    data = memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    if data.nbytes <= HASH_BLOCK:
+        h.update(data)
+        return
+
+    def digest(start: int) -> bytes:
+        return hashlib.sha1(data[start : start + HASH_BLOCK], usedforsecurity=False).digest()
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for d in pool.map(digest, range(0, data.nbytes, HASH_BLOCK)):
+            h.update(d)
 
 
 def state_key(
@@ -391,8 +417,9 @@ def state_key(
     """Hash of everything the fitted model depends on except the campaign's observations.
 
     Every `campaign ask` pays this over the whole embedding (1 GB for 10^6 candidates), so the
-    arrays are hashed in place (no ``tobytes`` copy) with SHA-1, which runs 2-3x faster here than
-    BLAKE2b; the key detects changed inputs, it guards nothing against an adversary."""
+    arrays are hashed in place (no ``tobytes`` copy), in parallel blocks, with SHA-1, which runs
+    2-3x faster here than BLAKE2b; the key detects changed inputs, it guards nothing against an
+    adversary."""
     import hashlib
 
     h = hashlib.sha1(usedforsecurity=False)
@@ -406,38 +433,54 @@ def state_key(
     return h.hexdigest()
 
 
+def base_path(path) -> Path:
+    """The file beside ``path`` that holds the arrays fixed when the model is built."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_base{path.suffix}")
+
+
 def save_state(state: NeighbourState, path, key: str) -> None:
-    """Write ``state`` to ``path`` (``.npz``) atomically: a crash leaves the previous file."""
-    import os
-    from pathlib import Path
+    """Write ``state`` to ``path`` and its build-time arrays to :func:`base_path` (array files).
+
+    Why two files: most of the bytes (every candidate's projected point) are fixed when the model
+    is built, while an observation changes only the neighbour lists and predictions; the base
+    is written once per build, so a command-line ask after a tell rewrites a quarter of the bytes
+    at 10^6 candidates. Each file is written atomically, the base first, and the state names its
+    base by a token: a crash between the two leaves a pair that does not match, which
+    :func:`load_state` treats as absent (the model is rebuilt), never as a mixed model.
+    """
+    import uuid
+
+    from screening.io.array_file import write_arrays
 
     gp = state.gp
     assert gp.params is not None and gp._cand_points is not None
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    if state.base_token is None or _base_token(base_path(path), key) != state.base_token:
+        token = uuid.uuid4().hex
+        base = {
+            "pool_points": state.pool_points,
+            "pool_prior": state.pool_prior,
+            "pool_scale": state.pool_scale if state.pool_scale is not None else np.zeros(0),
+            "known_points": state.known_points,
+            "known_res": state.known_res,
+            "proj_mean": state.projection.mean_,
+            "proj_scale": state.projection.scale_,
+            "proj_centre": state.projection.centre_,
+            "proj_components": state.projection.components_,
+        }
+        write_arrays(base_path(path), base, {"format": STATE_FORMAT, "key": key, "token": token})
+        state.base_token = token
+    meta = {
+        "format": STATE_FORMAT,
+        "key": key,
+        "base_token": state.base_token,
+        "settings": _settings_tuple(state.settings),
+        "params": [gp.params.local_signal, gp.params.lengthscale, gp.params.offset_signal, gp.params.noise],
+        "fit_count": int(state.fit_count),
+        "has_known": bool(state.has_known),
+    }
     arrays = {
-        "key": np.array(key),
-        "settings": np.array(
-            [
-                state.settings.n_neighbours,
-                state.settings.n_components,
-                state.settings.fit_sample,
-                state.settings.min_labelled,
-            ]
-        ),
-        "params": np.array([gp.params.local_signal, gp.params.lengthscale, gp.params.offset_signal, gp.params.noise]),
-        "fit_count": np.array(state.fit_count),
-        "has_known": np.array(state.has_known),
         "told_rows": np.asarray(state.told_rows, dtype=np.int64),
-        "pool_points": state.pool_points,
-        "pool_prior": state.pool_prior,
-        "pool_scale": state.pool_scale if state.pool_scale is not None else np.zeros(0),
-        "known_points": state.known_points,
-        "known_res": state.known_res,
-        "proj_mean": state.projection.mean_,
-        "proj_scale": state.projection.scale_,
-        "proj_centre": state.projection.centre_,
-        "proj_components": state.projection.components_,
         "gp_points": gp._lab_points,
         "gp_res": gp._lab_res,
         "gp_nd": gp._nbr_dist,
@@ -445,13 +488,25 @@ def save_state(state: NeighbourState, path, key: str) -> None:
         "gp_mean": gp._pred_mean,
         "gp_var": gp._pred_var,
     }
+    write_arrays(path, arrays, meta)
+
+
+def _base_token(path: Path, key: str) -> str | None:
+    """The token of the base file at ``path`` when it was made from inputs ``key``, else None."""
+    from screening.io.array_file import read_meta
+
     try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        meta = read_meta(path)
+    except (OSError, ValueError):
+        return None
+    if meta.get("format") != STATE_FORMAT or meta.get("key") != key:
+        return None
+    token = meta.get("token")
+    return token if isinstance(token, str) else None
+
+
+def _settings_tuple(settings: NeighbourSettings) -> list[int]:
+    return [settings.n_neighbours, settings.n_components, settings.fit_sample, settings.min_labelled]
 
 
 def save_deferred_state(cache: dict) -> None:
@@ -469,41 +524,49 @@ def save_deferred_state(cache: dict) -> None:
 def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | None:
     """The state saved at ``path`` if it was made from the same inputs (``key``), else None.
 
-    An unreadable, truncated or foreign file is treated as absent: the state is rebuilt.
+    The arrays are memory-mapped (:mod:`screening.io.array_file`): a suggestion reads only the
+    pages it needs. An unreadable, truncated or foreign file is treated as absent: the state is
+    rebuilt.
     """
-    import zipfile
+    from screening.io.array_file import open_arrays
 
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key or tuple(int(v) for v in z["settings"]) != (
-                settings.n_neighbours,
-                settings.n_components,
-                settings.fit_sample,
-                settings.min_labelled,
-            ):
-                return None
-            data = {name: z[name] for name in z.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        meta, data = open_arrays(path)
+        if (
+            meta.get("format") != STATE_FORMAT
+            or meta.get("key") != key
+            or meta.get("settings") != _settings_tuple(settings)
+        ):
+            return None
+        base_meta, base = open_arrays(base_path(path))
+        if base_meta.get("key") != key or base_meta.get("token") != meta.get("base_token"):
+            return None  # a base from another build (a crash between the two writes)
+        data = {**base, **data}
+        params = [float(v) for v in meta["params"]]
+        fit_count, has_known = int(meta["fit_count"]), bool(meta["has_known"])
+        told_rows = [int(r) for r in data["told_rows"]]
+        projection = Projection(settings.n_components)
+        projection.mean_, projection.scale_ = data["proj_mean"], data["proj_scale"]
+        projection.centre_, projection.components_ = data["proj_centre"], data["proj_components"]
+        gp = NeighbourGP(settings.n_neighbours, settings.fit_sample, 0, settings.min_labelled)
+        gp.params = NeighbourGPParams(*params)
+        gp._lab_points, gp._lab_res = data["gp_points"], data["gp_res"]
+        gp._cand_points = data["pool_points"]
+        gp._nbr_dist, gp._nbr_idx = data["gp_nd"], data["gp_ni"]
+        gp._pred_mean, gp._pred_var = data["gp_mean"], data["gp_var"]
+        return NeighbourState(
+            settings,
+            projection,
+            gp,
+            fit_count,
+            data["pool_points"],
+            data["pool_prior"],
+            data["known_points"],
+            data["known_res"],
+            told_rows,
+            has_known,
+            data["pool_scale"] if data["pool_scale"].size else None,
+            str(meta["base_token"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    projection = Projection(settings.n_components)
-    projection.mean_, projection.scale_ = data["proj_mean"], data["proj_scale"]
-    projection.centre_, projection.components_ = data["proj_centre"], data["proj_components"]
-    gp = NeighbourGP(settings.n_neighbours, settings.fit_sample, 0, settings.min_labelled)
-    gp.params = NeighbourGPParams(*(float(v) for v in data["params"]))
-    gp._lab_points, gp._lab_res = data["gp_points"], data["gp_res"]
-    gp._cand_points = data["pool_points"]
-    gp._nbr_dist, gp._nbr_idx = data["gp_nd"], data["gp_ni"]
-    gp._pred_mean, gp._pred_var = data["gp_mean"], data["gp_var"]
-    return NeighbourState(
-        settings,
-        projection,
-        gp,
-        int(data["fit_count"]),
-        data["pool_points"],
-        data["pool_prior"],
-        data["known_points"],
-        data["known_res"],
-        [int(r) for r in data["told_rows"]],
-        bool(data["has_known"]),
-        data["pool_scale"] if data["pool_scale"].size else None,
-    )
