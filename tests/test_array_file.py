@@ -79,3 +79,17 @@ def test_object_arrays_are_refused_so_no_pickle_is_ever_stored(tmp_path) -> None
     with pytest.raises(TypeError, match="object"):
         write_arrays(tmp_path / "x.arrays", {"ids": np.array(["a", None], dtype=object)}, {})
     assert not (tmp_path / "x.arrays").exists()
+
+
+@pytest.mark.parametrize("entry", [{"offset": -64}, {"offset": 3}, {"shape": [-1]}, {"dtype": "|O"}, {"dtype": "no"}])
+def test_a_header_entry_out_of_bounds_is_refused(tmp_path, entry) -> None:
+    import json
+
+    from screening.io.array_file import MAGIC
+
+    path = tmp_path / "x.arrays"
+    spec = {"dtype": "<f8", "shape": [2], "offset": 0, **entry}
+    header = json.dumps({"meta": {}, "arrays": {"a": spec}}).encode()
+    path.write_bytes(MAGIC + len(header).to_bytes(8, "little") + header + bytes(256))
+    with pytest.raises(ArrayFileError, match="'a'"):
+        open_arrays(path)

@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # torch, botorch and scipy load only when a campaign suggests
     from screening.bo.strategy import Strategy
 
 NEIGHBOUR_STATE_NAME = "neighbour_state.arrays"
-"""The fitted neighbour model beside the campaign store (a cache: deleting it costs a rebuild)."""
+"""The fitted neighbour model beside the campaign store, with its build-time part in
+``neighbour_state_base.arrays`` (a cache: deleting them costs a rebuild)."""
 
 
 class TellError(RecordError):

@@ -372,7 +372,7 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
 # plain arrays (no pickle: a campaign folder may come from someone else) under a key that names
 # its inputs, and reloaded only when the key matches.
 
-STATE_FORMAT = 2  # 2: an array file (memory-mapped); 1 was an .npz
+STATE_FORMAT = 2  # 2: two memory-mapped array files (base + state); 1 was one .npz
 
 
 HASH_BLOCK = 1 << 24  # bytes per SHA-1 block of a large array (16 MiB)

@@ -82,6 +82,8 @@ def open_arrays(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
             raise ArrayFileError(f"{path}: array {name!r}: damaged entry ({exc})") from exc
         if dtype.hasobject:
             raise ArrayFileError(f"{path}: array {name!r}: object arrays are refused")
+        if offset < 0 or offset % ALIGN or any(s < 0 for s in shape):
+            raise ArrayFileError(f"{path}: array {name!r}: damaged entry (offset {offset}, shape {shape})")
         nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
         if start + offset + nbytes > size:
             raise ArrayFileError(f"{path}: array {name!r} runs past the end of the file (truncated)")
