@@ -444,8 +444,8 @@ def save_state(state: NeighbourState, path, key: str) -> None:
 
     Why two files: most of the bytes (every candidate's projected point) are fixed when the model
     is built, while an observation changes only the neighbour lists and predictions; the base
-    is written once per build, so a command-line ask after a tell rewrites a quarter of the bytes
-    at 10^6 candidates. Each file is written atomically, the base first, and the state names its
+    is written once per build, so a command-line ask after a tell rewrites only the part an
+    observation changes. Each file is written atomically, the base first, and the state names its
     base by a token: a crash between the two leaves a pair that does not match, which
     :func:`load_state` treats as absent (the model is rebuilt), never as a mixed model.
     """
