@@ -139,6 +139,21 @@ def test_default_model_is_the_projects_128d_model():
     assert model.config.target_name == "band_gap"
 
 
+def test_the_formation_energy_first_model_loads_by_name_with_the_default_graphs():
+    """The shipped alternative is chosen by name (``--model cgcnn_formation_energy_128``) and
+    reads the same crystal graphs as the default, so one graph build serves either."""
+    from screening.featurize.featurizer import prediction_columns
+
+    default, alt = load_featurizer_model(), load_featurizer_model("cgcnn_formation_energy_128")
+    assert alt.config.h_fea_len == 128
+    for field in ("radius", "max_num_nbr", "dmin", "step"):
+        assert getattr(alt.config, field) == getattr(default.config, field)
+    assert prediction_columns(alt) == prediction_columns(default)
+    assert "pred_formation_energy_per_atom" in prediction_columns(alt)
+    weights = dict(alt.state_dict())
+    assert any(not np.array_equal(t.numpy(), weights[k].numpy()) for k, t in default.state_dict().items())
+
+
 def test_unknown_model_name_lists_what_exists():
     from screening.errors import ModelLoadError
 
