@@ -26,6 +26,7 @@ import numpy as np
 from screening.io.atomic import atomic_path
 
 MAGIC = b"MSARRAY1"
+LEAD = len(MAGIC) + 8  # the magic, then the header's length
 ALIGN = 64
 
 
@@ -50,7 +51,7 @@ def write_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mappi
         offsets[name] = offset
         offset = _padded(offset + a.nbytes)
     header = json.dumps({"meta": dict(meta), "arrays": layout}).encode()
-    start = _padded(len(MAGIC) + 8 + len(header))
+    start = _padded(LEAD + len(header))
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(MAGIC + len(header).to_bytes(8, "little") + header)
         for name, a in plain.items():
@@ -99,8 +100,8 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any], int, int]:
     """``(meta, layout, data start, file size)``; ArrayFileError when the header is not whole."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
-        lead = fh.read(len(MAGIC) + 8)
-        if len(lead) < len(MAGIC) + 8 or lead[: len(MAGIC)] != MAGIC:
+        lead = fh.read(LEAD)
+        if len(lead) < LEAD or lead[: len(MAGIC)] != MAGIC:
             raise ArrayFileError(f"{path}: not an array file")
         n = int.from_bytes(lead[len(MAGIC) :], "little")
         if n > size:
@@ -112,4 +113,4 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any], int, int]:
             raise ArrayFileError(f"{path}: damaged header ({exc})") from exc
     if not isinstance(meta, dict) or not isinstance(layout, dict):
         raise ArrayFileError(f"{path}: damaged header (not a mapping)")
-    return meta, layout, _padded(len(MAGIC) + 8 + n), size
+    return meta, layout, _padded(LEAD + n), size
