@@ -397,7 +397,12 @@ class Campaign:
 
             # The same state the suggestions came from (built or extended here, never twice).
             state = neighbour_state(
-                self.strategy, pool, told_ids=told_ids, told_y=told_y, hyper_cache=self._hyper_cache
+                self.strategy,
+                pool,
+                told_ids=told_ids,
+                told_y=told_y,
+                hyper_cache=self._hyper_cache,
+                tolerance=target.tolerance if target is not None else None,
             )
             mean_all, std_all = ns.predictive(state)
             mean, std = mean_all[rows], std_all[rows]

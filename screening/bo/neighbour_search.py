@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from screening.bo import acquisition as acq
+from screening.bo import label_match as lm
 from screening.bo.neighbour_gp import MIN_LABELLED, NeighbourGP, NeighbourGPParams, Projection
 from screening.errors import MatscreenError
 
@@ -78,6 +79,8 @@ class NeighbourSettings:
     n_components: int = 16
     fit_sample: int = 5000
     min_labelled: int = MIN_LABELLED  # fewer labelled crystals: no local structure (fit_params)
+    # The search tolerance the label-match mixture is fitted for (label_match.py); 0: no mixture.
+    label_match_tolerance: float = 0.0
 
 
 def refit_count(n_told: int, has_known: bool) -> int:
@@ -130,6 +133,10 @@ class NeighbourState:
     # Which saved base file (the arrays fixed at build) this state's fixed arrays are in; None
     # until first saved. Saving again after an observation then rewrites only the changing part.
     base_token: str | None = None
+    # The known crystals' values (labels of label-match neighbours) and the mixture's parameters,
+    # fitted once at the build from the known data; None: the GP alone.
+    known_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    label_match: lm.LabelMatchParams | None = None
 
     def scale(self, rows: np.ndarray | list[int] | slice) -> np.ndarray:
         if self.pool_scale is None:
@@ -203,10 +210,47 @@ def build_state(
             params=NeighbourGPParams(0.5 * spread, 1.0, 0.3 * spread, 0.5 * spread),
         )
     gp.fit(k_points, k_res, params=gp.params)
+    if has_known:
+        assert known is not None
+        state.known_values = known.values.copy()
+        if settings.label_match_tolerance > 0:
+            state.label_match = _fit_label_match(state, k_prior, known_scale, settings.label_match_tolerance, seed)
     gp.index(pool_points)
     state.fit_count = chain[0]
     _advance(state, list(told_rows), told_y, m)
     return state
+
+
+def _fit_label_match(
+    state: NeighbourState, k_prior: np.ndarray, k_scale: np.ndarray | None, tolerance: float, seed: int
+) -> lm.LabelMatchParams | None:
+    """The label-match mixture fitted on known crystals left out one at a time (a sample); not
+    below the labelled count the local GP needs (with fewer labels both fits find noise)."""
+    from screening.bo.neighbour_gp import _loo_neighbours_np
+
+    gp = state.gp
+    n = gp.n_labelled
+    if n < max(state.settings.min_labelled, lm.MIN_FIT_ROWS) or gp.params is None:
+        return None
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(lm.FIT_ROWS, n), replace=False))
+    d, i = _loo_neighbours_np(gp._lab_points, rows, gp.k)
+    m, s = gp.loo_predict(rows)
+    scale = k_scale[rows] if k_scale is not None else 1.0
+    values = state.known_values
+    return lm.fit(values[rows], k_prior[rows] + scale * m, scale * s, d, values[i], tolerance)
+
+
+def labelled_values(state: NeighbourState) -> np.ndarray:
+    """Values of the GP's labelled set: the known crystals', then the campaign's observations."""
+    told = np.asarray(state.told_rows, dtype=np.int64)
+    res = state.gp._lab_res[len(state.known_values) :]
+    return np.concatenate([state.known_values, state.pool_prior[told] + state.scale(told) * res])
+
+
+def neighbour_labels(state: NeighbourState) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate's nearest labelled crystals: distances and values, (n, k) each."""
+    idx = state.gp._nbr_idx
+    return state.gp._nbr_dist, labelled_values(state)[idx] if idx.size else np.zeros(idx.shape)
 
 
 def _advance(state: NeighbourState, told_rows: list[int], told_y: np.ndarray, m: int) -> None:
@@ -324,11 +368,21 @@ def select(
     picks: list[int] = []
     available = np.zeros(mean.shape[0], dtype=bool)
     available[free] = True
+    match = state.label_match
+    dist, labels = neighbour_labels(state) if match is not None else (None, None)
     for _ in range(q):
         rows = np.flatnonzero(available)
         if rows.size == 0:
             break
-        if acquisition == "thompson":
+        if match is not None and dist is not None and labels is not None:
+            if acquisition == "thompson":
+                draw = lm.sample(mean[rows], std[rows], dist[rows], labels[rows], match, rng)
+                score = -np.abs(draw - target)
+            else:
+                score = lm.log_window_probability(
+                    mean[rows], std[rows], dist[rows], labels[rows], match, target - tolerance, target + tolerance
+                )
+        elif acquisition == "thompson":
             draw = rng.normal(mean[rows], std[rows])
             score = -np.abs(draw - target)
         else:
@@ -354,12 +408,21 @@ def _believe(state: NeighbourState, rows: list[int], mean: np.ndarray, std: np.n
 
 
 def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> dict[str, float]:
-    """Share of ``values`` at pool ``rows`` inside the 68 % and 95 % predictive intervals."""
+    """Share of ``values`` at pool ``rows`` inside the central 68 % and 95 % predictive intervals
+    (of the label-match mixture when there is one: by its probability integral transform)."""
     mean, std = predictive(state)
-    z = np.abs(np.asarray(values, dtype=np.float64) - mean[rows]) / std[rows]
+    values = np.asarray(values, dtype=np.float64)
+    if state.label_match is not None:
+        dist, labels = neighbour_labels(state)
+        u = lm.cdf(values, mean[rows], std[rows], dist[rows], labels[rows], state.label_match)
+        within = np.abs(u - 0.5)
+        c68, c95 = float(np.mean(within <= 0.34)), float(np.mean(within <= 0.475))
+    else:
+        z = np.abs(values - mean[rows]) / std[rows]
+        c68, c95 = float(np.mean(z <= 1.0)), float(np.mean(z <= 1.96))
     return {
-        "coverage_68": float(np.mean(z <= 1.0)),
-        "coverage_95": float(np.mean(z <= 1.96)),
+        "coverage_68": c68,
+        "coverage_95": c95,
         "mae": float(np.mean(np.abs(np.asarray(values) - mean[rows]))),
         "n": int(len(rows)),
     }
@@ -372,7 +435,7 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
 # plain arrays (no pickle: a campaign folder may come from someone else) under a key that names
 # its inputs, and reloaded only when the key matches.
 
-STATE_FORMAT = 2  # 2: two memory-mapped array files (base + state); 1 was one .npz
+STATE_FORMAT = 3  # 3: + the label match; 2: two memory-mapped array files (base + state); 1: one .npz
 
 
 HASH_BLOCK = 1 << 24  # bytes per SHA-1 block of a large array (16 MiB)
@@ -463,6 +526,7 @@ def save_state(state: NeighbourState, path, key: str) -> None:
             "pool_scale": state.pool_scale if state.pool_scale is not None else np.zeros(0),
             "known_points": state.known_points,
             "known_res": state.known_res,
+            "known_values": state.known_values,
             "proj_mean": state.projection.mean_,
             "proj_scale": state.projection.scale_,
             "proj_centre": state.projection.centre_,
@@ -478,6 +542,7 @@ def save_state(state: NeighbourState, path, key: str) -> None:
         "params": [gp.params.local_signal, gp.params.lengthscale, gp.params.offset_signal, gp.params.noise],
         "fit_count": int(state.fit_count),
         "has_known": bool(state.has_known),
+        "label_match": state.label_match.to_list() if state.label_match is not None else None,
     }
     arrays = {
         "told_rows": np.asarray(state.told_rows, dtype=np.int64),
@@ -505,8 +570,14 @@ def _base_token(path: Path, key: str) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def _settings_tuple(settings: NeighbourSettings) -> list[int]:
-    return [settings.n_neighbours, settings.n_components, settings.fit_sample, settings.min_labelled]
+def _settings_tuple(settings: NeighbourSettings) -> list[float]:
+    return [
+        settings.n_neighbours,
+        settings.n_components,
+        settings.fit_sample,
+        settings.min_labelled,
+        settings.label_match_tolerance,
+    ]
 
 
 def save_deferred_state(cache: dict) -> None:
@@ -554,6 +625,7 @@ def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | 
         gp._cand_points = data["pool_points"]
         gp._nbr_dist, gp._nbr_idx = data["gp_nd"], data["gp_ni"]
         gp._pred_mean, gp._pred_var = data["gp_mean"], data["gp_var"]
+        match = meta.get("label_match")
         return NeighbourState(
             settings,
             projection,
@@ -567,6 +639,8 @@ def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | 
             has_known,
             data["pool_scale"] if data["pool_scale"].size else None,
             str(meta["base_token"]),
+            data["known_values"],
+            lm.LabelMatchParams(*[float(v) for v in match]) if match is not None else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -220,7 +220,9 @@ def suggest_neighbour(
     """Pool suggestions from the nearest-neighbour GP over known data and observations."""
     from screening.bo import neighbour_search as ns
 
-    state = neighbour_state(strategy, pool, told_ids=told_ids, told_y=told_y, hyper_cache=hyper_cache)
+    state = neighbour_state(
+        strategy, pool, told_ids=told_ids, told_y=told_y, hyper_cache=hyper_cache, tolerance=target.tolerance
+    )
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
     rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
     return [pool.ids[r] for r in rows]
@@ -233,9 +235,11 @@ def neighbour_state(
     told_ids: Sequence[str],
     told_y: np.ndarray,
     hyper_cache: dict | None,
+    tolerance: float | None = None,
 ) -> NeighbourState:
     """The nearest-neighbour model for these observations (what suggestions and the ask file's
-    predictions are read from).
+    predictions are read from). ``tolerance``: the search's, which the label-match mixture is
+    fitted for (``strategy.label_match``); the suggestions and the predictions must pass the same.
 
     The fitted state lives in ``hyper_cache`` (and, when the campaign names
     ``neighbour_state_path`` there, in that file), so each step only extends it.
@@ -245,7 +249,10 @@ def neighbour_state(
     embedding = pool.embedding if pool.embedding is not None else pool.features
     known = pool.known
     settings = ns.NeighbourSettings(
-        strategy.n_neighbours, strategy.neighbour_components, min_labelled=strategy.neighbour_min_labelled
+        strategy.n_neighbours,
+        strategy.neighbour_components,
+        min_labelled=strategy.neighbour_min_labelled,
+        label_match_tolerance=float(tolerance) if strategy.label_match and tolerance else 0.0,
     )
     cache = hyper_cache if hyper_cache is not None else {}
     prior_std = pool.prior_std if strategy.use_prior_std else None
