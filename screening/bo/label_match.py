@@ -107,7 +107,9 @@ def log_window_probability(
     if w.shape[1]:
         with np.errstate(divide="ignore"):
             lw = np.log(w)
-        lap = _log_laplace_window(np.asarray(labels, dtype=np.float64), _widths(dist, params), lo_a[:, None], hi_a[:, None])
+        lap = _log_laplace_window(
+            np.asarray(labels, dtype=np.float64), _widths(dist, params), lo_a[:, None], hi_a[:, None]
+        )
         terms.append(lw + lap)
     stacked = np.concatenate([terms[0][:, None]] + ([terms[1]] if len(terms) > 1 else []), axis=1)
     top = np.max(stacked, axis=1)
@@ -138,7 +140,7 @@ def sample(
     """One draw per candidate from the mixture (Thompson sampling)."""
     w0, w = component_weights(dist, params)
     probs = np.concatenate([w0[:, None], w], axis=1)
-    u = rng.random(probs.shape[0])
+    u = np.asarray(rng.random(int(probs.shape[0])), dtype=np.float64)
     comp = np.minimum((np.cumsum(probs, axis=1) < u[:, None]).sum(axis=1), probs.shape[1] - 1)
     gauss = rng.normal(mean, std)
     if not w.shape[1]:
@@ -187,7 +189,9 @@ def fit(
 
     best = None
     for start in ([0.0, 0.0, math.log(0.02), math.log(0.05)], [3.0, -0.7, math.log(0.03), math.log(0.1)]):
-        res = minimize(nll, np.array(start), method="Nelder-Mead", options={"maxiter": 2000, "xatol": 1e-4, "fatol": 1e-7})
+        res = minimize(
+            nll, np.array(start), method="Nelder-Mead", options={"maxiter": 2000, "xatol": 1e-4, "fatol": 1e-7}
+        )
         if best is None or res.fun < best.fun:
             best = res
     assert best is not None

@@ -11,6 +11,7 @@ from screening.cli.common import (
     ACQ_HELP,
     BATCH_METHOD_HELP,
     BETA_HELP,
+    LABEL_MATCH_OPTION,
     MIN_LABELLED_OPTION,
     MODEL_HELP,
     N_INIT_HELP,
@@ -70,6 +71,7 @@ def campaign_new(
     neighbours: int = NEIGHBOURS_OPTION,
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
+    label_match: bool = LABEL_MATCH_OPTION,
     model: str = typer.Option("value", "--model", help=MODEL_HELP),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
     batch: int = typer.Option(1, "--batch", help="Points suggested per ask (measured together)."),
@@ -110,6 +112,7 @@ def campaign_new(
         neighbours=neighbours,
         neighbour_components=neighbour_components,
         min_labelled=min_labelled,
+        label_match=label_match,
     )
     if objective:
         if surrogate != "gp":

@@ -53,6 +53,14 @@ MIN_LABELLED_OPTION = typer.Option(
     "Materials Project data were noise). Lower it for a small, dense set of close relatives.",
 )
 
+LABEL_MATCH_OPTION = typer.Option(
+    True,
+    "--label-match/--no-label-match",
+    help="With --surrogate neighbour and --known: let a candidate's gap equal a close known crystal's (near "
+    "duplicates, polymorphs and siblings often share a gap to 0.01 eV), fitted on the known data. "
+    "--no-label-match: the smooth neighbour correction alone.",
+)
+
 
 def strategy_from_options(
     model: str,
@@ -66,6 +74,7 @@ def strategy_from_options(
     neighbours: int = 8,
     neighbour_components: int = 64,
     min_labelled: int = 3000,
+    label_match: bool = True,
 ):
     from screening.bo.strategy import Strategy
 
@@ -82,6 +91,7 @@ def strategy_from_options(
             n_neighbours=neighbours,
             neighbour_components=neighbour_components,
             neighbour_min_labelled=min_labelled,
+            label_match=label_match,
         )
     except Exception as exc:  # StrategyError: show it as a usage error
         raise typer.BadParameter(str(exc)) from exc

@@ -11,6 +11,7 @@ from screening.cli.common import (
     ACQ_HELP,
     BATCH_METHOD_HELP,
     BETA_HELP,
+    LABEL_MATCH_OPTION,
     MIN_LABELLED_OPTION,
     MODEL_HELP,
     N_INIT_HELP,
@@ -56,6 +57,7 @@ def search(
     neighbours: int = NEIGHBOURS_OPTION,
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
+    label_match: bool = LABEL_MATCH_OPTION,
     until: str = typer.Option(
         "hit",
         "--until",
@@ -144,6 +146,7 @@ def search(
         neighbours,
         neighbour_components,
         min_labelled,
+        label_match,
     )
     if (out / STORE_NAME).exists():
         cd = open_campaign_dir(out)
