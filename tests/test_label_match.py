@@ -198,3 +198,15 @@ def test_thompson_on_the_mixture_is_reproducible(seed):
     a = select(state, free, 3, "thompson", 2.0, 0.01, np.random.default_rng(seed))
     b = select(state, free, 3, "thompson", 2.0, 0.01, np.random.default_rng(seed))
     assert a == b
+
+
+def test_fast_path_equals_the_log_domain_path_inside_outside_and_underflowing():
+    mean, std, dist, labels = _case(n=400, k=5, seed=4)
+    labels[:50, 0] = 2.0  # inside the window
+    labels[50:100] = 2.0 + np.linspace(-0.05, 0.05, 5)  # straddling its edges
+    mean[100:110], std[100:110], labels[100:110] = 40.0, 0.01, 60.0  # far: underflows in linear space
+    lo, hi = np.full(400, 1.99), np.full(400, 2.01)
+    fast = lm.log_window_probability(mean, std, dist, labels, PARAMS, 1.99, 2.01)
+    exact = lm._log_window_exact(mean, std, dist, labels, PARAMS, lo, hi)
+    assert np.all(np.isfinite(fast[100:110]))
+    np.testing.assert_allclose(fast, exact, rtol=1e-9, atol=1e-12)
