@@ -210,3 +210,29 @@ def test_fast_path_equals_the_log_domain_path_inside_outside_and_underflowing():
     exact = lm._log_window_exact(mean, std, dist, labels, PARAMS, lo, hi)
     assert np.all(np.isfinite(fast[100:110]))
     np.testing.assert_allclose(fast, exact, rtol=1e-9, atol=1e-12)
+
+
+def test_prepared_scores_equal_the_direct_ones_and_follow_new_observations():
+    known, emb, prior, y = _pool_with_twins()
+    settings = NeighbourSettings(8, 6, min_labelled=1000, label_match_tolerance=0.01)
+    state = build_state(settings, emb, prior, known, [], np.zeros(0), seed=0)
+    from screening.bo.neighbour_search import prepared_match, update_state
+
+    prep = prepared_match(state)
+    assert prep is not None and state.label_match is not None
+    rows = np.arange(len(y))
+
+    def both():
+        from screening.bo.neighbour_search import predictive
+
+        mean, std = predictive(state)
+        dist, labels = neighbour_labels(state)
+        direct = lm.log_window_probability(mean, std, dist, labels, state.label_match, 1.99, 2.01)
+        fast = lm.log_window_prepared(prep, rows, mean, std, state.gp._nbr_dist, state.label_match, 2.0)
+        return direct, fast
+
+    np.testing.assert_allclose(*both(), rtol=1e-9, atol=1e-12)
+    # an observation changes some neighbour lists: the prepared arrays follow (no rebuild)
+    state = update_state(state, settings, emb, prior, known, [0, 1, 2], y[:3], seed=0)
+    assert state.match_prepared is prep
+    np.testing.assert_allclose(*both(), rtol=1e-9, atol=1e-12)

@@ -137,6 +137,8 @@ class NeighbourState:
     # fitted once at the build from the known data; None: the GP alone.
     known_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     label_match: lm.LabelMatchParams | None = None
+    # The mixture's per-candidate arrays for the window score (not saved: rebuilt on first use).
+    match_prepared: lm.Prepared | None = field(default=None, repr=False, compare=False)
 
     def scale(self, rows: np.ndarray | list[int] | slice) -> np.ndarray:
         if self.pool_scale is None:
@@ -247,10 +249,11 @@ def labelled_values(state: NeighbourState) -> np.ndarray:
     return np.concatenate([state.known_values, state.pool_prior[told] + state.scale(told) * res])
 
 
-def neighbour_labels(state: NeighbourState) -> tuple[np.ndarray, np.ndarray]:
-    """Every candidate's nearest labelled crystals: distances and values, (n, k) each."""
-    idx = state.gp._nbr_idx
-    return state.gp._nbr_dist, labelled_values(state)[idx] if idx.size else np.zeros(idx.shape)
+def neighbour_labels(state: NeighbourState, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates' nearest labelled crystals (all, or ``rows``): distances and values, (n, k) each."""
+    sel = slice(None) if rows is None else rows
+    idx, dist = state.gp._nbr_idx[sel], state.gp._nbr_dist[sel]
+    return dist, labelled_values(state)[idx] if idx.size else np.zeros(idx.shape)
 
 
 def _advance(state: NeighbourState, told_rows: list[int], told_y: np.ndarray, m: int) -> None:
@@ -280,10 +283,24 @@ def _fit_data(
 
 def _add_told(state: NeighbourState, told_rows: list[int], told_y: np.ndarray) -> None:
     new = told_rows[len(state.told_rows) :]
+    changed = np.zeros(0, dtype=np.int64)
     if new:
         y_new = np.asarray(told_y, dtype=np.float64)[len(state.told_rows) :]
-        state.gp.add(state.pool_points[new], (y_new - state.pool_prior[new]) / state.scale(new))
+        changed = state.gp.add(state.pool_points[new], (y_new - state.pool_prior[new]) / state.scale(new))
     state.told_rows = list(told_rows)
+    if state.match_prepared is not None and state.label_match is not None and len(changed):
+        dist, labels = neighbour_labels(state, changed)
+        lm.refresh(state.match_prepared, changed, dist, labels, state.label_match)
+
+
+def prepared_match(state: NeighbourState) -> lm.Prepared | None:
+    """The label match's prepared arrays for the state's tolerance (made on first use)."""
+    if state.label_match is None:
+        return None
+    if state.match_prepared is None:
+        dist, labels = neighbour_labels(state)
+        state.match_prepared = lm.prepare(dist, labels, state.label_match, state.settings.label_match_tolerance)
+    return state.match_prepared
 
 
 def _scales(
@@ -369,19 +386,22 @@ def select(
     available = np.zeros(mean.shape[0], dtype=bool)
     available[free] = True
     match = state.label_match
-    dist, labels = neighbour_labels(state) if match is not None else (None, None)
+    prep = prepared_match(state)
     for _ in range(q):
         rows = np.flatnonzero(available)
         if rows.size == 0:
             break
-        if match is not None and dist is not None and labels is not None:
-            if acquisition == "thompson":
-                draw = lm.sample(mean[rows], std[rows], dist[rows], labels[rows], match, rng)
-                score = -np.abs(draw - target)
-            else:
-                score = lm.log_window_probability(
-                    mean[rows], std[rows], dist[rows], labels[rows], match, target - tolerance, target + tolerance
-                )
+        if match is not None and prep is not None and acquisition == "thompson":
+            dist, labels = neighbour_labels(state, rows)
+            draw = lm.sample(mean[rows], std[rows], dist, labels, match, rng)
+            score = -np.abs(draw - target)
+        elif match is not None and prep is not None and abs(tolerance - prep.tolerance) <= 1e-12 * max(1.0, tolerance):
+            score = lm.log_window_prepared(prep, rows, mean[rows], std[rows], state.gp._nbr_dist, match, target)
+        elif match is not None:
+            dist, labels = neighbour_labels(state, rows)
+            score = lm.log_window_probability(
+                mean[rows], std[rows], dist, labels, match, target - tolerance, target + tolerance
+            )
         elif acquisition == "thompson":
             draw = rng.normal(mean[rows], std[rows])
             score = -np.abs(draw - target)
