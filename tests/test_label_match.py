@@ -218,9 +218,8 @@ def test_prepared_scores_equal_the_direct_ones_and_follow_new_observations():
     state = build_state(settings, emb, prior, known, [], np.zeros(0), seed=0)
     from screening.bo.neighbour_search import prepared_match, update_state
 
-    prep = prepared_match(state)
+    prep = prepared_match(state, 2.0)
     assert prep is not None and state.label_match is not None
-    rows = np.arange(len(y))
 
     def both():
         from screening.bo.neighbour_search import predictive
@@ -228,7 +227,7 @@ def test_prepared_scores_equal_the_direct_ones_and_follow_new_observations():
         mean, std = predictive(state)
         dist, labels = neighbour_labels(state)
         direct = lm.log_window_probability(mean, std, dist, labels, state.label_match, 1.99, 2.01)
-        fast = lm.log_window_prepared(prep, rows, mean, std, state.gp._nbr_dist, state.label_match, 2.0)
+        fast = lm.log_window_prepared(prep, mean, std, state.gp._nbr_dist, state.label_match)
         return direct, fast
 
     np.testing.assert_allclose(*both(), rtol=1e-9, atol=1e-12)

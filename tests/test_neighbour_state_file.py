@@ -47,7 +47,7 @@ def test_a_file_from_other_inputs_or_a_damaged_file_is_ignored(tmp_path) -> None
     path = tmp_path / "neighbour_state.arrays"
     ask(pool, [pool.ids[0]], [float(gap[0])], {"neighbour_state_path": path})
     other, other_gap, _ = _pool(seed=5)
-    settings = ns.NeighbourSettings(8, 6)
+    settings = ns.NeighbourSettings(8, 6, label_match_tolerance=TARGET.tolerance)  # what the strategy builds
     key = ns.state_key(settings, other.embedding, other.prior_mean, None, other.known)
     assert ns.load_state(path, key, settings) is None  # another pool: not reused
     path.write_bytes(path.read_bytes()[:200])  # truncated by a crash or a full disk
@@ -92,7 +92,7 @@ def test_an_observation_rewrites_the_state_but_not_the_base_and_a_mismatched_pai
     more_told, more_ys = [*told, first[0]], [*ys, float(gap[pool.index_of(first[0])])]
     ask(pool, more_told, more_ys, {"neighbour_state_path": path})  # a new process, one more result
     assert base.stat().st_ino == base_inode and path.stat().st_ino != state_inode
-    settings = ns.NeighbourSettings(8, 6)
+    settings = ns.NeighbourSettings(8, 6, label_match_tolerance=TARGET.tolerance)  # what the strategy builds
     key = ns.state_key(settings, pool.embedding, pool.prior_mean, None, pool.known)
     assert ns.load_state(path, key, settings) is not None
     # a crash between the two writes of a rebuild: a new base beside the old state
@@ -110,7 +110,7 @@ def test_an_observation_rewrites_the_state_but_not_the_base_and_a_mismatched_pai
 def test_the_state_key_sees_every_block_of_a_large_embedding() -> None:
     """Large arrays are hashed in parallel blocks: a change in any block, or a reshaped array,
     must still change the key (else a stale model would be reused silently)."""
-    settings = ns.NeighbourSettings(8, 6)
+    settings = ns.NeighbourSettings(8, 6, label_match_tolerance=TARGET.tolerance)  # what the strategy builds
     emb = np.random.default_rng(0).normal(size=(3 * ns.HASH_BLOCK // (8 * 16) + 5, 16))
     key = ns.state_key(settings, emb, None, None, None)
     assert key == ns.state_key(settings, emb.copy(), None, None, None)

@@ -127,19 +127,9 @@ def log_window_probability(
     labels = np.asarray(labels, dtype=np.float64)
     lo_a = np.broadcast_to(np.asarray(lo, dtype=np.float64), mean.shape)
     hi_a = np.broadcast_to(np.asarray(hi, dtype=np.float64), mean.shape)
-    w0, w = component_weights(dist, params)
-    total = w0 * np.exp(_log_gauss_window(mean, std, lo_a, hi_a))
-    if w.shape[1]:
-        centre, half = (0.5 * (lo_a + hi_a))[:, None], (0.5 * (hi_a - lo_a))[:, None]
-        inv_b = 1.0 / _widths(dist, params)
-        a = np.abs(labels - centre) * inv_b  # label's distance from the window centre, in widths
-        c = half * inv_b  # the window's half-width, in widths
-        with np.errstate(over="ignore"):
-            p = 0.5 * np.exp(np.minimum(c - a, 0.0)) * -np.expm1(-2.0 * c)  # label outside the window
-        inside = a < c
-        if inside.any():
-            p[inside] = 1.0 - np.exp(-c[inside]) * np.cosh(a[inside])
-        total = total + np.einsum("ij,ij->i", w, p)
+    centre, half = 0.5 * (lo_a + hi_a), 0.5 * (hi_a - lo_a)
+    w0, part = _label_part(dist, labels, params, centre[:, None], half[:, None])  # type: ignore[arg-type]
+    total = w0 * np.exp(_log_gauss_window(mean, std, lo_a, hi_a)) + part
     with np.errstate(divide="ignore"):
         out = np.log(total)
     low = ~(total > 1e-280)
@@ -150,66 +140,65 @@ def log_window_probability(
 
 @dataclass
 class Prepared:
-    """What a window score needs that does not change between suggestions: each candidate's
-    neighbour values, inverse widths and weighted window factors for one tolerance.
+    """A campaign's label-match scores that do not change between suggestions.
 
-    Why: at 10^6 candidates x 8 neighbours the weights and widths cost two thirds of a score;
-    they change only where a new observation enters a neighbour list (:func:`refresh`)."""
+    Why: the sharp components depend only on a candidate's neighbour list, the target and the
+    tolerance — all fixed in a campaign until an observation enters that candidate's list. So
+    their part of the window probability is computed once per candidate (10^6 x 8 neighbours:
+    about a second) and refreshed for the few rows an observation changes (:func:`refresh`);
+    a suggestion then costs what the plain Gaussian window costs."""
 
+    target: float
     tolerance: float
-    labels: np.ndarray  # (n, k) neighbour values
-    inv_width: np.ndarray  # (n, k) 1 / b
-    coef: np.ndarray  # (n, k) weight x 0.5 (1 - exp(-2 tol / b)): the factor of a label outside the window
-    gp_weight: np.ndarray  # (n,)
+    labels: np.ndarray  # (n, k) neighbour values (the log-domain fallback reads them)
+    gp_weight: np.ndarray  # (n,) the GP component's weight
+    label_part: np.ndarray  # (n,) sum over neighbours of weight x P(value in window | that neighbour)
 
 
-def _prepare_rows(dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams, tolerance: float):
+def _label_part(
+    dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams, target: float, tolerance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(GP weight, Σ_j w_j P_j(window)) per row: the linear-space sum, two exponentials per neighbour."""
     w0, w = component_weights(dist, params)
+    if not w.shape[1]:
+        return w0, np.zeros(w0.shape[0])
     inv_b = 1.0 / _widths(dist, params)
-    coef = w * 0.5 * -np.expm1(-2.0 * tolerance * inv_b)
-    return np.array(labels, dtype=np.float64), inv_b, coef, w0
+    a = np.abs(np.asarray(labels, dtype=np.float64) - target) * inv_b  # label's distance from the target, in widths
+    c = tolerance * inv_b  # the window's half-width, in widths
+    p = 0.5 * np.exp(np.minimum(c - a, 0.0)) * -np.expm1(-2.0 * c)  # label outside the window
+    inside = a < c
+    if inside.any():
+        p[inside] = 1.0 - np.exp(-c[inside]) * np.cosh(a[inside])
+    return w0, np.einsum("ij,ij->i", w, p)
 
 
-def prepare(dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams, tolerance: float) -> Prepared:
-    return Prepared(float(tolerance), *_prepare_rows(dist, labels, params, tolerance))
+def prepare(
+    dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams, target: float, tolerance: float
+) -> Prepared:
+    w0, part = _label_part(dist, labels, params, target, tolerance)
+    return Prepared(float(target), float(tolerance), np.array(labels, dtype=np.float64), w0, part)
 
 
 def refresh(prep: Prepared, rows: np.ndarray, dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams) -> None:
     """Recompute ``rows`` (their neighbour lists changed) in place; ``dist``/``labels``: those rows'."""
     if len(rows):
-        lab, inv_b, coef, w0 = _prepare_rows(dist, labels, params, prep.tolerance)
-        prep.labels[rows], prep.inv_width[rows], prep.coef[rows], prep.gp_weight[rows] = lab, inv_b, coef, w0
+        prep.labels[rows] = labels
+        prep.gp_weight[rows], prep.label_part[rows] = _label_part(dist, labels, params, prep.target, prep.tolerance)
 
 
 def log_window_prepared(
-    prep: Prepared,
-    rows: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
-    dist: np.ndarray,
-    params: LabelMatchParams,
-    target: float,
+    prep: Prepared, mean: np.ndarray, std: np.ndarray, dist: np.ndarray, params: LabelMatchParams
 ) -> np.ndarray:
-    """:func:`log_window_probability` for pool ``rows`` over ``target ± prep.tolerance``, from the
-    prepared arrays (``mean``/``std``: those rows'; ``dist``: every row's, read for underflows)."""
-    tol = prep.tolerance
-    inv_b, coef = prep.inv_width[rows], prep.coef[rows]
-    labels = prep.labels[rows]
-    a = np.abs(labels - target) * inv_b
-    c = tol * inv_b
-    p = coef * np.exp(np.minimum(c - a, 0.0))
-    inside = a < c
-    if inside.any():  # the label in the window: weight x (1 - exp(-c) cosh(a))
-        w_in = coef[inside] / (0.5 * -np.expm1(-2.0 * c[inside]))
-        p[inside] = w_in * (1.0 - np.exp(-c[inside]) * np.cosh(a[inside]))
+    """:func:`log_window_probability` for every candidate over ``prep.target ± prep.tolerance``."""
+    t, tol = prep.target, prep.tolerance
     mean, std = np.asarray(mean, dtype=np.float64), np.maximum(np.asarray(std, dtype=np.float64), 1e-12)
-    total = prep.gp_weight[rows] * np.exp(_log_gauss_window(mean, std, target - tol, target + tol)) + p.sum(axis=1)
+    total = prep.gp_weight * np.exp(_log_gauss_window(mean, std, t - tol, t + tol)) + prep.label_part
     with np.errstate(divide="ignore"):
         out = np.log(total)
     low = ~(total > 1e-280)
     if low.any():
-        lo = np.full(int(low.sum()), target - tol)
-        out[low] = _log_window_exact(mean[low], std[low], dist[rows][low], labels[low], params, lo, lo + 2 * tol)
+        lo = np.full(int(low.sum()), t - tol)
+        out[low] = _log_window_exact(mean[low], std[low], dist[low], prep.labels[low], params, lo, lo + 2 * tol)
     return out
 
 

@@ -293,14 +293,17 @@ def _add_told(state: NeighbourState, told_rows: list[int], told_y: np.ndarray) -
         lm.refresh(state.match_prepared, changed, dist, labels, state.label_match)
 
 
-def prepared_match(state: NeighbourState) -> lm.Prepared | None:
-    """The label match's prepared arrays for the state's tolerance (made on first use)."""
+def prepared_match(state: NeighbourState, target: float) -> lm.Prepared | None:
+    """The label match's prepared scores for ``target`` and the state's tolerance (made on first
+    use, and again only if the target changes)."""
     if state.label_match is None:
         return None
-    if state.match_prepared is None:
+    prep = state.match_prepared
+    if prep is None or prep.target != target:
         dist, labels = neighbour_labels(state)
-        state.match_prepared = lm.prepare(dist, labels, state.label_match, state.settings.label_match_tolerance)
-    return state.match_prepared
+        prep = lm.prepare(dist, labels, state.label_match, target, state.settings.label_match_tolerance)
+        state.match_prepared = prep
+    return prep
 
 
 def _scales(
@@ -386,7 +389,7 @@ def select(
     available = np.zeros(mean.shape[0], dtype=bool)
     available[free] = True
     match = state.label_match
-    prep = prepared_match(state)
+    prep = prepared_match(state, target)
     for _ in range(q):
         rows = np.flatnonzero(available)
         if rows.size == 0:
@@ -396,7 +399,7 @@ def select(
             draw = lm.sample(mean[rows], std[rows], dist, labels, match, rng)
             score = -np.abs(draw - target)
         elif match is not None and prep is not None and abs(tolerance - prep.tolerance) <= 1e-12 * max(1.0, tolerance):
-            score = lm.log_window_prepared(prep, rows, mean[rows], std[rows], state.gp._nbr_dist, match, target)
+            score = lm.log_window_prepared(prep, mean, std, state.gp._nbr_dist, match)[rows]
         elif match is not None:
             dist, labels = neighbour_labels(state, rows)
             score = lm.log_window_probability(
