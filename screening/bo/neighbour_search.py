@@ -6,7 +6,9 @@ local GP over known data and campaign observations. Acquisitions on it:
 
 - ``window``: probability that the value lands in ``target ± tolerance``; a candidate with a
   close labelled sibling and a prediction on target wins over a lone one — the ranking by
-  ``|p - target|`` ignores exactly that;
+  ``|p - target|`` ignores exactly that. With known data the distribution is a mixture
+  (:mod:`screening.bo.label_match`): the Gaussian above plus sharp components at the nearest
+  labelled crystals' values, because near duplicates and polymorphs often share a gap to 0.01 eV;
 - ``thompson``: one draw per candidate from its marginal, the draw closest to the target wins
   (seeded: different seeds give different trajectories, the same seed the same one).
 
