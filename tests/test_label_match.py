@@ -227,7 +227,9 @@ def test_prepared_scores_equal_the_direct_ones_and_follow_new_observations():
         mean, std = predictive(state)
         dist, labels = neighbour_labels(state)
         direct = lm.log_window_probability(mean, std, dist, labels, state.label_match, 1.99, 2.01)
-        fast = lm.log_window_prepared(prep, mean, std, state.gp._nbr_dist, state.label_match)
+        fast = lm.log_window_prepared(
+            prep, mean, std, state.gp._nbr_dist, lambda r: neighbour_labels(state, r)[1], state.label_match
+        )
         return direct, fast
 
     np.testing.assert_allclose(*both(), rtol=1e-9, atol=1e-12)
@@ -235,3 +237,23 @@ def test_prepared_scores_equal_the_direct_ones_and_follow_new_observations():
     state = update_state(state, settings, emb, prior, known, [0, 1, 2], y[:3], seed=0)
     assert state.match_prepared is prep
     np.testing.assert_allclose(*both(), rtol=1e-9, atol=1e-12)
+
+
+def test_prepared_scores_are_saved_with_the_state(tmp_path):
+    from screening.bo.neighbour_search import prepared_match
+
+    known, emb, prior, y = _pool_with_twins()
+    settings = NeighbourSettings(8, 6, min_labelled=1000, label_match_tolerance=0.01)
+    state = build_state(settings, emb, prior, known, [3], y[[3]], seed=0)
+    prep = prepared_match(state, 2.0)
+    assert prep is not None
+    path = tmp_path / "neighbour_state.arrays"
+    save_state(state, path, "key")
+    again = load_state(path, "key", settings)
+    assert again is not None and again.match_prepared is not None
+    assert (again.match_prepared.target, again.match_prepared.tolerance) == (2.0, 0.01)
+    np.testing.assert_array_equal(again.match_prepared.label_part, prep.label_part)
+    assert prepared_match(again, 2.0) is again.match_prepared  # read, not recomputed
+    free = np.arange(len(y))
+    rng = np.random.default_rng(0)
+    assert select(again, free, 2, "window", 2.0, 0.01, rng) == select(state, free, 2, "window", 2.0, 0.01, rng)

@@ -403,6 +403,7 @@ class Campaign:
                 told_y=told_y,
                 hyper_cache=self._hyper_cache,
                 tolerance=target.tolerance if target is not None else None,
+                target=target.target if target is not None else None,
             )
             mean_all, std_all = ns.predictive(state)
             mean, std = mean_all[rows], std_all[rows]

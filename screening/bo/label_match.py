@@ -31,6 +31,7 @@ Pure numerics: arrays in, arrays out.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,7 +151,6 @@ class Prepared:
 
     target: float
     tolerance: float
-    labels: np.ndarray  # (n, k) neighbour values (the log-domain fallback reads them)
     gp_weight: np.ndarray  # (n,) the GP component's weight
     label_part: np.ndarray  # (n,) sum over neighbours of weight x P(value in window | that neighbour)
 
@@ -176,29 +176,34 @@ def prepare(
     dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams, target: float, tolerance: float
 ) -> Prepared:
     w0, part = _label_part(dist, labels, params, target, tolerance)
-    return Prepared(float(target), float(tolerance), np.array(labels, dtype=np.float64), w0, part)
+    return Prepared(float(target), float(tolerance), w0, part)
 
 
 def refresh(prep: Prepared, rows: np.ndarray, dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams) -> None:
     """Recompute ``rows`` (their neighbour lists changed) in place; ``dist``/``labels``: those rows'."""
     if len(rows):
-        prep.labels[rows] = labels
         prep.gp_weight[rows], prep.label_part[rows] = _label_part(dist, labels, params, prep.target, prep.tolerance)
 
 
 def log_window_prepared(
-    prep: Prepared, mean: np.ndarray, std: np.ndarray, dist: np.ndarray, params: LabelMatchParams
+    prep: Prepared,
+    mean: np.ndarray,
+    std: np.ndarray,
+    dist: np.ndarray,
+    labels_of: Callable[[np.ndarray], np.ndarray],
+    params: LabelMatchParams,
 ) -> np.ndarray:
-    """:func:`log_window_probability` for every candidate over ``prep.target ± prep.tolerance``."""
+    """:func:`log_window_probability` for every candidate over ``prep.target ± prep.tolerance``;
+    ``labels_of(rows)`` gives those rows' neighbour values, read only for rows that underflow."""
     t, tol = prep.target, prep.tolerance
     mean, std = np.asarray(mean, dtype=np.float64), np.maximum(np.asarray(std, dtype=np.float64), 1e-12)
     total = prep.gp_weight * np.exp(_log_gauss_window(mean, std, t - tol, t + tol)) + prep.label_part
     with np.errstate(divide="ignore"):
         out = np.log(total)
-    low = ~(total > 1e-280)
-    if low.any():
-        lo = np.full(int(low.sum()), t - tol)
-        out[low] = _log_window_exact(mean[low], std[low], dist[low], prep.labels[low], params, lo, lo + 2 * tol)
+    low = np.flatnonzero(~(total > 1e-280))
+    if low.size:
+        lo = np.full(low.size, t - tol)
+        out[low] = _log_window_exact(mean[low], std[low], dist[low], labels_of(low), params, lo, lo + 2 * tol)
     return out
 
 

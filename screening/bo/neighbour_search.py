@@ -401,7 +401,9 @@ def select(
             draw = lm.sample(mean[rows], std[rows], dist, labels, match, rng)
             score = -np.abs(draw - target)
         elif match is not None and prep is not None and abs(tolerance - prep.tolerance) <= 1e-12 * max(1.0, tolerance):
-            score = lm.log_window_prepared(prep, mean, std, state.gp._nbr_dist, match)[rows]
+            score = lm.log_window_prepared(
+                prep, mean, std, state.gp._nbr_dist, lambda r: neighbour_labels(state, r)[1], match
+            )[rows]
         elif match is not None:
             dist, labels = neighbour_labels(state, rows)
             score = lm.log_window_probability(
@@ -568,6 +570,9 @@ def save_state(state: NeighbourState, path, key: str) -> None:
         "fit_count": int(state.fit_count),
         "has_known": bool(state.has_known),
         "label_match": state.label_match.to_list() if state.label_match is not None else None,
+        "match_prepared": (
+            [state.match_prepared.target, state.match_prepared.tolerance] if state.match_prepared is not None else None
+        ),
     }
     arrays = {
         "told_rows": np.asarray(state.told_rows, dtype=np.int64),
@@ -578,6 +583,9 @@ def save_state(state: NeighbourState, path, key: str) -> None:
         "gp_mean": gp._pred_mean,
         "gp_var": gp._pred_var,
     }
+    if state.match_prepared is not None:  # so a new process need not recompute them (~1 s at 10^6)
+        arrays["match_gp_weight"] = state.match_prepared.gp_weight
+        arrays["match_label_part"] = state.match_prepared.label_part
     write_arrays(path, arrays, meta)
 
 
@@ -651,7 +659,8 @@ def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | 
         gp._nbr_dist, gp._nbr_idx = data["gp_nd"], data["gp_ni"]
         gp._pred_mean, gp._pred_var = data["gp_mean"], data["gp_var"]
         match = meta.get("label_match")
-        return NeighbourState(
+        prepared = meta.get("match_prepared")
+        state = NeighbourState(
             settings,
             projection,
             gp,
@@ -667,5 +676,10 @@ def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | 
             data["known_values"],
             lm.LabelMatchParams(*[float(v) for v in match]) if match is not None else None,
         )
+        if prepared is not None and match is not None:
+            state.match_prepared = lm.Prepared(
+                float(prepared[0]), float(prepared[1]), data["match_gp_weight"], data["match_label_part"]
+            )
+        return state
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -221,7 +221,13 @@ def suggest_neighbour(
     from screening.bo import neighbour_search as ns
 
     state = neighbour_state(
-        strategy, pool, told_ids=told_ids, told_y=told_y, hyper_cache=hyper_cache, tolerance=target.tolerance
+        strategy,
+        pool,
+        told_ids=told_ids,
+        told_y=told_y,
+        hyper_cache=hyper_cache,
+        tolerance=target.tolerance,
+        target=target.target,
     )
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
     rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
@@ -236,10 +242,13 @@ def neighbour_state(
     told_y: np.ndarray,
     hyper_cache: dict | None,
     tolerance: float | None = None,
+    target: float | None = None,
 ) -> NeighbourState:
     """The nearest-neighbour model for these observations (what suggestions and the ask file's
     predictions are read from). ``tolerance``: the search's, which the label-match mixture is
     fitted for (``strategy.label_match``); the suggestions and the predictions must pass the same.
+    ``target``: the search's target, for which the mixture's scores are prepared before the state
+    is saved, so the next process reads them instead of recomputing them.
 
     The fitted state lives in ``hyper_cache`` (and, when the campaign names
     ``neighbour_state_path`` there, in that file), so each step only extends it.
@@ -279,6 +288,8 @@ def neighbour_state(
         prior_std=prior_std,
     )  # the model is a function of the data only (resume-safe); `rng` drives the draws
     cache["neighbour"] = state
+    if target is not None:
+        ns.prepared_match(state, target)
     if state_path is not None and key is not None and before_mark != (id(state), len(state.told_rows), state.fit_count):
         if cache.get("neighbour_defer_save"):  # an in-process loop: saved once, when it ends
             cache["neighbour_unsaved"] = True
