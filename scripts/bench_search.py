@@ -46,7 +46,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from screening.bo.domain import DiscretePool  # noqa: E402
-from screening.bo.neighbour_search import KnownData, base_path, calibration  # noqa: E402
+from screening.bo.neighbour_search import KnownData, base_path, calibration, window_calibration  # noqa: E402
 from screening.bo.optimise_pool import neighbour_state  # noqa: E402
 from screening.bo.strategy import Strategy, Target, suggest_pool  # noqa: E402
 from screening.columns import PRED_BAND_GAP_STD  # noqa: E402
@@ -278,8 +278,10 @@ def bench_setting(
     rest = np.setdiff1d(np.arange(len(gaps)), prior0)
     out["calibration"] = calibration(state, rest, gaps[rest])
     out["label_match"] = state.label_match.to_list() if state.label_match is not None else None
+    out["window_calibration"] = window_calibration(state, rest, gaps[rest], targets, tol)
     match, state.label_match = state.label_match, None
     out["calibration_gp_alone"] = calibration(state, rest, gaps[rest])
+    out["window_calibration_gp_alone"] = window_calibration(state, rest, gaps[rest], targets, tol)
     state.label_match = match
     out["calibration"]["rank_mae"] = float(np.mean(np.abs(pool.prior_mean[rest] - gaps[rest])))
     out["params"] = state.params.to_dict()
@@ -477,17 +479,28 @@ def report(results: dict, budget: int) -> str:
         "| setting | known | priors | 68 % interval coverage | 95 % interval coverage | MAE of mean (eV) | MAE of the network alone (eV) |",
         "|---|---|---|---|---|---|---|",
     ]
+    win_lines = [
+        "| setting | model | predicted hits, whole pool | observed | predicted hits, each target's top 20 | observed |",
+        "|---|---|---|---|---|---|",
+    ]
     for setting, res in results["settings"].items():
         if setting == "d":
             continue
         names = [n for n in next(iter(res["targets"].values()))["runs"] if n != "rank"]
         lines += summarise_setting(res, names, budget)
         c = res["calibration"]
+        for key, label in (("window_calibration", "default"), ("window_calibration_gp_alone", "local GP alone")):
+            w = res.get(key)
+            if w:
+                win_lines.append(
+                    f"| {setting} | {label} | {w['predicted_hits']:.1f} | {w['observed_hits']:.0f} | "
+                    f"{w['predicted_top']:.1f} | {w['observed_top']:.0f} |"
+                )
         cal_lines.append(
             f"| {setting} | {res['n_known']:,} | {res['n_prior']} | {c['coverage_68']:.3f} | {c['coverage_95']:.3f} | "
             f"{c['mae']:.3f} | {c['rank_mae']:.3f} |"
         )
-    out = lines + [""] + cal_lines
+    out = lines + [""] + cal_lines + ([""] + win_lines if len(win_lines) > 2 else [])
     if "d" in results["settings"]:
         d = results["settings"]["d"]
         names = list(d["curves"])

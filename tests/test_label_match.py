@@ -257,3 +257,22 @@ def test_prepared_scores_are_saved_with_the_state(tmp_path):
     free = np.arange(len(y))
     rng = np.random.default_rng(0)
     assert select(again, free, 2, "window", 2.0, 0.01, rng) == select(state, free, 2, "window", 2.0, 0.01, rng)
+
+
+def test_window_calibration_sums_the_probabilities_it_is_given():
+    from screening.bo.neighbour_search import window_calibration, window_scores
+
+    known, emb, prior, y = _pool_with_twins()
+    settings = NeighbourSettings(8, 6, min_labelled=1000, label_match_tolerance=0.01)
+    state = build_state(settings, emb, prior, known, [], np.zeros(0), seed=0)
+    rows = np.arange(len(y))
+    targets = [1.0, 2.5]
+    cal = window_calibration(state, rows, y, targets, 0.01, top=5)
+    p = [np.exp(window_scores(state, t, 0.01)) for t in targets]
+    assert cal["predicted_hits"] == pytest.approx(sum(float(q.sum()) for q in p))
+    assert cal["observed_hits"] == sum(int(np.sum(np.abs(y - t) <= 0.01)) for t in targets)
+    tops = [np.argsort(-q, kind="stable")[:5] for q in p]
+    assert cal["predicted_top"] == pytest.approx(sum(float(q[b].sum()) for q, b in zip(p, tops)))
+    assert cal["observed_top"] == sum(int(np.sum(np.abs(y[b] - t) <= 0.01)) for t, b in zip(targets, tops))
+    # twins labelled on target make the top of the ordering hit far more often than the pool does
+    assert cal["observed_top"] / 10 > cal["observed_hits"] / (2 * len(y))

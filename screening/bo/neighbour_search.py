@@ -455,6 +455,43 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
     }
 
 
+def window_scores(state: NeighbourState, target: float, tolerance: float) -> np.ndarray:
+    """log P(|value - target| <= tolerance) for every pool candidate: what ``window`` maximises."""
+    mean, std = predictive(state)
+    if state.label_match is None:
+        return acq.log_probability_in_window(mean, std, target, tolerance)
+    dist, labels = neighbour_labels(state)
+    return lm.log_window_probability(mean, std, dist, labels, state.label_match, target - tolerance, target + tolerance)
+
+
+def window_calibration(
+    state: NeighbourState,
+    rows: np.ndarray,
+    values: np.ndarray,
+    targets: Sequence[float],
+    tolerance: float,
+    top: int = 20,
+) -> dict[str, float]:
+    """Predicted against observed hits of ``target ± tolerance`` among pool ``rows``, summed over
+    ``targets``: over all the rows, and over each target's ``top`` rows by window probability.
+
+    Why: the window acquisition reads these probabilities, not interval widths, and what it
+    reads matters most at the top of its ordering; a ratio near 1 there means its bets are
+    priced right."""
+    rows = np.asarray(rows)
+    values = np.asarray(values, dtype=np.float64)
+    pred_all = obs_all = pred_top = obs_top = 0.0
+    for t in targets:
+        p = np.exp(window_scores(state, float(t), tolerance)[rows])
+        hit = np.abs(values - t) <= tolerance + 1e-12
+        best = np.argsort(-p, kind="stable")[:top]
+        pred_all += float(p.sum())
+        obs_all += float(hit.sum())
+        pred_top += float(p[best].sum())
+        obs_top += float(hit[best].sum())
+    return {"predicted_hits": pred_all, "observed_hits": obs_all, "predicted_top": pred_top, "observed_top": obs_top}
+
+
 # --------------------------------------------------------------------------- on-disk state
 # A campaign driven from the command line starts a new process for every `ask`; rebuilding the
 # model (projection, hyper-parameter fit, every candidate's neighbour list among tens of
