@@ -276,3 +276,12 @@ def test_window_calibration_sums_the_probabilities_it_is_given():
     assert cal["observed_top"] == sum(int(np.sum(np.abs(y[b] - t) <= 0.01)) for t, b in zip(targets, tops))
     # twins labelled on target make the top of the ordering hit far more often than the pool does
     assert cal["observed_top"] / 10 > cal["observed_hits"] / (2 * len(y))
+
+
+def test_a_campaign_stored_before_the_label_match_keeps_searching_without_it():
+    from screening.bo.strategy import Strategy
+
+    stored = Strategy(surrogate="neighbour").to_dict()
+    assert Strategy.from_dict(stored).label_match is True
+    del stored["label_match"]
+    assert Strategy.from_dict(stored).label_match is False

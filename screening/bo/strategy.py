@@ -124,7 +124,9 @@ class Strategy:
 
     @classmethod
     def from_dict(cls, d: dict) -> Strategy:
-        return cls(**d)  # campaigns stored before a field existed get its default
+        # Campaigns stored before a field existed get its default, except the label match: one
+        # made without it keeps searching without it (its suggestions so far came from the GP alone).
+        return cls(**({"label_match": False} | d))
 
 
 # The value model's target is the objective's own TargetSpec (one class for "2.534 ± 0.01 eV");
