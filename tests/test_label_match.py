@@ -285,3 +285,37 @@ def test_a_campaign_stored_before_the_label_match_keeps_searching_without_it():
     assert Strategy.from_dict(stored).label_match is True
     del stored["label_match"]
     assert Strategy.from_dict(stored).label_match is False
+
+
+def test_moments_match_the_mixture_draws():
+    mean, std, dist, labels = _case(n=1, k=3, seed=2)
+    n = 200_000
+    rep = (np.repeat(mean, n), np.repeat(std, n), np.repeat(dist, n, axis=0), np.repeat(labels, n, axis=0))
+    draws = lm.sample(*rep, PARAMS, np.random.default_rng(1))
+    m, s = lm.moments(mean, std, dist, labels, PARAMS)
+    assert abs(draws.mean() - m[0]) < 0.01 and abs(draws.std() - s[0]) < 0.01
+
+
+def test_the_ask_file_reports_the_mixture_the_search_ranked_by(tmp_path):
+    """A lab reading the ask file sees the probability the pick was made for, not the GP's."""
+    from screening.bo.campaign import Campaign
+    from screening.bo.domain import DiscretePool
+    from screening.bo.neighbour_search import reported_predictive, window_scores
+    from screening.bo.strategy import Strategy
+    from screening.objectives.bandgap.objective import BandGapPoolObjective
+
+    known, emb, prior, y = _pool_with_twins()
+    pool = DiscretePool([f"c{i}" for i in range(len(y))], emb[:, :3], prior_mean=prior, embedding=emb, known=known)
+    target = float(y[11])
+    obj = BandGapPoolObjective(pool, y, target, 0.01)
+    strategy = Strategy(surrogate="neighbour", neighbour_components=6, neighbour_min_labelled=1000)
+    c = Campaign.create(tmp_path / "c.sqlite", obj, strategy, seed=0, batch_size=1)
+    asked = c.ask()
+    post = c.predictive(asked)
+    state = c._hyper_cache["neighbour"]
+    assert state.label_match is not None
+    row = pool.index_of(asked[0])
+    scores = np.exp(window_scores(state, target, 0.01))
+    assert post["acquisition"][0] == pytest.approx(scores[row]) and scores[row] == pytest.approx(scores.max())
+    mean, std = reported_predictive(state)
+    assert post["mean"][0] == pytest.approx(mean[row]) and post["std"][0] == pytest.approx(std[row])

@@ -405,8 +405,13 @@ class Campaign:
                 tolerance=target.tolerance if target is not None else None,
                 target=target.target if target is not None else None,
             )
-            mean_all, std_all = ns.predictive(state)
+            mean_all, std_all = ns.reported_predictive(state)
             mean, std = mean_all[rows], std_all[rows]
+            if target is not None and state.label_match is not None:
+                # the probability the window search ranks by (the mixture's, not the moments')
+                out["mean"], out["std"] = np.asarray(mean), np.asarray(std)
+                out["acquisition"] = np.exp(ns.window_scores(state, target.target, target.tolerance)[rows])
+                return out
         else:
             if len(told_ids) < max(self.strategy.n_init, 2):
                 return out

@@ -218,6 +218,17 @@ def cdf(
     return w0 * ndtr((y - mean) / np.maximum(std, 1e-12)) + np.sum(w * lap, axis=1)
 
 
+def moments(
+    mean: np.ndarray, std: np.ndarray, dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the mixture per candidate (a Laplace(l, b) has variance 2b²)."""
+    w0, w = component_weights(dist, params)
+    labels = np.asarray(labels, dtype=np.float64)
+    m = w0 * mean + np.sum(w * labels, axis=1)
+    second = w0 * (std**2 + mean**2) + np.sum(w * (2.0 * _widths(dist, params) ** 2 + labels**2), axis=1)
+    return m, np.sqrt(np.maximum(second - m**2, 0.0))
+
+
 def sample(
     mean: np.ndarray,
     std: np.ndarray,

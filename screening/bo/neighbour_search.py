@@ -455,6 +455,16 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
     }
 
 
+def reported_predictive(state: NeighbourState) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of every candidate's value as the search sees it: the
+    label-match mixture's moments when there is one, else the local GP's (:func:`predictive`)."""
+    mean, std = predictive(state)
+    if state.label_match is None:
+        return mean, std
+    dist, labels = neighbour_labels(state)
+    return lm.moments(mean, std, dist, labels, state.label_match)
+
+
 def window_scores(state: NeighbourState, target: float, tolerance: float) -> np.ndarray:
     """log P(|value - target| <= tolerance) for every pool candidate: what ``window`` maximises."""
     mean, std = predictive(state)

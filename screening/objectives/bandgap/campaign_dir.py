@@ -234,8 +234,9 @@ def add_prior_data(cd: CampaignDir, prior_csv: str | Path | None = None, n_prior
 
 ASK_COLUMNS_DOC = (
     "id; formula; pred_band_gap_eV: the network's predicted gap; mean_eV, std_eV: the surrogate's predictive "
-    "mean and standard deviation of the measured gap (eV) given everything told so far; acquisition_score: "
-    "how much the search wants this point (for --acq window: the probability that the gap lies in target ± tol)"
+    "mean and standard deviation of the measured gap (eV) given everything told so far (with known data: of the "
+    "label-match mixture); acquisition_score: how much the search wants this point (for --acq window: the "
+    "probability that the gap lies in target ± tol)"
 )
 
 
