@@ -139,7 +139,8 @@ class NeighbourState:
     # fitted once at the build from the known data; None: the GP alone.
     known_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     label_match: lm.LabelMatchParams | None = None
-    # The mixture's per-candidate arrays for the window score (not saved: rebuilt on first use).
+    # The mixture's share of each candidate's window probability for one target (prepared_match;
+    # saved with the state, refreshed where an observation changes a neighbour list).
     match_prepared: lm.Prepared | None = field(default=None, repr=False, compare=False)
 
     def scale(self, rows: np.ndarray | list[int] | slice) -> np.ndarray:
