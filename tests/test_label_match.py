@@ -44,7 +44,7 @@ def test_weights_sum_to_one_and_fade_with_distance():
 def test_window_probability_is_the_cdf_difference():
     mean, std, dist, labels = _case()
     lo, hi = 1.99, 2.01
-    p = np.exp(lm.log_window_probability(mean, std, dist, labels, PARAMS, lo, hi))
+    p = np.exp(lm.log_window_probability(mean, std, dist, labels, PARAMS, 2.0, 0.01))
     full = np.full(mean.shape, 1.0)
     diff = lm.cdf(hi * full, mean, std, dist, labels, PARAMS) - lm.cdf(lo * full, mean, std, dist, labels, PARAMS)
     np.testing.assert_allclose(p, diff, rtol=1e-9, atol=1e-15)
@@ -55,7 +55,7 @@ def test_far_tails_keep_their_order_instead_of_underflowing():
     std = np.array([0.01, 0.01])
     dist = np.zeros((2, 1))
     labels = np.array([[0.0], [0.5]])  # both far from the window; the second less far
-    logp = lm.log_window_probability(mean, std, dist, labels, PARAMS, 5.0, 5.02)
+    logp = lm.log_window_probability(mean, std, dist, labels, PARAMS, 5.01, 0.01)
     assert np.all(np.isfinite(logp))
     assert logp[1] > logp[0]
 
@@ -66,7 +66,7 @@ def test_without_neighbours_it_is_the_gaussian_window():
     mean, std, _, _ = _case()
     empty = np.zeros((mean.size, 0))
     np.testing.assert_allclose(
-        lm.log_window_probability(mean, std, empty, empty, PARAMS, 1.99, 2.01),
+        lm.log_window_probability(mean, std, empty, empty, PARAMS, 2.0, 0.01),
         log_probability_in_window(mean, std, 2.0, 0.01),
         rtol=1e-10,
     )
@@ -77,7 +77,7 @@ def test_a_close_neighbour_on_target_outranks_a_prediction_on_target():
     std = np.array([0.4, 0.4])
     dist = np.array([[3.0], [0.05]])  # ... but the second has a near twin labelled on target
     labels = np.array([[0.7], [2.0]])
-    logp = lm.log_window_probability(mean, std, dist, labels, PARAMS, 1.99, 2.01)
+    logp = lm.log_window_probability(mean, std, dist, labels, PARAMS, 2.0, 0.01)
     assert logp[1] > logp[0]
 
 
@@ -205,9 +205,8 @@ def test_fast_path_equals_the_log_domain_path_inside_outside_and_underflowing():
     labels[:50, 0] = 2.0  # inside the window
     labels[50:100] = 2.0 + np.linspace(-0.05, 0.05, 5)  # straddling its edges
     mean[100:110], std[100:110], labels[100:110] = 40.0, 0.01, 60.0  # far: underflows in linear space
-    lo, hi = np.full(400, 1.99), np.full(400, 2.01)
-    fast = lm.log_window_probability(mean, std, dist, labels, PARAMS, 1.99, 2.01)
-    exact = lm._log_window_exact(mean, std, dist, labels, PARAMS, lo, hi)
+    fast = lm.log_window_probability(mean, std, dist, labels, PARAMS, 2.0, 0.01)
+    exact = lm._log_window_exact(mean, std, dist, labels, PARAMS, np.full(400, 2.0), np.full(400, 0.01))
     assert np.all(np.isfinite(fast[100:110]))
     np.testing.assert_allclose(fast, exact, rtol=1e-9, atol=1e-12)
 
@@ -226,7 +225,7 @@ def test_prepared_scores_equal_the_direct_ones_and_follow_new_observations():
 
         mean, std = predictive(state)
         dist, labels = neighbour_labels(state)
-        direct = lm.log_window_probability(mean, std, dist, labels, state.label_match, 1.99, 2.01)
+        direct = lm.log_window_probability(mean, std, dist, labels, state.label_match, 2.0, 0.01)
         fast = lm.log_window_prepared(
             prep, mean, std, state.gp._nbr_dist, lambda r: neighbour_labels(state, r)[1], state.label_match
         )

@@ -89,8 +89,11 @@ def log_softplus(x: np.ndarray) -> np.ndarray:
     return np.where(x < -30.0, x, np.log(np.maximum(sp, 1e-300)))
 
 
-def log_probability_in_window(mean: np.ndarray, std: np.ndarray, target: float, tol: float) -> np.ndarray:
-    """log P(target - tol <= Y <= target + tol), Y ~ N(mean, std²); stable in both tails."""
+def log_probability_in_window(
+    mean: np.ndarray, std: np.ndarray, target: float | np.ndarray, tol: float | np.ndarray
+) -> np.ndarray:
+    """log P(target - tol <= Y <= target + tol), Y ~ N(mean, std²); stable in both tails.
+    ``target`` and ``tol`` may be one value or one per row."""
     m = np.asarray(mean, dtype=np.float64)
     s = _safe_std(std)
     a = (target - tol - m) / s

@@ -391,6 +391,7 @@ class Campaign:
         rows = pool.indices_of([str(p) for p in points])
         seed = self._ask_seed(len(ok), 0)
         target = self.target
+        window = None  # the label-match mixture's window probability, when it scores the search
         if self.strategy.surrogate == "neighbour":
             from screening.bo import neighbour_search as ns
             from screening.bo.optimise_pool import neighbour_state
@@ -405,13 +406,10 @@ class Campaign:
                 tolerance=target.tolerance if target is not None else None,
                 target=target.target if target is not None else None,
             )
-            mean_all, std_all = ns.reported_predictive(state)
-            mean, std = mean_all[rows], std_all[rows]
+            mean, std = ns.reported_predictive(state, rows)
             if target is not None and state.label_match is not None:
-                # the probability the window search ranks by (the mixture's, not the moments')
-                out["mean"], out["std"] = np.asarray(mean), np.asarray(std)
-                out["acquisition"] = np.exp(ns.window_scores(state, target.target, target.tolerance)[rows])
-                return out
+                # the probability the window search ranks by (the mixture's, not its moments')
+                window = np.exp(ns.window_scores(state, target.target, target.tolerance, rows))
         else:
             if len(told_ids) < max(self.strategy.n_init, 2):
                 return out
@@ -432,9 +430,12 @@ class Campaign:
             mean, std = surrogate.predict(pool.features[rows], prior_rows, include_noise=True)
         if self.strategy.model == "value" and target is None:
             return out
+        out["mean"], out["std"] = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        if window is not None:
+            out["acquisition"] = window
+            return out
         best = fitting.incumbent(self.strategy, told_y, told_loss, target) if len(ok) else float("inf")
         scores = fitting.acquisition_scores(self.strategy, np.asarray(mean), np.asarray(std), best, target)
-        out["mean"], out["std"] = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
         out["acquisition"] = np.exp(np.asarray(scores.log_score, dtype=np.float64))
         return out
 

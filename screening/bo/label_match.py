@@ -35,7 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import log_ndtr, ndtr
+from scipy.special import ndtr
+
+from screening.bo.acquisition import log_probability_in_window
 
 POINT_MASS_SHARE = 0.01  # a value held exactly by this share of the labelled rows is a point mass
 MIN_FIT_ROWS = 1000  # fewer continuous labelled rows than this: no label match (too little to fit)
@@ -82,24 +84,24 @@ def _log_laplace_window(centre: np.ndarray, width: np.ndarray, lo: np.ndarray, h
     return np.where(inside, straddle, np.where(u > 0, right, left))
 
 
-def _log_gauss_window(mean: np.ndarray, std: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
-    a, b = (lo - mean) / std, (hi - mean) / std
-    flip = a > 0
-    lo_, hi_ = np.where(flip, -b, a), np.where(flip, -a, b)
-    log_hi, log_lo = log_ndtr(hi_), log_ndtr(lo_)
-    return log_hi + np.log1p(-np.exp(np.minimum(log_lo - log_hi, -1e-300)))
-
-
 def _log_window_exact(
-    mean: np.ndarray, std: np.ndarray, dist: np.ndarray, labels: np.ndarray, params: LabelMatchParams, lo, hi
+    mean: np.ndarray,
+    std: np.ndarray,
+    dist: np.ndarray,
+    labels: np.ndarray,
+    params: LabelMatchParams,
+    target: np.ndarray,
+    tolerance: np.ndarray,
 ) -> np.ndarray:
-    """The log-domain computation (no underflow anywhere); used for rows the fast path underflows."""
+    """The log-domain computation (no underflow anywhere); used for rows the fast path underflows.
+    ``target``/``tolerance``: one per row."""
     w0, w = component_weights(dist, params)
-    terms = [np.log(w0) + _log_gauss_window(mean, np.maximum(std, 1e-12), lo, hi)]
+    terms = [np.log(w0) + log_probability_in_window(mean, std, target, tolerance)]
     if w.shape[1]:
         with np.errstate(divide="ignore"):
             lw = np.log(w)
-        terms.append(lw + _log_laplace_window(labels, _widths(dist, params), lo[:, None], hi[:, None]))
+        lo, hi = (target - tolerance)[:, None], (target + tolerance)[:, None]
+        terms.append(lw + _log_laplace_window(labels, _widths(dist, params), lo, hi))
     stacked = np.concatenate([terms[0][:, None]] + ([terms[1]] if len(terms) > 1 else []), axis=1)
     top = np.max(stacked, axis=1)
     top = np.where(np.isfinite(top), top, 0.0)
@@ -113,10 +115,11 @@ def log_window_probability(
     dist: np.ndarray,
     labels: np.ndarray,
     params: LabelMatchParams,
-    lo: np.ndarray | float,
-    hi: np.ndarray | float,
+    target: np.ndarray | float,
+    tolerance: np.ndarray | float,
 ) -> np.ndarray:
-    """log P(lo <= Y <= hi) per candidate under the mixture (``dist``/``labels``: (n, k)).
+    """log P(|Y - target| <= tolerance) per candidate under the mixture (``dist``/``labels``:
+    (n, k); ``target``/``tolerance``: one value, or one per candidate).
 
     Why two paths: a suggestion scores every candidate (10^6 x 8 neighbours), so the sum is
     taken in linear space with two exponentials per neighbour (the log-domain form costs about
@@ -126,16 +129,15 @@ def log_window_probability(
     std = np.maximum(np.asarray(std, dtype=np.float64), 1e-12)
     dist = np.asarray(dist, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
-    lo_a = np.broadcast_to(np.asarray(lo, dtype=np.float64), mean.shape)
-    hi_a = np.broadcast_to(np.asarray(hi, dtype=np.float64), mean.shape)
-    centre, half = 0.5 * (lo_a + hi_a), 0.5 * (hi_a - lo_a)
-    w0, part = _label_part(dist, labels, params, centre[:, None], half[:, None])  # type: ignore[arg-type]
-    total = w0 * np.exp(_log_gauss_window(mean, std, lo_a, hi_a)) + part
+    t = np.broadcast_to(np.asarray(target, dtype=np.float64), mean.shape)
+    tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), mean.shape)
+    w0, part = _label_part(dist, labels, params, t[:, None], tol[:, None])  # type: ignore[arg-type]
+    total = w0 * np.exp(log_probability_in_window(mean, std, t, tol)) + part
     with np.errstate(divide="ignore"):
         out = np.log(total)
     low = ~(total > 1e-280)
     if low.any():
-        out[low] = _log_window_exact(mean[low], std[low], dist[low], labels[low], params, lo_a[low], hi_a[low])
+        out[low] = _log_window_exact(mean[low], std[low], dist[low], labels[low], params, t[low], tol[low])
     return out
 
 
@@ -197,13 +199,14 @@ def log_window_prepared(
     ``labels_of(rows)`` gives those rows' neighbour values, read only for rows that underflow."""
     t, tol = prep.target, prep.tolerance
     mean, std = np.asarray(mean, dtype=np.float64), np.maximum(np.asarray(std, dtype=np.float64), 1e-12)
-    total = prep.gp_weight * np.exp(_log_gauss_window(mean, std, t - tol, t + tol)) + prep.label_part
+    total = prep.gp_weight * np.exp(log_probability_in_window(mean, std, t, tol)) + prep.label_part
     with np.errstate(divide="ignore"):
         out = np.log(total)
     low = np.flatnonzero(~(total > 1e-280))
     if low.size:
-        lo = np.full(low.size, t - tol)
-        out[low] = _log_window_exact(mean[low], std[low], dist[low], labels_of(low), params, lo, lo + 2 * tol)
+        out[low] = _log_window_exact(
+            mean[low], std[low], dist[low], labels_of(low), params, np.full(low.size, t), np.full(low.size, tol)
+        )
     return out
 
 
@@ -281,11 +284,10 @@ def fit(
     y, m, s = (np.asarray(a, dtype=np.float64)[keep] for a in (values, mean, std))
     d, lab = np.asarray(dist, dtype=np.float64)[keep], np.asarray(labels, dtype=np.float64)[keep]
     tol = max(float(tolerance), 1e-6)
-    lo, hi = y - tol, y + tol
-    gp_only = -float(np.mean(_log_gauss_window(m, np.maximum(s, 1e-12), lo, hi)))
+    gp_only = -float(np.mean(log_probability_in_window(m, s, y, tol)))
 
     def nll(v: np.ndarray) -> float:
-        return -float(np.mean(log_window_probability(m, s, d, lab, LabelMatchParams.from_vector(v), lo, hi)))
+        return -float(np.mean(log_window_probability(m, s, d, lab, LabelMatchParams.from_vector(v), y, tol)))
 
     best = None
     for start in ([0.0, 0.0, math.log(0.02), math.log(0.05)], [3.0, -0.7, math.log(0.03), math.log(0.1)]):

@@ -296,15 +296,16 @@ def _add_told(state: NeighbourState, told_rows: list[int], told_y: np.ndarray) -
         lm.refresh(state.match_prepared, changed, dist, labels, state.label_match)
 
 
-def prepared_match(state: NeighbourState, target: float) -> lm.Prepared | None:
-    """The label match's prepared scores for ``target`` and the state's tolerance (made on first
-    use, and again only if the target changes)."""
+def prepared_match(state: NeighbourState, target: float, tolerance: float | None = None) -> lm.Prepared | None:
+    """The label match's prepared scores for ``target`` and ``tolerance`` (default: the one it was
+    fitted for); made on first use, and again only if either changes."""
     if state.label_match is None:
         return None
+    tol = state.settings.label_match_tolerance if tolerance is None else float(tolerance)
     prep = state.match_prepared
-    if prep is None or prep.target != target:
+    if prep is None or prep.target != target or prep.tolerance != tol:
         dist, labels = neighbour_labels(state)
-        prep = lm.prepare(dist, labels, state.label_match, target, state.settings.label_match_tolerance)
+        prep = lm.prepare(dist, labels, state.label_match, target, tol)
         state.match_prepared = prep
     return prep
 
@@ -392,7 +393,7 @@ def select(
     available = np.zeros(mean.shape[0], dtype=bool)
     available[free] = True
     match = state.label_match
-    prep = prepared_match(state, target)
+    prep = prepared_match(state, target, tolerance)
     for _ in range(q):
         rows = np.flatnonzero(available)
         if rows.size == 0:
@@ -401,15 +402,10 @@ def select(
             dist, labels = neighbour_labels(state, rows)
             draw = lm.sample(mean[rows], std[rows], dist, labels, match, rng)
             score = -np.abs(draw - target)
-        elif match is not None and prep is not None and abs(tolerance - prep.tolerance) <= 1e-12 * max(1.0, tolerance):
+        elif match is not None and prep is not None:
             score = lm.log_window_prepared(
                 prep, mean, std, state.gp._nbr_dist, lambda r: neighbour_labels(state, r)[1], match
             )[rows]
-        elif match is not None:
-            dist, labels = neighbour_labels(state, rows)
-            score = lm.log_window_probability(
-                mean[rows], std[rows], dist, labels, match, target - tolerance, target + tolerance
-            )
         elif acquisition == "thompson":
             draw = rng.normal(mean[rows], std[rows])
             score = -np.abs(draw - target)
@@ -441,8 +437,8 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
     mean, std = predictive(state)
     values = np.asarray(values, dtype=np.float64)
     if state.label_match is not None:
-        dist, labels = neighbour_labels(state)
-        u = lm.cdf(values, mean[rows], std[rows], dist[rows], labels[rows], state.label_match)
+        dist, labels = neighbour_labels(state, rows)
+        u = lm.cdf(values, mean[rows], std[rows], dist, labels, state.label_match)
         within = np.abs(u - 0.5)
         c68, c95 = float(np.mean(within <= 0.34)), float(np.mean(within <= 0.475))
     else:
@@ -456,23 +452,26 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
     }
 
 
-def reported_predictive(state: NeighbourState) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of every candidate's value as the search sees it: the
-    label-match mixture's moments when there is one, else the local GP's (:func:`predictive`)."""
-    mean, std = predictive(state)
+def reported_predictive(state: NeighbourState, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the value of every candidate (or of pool ``rows``) as the
+    search sees it: the label-match mixture's moments when there is one, else the local GP's."""
+    sel = slice(None) if rows is None else rows
+    mean, std = (a[sel] for a in predictive(state))
     if state.label_match is None:
         return mean, std
-    dist, labels = neighbour_labels(state)
+    dist, labels = neighbour_labels(state, rows)
     return lm.moments(mean, std, dist, labels, state.label_match)
 
 
-def window_scores(state: NeighbourState, target: float, tolerance: float) -> np.ndarray:
-    """log P(|value - target| <= tolerance) for every pool candidate: what ``window`` maximises."""
-    mean, std = predictive(state)
+def window_scores(state: NeighbourState, target: float, tolerance: float, rows: np.ndarray | None = None) -> np.ndarray:
+    """log P(|value - target| <= tolerance) for every pool candidate (or for ``rows``): what
+    ``window`` maximises."""
+    sel = slice(None) if rows is None else rows
+    mean, std = (a[sel] for a in predictive(state))
     if state.label_match is None:
         return acq.log_probability_in_window(mean, std, target, tolerance)
-    dist, labels = neighbour_labels(state)
-    return lm.log_window_probability(mean, std, dist, labels, state.label_match, target - tolerance, target + tolerance)
+    dist, labels = neighbour_labels(state, rows)
+    return lm.log_window_probability(mean, std, dist, labels, state.label_match, target, tolerance)
 
 
 def window_calibration(
@@ -493,7 +492,7 @@ def window_calibration(
     values = np.asarray(values, dtype=np.float64)
     pred_all = obs_all = pred_top = obs_top = 0.0
     for t in targets:
-        p = np.exp(window_scores(state, float(t), tolerance)[rows])
+        p = np.exp(window_scores(state, float(t), tolerance, rows))
         hit = np.abs(values - t) <= tolerance + 1e-12
         best = np.argsort(-p, kind="stable")[:top]
         pred_all += float(p.sum())
