@@ -10,6 +10,8 @@ does. Settings (issue 9):
   c  as a, minus every known crystal that shares its element set with some candidate
   d  the seed's shape: 6,000 crystals drawn from test + val, 100 priors, best |gap - t| after
      each of 30 trials, target 2.534 eV, against random
+  dt d's protocol at each of the 21 targets of a-c: on how many targets a strategy's mean and
+     median are below random's at every trial (one target's median is a single draw)
   v  development only: the validation crystals with a gap > 0 as the pool, the training crystals
      as known data — defaults are chosen here, so the test pool of a-c stays for reporting
 
@@ -66,8 +68,11 @@ STRATEGIES = {
     "nn-window-16": Strategy(surrogate="neighbour", acquisition="window", neighbour_components=16, n_neighbours=16),
     "gp-prior": Strategy(model="value", acquisition="window", use_prior=True),
     "seed": Strategy(model="loss", acquisition="ei"),
+    # the default with seeded tie-breaks: means perturbed by 1 % / 4 % of the predictive std
+    "nn-window-tb01": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.01),
+    "nn-window-tb04": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.04),
 }
-RANDOMISED = {"nn-thompson"}
+RANDOMISED = {"nn-thompson", "nn-window-tb01", "nn-window-tb04"}
 TARGETS = [round(float(t), 2) for t in np.linspace(0.3, 5.5, 21)]
 
 
@@ -348,16 +353,26 @@ def summarise_setting(res: dict, strategies: list[str], budget: int) -> list[str
     return lines
 
 
-def bench_seed_shape(
-    frame: pd.DataFrame, strategies: list[str], seeds: int, trials: int = 30, target: float = 2.534, size: int = 6000
-) -> dict:
-    """Setting d: best |gap - t| after each trial, mean and median over seeds, against random."""
+def seed_shape_pool(frame: pd.DataFrame, size: int = 6000) -> tuple[DiscretePool, np.ndarray]:
+    """Setting d's candidates: ``size`` crystals drawn (seed 0) from test + val, metals included."""
     cand = frame[frame["split"].isin(["test", "val"])].reset_index(drop=True)
     cand = cand.iloc[np.sort(np.random.default_rng(0).choice(len(cand), size=size, replace=False))].reset_index(
         drop=True
     )
-    pool = make_pool(cand, None)
-    gaps = cand["band_gap"].to_numpy(np.float64)
+    return make_pool(cand, None), cand["band_gap"].to_numpy(np.float64)
+
+
+def bench_seed_shape(
+    frame: pd.DataFrame,
+    strategies: list[str],
+    seeds: int,
+    trials: int = 30,
+    target: float = 2.534,
+    size: int = 6000,
+    pool_gaps: tuple[DiscretePool, np.ndarray] | None = None,
+) -> dict:
+    """Setting d: best |gap - t| after each trial, mean and median over seeds, against random."""
+    pool, gaps = pool_gaps or seed_shape_pool(frame, size)
     curves: dict[str, list[list[float]]] = {}
     for name in ["random", "rank"] + strategies:
         curves[name] = []
@@ -367,11 +382,40 @@ def bench_seed_shape(
             _, curve = run_search(name, pool, gaps, target, 0.01, prior, s, trials, stop_on_hit=False)
             curves[name].append(curve)
         print(
-            f"[d] {name}: mean final {np.mean([c[-1] for c in curves[name]]):.4f} ({time.perf_counter() - t0:.0f} s)",
+            f"[d t={target}] {name}: mean final {np.mean([c[-1] for c in curves[name]]):.4f} ({time.perf_counter() - t0:.0f} s)",
             file=sys.stderr,
             flush=True,
         )
-    return {"n_pool": size, "target": target, "curves": curves}
+    return {"n_pool": len(pool), "target": target, "curves": curves}
+
+
+def beats_random(curves: dict[str, list[list[float]]], name: str) -> tuple[bool, bool]:
+    """(mean below random's at every trial, mean and median both below at every trial)."""
+    c, r = np.asarray(curves[name]), np.asarray(curves["random"])
+    on_mean = bool(np.all(c.mean(0) < r.mean(0)))
+    return on_mean, on_mean and bool(np.all(np.median(c, 0) < np.median(r, 0)))
+
+
+def summarise_seed_shape_targets(dt: dict) -> list[str]:
+    """Setting dt: per strategy, targets where it beats random (mean; mean and median) at every
+    trial, and the geometric mean over targets of the mean best |gap - t| at trials 1, 10, 30."""
+    runs = list(dt["targets"].values())
+    lines = [
+        "| strategy | targets | below random on mean, every trial | on mean and median, every trial | "
+        "geo. mean of mean best at trial 1 / 10 / 30 (eV) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in runs[0]["curves"]:
+        wins = [beats_random(r["curves"], name) for r in runs] if name != "random" else [(False, False)] * len(runs)
+        best = [
+            np.exp(np.mean([np.log(np.mean([c[t - 1] for c in r["curves"][name]])) for r in runs])) for t in (1, 10, 30)
+        ]
+        mean_wins = "—" if name == "random" else str(sum(w[0] for w in wins))
+        both_wins = "—" if name == "random" else str(sum(w[1] for w in wins))
+        lines.append(
+            f"| {name} | {len(runs)} | {mean_wins} | {both_wins} | {best[0]:.4f} / {best[1]:.4f} / {best[2]:.4f} |"
+        )
+    return lines
 
 
 # ----------------------------------------------------------------------------- latency
@@ -484,7 +528,7 @@ def report(results: dict, budget: int) -> str:
         "|---|---|---|---|---|---|",
     ]
     for setting, res in results["settings"].items():
-        if setting == "d":
+        if setting in ("d", "dt"):
             continue
         names = [n for n in next(iter(res["targets"].values()))["runs"] if n != "rank"]
         lines += summarise_setting(res, names, budget)
@@ -512,6 +556,8 @@ def report(results: dict, budget: int) -> str:
                 v = np.array([c[t - 1] for c in d["curves"][n]])
                 cells.append(f"{v.mean():.4f} / {np.median(v):.4f}")
             out.append(f"| {t} | " + " | ".join(cells) + " |")
+    if "dt" in results["settings"]:
+        out += [""] + summarise_seed_shape_targets(results["settings"]["dt"])
     return "\n".join(out)
 
 
@@ -554,6 +600,16 @@ def main(argv: list[str] | None = None) -> None:
         results["settings"]["d"] = bench_seed_shape(frame, [s for s in args.strategies_d.split(",") if s], args.seeds_d)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))
+    if "dt" in args.settings.split(","):
+        pool_gaps = seed_shape_pool(frame)
+        dt: dict = {"targets": {}}
+        results["settings"]["dt"] = dt
+        for target in targets:
+            dt["targets"][str(target)] = bench_seed_shape(
+                frame, [s for s in args.strategies_d.split(",") if s], args.seeds_d, target=target, pool_gaps=pool_gaps
+            )
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1, default=str))
     print(report(results, args.budget))
     if args.latency:
         rows = latency(frame, [int(x) for x in args.latency.split(",")])

@@ -262,3 +262,29 @@ def test_campaign_new_keeps_the_minimum_labelled_count_across_reopening(tmp_path
     new = ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5", "--min-labelled", "40"]
     assert runner.invoke(app, new).exit_code == 0
     assert open_campaign_dir(lab).campaign.strategy.neighbour_min_labelled == 40
+
+
+def test_tie_breaks_are_kept_with_the_campaign_and_seeds_spread_searches(tmp_path) -> None:
+    """`--tie-break` is stored with the campaign; with it, two seeds take the pool's near-equal
+    predictions in different orders, and the same seed repeats its order."""
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
+
+    frame = synthetic_pool_frame(300, seed=2)
+    frame["pred_band_gap"] = 2.5 + 1e-4 * frame.index  # every prediction a near-tie on the target
+    path = tmp_path / "pool.parquet"
+    frame.to_parquet(path)
+    lab = tmp_path / "lab"
+    new = ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5", "--tie-break", "0.04"]
+    assert runner.invoke(app, new).exit_code == 0
+    assert open_campaign_dir(lab).campaign.strategy.tie_break == 0.04
+
+    def order(seed: int, name: str) -> list[str]:
+        args = ["search", "--pool", str(path), "--target", "9.0", "--budget", "4", "--seed", str(seed)]
+        res = runner.invoke(app, [*args, "--tie-break", "0.04", "-o", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+        return pd.read_csv(tmp_path / name / "history.csv")["point"].tolist()
+
+    first, again, other = order(1, "s1"), order(1, "s1b"), order(2, "s2")
+    assert first == again and first != other
+    bad = runner.invoke(app, [*new[:3], str(tmp_path / "x"), *new[4:], "--acq", "thompson"])
+    assert bad.exit_code != 0 and "tie_break" in bad.output

@@ -175,6 +175,51 @@ def test_window_is_deterministic_thompson_depends_on_the_seed():
     assert _search(thompson, pool, gap, 2.0, 7) == _search(thompson, pool, gap, 2.0, 7)
 
 
+def _null_state(n=400, seed=0):
+    """No known data, no observations: the network's prediction with one predictive std."""
+    rng = np.random.default_rng(seed)
+    prior = rng.uniform(2.2, 4.0, size=n)  # all but the first six at least 0.2 eV from the target
+    prior[:6] = 2.0 + np.array([0.0, 1e-4, -2e-4, 3e-4, -4e-4, 5e-4])  # six near-ties on the target
+    return ns.build_state(ns.NeighbourSettings(8, 4), rng.normal(size=(n, 4)), prior, None, [], np.zeros(0), 0)
+
+
+def _picks(state, tie_break, seed, n=3):
+    """``n`` suggestions one after another (no results in between), each from its own seeded rng."""
+    free, out = np.ones(state.pool_points.shape[0], dtype=bool), []
+    for step in range(n):
+        rng = np.random.default_rng([seed, step])
+        out += ns.select(state, np.flatnonzero(free), 1, "window", 2.0, 0.01, rng, (), tie_break)
+        free[out[-1]] = False
+    return out
+
+
+def test_without_tie_breaks_the_window_takes_the_predictions_nearest_the_target():
+    state = _null_state()
+    assert _picks(state, 0.0, 0) == [0, 1, 2] == _picks(state, 0.0, 1)
+
+
+def test_tie_breaks_reorder_near_ties_by_seed_and_leave_far_candidates_out():
+    state = _null_state()
+    runs = [_picks(state, 0.04, s) for s in range(8)]
+    assert len({tuple(r) for r in runs}) > 1  # the seed matters
+    assert all(set(r) <= set(range(6)) for r in runs)  # only the near-ties compete (std ~0.4 x 0.04)
+    assert _picks(state, 0.04, 5) == _picks(state, 0.04, 5)  # and the same seed repeats
+
+
+def test_tie_breaks_need_the_window_on_the_neighbour_surrogate():
+    with pytest.raises(StrategyError, match="tie_break"):
+        Strategy(surrogate="neighbour", acquisition="thompson", tie_break=0.04)
+    with pytest.raises(StrategyError, match="tie_break"):
+        Strategy(surrogate="gp", tie_break=0.04)
+    with pytest.raises(StrategyError, match="tie_break"):
+        Strategy(surrogate="neighbour", tie_break=-0.1)
+    stored = Strategy(surrogate="neighbour", tie_break=0.04)
+    assert Strategy.from_dict(stored.to_dict()) == stored
+    old = stored.to_dict()
+    del old["tie_break"]  # a campaign stored before the field searches as it did
+    assert Strategy.from_dict(old).tie_break == 0.0
+
+
 def test_a_restarted_campaign_makes_the_same_choice():
     pool, gap, _ = _pool(with_known=False)
     strategy = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=6)

@@ -382,8 +382,13 @@ def select(
     tolerance: float,
     rng: np.random.Generator,
     pending_rows: Sequence[int] = (),
+    tie_break: float = 0.0,
 ) -> list[int]:
-    """``q`` rows of ``free`` (pool rows) to evaluate next; pending rows are believed at their mean."""
+    """``q`` rows of ``free`` (pool rows) to evaluate next; pending rows are believed at their mean.
+
+    ``tie_break`` > 0 (window only): each free candidate's mean is shifted by ``tie_break`` times
+    its predictive std times a standard normal drawn from ``rng`` before scoring (``Strategy.tie_break``
+    says why)."""
     mean, std = predictive(state)
     mean, std = mean.copy(), std.copy()
     believed: list[int] = list(pending_rows)
@@ -392,6 +397,9 @@ def select(
     picks: list[int] = []
     available = np.zeros(mean.shape[0], dtype=bool)
     available[free] = True
+    shift = np.zeros(mean.shape[0])
+    if tie_break > 0 and acquisition == "window":
+        shift[available] = tie_break * rng.standard_normal(int(available.sum()))
     match = state.label_match
     prep = prepared_match(state, target, tolerance)
     for _ in range(q):
@@ -404,13 +412,13 @@ def select(
             score = -np.abs(draw - target)
         elif match is not None and prep is not None:
             score = lm.log_window_prepared(
-                prep, mean, std, state.gp._nbr_dist, lambda r: neighbour_labels(state, r)[1], match
+                prep, mean + shift * std, std, state.gp._nbr_dist, lambda r: neighbour_labels(state, r)[1], match
             )[rows]
         elif acquisition == "thompson":
             draw = rng.normal(mean[rows], std[rows])
             score = -np.abs(draw - target)
         else:
-            score = acq.log_probability_in_window(mean[rows], std[rows], target, tolerance)
+            score = acq.log_probability_in_window(mean[rows] + shift[rows] * std[rows], std[rows], target, tolerance)
         pick = int(rows[int(np.argmax(score))])
         picks.append(pick)
         available[pick] = False

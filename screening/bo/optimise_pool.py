@@ -230,7 +230,9 @@ def suggest_neighbour(
         target=target.target,
     )
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
-    rows = ns.select(state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend)
+    rows = ns.select(
+        state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend, strategy.tie_break
+    )
     return [pool.ids[r] for r in rows]
 
 

@@ -19,6 +19,7 @@ from screening.cli.common import (
     NEIGHBOURS_OPTION,
     PCA_HELP,
     SEED_HELP,
+    TIE_BREAK_OPTION,
     default_surrogate,
     pool_has_column,
     strategy_from_options,
@@ -72,6 +73,7 @@ def campaign_new(
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
     label_match: bool = LABEL_MATCH_OPTION,
+    tie_break: float = TIE_BREAK_OPTION,
     model: str = typer.Option("value", "--model", help=MODEL_HELP),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
     batch: int = typer.Option(1, "--batch", help="Points suggested per ask (measured together)."),
@@ -113,6 +115,7 @@ def campaign_new(
         neighbour_components=neighbour_components,
         min_labelled=min_labelled,
         label_match=label_match,
+        tie_break=tie_break,
     )
     if objective:
         if surrogate != "gp":

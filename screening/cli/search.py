@@ -19,6 +19,7 @@ from screening.cli.common import (
     NEIGHBOURS_OPTION,
     PCA_HELP,
     SEED_HELP,
+    TIE_BREAK_OPTION,
     default_surrogate,
     pool_has_column,
     strategy_from_options,
@@ -58,6 +59,7 @@ def search(
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
     label_match: bool = LABEL_MATCH_OPTION,
+    tie_break: float = TIE_BREAK_OPTION,
     until: str = typer.Option(
         "hit",
         "--until",
@@ -147,6 +149,7 @@ def search(
         neighbour_components,
         min_labelled,
         label_match,
+        tie_break,
     )
     if (out / STORE_NAME).exists():
         cd = open_campaign_dir(out)
