@@ -58,6 +58,23 @@ def split_by_material_id(ids: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.1)) 
     return labels
 
 
+def check_same_split(ids: np.ndarray, split: np.ndarray, reference: Path) -> None:
+    """Refuse to fine-tune on a split other than the one the initial weights were trained on
+    (``split.csv`` beside them): its validation and test crystals would include that model's
+    training crystals, and every figure of the run would be optimistic."""
+    if not reference.is_file():
+        return
+    ref = pd.read_csv(reference).set_index("material_id")["split"]
+    common = pd.Index(ids).intersection(ref.index)
+    ours = pd.Series(split, index=ids).loc[common]
+    moved = int((ours != ref.loc[common]).sum())
+    if moved:
+        raise SystemExit(
+            f"{reference}: {moved} of {len(common)} crystals are in another split than the initial weights were "
+            "trained on; use the --split-seed those weights were trained with (0 for the shipped models)"
+        )
+
+
 def _graph_from_cif(args):
     record_id, text, radius, max_num_nbr = args
     from pymatgen.core import Structure
@@ -219,7 +236,14 @@ def main(argv=None) -> int:
     p.add_argument("--n-conv", type=int, default=4)
     p.add_argument("--ef-weight", type=float, default=0.5, help="weight of the formation-energy loss")
     p.add_argument("--gap-weight", type=float, default=1.0, help="weight of the band-gap loss")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="initial weights and the order of training batches")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="the train/val/test split (split.csv); kept apart from --seed so a run with another seed keeps "
+        "the shipped model's test crystals out of training",
+    )
     p.add_argument(
         "--init-from",
         type=Path,
@@ -247,7 +271,9 @@ def main(argv=None) -> int:
     frame = pd.read_csv(args.data, usecols=["material_id", "cif", "band_gap", "formation_energy_per_atom"])
     if args.limit:
         frame = frame.iloc[: args.limit]
-    split = split_by_material_id(frame.material_id.to_numpy(), args.seed)
+    split = split_by_material_id(frame.material_id.to_numpy(), args.split_seed)
+    if args.init_from is not None:
+        check_same_split(frame.material_id.to_numpy(), split, args.init_from.parent / "split.csv")
     ckdir = args.checkpoint_dir or (REPO / "cache" / f"train_{args.name}")
     ckdir.mkdir(parents=True, exist_ok=True)
 
@@ -395,7 +421,9 @@ def main(argv=None) -> int:
         "command": f"python scripts/train_cgcnn.py --epochs {args.epochs} --patience {args.patience} "
         f"--batch-size {args.batch_size} --lr {args.lr} --gap-weight {args.gap_weight} --ef-weight {args.ef_weight} "
         f"--seed {args.seed} "
-        f"--select-on {args.select_on}" + (f" --init-from {args.init_from.name}" if args.init_from else ""),
+        + (f"--split-seed {args.split_seed} " if args.split_seed else "")
+        + f"--select-on {args.select_on}"
+        + (f" --init-from {args.init_from.name}" if args.init_from else ""),
         "history": history,
     }
     args.out.mkdir(parents=True, exist_ok=True)
