@@ -68,11 +68,13 @@ STRATEGIES = {
     "nn-window-16": Strategy(surrogate="neighbour", acquisition="window", neighbour_components=16, n_neighbours=16),
     "gp-prior": Strategy(model="value", acquisition="window", use_prior=True),
     "seed": Strategy(model="loss", acquisition="ei"),
-    # the default with seeded tie-breaks: means perturbed by 1 % / 4 % of the predictive std
+    # the default's deterministic order (before seeded tie-breaks became the default)
+    "nn-window-det": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.0),
+    # seeded tie-breaks: means perturbed by 1 % (the default) / 4 % of the predictive std
     "nn-window-tb01": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.01),
     "nn-window-tb04": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.04),
 }
-RANDOMISED = {"nn-thompson", "nn-window-tb01", "nn-window-tb04"}
+RANDOMISED = {"nn-window", "nn-thompson", "nn-window-tb01", "nn-window-tb04"}
 TARGETS = [round(float(t), 2) for t in np.linspace(0.3, 5.5, 21)]
 
 

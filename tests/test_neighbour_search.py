@@ -207,6 +207,11 @@ def test_tie_breaks_reorder_near_ties_by_seed_and_leave_far_candidates_out():
 
 
 def test_tie_breaks_need_the_window_on_the_neighbour_surrogate():
+    from screening.bo.strategy import DEFAULT_TIE_BREAK
+
+    assert Strategy(surrogate="neighbour").tie_break == DEFAULT_TIE_BREAK > 0  # the default where it applies
+    assert Strategy(surrogate="neighbour", acquisition="thompson").tie_break == 0.0
+    assert Strategy(surrogate="gp").tie_break == 0.0
     with pytest.raises(StrategyError, match="tie_break"):
         Strategy(surrogate="neighbour", acquisition="thompson", tie_break=0.04)
     with pytest.raises(StrategyError, match="tie_break"):

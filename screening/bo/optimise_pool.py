@@ -231,7 +231,7 @@ def suggest_neighbour(
     )
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
     rows = ns.select(
-        state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend, strategy.tie_break
+        state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend, strategy.tie_break or 0.0
     )
     return [pool.ids[r] for r in rows]
 

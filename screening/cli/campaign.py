@@ -73,7 +73,7 @@ def campaign_new(
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
     label_match: bool = LABEL_MATCH_OPTION,
-    tie_break: float = TIE_BREAK_OPTION,
+    tie_break: float | None = TIE_BREAK_OPTION,
     model: str = typer.Option("value", "--model", help=MODEL_HELP),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
     batch: int = typer.Option(1, "--batch", help="Points suggested per ask (measured together)."),

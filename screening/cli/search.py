@@ -59,7 +59,7 @@ def search(
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
     label_match: bool = LABEL_MATCH_OPTION,
-    tie_break: float = TIE_BREAK_OPTION,
+    tie_break: float | None = TIE_BREAK_OPTION,
     until: str = typer.Option(
         "hit",
         "--until",
