@@ -397,8 +397,9 @@ def select(
     picks: list[int] = []
     available = np.zeros(mean.shape[0], dtype=bool)
     available[free] = True
-    shift = np.zeros(mean.shape[0])
+    shift = None  # the tie-breaks' draws, in predictive stds (window only)
     if tie_break > 0 and acquisition == "window":
+        shift = np.zeros(mean.shape[0])
         shift[available] = tie_break * rng.standard_normal(int(available.sum()))
     match = state.label_match
     prep = prepared_match(state, target, tolerance)
@@ -406,19 +407,20 @@ def select(
         rows = np.flatnonzero(available)
         if rows.size == 0:
             break
+        centre = mean if shift is None else mean + shift * std  # where the window scores each candidate
         if match is not None and prep is not None and acquisition == "thompson":
             dist, labels = neighbour_labels(state, rows)
             draw = lm.sample(mean[rows], std[rows], dist, labels, match, rng)
             score = -np.abs(draw - target)
         elif match is not None and prep is not None:
             score = lm.log_window_prepared(
-                prep, mean + shift * std, std, state.gp._nbr_dist, lambda r: neighbour_labels(state, r)[1], match
+                prep, centre, std, state.gp._nbr_dist, lambda r: neighbour_labels(state, r)[1], match
             )[rows]
         elif acquisition == "thompson":
             draw = rng.normal(mean[rows], std[rows])
             score = -np.abs(draw - target)
         else:
-            score = acq.log_probability_in_window(mean[rows] + shift[rows] * std[rows], std[rows], target, tolerance)
+            score = acq.log_probability_in_window(centre[rows], std[rows], target, tolerance)
         pick = int(rows[int(np.argmax(score))])
         picks.append(pick)
         available[pick] = False
