@@ -365,16 +365,10 @@ def seed_shape_pool(frame: pd.DataFrame, size: int = 6000) -> tuple[DiscretePool
 
 
 def bench_seed_shape(
-    frame: pd.DataFrame,
-    strategies: list[str],
-    seeds: int,
-    trials: int = 30,
-    target: float = 2.534,
-    size: int = 6000,
-    pool_gaps: tuple[DiscretePool, np.ndarray] | None = None,
+    pool: DiscretePool, gaps: np.ndarray, strategies: list[str], seeds: int, trials: int = 30, target: float = 2.534
 ) -> dict:
-    """Setting d: best |gap - t| after each trial, mean and median over seeds, against random."""
-    pool, gaps = pool_gaps or seed_shape_pool(frame, size)
+    """Setting d on ``seed_shape_pool``: best |gap - t| after each trial, mean and median over
+    seeds, against random."""
     curves: dict[str, list[list[float]]] = {}
     for name in ["random", "rank"] + strategies:
         curves[name] = []
@@ -408,12 +402,13 @@ def summarise_seed_shape_targets(dt: dict) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for name in runs[0]["curves"]:
-        wins = [beats_random(r["curves"], name) for r in runs] if name != "random" else [(False, False)] * len(runs)
         best = [
             np.exp(np.mean([np.log(np.mean([c[t - 1] for c in r["curves"][name]])) for r in runs])) for t in (1, 10, 30)
         ]
-        mean_wins = "—" if name == "random" else str(sum(w[0] for w in wins))
-        both_wins = "—" if name == "random" else str(sum(w[1] for w in wins))
+        mean_wins = both_wins = "—"
+        if name != "random":
+            wins = [beats_random(r["curves"], name) for r in runs]
+            mean_wins, both_wins = str(sum(w[0] for w in wins)), str(sum(w[1] for w in wins))
         lines.append(
             f"| {name} | {len(runs)} | {mean_wins} | {both_wins} | {best[0]:.4f} / {best[1]:.4f} / {best[2]:.4f} |"
         )
@@ -598,18 +593,17 @@ def main(argv: list[str] | None = None) -> None:
         )
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))
+    strategies_d = [s for s in args.strategies_d.split(",") if s]
     if "d" in args.settings.split(","):
-        results["settings"]["d"] = bench_seed_shape(frame, [s for s in args.strategies_d.split(",") if s], args.seeds_d)
+        results["settings"]["d"] = bench_seed_shape(*seed_shape_pool(frame), strategies_d, args.seeds_d)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))
     if "dt" in args.settings.split(","):
-        pool_gaps = seed_shape_pool(frame)
+        pool, gaps = seed_shape_pool(frame)
         dt: dict = {"targets": {}}
         results["settings"]["dt"] = dt
         for target in targets:
-            dt["targets"][str(target)] = bench_seed_shape(
-                frame, [s for s in args.strategies_d.split(",") if s], args.seeds_d, target=target, pool_gaps=pool_gaps
-            )
+            dt["targets"][str(target)] = bench_seed_shape(pool, gaps, strategies_d, args.seeds_d, target=target)
             if args.json:
                 args.json.write_text(json.dumps(results, indent=1, default=str))
     print(report(results, args.budget))
