@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     runs.setdefault(f"siblings, radius {rad}, penalty {pen} eV", {})[key] = (rank, ideas)
             print(f"[{name}] part {part} done", file=sys.stderr, flush=True)
-        print(f"\npool {name} ({args.seeds} prior sets per target): the idea × the ranking [95 % CI], targets (halves × targets for vb) where its mean look-ups are at or below the ranking's")
+        print(
+            f"\npool {name} ({args.seeds} prior sets per target): the idea × the ranking [95 % CI], "
+            "targets (halves × targets for vb) where its mean look-ups are at or below the ranking's"
+        )
         print("| idea | × ranking | at or below the ranking |\n|---|---|---|")
         for idea, per_target in runs.items():
             print(ratio_line(idea, per_target), flush=True)
