@@ -145,6 +145,30 @@ def test_known_data_improve_the_predictions_over_the_network():
     assert np.mean(np.abs(mean - gap)) < 0.7 * np.mean(np.abs(pred - gap))
 
 
+def test_predictive_at_rows_is_the_pool_prediction_at_those_rows():
+    pool, gap, _ = _pool()
+    told = [5, 17, 40]
+    state = ns.update_state(
+        None,
+        ns.NeighbourSettings(8, 6, min_labelled=0),
+        pool.embedding,
+        pool.prior_mean,
+        pool.known,
+        told,
+        gap[told],
+        0,
+    )
+    rows = np.array([3, 0, 299, 17])
+    mean, std = ns.predictive(state)
+    mean_rows, std_rows = ns.predictive(state, rows)
+    np.testing.assert_array_equal(mean_rows, mean[rows])
+    np.testing.assert_array_equal(std_rows, std[rows])
+    rep_mean, rep_std = ns.reported_predictive(state, rows)
+    np.testing.assert_array_equal(rep_mean, ns.reported_predictive(state)[0][rows])
+    np.testing.assert_array_equal(rep_std, ns.reported_predictive(state)[1][rows])
+    np.testing.assert_array_equal(ns.window_scores(state, 2.0, 0.05, rows), ns.window_scores(state, 2.0, 0.05)[rows])
+
+
 def _search(strategy, pool, gap, target, seed, steps=8, cache=None):
     told, ys = [], []
     cache = {} if cache is None else cache

@@ -532,11 +532,14 @@ class NeighbourGP:
         )
         return rows, m, np.sqrt(v)
 
-    def predict(self) -> tuple[np.ndarray, np.ndarray]:
-        """Residual mean and predictive standard deviation (new observation) at every candidate."""
+    def predict(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Residual mean and predictive standard deviation (new observation) at every candidate,
+        or at candidate ``rows`` only (a report on a few rows need not copy 10^6 of them)."""
         if self._cand_points is None:
             raise NeighbourGPError("index the candidates first")
-        return self._pred_mean.copy(), np.sqrt(self._pred_var)
+        if rows is None:
+            return self._pred_mean.copy(), np.sqrt(self._pred_var)
+        return self._pred_mean[rows], np.sqrt(self._pred_var[rows])
 
     def neighbour_distances(self) -> np.ndarray:
         """Distance of each candidate to its nearest labelled point (projection units)."""

@@ -366,11 +366,12 @@ def update_state(
     return state
 
 
-def predictive(state: NeighbourState) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of a new observation at every pool candidate."""
-    m, s = state.gp.predict()
-    scale = state.scale(slice(None))
-    return state.pool_prior + scale * m, scale * s
+def predictive(state: NeighbourState, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of a new observation at every pool candidate (or at ``rows``)."""
+    m, s = state.gp.predict(rows)
+    sel = slice(None) if rows is None else rows
+    scale = state.scale(sel)
+    return state.pool_prior[sel] + scale * m, scale * s
 
 
 def select(
@@ -465,8 +466,7 @@ def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> 
 def reported_predictive(state: NeighbourState, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of the value of every candidate (or of pool ``rows``) as the
     search sees it: the label-match mixture's moments when there is one, else the local GP's."""
-    sel = slice(None) if rows is None else rows
-    mean, std = (a[sel] for a in predictive(state))
+    mean, std = predictive(state, rows)
     if state.label_match is None:
         return mean, std
     dist, labels = neighbour_labels(state, rows)
@@ -476,8 +476,7 @@ def reported_predictive(state: NeighbourState, rows: np.ndarray | None = None) -
 def window_scores(state: NeighbourState, target: float, tolerance: float, rows: np.ndarray | None = None) -> np.ndarray:
     """log P(|value - target| <= tolerance) for every pool candidate (or for ``rows``): what
     ``window`` maximises."""
-    sel = slice(None) if rows is None else rows
-    mean, std = (a[sel] for a in predictive(state))
+    mean, std = predictive(state, rows)
     if state.label_match is None:
         return acq.log_probability_in_window(mean, std, target, tolerance)
     dist, labels = neighbour_labels(state, rows)
