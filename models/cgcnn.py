@@ -25,6 +25,7 @@ import math
 import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -240,7 +241,14 @@ def output_names(config: CGCNNConfig) -> list[str]:
     return [str(o["name"]) for o in config.outputs] if config.outputs else [config.target_name]
 
 
-def check_elements(model: CrystalGraphConvNet, atomic_numbers: np.ndarray, record_id: str = "?") -> None:
+class HasAtomTable(Protocol):
+    """Anything that embeds atoms from a table: a network, or an ensemble sharing one table."""
+
+    @property
+    def atom_table(self) -> Tensor: ...
+
+
+def check_elements(model: HasAtomTable, atomic_numbers: np.ndarray, record_id: str = "?") -> None:
     """Raise :class:`GraphBuildError` if the model has no atom features for some element."""
     table = model.atom_table
     bad = [

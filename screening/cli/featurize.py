@@ -45,6 +45,13 @@ def featurize(
         "~/.cache/matscreen).",
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Compute every embedding again and store none."),
+    single_model: bool = typer.Option(
+        False,
+        "--single-model",
+        help="Every column from --model alone. A shipped model may take some columns from companion networks "
+        "(the default's formation energy: the mean of the formation-energy networks, pretrained/MODEL_CARD.md); "
+        "this skips them: faster, and the model's own figures.",
+    ),
     compile_model: bool = typer.Option(
         False,
         "--compile",
@@ -60,7 +67,7 @@ def featurize(
     from screening.io.sources import folder_atom_init
 
     # As in the original CGCNN, a data folder's own atom_init.json goes with an original checkpoint.
-    net = load_featurizer_model(model, atom_init or folder_atom_init(source))
+    net = load_featurizer_model(model, atom_init or folder_atom_init(source), companions=not single_model)
     _apply_graph_settings(net, radius, max_nbr)
     summary = featurize_source(
         source,

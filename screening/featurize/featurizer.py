@@ -34,7 +34,8 @@ from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
 from screening.io.atomic import atomic_path, write_csv_atomic
 from screening.io.time_budget import DEFAULT_RECORD_SECONDS
-from screening.models.cgcnn import CrystalGraphConvNet, check_elements, output_names
+from screening.models.cgcnn import check_elements, output_names
+from screening.models.property_ensemble import FeaturizerNet
 from screening.progress import progress_bar
 
 # Crystals per forward batch. Small batches keep the (edges x 128) tensors in cache: on 2 cores
@@ -135,7 +136,7 @@ def errors_to_frame(errors: Sequence[RecordError]) -> pd.DataFrame:
     )
 
 
-def prediction_columns(model: CrystalGraphConvNet) -> list[str]:
+def prediction_columns(model: FeaturizerNet) -> list[str]:
     """The prediction columns ``featurize`` writes for ``model``, in the order of
     :func:`embed_graphs`'s prediction matrix: ``pred_<output>`` for every physical output (a
     multi-task model has band gap and formation energy), then ``pred_<first>_std`` when the
@@ -153,9 +154,7 @@ def _prediction_matrix(out: dict[str, torch.Tensor]) -> torch.Tensor:
     return cols
 
 
-def check_finite_outputs(
-    model: CrystalGraphConvNet, preds: np.ndarray, embs: np.ndarray, record_ids: Sequence[str]
-) -> None:
+def check_finite_outputs(model: FeaturizerNet, preds: np.ndarray, embs: np.ndarray, record_ids: Sequence[str]) -> None:
     """Refuse NaN/inf predictions or embeddings: they come from a broken model (NaN weights, an
     atom table with holes), and written out they would rank or cluster silently wrong.
 
@@ -179,7 +178,7 @@ def check_finite_outputs(
 
 
 def embed_graphs(
-    model: CrystalGraphConvNet, graphs: Sequence[CrystalGraph], batch_size: int = DEFAULT_BATCH_SIZE
+    model: FeaturizerNet, graphs: Sequence[CrystalGraph], batch_size: int = DEFAULT_BATCH_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions (n, len(prediction_columns(model))) and embeddings (n, h), batched, no grad."""
     preds, embs = [], []
@@ -206,7 +205,7 @@ class Featurizer:
 
     def __init__(
         self,
-        model: CrystalGraphConvNet,
+        model: FeaturizerNet,
         batch_size: int = DEFAULT_BATCH_SIZE,
         workers: int = 0,
         cache_dir: str | Path | None = None,
@@ -305,7 +304,7 @@ class Featurizer:
         return frame, errors
 
 
-def compiled(model: CrystalGraphConvNet) -> CrystalGraphConvNet:
+def compiled(model: FeaturizerNet) -> FeaturizerNet:
     """The model's forward compiled for variable batch sizes (``torch.compile``, dynamic shapes)."""
     model.eval()
     return torch.compile(model, dynamic=True)
@@ -331,7 +330,7 @@ def _worker_init() -> None:
 
 def featurize_records(
     records: Iterable[Any],
-    model: CrystalGraphConvNet | str | Path | None = None,
+    model: FeaturizerNet | str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     cache_dir: str | Path | None = None,
     workers: int = 0,
@@ -346,7 +345,7 @@ def featurize_records(
     """
     from screening.io.records import as_record
 
-    if not isinstance(model, CrystalGraphConvNet):
+    if isinstance(model, (str, Path)) or model is None:
         model = load_featurizer_model(model)
     featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
     pairs = records.items() if isinstance(records, Mapping) else enumerate(records)
@@ -365,7 +364,7 @@ def featurize_records(
 def featurize_source(
     source: str | Path,
     output: str | Path,
-    model: CrystalGraphConvNet | str | Path | None = None,
+    model: FeaturizerNet | str | Path | None = None,
     errors_path: str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     cache_dir: str | Path | None = None,
@@ -383,7 +382,7 @@ def featurize_source(
 
     from screening.io.sources import count_records, iter_records
 
-    if not isinstance(model, CrystalGraphConvNet):
+    if isinstance(model, (str, Path)) or model is None:
         model = load_featurizer_model(model)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

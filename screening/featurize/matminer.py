@@ -12,7 +12,8 @@ from typing import Any
 from screening.featurize.featurizer import DEFAULT_BATCH_SIZE, check_finite_outputs, embed_graphs
 from screening.featurize.registry import load_featurizer_model
 from screening.graphs import structure_to_graph
-from screening.models.cgcnn import CrystalGraphConvNet, check_elements
+from screening.models.cgcnn import check_elements
+from screening.models.property_ensemble import FeaturizerNet
 
 try:
     from matminer.featurizers.base import BaseFeaturizer as _MatminerBase
@@ -27,10 +28,8 @@ class CGCNNFeaturizer(_MatminerBase):
     (matminer's default calls ``featurize`` one structure at a time).
     """
 
-    def __init__(
-        self, model: str | Path | CrystalGraphConvNet | None = None, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> None:
-        self.model = model if isinstance(model, CrystalGraphConvNet) else load_featurizer_model(model)
+    def __init__(self, model: str | Path | FeaturizerNet | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.model = load_featurizer_model(model) if model is None or isinstance(model, (str, Path)) else model
         self.batch_size = batch_size
         if hasattr(self, "set_n_jobs"):
             self.set_n_jobs(1)

@@ -11,9 +11,14 @@ import os
 from pathlib import Path
 
 from screening.errors import ModelLoadError
-from screening.models.cgcnn import CrystalGraphConvNet, load_model, load_original_checkpoint
+from screening.models.cgcnn import load_model, load_original_checkpoint
+from screening.models.property_ensemble import FeaturizerNet, PropertyEnsemble
 
 DEFAULT_MODEL = "cgcnn_bandgap_128"
+# Outputs of a shipped model that come from the mean of other shipped networks, and those networks
+# (``PropertyEnsemble`` says why). The default's embedding and band gap drive the search; its
+# formation energy is predicted better by the formation-energy networks (pretrained/MODEL_CARD.md).
+SHIPPED_COMPANIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,11 +53,15 @@ def resolve_model_path(model: str | Path | None) -> Path:
     raise ModelLoadError(f"unknown model {model!r}: not a file, and pretrained/ has {known or 'no models'}")
 
 
-def load_featurizer_model(model: str | Path | None = None, atom_init: str | Path | None = None) -> CrystalGraphConvNet:
+def load_featurizer_model(
+    model: str | Path | None = None, atom_init: str | Path | None = None, companions: bool = True
+) -> FeaturizerNet:
     """Load the project's model (default) or an original CGCNN checkpoint.
 
     Original ``*.pth.tar`` checkpoints need the ``atom_init.json`` they were trained with:
     ``atom_init`` or, as in the original CGCNN, an ``atom_init.json`` beside the checkpoint.
+    A shipped model listed in ``SHIPPED_COMPANIONS`` comes with its companion networks unless
+    ``companions`` is False (then every column is its own).
     """
     path = resolve_model_path(model)
     if path.name.endswith((".pth.tar", ".pth", ".tar")):
@@ -68,10 +77,16 @@ def load_featurizer_model(model: str | Path | None = None, atom_init: str | Path
     else:
         net = load_model(path)
     net.source_path = str(path)  # names the model in errors (see check_finite_outputs)
-    return net
+    shipped = SHIPPED_COMPANIONS.get(path.stem) if path.parent.resolve() == pretrained_dir().resolve() else None
+    if not companions or shipped is None:
+        return net
+    properties, names = shipped
+    ensemble = PropertyEnsemble(net, [load_model(resolve_model_path(n)) for n in names], properties)
+    ensemble.source_path = str(path)
+    return ensemble
 
 
-def model_fingerprint(model: CrystalGraphConvNet) -> str:
+def model_fingerprint(model: FeaturizerNet) -> str:
     """Hash of the weights and graph settings: the model half of the cache key."""
     h = hashlib.blake2b(digest_size=16)
     for key, tensor in sorted(model.state_dict().items()):
@@ -85,6 +100,7 @@ def model_fingerprint(model: CrystalGraphConvNet) -> str:
 __all__ = [
     "DEFAULT_MODEL",
     "REPO_ROOT",
+    "SHIPPED_COMPANIONS",
     "load_featurizer_model",
     "model_fingerprint",
     "pretrained_dir",

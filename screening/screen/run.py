@@ -194,7 +194,6 @@ def screen_database(
     re-ranks without featurizing again).
     """
     from screening.featurize.registry import load_featurizer_model, model_fingerprint
-    from screening.models.cgcnn import CrystalGraphConvNet
 
     if engine not in ENGINES:
         raise ScreenError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -204,7 +203,7 @@ def screen_database(
         raise ScreenError(f"chunk size must be at least 1, got {chunk_size}")
     start = time.perf_counter()
     source = open_database(db)
-    net = model if isinstance(model, CrystalGraphConvNet) else load_featurizer_model(model)
+    net = load_featurizer_model(model) if model is None or isinstance(model, (str, Path)) else model
     pred_col = f"pred_{net.config.target_name}"
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
