@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=REPO / "cache" / "train_graphs_r8_n12.npz")
     ap.add_argument("--data", type=Path, default=train_cgcnn.DEFAULT_DATA)
     ap.add_argument("--split", type=Path, default=REPO / "pretrained" / "split.csv")
+    ap.add_argument(
+        "--shipped",
+        action="store_true",
+        help="also the shipped default exactly as featurize runs it (with its companion networks): the model "
+        "card's figures, as JSON",
+    )
+    ap.add_argument("--parity", type=Path, default=None, help="with --shipped: write its test parity plot here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -60,8 +68,44 @@ def main(argv: list[str] | None = None) -> None:
         for combo in itertools.combinations(preds, n):
             avg = {s: np.mean([preds[p][s] for p in combo], axis=0) for s in rows}
             m = mae_by_split(avg, y)
-            name = " + ".join(p.name for p in combo)
+            name = " + ".join(label_of(p) for p in combo)
             print(f"| {name} | {m['val'][0]:.4f} | {m['val'][1]:.4f} | {m['test'][0]:.4f} | {m['test'][1]:.4f} |")
+    if args.shipped:
+        from screening.featurize.registry import load_featurizer_model
+
+        model = load_featurizer_model()
+        out = {s: train_cgcnn.evaluate(model, store, r) for s, r in rows.items()}
+        figures = shipped_figures(
+            {s: o[0][:, : len(PROPERTIES)] for s, o in out.items()}, {s: o[1] for s, o in out.items()}, y
+        )
+        print(json.dumps(figures, indent=1))
+        if args.parity:
+            train_cgcnn.parity_plot(y["test"], out["test"][0][:, : len(PROPERTIES)], figures["test"], args.parity)
+
+
+def label_of(path: Path) -> str:
+    """A weights file's name, or its folder's for the training run's generic ``best.safetensors``."""
+    return f"{path.parent.name}/{path.name}" if path.name == "best.safetensors" else path.name
+
+
+def shipped_figures(pred: dict[str, np.ndarray], std: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:
+    """Per split: every property's MAE/RMSE/R², the band gap's metal / non-metal MAE, negative gaps
+    and the ±1σ / ±2σ coverage of ``pred_band_gap_std``."""
+    figures: dict = {}
+    for s in pred:
+        gap, true_gap = pred[s][:, 0], y[s][:, 0]
+        err = np.abs(gap - true_gap)
+        metal = true_gap == 0
+        figures[s] = {
+            name: train_cgcnn.regression_metrics(pred[s][:, k], y[s][:, k]) for k, name in enumerate(PROPERTIES)
+        } | {
+            "band_gap_mae_metals": float(err[metal].mean()),
+            "band_gap_mae_non_metals": float(err[~metal].mean()),
+            "negative_gaps": int(np.sum(gap < 0)),
+            "coverage_1sigma": float(np.mean(err <= std[s])),
+            "coverage_2sigma": float(np.mean(err <= 2 * std[s])),
+        }
+    return figures
 
 
 if __name__ == "__main__":
