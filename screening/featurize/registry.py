@@ -18,7 +18,12 @@ DEFAULT_MODEL = "cgcnn_bandgap_128"
 # Outputs of a shipped model that come from the mean of other shipped networks, and those networks
 # (``PropertyEnsemble`` says why). The default's embedding and band gap drive the search; its
 # formation energy is predicted better by the formation-energy networks (pretrained/MODEL_CARD.md).
-SHIPPED_COMPANIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+SHIPPED_COMPANIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    DEFAULT_MODEL: (
+        ("formation_energy_per_atom",),
+        ("cgcnn_formation_energy_128", "cgcnn_formation_energy_128_s1", "cgcnn_formation_energy_128_s2"),
+    ),
+}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
