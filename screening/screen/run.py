@@ -191,7 +191,9 @@ def screen_database(
     or a test that stops the run); ``before_commit`` is the worker-side fault-injection hook
     of :class:`ChunkJob`. ``max_formation_energy`` (eV/atom) ranks only the crystals whose
     predicted formation energy is at most that (the chunks keep every row, so another limit
-    re-ranks without featurizing again).
+    re-ranks without featurizing again). Without a limit a shipped model runs without its
+    companion networks (``featurize --single-model``), about twice as fast; with one, the
+    formation energy is the shipped ensemble's, as ``featurize`` writes it.
     """
     from screening.featurize.registry import load_featurizer_model, model_fingerprint
 
@@ -203,7 +205,14 @@ def screen_database(
         raise ScreenError(f"chunk size must be at least 1, got {chunk_size}")
     start = time.perf_counter()
     source = open_database(db)
-    net = load_featurizer_model(model) if model is None or isinstance(model, (str, Path)) else model
+    # A shipped model's companion networks (the default's formation energy) cost about as much as
+    # the rest of featurizing; screening needs their column only to filter on it.
+    companions = max_formation_energy is not None
+    net = (
+        load_featurizer_model(model, companions=companions)
+        if model is None or isinstance(model, (str, Path))
+        else model
+    )
     pred_col = f"pred_{net.config.target_name}"
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
