@@ -103,3 +103,29 @@ def test_screen_ranks_only_crystals_predicted_stable_enough(tmp_path) -> None:
             progress=False,
             max_formation_energy=0.0,
         )
+
+
+def test_screen_runs_a_shipped_models_companions_only_for_the_filter(tmp_path, monkeypatch) -> None:
+    """Without --max-formation-energy the companion networks would only slow screening down; with
+    it, the filtered column is the ensemble's, as featurize writes it."""
+    from test_property_ensemble import EF, companion
+
+    from screening.featurize import registry
+    from screening.models.cgcnn import save_model
+
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    save_model(multitask_model(), shipped / "gap_model.safetensors")
+    save_model(companion(1), shipped / "ef_a.safetensors")
+    monkeypatch.setenv("MATSCREEN_PRETRAINED", str(shipped))
+    monkeypatch.setitem(registry.SHIPPED_COMPANIONS, "gap_model", ((EF,), ("ef_a",)))
+    db = write_db(tmp_path / "db.csv", n=12)
+    kwargs = dict(chunk_size=6, workers=0, progress=False)
+    plain = screen_database(db, 2.0, 0.1, "gap_model", tmp_path / "plain.parquet", **kwargs)
+    filtered = screen_database(db, 2.0, 0.1, "gap_model", tmp_path / "f.parquet", max_formation_energy=99.0, **kwargs)
+    a, b = (pd.read_parquet(s.output).set_index("id").sort_index() for s in (plain, filtered))
+    own = screen_database(db, 2.0, 0.1, multitask_model(), tmp_path / "own.parquet", **kwargs)
+    c = pd.read_parquet(own.output).set_index("id").sort_index()
+    np.testing.assert_allclose(a["pred_formation_energy_per_atom"], c["pred_formation_energy_per_atom"])
+    np.testing.assert_allclose(a["pred_band_gap"], b["pred_band_gap"])
+    assert not np.allclose(a["pred_formation_energy_per_atom"], b["pred_formation_energy_per_atom"])
