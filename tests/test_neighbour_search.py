@@ -129,35 +129,25 @@ def _pool(n=300, d=6, seed=0, with_known=True):
     return pool, gap[:n], pred[:n]
 
 
+def _dense_state(pool, told=(), values=()):
+    """The model of ``_pool``'s 1,500 known crystals (below the default minimum labelled count, so
+    this dense synthetic set lowers it) and the results ``values`` at pool rows ``told``."""
+    settings = ns.NeighbourSettings(8, 6, min_labelled=0)
+    return ns.update_state(
+        None, settings, pool.embedding, pool.prior_mean, pool.known, list(told), np.asarray(values, float), 0
+    )
+
+
 def test_known_data_improve_the_predictions_over_the_network():
     pool, gap, pred = _pool()
-    state = ns.update_state(
-        None,
-        ns.NeighbourSettings(8, 6, min_labelled=0),
-        pool.embedding,
-        pool.prior_mean,
-        pool.known,
-        [],
-        np.zeros(0),
-        0,
-    )  # 1,500 known crystals: below the default minimum, so this dense synthetic set lowers it
-    mean, _ = ns.predictive(state)
+    mean, _ = ns.predictive(_dense_state(pool))
     assert np.mean(np.abs(mean - gap)) < 0.7 * np.mean(np.abs(pred - gap))
 
 
 def test_predictive_at_rows_is_the_pool_prediction_at_those_rows():
     pool, gap, _ = _pool()
     told = [5, 17, 40]
-    state = ns.update_state(
-        None,
-        ns.NeighbourSettings(8, 6, min_labelled=0),
-        pool.embedding,
-        pool.prior_mean,
-        pool.known,
-        told,
-        gap[told],
-        0,
-    )
+    state = _dense_state(pool, told, gap[told])
     rows = np.array([3, 0, 299, 17])
     mean, std = ns.predictive(state)
     mean_rows, std_rows = ns.predictive(state, rows)
