@@ -62,7 +62,6 @@ class PropertyEnsemble(nn.Module):
         ]
         self.base = base
         self.companions = nn.ModuleList(companions)
-        self.properties = list(properties)
 
     @staticmethod
     def _column(names: list[str], prop: str, who: str) -> int:

@@ -29,7 +29,7 @@ import torch
 
 from screening.errors import GraphBuildError, InvalidStructureError, ModelLoadError, RecordError, StructureReadError
 from screening.featurize.cache import EmbeddingCache, structure_fingerprint
-from screening.featurize.registry import load_featurizer_model, model_fingerprint
+from screening.featurize.registry import featurizer_model, load_featurizer_model, model_fingerprint
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
 from screening.io.atomic import atomic_path, write_csv_atomic
@@ -345,8 +345,7 @@ def featurize_records(
     """
     from screening.io.records import as_record
 
-    if isinstance(model, (str, Path)) or model is None:
-        model = load_featurizer_model(model)
+    model = featurizer_model(model)
     featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
     pairs = records.items() if isinstance(records, Mapping) else enumerate(records)
     items = [as_record(item, str(key)) for key, item in pairs]
@@ -382,8 +381,7 @@ def featurize_source(
 
     from screening.io.sources import count_records, iter_records
 
-    if isinstance(model, (str, Path)) or model is None:
-        model = load_featurizer_model(model)
+    model = featurizer_model(model)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     errors_path = Path(errors_path) if errors_path else output.with_suffix(".errors.csv")

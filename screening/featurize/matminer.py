@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from screening.featurize.featurizer import DEFAULT_BATCH_SIZE, check_finite_outputs, embed_graphs
-from screening.featurize.registry import load_featurizer_model
+from screening.featurize.registry import featurizer_model
 from screening.graphs import structure_to_graph
 from screening.models.cgcnn import check_elements
 from screening.models.property_ensemble import FeaturizerNet
@@ -29,7 +29,7 @@ class CGCNNFeaturizer(_MatminerBase):
     """
 
     def __init__(self, model: str | Path | FeaturizerNet | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        self.model = load_featurizer_model(model) if model is None or isinstance(model, (str, Path)) else model
+        self.model = featurizer_model(model)
         self.batch_size = batch_size
         if hasattr(self, "set_n_jobs"):
             self.set_n_jobs(1)

@@ -91,6 +91,14 @@ def load_featurizer_model(
     return ensemble
 
 
+def featurizer_model(model: FeaturizerNet | str | Path | None, companions: bool = True) -> FeaturizerNet:
+    """``model`` itself when it is a loaded network, else :func:`load_featurizer_model` of it: what
+    every entry point that takes "a network, a name or a path" starts with."""
+    if model is None or isinstance(model, (str, Path)):
+        return load_featurizer_model(model, companions=companions)
+    return model
+
+
 def model_fingerprint(model: FeaturizerNet) -> str:
     """Hash of the weights and graph settings: the model half of the cache key."""
     h = hashlib.blake2b(digest_size=16)
@@ -106,6 +114,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "REPO_ROOT",
     "SHIPPED_COMPANIONS",
+    "featurizer_model",
     "load_featurizer_model",
     "model_fingerprint",
     "pretrained_dir",

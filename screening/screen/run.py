@@ -195,7 +195,7 @@ def screen_database(
     companion networks (``featurize --single-model``), about twice as fast; with one, the
     formation energy is the shipped ensemble's, as ``featurize`` writes it.
     """
-    from screening.featurize.registry import load_featurizer_model, model_fingerprint
+    from screening.featurize.registry import featurizer_model, model_fingerprint
 
     if engine not in ENGINES:
         raise ScreenError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -207,12 +207,7 @@ def screen_database(
     source = open_database(db)
     # A shipped model's companion networks (the default's formation energy) cost about as much as
     # the rest of featurizing; screening needs their column only to filter on it.
-    companions = max_formation_energy is not None
-    net = (
-        load_featurizer_model(model, companions=companions)
-        if model is None or isinstance(model, (str, Path))
-        else model
-    )
+    net = featurizer_model(model, companions=max_formation_energy is not None)
     pred_col = f"pred_{net.config.target_name}"
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
