@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
         model = load_featurizer_model()
         out = {s: train_cgcnn.evaluate(model, store, r) for s, r in rows.items()}
-        figures = shipped_figures(
-            {s: o[0][:, : len(PROPERTIES)] for s, o in out.items()}, {s: o[1] for s, o in out.items()}, y
-        )
+        figures = {s: train_cgcnn.held_out_figures(o[0], o[1], y[s]) for s, o in out.items()}
         print(json.dumps(figures, indent=1))
         if args.parity:
             train_cgcnn.parity_plot(y["test"], out["test"][0][:, : len(PROPERTIES)], figures["test"], args.parity)
@@ -86,26 +84,6 @@ def main(argv: list[str] | None = None) -> None:
 def label_of(path: Path) -> str:
     """A weights file's name, or its folder's for the training run's generic ``best.safetensors``."""
     return f"{path.parent.name}/{path.name}" if path.name == "best.safetensors" else path.name
-
-
-def shipped_figures(pred: dict[str, np.ndarray], std: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict:
-    """Per split: every property's MAE/RMSE/R², the band gap's metal / non-metal MAE, negative gaps
-    and the ±1σ / ±2σ coverage of ``pred_band_gap_std``."""
-    figures: dict = {}
-    for s in pred:
-        gap, true_gap = pred[s][:, 0], y[s][:, 0]
-        err = np.abs(gap - true_gap)
-        metal = true_gap == 0
-        figures[s] = {
-            name: train_cgcnn.regression_metrics(pred[s][:, k], y[s][:, k]) for k, name in enumerate(PROPERTIES)
-        } | {
-            "band_gap_mae_metals": float(err[metal].mean()),
-            "band_gap_mae_non_metals": float(err[~metal].mean()),
-            "negative_gaps": int(np.sum(gap < 0)),
-            "coverage_1sigma": float(np.mean(err <= std[s])),
-            "coverage_2sigma": float(np.mean(err <= 2 * std[s])),
-        }
-    return figures
 
 
 if __name__ == "__main__":
