@@ -14,6 +14,17 @@ of runs take minutes:
               more than 0.05 eV moves back by ``penalty`` eV of |pred - t|: near-duplicates of a
               miss are likely misses too
 
+and one question about the measure itself (``--orders``): without known data the default search
+is the ranking with its near-ties taken in a seeded random order (``Strategy.tie_break``), so its
+look-ups vary from run to run while the ranking's do not. Is the ranking's own near-tie order
+(the last digits of the network's output) worth anything, and what does the geometric mean of
+ratios of mean look-ups give a randomised search that is exactly as informed as a fixed order?
+``--orders N`` draws N fixed orders by |pred + e z - t| (z one standard normal per crystal, e the
+default's tie-break in eV: ``DEFAULT_TIE_BREAK`` x the no-known-data model's predictive std on
+that pool) and compares the ranking, an emulation of the default (a fresh draw at every
+look-up) and, with ``--search-json``, the library's own runs of the default from
+``bench_search.py``, against each of them.
+
 Pools: b (test crystals with a gap > 0; ``calibrated`` fitted on all validation crystals) and its
 development twin vb (validation crystals with a gap > 0, split in two halves; each half's order
 fitted on the other half). Look-ups per run as in ``bench_search.py`` (priors removed from the
@@ -21,11 +32,14 @@ pool, the first hit counts); ratios are the ranking's mean look-ups over the ide
 mean over targets with the bootstrap interval of ``bench_search.geo_ci``.
 
     python scripts/bench_rank_ceiling.py --seeds 10
+    python scripts/bench_rank_ceiling.py --seeds 30 --orders 20 --search-json cache/bench_b30_tb01.json \
+        --search-json cache/bench_vb30_default.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -37,7 +51,21 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_search import REPO, TARGETS, emb_cols, featurised_mp, geo_ci, prior_rows  # noqa: E402
+from bench_search import (  # noqa: E402
+    REPO,
+    STRATEGIES,
+    TARGETS,
+    emb_cols,
+    featurised_mp,
+    geo_ci,
+    make_pool,
+    prior_rows,
+    setting_frames,
+    start_state,
+)
+
+from screening.bo.neighbour_search import predictive  # noqa: E402
+from screening.bo.strategy import DEFAULT_TIE_BREAK  # noqa: E402
 
 MISS_MARGIN = 0.05  # eV: a labelled crystal this far from the target marks its siblings as likely misses
 
@@ -92,6 +120,129 @@ def sibling_skip_lookups(
     return len(pred)
 
 
+def fresh_tie_break_lookups(
+    pred: np.ndarray,
+    hit: np.ndarray,
+    target: float,
+    prior: list[int],
+    eps: float,
+    rng: np.random.Generator,
+    budget: int,
+) -> int:
+    """Look-ups to the first hit taking the smallest |pred + eps z - t| with z drawn afresh at each
+    look-up: the default search without known data, where the model's mean is the prediction."""
+    free = np.ones(len(pred), bool)
+    free[prior] = False
+    for k in range(1, budget + 1):
+        score = np.abs(pred + eps * rng.standard_normal(len(pred)) - target)
+        score[~free] = np.inf
+        j = int(np.argmin(score))
+        free[j] = False
+        if hit[j]:
+            return k
+    return budget + 1
+
+
+def geo_ratio(per_target: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Geometric mean over targets of mean(baseline) / mean(strategy), as ``geo_ci``'s point."""
+    return float(np.exp(np.mean([np.log(np.mean(b) / np.mean(s)) for b, s in per_target])))
+
+
+def spread(values: list[float]) -> str:
+    v = np.sort(values)
+    return f"{np.median(v):.3f} [{v[0]:.3f}, {v[-1]:.3f}]"
+
+
+def tie_break_ev(pool_frame: pd.DataFrame, tol: float) -> float:
+    """The default's tie-break in eV on this pool: ``DEFAULT_TIE_BREAK`` x the predictive std of the
+    model a search builds from 100 priors without known data (prior set 0 at 2.534 eV, as
+    ``bench_search`` reports its calibration)."""
+    pool = make_pool(pool_frame, None)
+    gaps = pool_frame["band_gap"].to_numpy(np.float64)
+    prior = prior_rows(gaps, 2.534, tol, 100, 0)
+    _, std = predictive(start_state(STRATEGIES["nn-window"], pool, tol, prior, gaps[prior]))
+    return DEFAULT_TIE_BREAK * float(np.median(std))
+
+
+def library_runs(paths: list[Path], setting: str, budget: int) -> dict[float, dict[str, np.ndarray]]:
+    """Look-ups per target of the ranking ("rank") and the default strategy ("default") in the
+    first of ``bench_search.py``'s JSON files that ran ``setting``."""
+    for path in paths:
+        res = json.loads(path.read_text())["settings"].get(setting)
+        if res is None:
+            continue
+        name = next(n for n in next(iter(res["targets"].values()))["runs"] if n != "rank")
+        return {
+            float(t): {
+                key: np.array([budget + 1 if e is None else e for e in entry["runs"][run]], float)
+                for key, run in (("rank", "rank"), ("default", name))
+            }
+            for t, entry in res["targets"].items()
+        }
+    return {}
+
+
+def exchangeable_orders(frame: pd.DataFrame, args: argparse.Namespace) -> None:
+    """The ranking, the emulated default and the library's default against fixed random near-tie orders."""
+    print(
+        f"\n{args.orders} fixed orders by |pred + e z - t| per pool, {args.seeds} prior sets per target: "
+        "median [range] over the orders of the geometric-mean ratio (× the order: its look-ups over the other's)"
+    )
+    print(
+        "| pool | e (eV) | ranking × the orders | orders the ranking beats | emulated default × ranking | "
+        "emulated default × the orders | library default × ranking | library default × the orders |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name in ("b", "vb"):
+        pool_frame = setting_frames(frame, name)[0]
+        gaps, pred = pool_frame["band_gap"].to_numpy(), pool_frame["pred_band_gap"].to_numpy()
+        eps = tie_break_ev(pool_frame, args.tol)
+        library = library_runs(args.search_json, name, args.budget)
+        rank_vs_order: list[list] = [[] for _ in range(args.orders)]
+        emul_vs_order: list[list] = [[] for _ in range(args.orders)]
+        lib_vs_order: list[list] = [[] for _ in range(args.orders)]
+        emul_vs_rank, lib_vs_rank = [], []
+        for ti, target in enumerate(TARGETS):
+            hit = np.abs(gaps - target) <= args.tol + 1e-12
+            if not hit.any():
+                continue
+            priors = [prior_rows(gaps, target, args.tol, 100, s) for s in range(args.seeds)]
+            rank = np.array([static_lookups(np.abs(pred - target), hit, p) for p in priors], float)
+            rank = np.minimum(rank, args.budget + 1)
+            emul = np.array(
+                [
+                    fresh_tie_break_lookups(pred, hit, target, p, eps, np.random.default_rng([s, ti, 7]), args.budget)
+                    for s, p in enumerate(priors)
+                ],
+                float,
+            )
+            emul_vs_rank.append((rank, emul))
+            lib = None
+            if target in library:
+                if not np.array_equal(library[target]["rank"], rank):  # same pool and prior sets, or no comparison
+                    raise SystemExit(f"{name} t={target}: the JSON's ranking runs differ from this pool's")
+                lib = library[target]["default"]
+                lib_vs_rank.append((rank, lib))
+            for j in range(args.orders):
+                z = np.random.default_rng([j, ti, 123]).standard_normal(len(pred))
+                order = np.array([static_lookups(np.abs(pred + eps * z - target), hit, p) for p in priors], float)
+                order = np.minimum(order, args.budget + 1)
+                rank_vs_order[j].append((order, rank))
+                emul_vs_order[j].append((order, emul))
+                if lib is not None:
+                    lib_vs_order[j].append((order, lib))
+        beats = np.mean([geo_ratio(r) > 1 for r in rank_vs_order])
+        lib_cells = ["—", "—"]
+        if lib_vs_rank:
+            lib_cells = [f"{geo_ratio(lib_vs_rank):.3f}", spread([geo_ratio(r) for r in lib_vs_order])]
+        print(
+            f"| {name} | {eps:.4f} | {spread([geo_ratio(r) for r in rank_vs_order])} | {beats:.0%} | "
+            f"{geo_ratio(emul_vs_rank):.3f} | {spread([geo_ratio(r) for r in emul_vs_order])} | "
+            f"{lib_cells[0]} | {lib_cells[1]} |",
+            flush=True,
+        )
+
+
 def ratio_line(name: str, runs: dict[float, tuple[np.ndarray, np.ndarray]]) -> str:
     point, lo, hi = geo_ci(list(runs.values()))
     at_or_below = sum(np.mean(s) <= np.mean(r) for r, s in runs.values())
@@ -113,8 +264,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--tol", type=float, default=0.01)
     ap.add_argument("--cache-dir", type=Path, default=REPO / "cache")
+    ap.add_argument("--budget", type=int, default=400, help="look-ups before a run counts as unfinished")
+    ap.add_argument("--orders", type=int, default=0, help="fixed random near-tie orders to compare against (0: skip)")
+    ap.add_argument(
+        "--search-json",
+        type=Path,
+        action="append",
+        default=[],
+        help="bench_search.py results with the default on b / vb",
+    )
+    ap.add_argument("--only-orders", action="store_true", help="skip the calibrated and siblings ideas")
     args = ap.parse_args(argv)
     frame = featurised_mp(None, args.cache_dir)
+    if args.orders:
+        exchangeable_orders(frame, args)
+    if args.only_orders:
+        return
     cols = emb_cols(frame)
     mu, sd = frame[cols].to_numpy().mean(axis=0), frame[cols].to_numpy().std(axis=0) + 1e-9
     kernels = [(0.02, 0.1), (0.1, 0.02), (0.1, 0.1), (0.2, 0.05), (0.2, 0.1)]
