@@ -109,7 +109,8 @@ class Strategy:
     # Chosen by measurement (docs/benchmarks.md, "Seeded tie-breaks"): with 100 priors and no known
     # data the best |gap - t| beats random's on mean and median at every trial (the deterministic
     # order's median did not at trials 1-10), look-ups to a first hit 0.98x the ranking's [0.93,
-    # 1.03] (1.02x on the development twin), and with known data the same look-ups as 0.
+    # 1.03] by the geometric mean (1.004x summed over targets; 1.02x on the development twin), and
+    # with known data the same look-ups as 0.
     tie_break: float | None = None
 
     def __post_init__(self) -> None:
