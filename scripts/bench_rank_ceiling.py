@@ -23,7 +23,8 @@ ratios of mean look-ups give a randomised search that is exactly as informed as 
 default's tie-break in eV: ``DEFAULT_TIE_BREAK`` x the no-known-data model's predictive std on
 that pool) and compares the ranking, an emulation of the default (a fresh draw at every
 look-up) and, with ``--search-json``, the library's own runs of the default from
-``bench_search.py``, against each of them.
+``bench_search.py``, against each of them. ``--scales`` runs the emulated default with the
+tie-break at multiples of its size, against the ranking.
 
 Pools: b (test crystals with a gap > 0; ``calibrated`` fitted on all validation crystals) and its
 development twin vb (validation crystals with a gap > 0, split in two halves; each half's order
@@ -32,7 +33,7 @@ pool, the first hit counts); ratios are the ranking's mean look-ups over the ide
 mean over targets with the bootstrap interval of ``bench_search.geo_ci``.
 
     python scripts/bench_rank_ceiling.py --seeds 10
-    python scripts/bench_rank_ceiling.py --seeds 30 --orders 20 --search-json cache/bench_b30_tb01.json \
+    python scripts/bench_rank_ceiling.py --seeds 30 --orders 50 --only-orders --search-json cache/bench_b30_tb01.json \
         --search-json cache/bench_vb30_default.json
 """
 
@@ -62,6 +63,7 @@ from bench_search import (  # noqa: E402
     prior_rows,
     setting_frames,
     start_state,
+    total_ci,
 )
 
 from screening.bo.neighbour_search import predictive  # noqa: E402
@@ -243,6 +245,37 @@ def exchangeable_orders(frame: pd.DataFrame, args: argparse.Namespace) -> None:
         )
 
 
+def tie_break_sizes(frame: pd.DataFrame, args: argparse.Namespace) -> None:
+    """The emulated default against the ranking at tie-breaks of ``args.scales`` times the default's."""
+    print(
+        f"\nthe emulated default at other tie-break sizes, {args.seeds} prior sets per target: × ranking by the "
+        "geometric mean and by look-ups summed over targets [95 % CI]"
+    )
+    print("| pool | tie-break (× the default's) | e (eV) | × ranking | × ranking, summed |\n|---|---|---|---|---|")
+    for name in ("b", "vb"):
+        pool_frame = setting_frames(frame, name)[0]
+        gaps, pred = pool_frame["band_gap"].to_numpy(), pool_frame["pred_band_gap"].to_numpy()
+        default_eps = tie_break_ev(pool_frame, args.tol)
+        for scale in args.scales:
+            eps = scale * default_eps
+            per_target = []
+            for ti, target in enumerate(TARGETS):
+                hit = np.abs(gaps - target) <= args.tol + 1e-12
+                if not hit.any():
+                    continue
+                priors = [prior_rows(gaps, target, args.tol, 100, s) for s in range(args.seeds)]
+                rank = np.minimum([static_lookups(np.abs(pred - target), hit, p) for p in priors], args.budget + 1)
+                rng = [np.random.default_rng([s, ti, 7]) for s in range(args.seeds)]
+                emul = [fresh_tie_break_lookups(pred, hit, target, p, eps, r, args.budget) for p, r in zip(priors, rng)]
+                per_target.append((np.asarray(rank, float), np.asarray(emul, float)))
+            g, glo, ghi = geo_ci(per_target)
+            t, tlo, thi = total_ci(per_target)
+            print(
+                f"| {name} | {scale:g} | {eps:.4f} | {g:.3f} [{glo:.3f}, {ghi:.3f}] | {t:.3f} [{tlo:.3f}, {thi:.3f}] |",
+                flush=True,
+            )
+
+
 def ratio_line(name: str, runs: dict[float, tuple[np.ndarray, np.ndarray]]) -> str:
     point, lo, hi = geo_ci(list(runs.values()))
     at_or_below = sum(np.mean(s) <= np.mean(r) for r, s in runs.values())
@@ -273,11 +306,16 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="bench_search.py results with the default on b / vb",
     )
+    ap.add_argument(
+        "--scales", type=lambda v: [float(x) for x in v.split(",")], default=[], help="tie-break sizes, × the default's"
+    )
     ap.add_argument("--only-orders", action="store_true", help="skip the calibrated and siblings ideas")
     args = ap.parse_args(argv)
     frame = featurised_mp(None, args.cache_dir)
     if args.orders:
         exchangeable_orders(frame, args)
+    if args.scales:
+        tie_break_sizes(frame, args)
     if args.only_orders:
         return
     cols = emb_cols(frame)
