@@ -33,6 +33,7 @@ pool, the first hit counts); ratios are the ranking's mean look-ups over the ide
 mean over targets with the bootstrap interval of ``bench_search.geo_ci``.
 
     python scripts/bench_rank_ceiling.py --seeds 10
+    python scripts/bench_rank_ceiling.py --seeds 30 --scales 0.25,0.5,1,2 --only-orders
     python scripts/bench_rank_ceiling.py --seeds 30 --orders 50 --only-orders --search-json cache/bench_b30_tb01.json \
         --search-json cache/bench_vb30_default.json
 """

@@ -70,11 +70,14 @@ STRATEGIES = {
     "seed": Strategy(model="loss", acquisition="ei"),
     # the default's deterministic order (before seeded tie-breaks became the default)
     "nn-window-det": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.0),
-    # seeded tie-breaks: means perturbed by 1 % (the default) / 4 % of the predictive std
+    # seeded tie-breaks: means perturbed by 1 % (the default) / 4 % of the predictive std, and
+    # smaller ones (bench_rank_ceiling.py --orders: the geometric mean charges the variation)
+    "nn-window-tb0025": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.0025),
+    "nn-window-tb005": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.005),
     "nn-window-tb01": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.01),
     "nn-window-tb04": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.04),
 }
-RANDOMISED = {"nn-window", "nn-thompson", "nn-window-tb01", "nn-window-tb04"}
+RANDOMISED = {"nn-window", "nn-thompson", "nn-window-tb0025", "nn-window-tb005", "nn-window-tb01", "nn-window-tb04"}
 TARGETS = [round(float(t), 2) for t in np.linspace(0.3, 5.5, 21)]
 
 
