@@ -57,7 +57,19 @@ def test_search_finds_a_hit_and_writes_its_report(tmp_path) -> None:
     # Re-running the same command resumes: nothing is repeated, the campaign has already stopped.
     again = runner.invoke(app, ["search", "--pool", str(path), "--target", str(target), "-o", str(out)])
     assert again.exit_code == 0 and "resuming" in again.output
+    assert "seed" in again.output  # the seed given (default 0) is not the campaign's: said, not used
     assert len(pd.read_csv(out / "history.csv")) == len(hist)
+    # Another question into the same folder is refused, not answered with the old search.
+    before = {name: (out / name).read_bytes() for name in ("history.csv", "summary.json")}
+    other_pool = tmp_path / "pool40.parquet"
+    frame.iloc[:40].to_parquet(other_pool)
+    for args in (["--target", "3.5"], ["--target", str(target), "--tol", "0.3"], ["--pool", str(other_pool)]):
+        asked = {"--pool": str(path), "--target": str(target), "--tol": "0.01"}
+        asked.update(dict(zip(args[::2], args[1::2])))
+        refused = runner.invoke(app, ["search", *[x for kv in asked.items() for x in kv], "-o", str(out)])
+        assert refused.exit_code == 1, refused.output
+        assert "holds another search" in refused.output and "another -o" in refused.output
+    assert {name: (out / name).read_bytes() for name in before} == before
 
 
 def test_search_with_a_prior_file_and_loss_model(tmp_path) -> None:

@@ -25,6 +25,19 @@ from screening.cli.common import (
     strategy_from_options,
 )
 
+# The options that define a search's question, by the key its campaign stores them under: a
+# re-run into the same -o that changes one of them is refused (resume_differences).
+RESUME_OPTION_NAMES = {
+    "pool_path": "--pool",
+    "target": "--target",
+    "tolerance": "--tol",
+    "known_path": "--known",
+    "label": "--label",
+    "max_formation_energy": "--max-formation-energy",
+    "n_components": "--pca-components",
+    "pred_as_feature": "--pred-feature",
+}
+
 
 @app.command()
 def search(
@@ -121,11 +134,14 @@ def search(
 
     from screening.bo.campaign import StopRules
     from screening.bo.domain import DiscretePool
+    from screening.bo.store import CampaignStore
+    from screening.errors import MatscreenError
     from screening.objectives.bandgap.campaign_dir import (
         STORE_NAME,
         add_prior_data,
         create_pool_campaign,
         open_campaign_dir,
+        resume_differences,
         summary,
         write_report,
     )
@@ -152,8 +168,41 @@ def search(
         tie_break,
     )
     if (out / STORE_NAME).exists():
+        with CampaignStore.open(out / STORE_NAME) as store:
+            stored = store.config
+        question = resume_differences(
+            stored,
+            {
+                "pool_path": pool,
+                "target": target,
+                "tolerance": tol,
+                "known_path": known,
+                "label": label,
+                "max_formation_energy": max_formation_energy,
+                "n_components": pca_components,
+                "pred_as_feature": pred_feature,
+            },
+            RESUME_OPTION_NAMES,
+        )
+        if question:
+            raise MatscreenError(
+                f"{out} holds another search: "
+                + "; ".join(f"{name} {had!r} there, {asked!r} here" for name, had, asked in question)
+                + ". Run the same command to resume it, or name another -o for a new search."
+            )
+        how = resume_differences(
+            stored,
+            {"strategy": strategy.to_dict(), "seed": seed, "batch_size": batch},
+            {"strategy": "the strategy options", "seed": "--seed", "batch_size": "--batch"},
+        )
         cd = open_campaign_dir(out)
         console.print(f"resuming the campaign in {out} ({len(cd.campaign.store.observations())} observations so far)")
+        if how:
+            console.print(
+                "[yellow]note:[/] it goes on with its own strategy, seed and batch size; "
+                + ", ".join(name for name, _, _ in how)
+                + " given here differ and are not used"
+            )
     else:
         cd = create_pool_campaign(
             out,

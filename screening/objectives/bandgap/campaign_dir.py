@@ -13,6 +13,7 @@ is consent for that run only; nothing about consent is stored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,39 @@ def create_objective_campaign(
         outdir / STORE_NAME, objective, strategy, seed, batch_size, stop, extra={"kind": "objective", "spec": spec}
     )
     return CampaignDir(outdir, campaign, None)
+
+
+def resume_differences(
+    stored: dict[str, Any], asked: dict[str, Any], names: dict[str, str] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """What a command asks for that the campaign stored under the same name does not hold.
+
+    Why: ``matscreen search -o DIR`` resumes the campaign in DIR, and a resumed campaign keeps its
+    own pool, target and strategy; a re-run that changed any of them would otherwise report the old
+    search as the answer to the new question. ``stored`` is the store's config; ``asked`` maps
+    the keys of its ``extra`` (and "strategy", "seed", "batch_size") to the values asked for, and
+    ``names`` those keys to what the user calls them (option names). Returns (name, stored value,
+    asked value) for each difference. Paths compare resolved; floats with a relative tolerance
+    of 1e-12."""
+    extra = stored.get("extra", {})
+    have = {
+        **extra,
+        "strategy": stored.get("strategy"),
+        "seed": stored.get("seed"),
+        "batch_size": stored.get("batch_size"),
+    }
+    out: list[tuple[str, Any, Any]] = []
+    for key, want in asked.items():
+        got = have.get(key)
+        if key.endswith("_path") and want is not None:
+            want = str(Path(want).resolve())
+        if isinstance(got, float) and isinstance(want, (int, float)) and want is not True and want is not False:
+            same = math.isclose(got, float(want), rel_tol=1e-12, abs_tol=0.0)
+        else:
+            same = got == want
+        if not same:
+            out.append(((names or {}).get(key, key), got, want))
+    return out
 
 
 def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) -> CampaignDir:
