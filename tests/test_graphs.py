@@ -71,9 +71,14 @@ def test_nacl_graph_matches_reference_json(cgcnn_ref):
 @pytest.mark.parametrize("name", ["pad_Fe_box10", "pad_H2_box12", "pad_NaCl_a14"])
 def test_padding_uses_index_zero_and_radius_plus_one(cgcnn_ref, name):
     ref = json.loads((cgcnn_ref / "outputs" / "padding_cases_reference.json").read_text())
-    graph = structure_to_graph(read_cif(cgcnn_ref / "data" / "padding-cases" / f"{name}.cif"))
+    structure = read_cif(cgcnn_ref / "data" / "padding-cases" / f"{name}.cif")
+    graph = structure_to_graph(structure, allow_sparse=True)
     np.testing.assert_array_equal(graph.nbr_idx, np.array(ref["structures"][name]["nbr_fea_idx"]))
     assert (graph.nbr_dist == ref["pad_distance"]).any()
+    # without asking for it, such a cell is refused: its padded slots move the prediction by eV
+    with pytest.raises(GraphBuildError, match=r"sparse_site: site \d+ \(\w+\) has \d+ neighbours within 8 Å") as err:
+        structure_to_graph(structure, record_id=name)
+    assert err.value.record_id == name
 
 
 def test_select_nearest_keeps_input_order_among_ties():

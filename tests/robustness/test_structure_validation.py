@@ -214,3 +214,21 @@ def test_featurize_reports_each_invalid_record_and_embeds_the_rest(tmp_path: Pat
     for k, (what, _, check) in enumerate(HOSTILE_CIFS):
         reason = errors.set_index("id").loc[f"bad{k:02d}", "reason"]
         assert check in reason, (what, reason)
+
+
+def test_a_crystal_with_sites_near_vacuum_is_refused_not_embedded(tmp_path: Path, small_model: str) -> None:
+    """A cell in bohr read as Å, or a pair in a box: the network would pad the missing neighbours
+    and return an ordinary-looking gap (screening.graphs says why it refuses instead)."""
+    from screening.featurize.featurizer import featurize_source
+
+    folder = tmp_path / "sparse"
+    folder.mkdir()
+    (folder / "good.cif").write_text(CIF.format(**GOOD))
+    (folder / "in_bohr.cif").write_text(CIF.format(**(GOOD | dict(a=10.66, b=10.66, c=10.66))))
+    (folder / "pair_in_box.cif").write_text(CIF.format(**(GOOD | dict(a=40, b=40, c=40, x=0.45, y=0.45, z=0.45))))
+    summary = featurize_source(folder, tmp_path / "emb.parquet", model=small_model, progress=False)
+    assert list(pd.read_parquet(tmp_path / "emb.parquet").id) == ["good"]
+    errors = pd.read_csv(summary["errors_path"]).set_index("id")
+    assert sorted(errors.index) == ["in_bohr", "pair_in_box"]
+    for reason in errors.reason:
+        assert reason.startswith("sparse_site: site ") and "neighbours within 8 Å where the network reads 12" in reason
