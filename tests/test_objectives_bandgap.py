@@ -51,6 +51,24 @@ def test_bad_pools_name_the_file_and_row(tmp_path) -> None:
     nan_gap.loc[7, "band_gap"] = np.nan
     with pytest.raises(RecordError, match="p.parquet: record 'mp-7': band_gap"):
         pool_from_frame(nan_gap, source="p.parquet")
+    # gaps a measurement cannot give are refused when the pool is read, not when the search reaches them
+    for value, reason in ((-1.0, "negative"), (np.inf, "infinite"), (1e300, "not a plausible")):
+        odd = frame.copy()
+        odd.loc[[9, 12], "band_gap"] = value
+        with pytest.raises(RecordError, match=rf"p.parquet: record 'mp-9': band gap .*{reason}.*\(1 more rows"):
+            pool_from_frame(odd, source="p.parquet", require_band_gap=False)
+    blank = frame.copy()
+    blank.loc[9, "band_gap"] = np.nan  # unknown is fine for ask/tell
+    assert len(pool_from_frame(blank, source="p.parquet", require_band_gap=False).frame) == 20
+    nan_pred = frame.copy()
+    nan_pred.loc[4, "pred_band_gap"] = np.nan
+    with pytest.raises(RecordError, match="p.parquet: record 'mp-4': pred_band_gap is missing"):
+        pool_from_frame(nan_pred, source="p.parquet")
+    for rows in (0, 1):
+        with pytest.raises(
+            PoolFileError, match=rf"p.parquet: {rows} candidate crystal\(s\); a search needs at least 2"
+        ):
+            pool_from_frame(frame.iloc[:rows], source="p.parquet")
     with pytest.raises(PoolFileError, match="not found"):
         load_pool(tmp_path / "missing.parquet")
     (tmp_path / "junk.parquet").write_text("junk")

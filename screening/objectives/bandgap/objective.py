@@ -23,7 +23,7 @@ import pandas as pd
 
 from screening.bo.domain import DiscretePool
 from screening.bo.objective import Evaluation
-from screening.columns import PRED_BAND_GAP_STD, PRED_FORMATION_ENERGY
+from screening.columns import PRED_BAND_GAP, PRED_BAND_GAP_STD, PRED_FORMATION_ENERGY
 from screening.errors import MatscreenError, RecordError
 from screening.reduce import PCAReducer, embedding_columns
 
@@ -164,6 +164,8 @@ def pool_from_frame(
     bad = ~np.all(np.isfinite(E), axis=1)
     if bad.any():
         raise RecordError(str(frame["id"].iloc[int(np.flatnonzero(bad)[0])]), "non-finite embedding value", source)
+    if len(frame) < 2:
+        raise PoolFileError(f"{source}: {len(frame)} candidate crystal(s); a search needs at least 2")
     if require_band_gap:
         gaps = pd.to_numeric(frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(gaps)
@@ -171,10 +173,39 @@ def pool_from_frame(
             raise RecordError(
                 str(frame["id"].iloc[int(np.flatnonzero(bad)[0])]), "band_gap is missing or not a number", source
             )
+    check_known_gaps(frame, source)
+    if PRED_BAND_GAP in frame.columns:
+        pred = pd.to_numeric(frame[PRED_BAND_GAP], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(pred)
+        if bad.any():
+            raise RecordError(
+                str(frame["id"].iloc[int(np.flatnonzero(bad)[0])]),
+                f"{PRED_BAND_GAP} is missing or not a number (featurize this crystal again, or drop the row)",
+                source,
+            )
     if reducer is None:
         reducer = PCAReducer(n_components=n_components).fit(E)
     features = reducer.transform(E)
     return BandGapPool(frame, features, reducer, source, "", E)
+
+
+def check_known_gaps(frame: pd.DataFrame, source: str) -> None:
+    """Every band gap the pool states must be one a measurement could give (:func:`check_band_gap`).
+
+    Why here: the pool is the oracle of a simulated campaign, and a negative or absurd gap found
+    only when the search reaches it stopped the run halfway and left that crystal pending for
+    ever. Blank gaps pass (a pool for ask/tell need not know them)."""
+    if "band_gap" not in frame.columns:
+        return
+    gaps = pd.to_numeric(frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(np.isinf(gaps) | (gaps < 0) | (gaps > MAX_BAND_GAP_EV))
+    if bad.size:
+        i = int(bad[0])
+        try:
+            check_band_gap(gaps[i])
+        except ValueError as exc:
+            more = f" ({bad.size - 1} more rows like it)" if bad.size > 1 else ""
+            raise RecordError(str(frame["id"].iloc[i]), f"{exc}{more}", source) from None
 
 
 FORMATION_ENERGY_COLUMN = PRED_FORMATION_ENERGY
