@@ -241,3 +241,17 @@ def test_mp_table_streams_with_labels(mp_csv: Path):
     assert records[1].labels["band_gap"] == pytest.approx(1.593)  # mp-1000, BaTe
     assert "formula" not in records[0].labels and "cif" not in records[0].labels
     assert records[1].structure.composition.reduced_formula == "BaTe"
+
+
+def test_a_text_target_among_numbers_is_an_error_for_that_crystal_only(tmp_path: Path):
+    structures = small_structures()
+    for name in ("a", "b", "c"):
+        structures["si"].to(filename=str(tmp_path / f"{name}.cif"))
+    (tmp_path / "id_prop.csv").write_text("a,1.5,x\nb,abc,y\nc,2.0,z\n")
+    items = list(iter_records(tmp_path))
+    records = [r for r in items if not isinstance(r, RecordError)]
+    (error,) = [e for e in items if isinstance(e, RecordError)]
+    assert [r.record_id for r in records] == ["a", "c"]
+    assert records[1].labels == {"target_0": 2.0, "target_1": "z"}  # an all-text column stays text
+    assert error.record_id == "b" and error.source == str(tmp_path / "id_prop.csv")
+    assert "row 2 gives the target 'abc', not a number" in error.reason

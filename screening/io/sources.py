@@ -254,6 +254,20 @@ def _target_labels(values: list[str]) -> dict[str, Any]:
     return {f"target_{k}": v for k, v in enumerate(parsed)}
 
 
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _numeric_columns(rows: list[list[str]]) -> set[int]:
+    """Target columns (0-based, after the id) holding at least one number: a text value there is
+    a typo, not a class name, and would make the written column neither numbers nor text."""
+    return {k for row in rows for k, v in enumerate(row[1:]) if _is_number(v)}
+
+
 def _number_or_text(value: str) -> Any:
     try:
         return float(value)
@@ -331,12 +345,23 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
     listed: set[str] = set()
     if has_id_prop:
         id_prop_source = str(folder / ID_PROP_FILE)
-        for row in _read_id_prop(folder):
+        rows = _read_id_prop(folder)
+        numeric = _numeric_columns(rows)
+        for line, row in enumerate(rows, start=1):
             record_id = row[0]
             listed.add(record_id)
             cif_path = files.get(record_id)
             if cif_path is None:
                 yield RecordError(record_id, f"listed in {ID_PROP_FILE} but {record_id}.cif is missing", id_prop_source)
+                continue
+            text = [v for k, v in enumerate(row[1:]) if k in numeric and not _is_number(v)]
+            if text:
+                yield RecordError(
+                    record_id,
+                    f"{ID_PROP_FILE} row {line} gives the target {text[0]!r}, not a number like the rest of its "
+                    "column; correct it and run again (the other crystals are featurised)",
+                    id_prop_source,
+                )
                 continue
             yield from _file_records(cif_path, record_id, _target_labels(row[1:]))
     for record_id, cif_path in files.items():
