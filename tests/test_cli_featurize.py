@@ -60,3 +60,34 @@ def test_featurize_missing_source_names_the_path(tmp_path):
     result = runner.invoke(app, ["featurize", str(tmp_path / "nowhere"), "-o", str(tmp_path / "e.parquet")])
     assert result.exit_code != 0
     assert result.exit_code == 1 and "nowhere" in result.output
+
+
+def test_featurize_never_writes_over_its_input(tmp_path) -> None:
+    """-o naming the input table, a structure file of the input folder, or a folder is refused
+    before any work, and the input is byte for byte what it was."""
+    from typer.testing import CliRunner
+
+    from screening.cli import app
+
+    runner = CliRunner()
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    cif = (
+        "data_x\\n_cell_length_a 5.64\\n_cell_length_b 5.64\\n_cell_length_c 5.64\\n_cell_angle_alpha 90\\n"
+        "_cell_angle_beta 90\\n_cell_angle_gamma 90\\n_symmetry_space_group_name_H-M 'P 1'\\nloop_\\n"
+        "_symmetry_equiv_pos_as_xyz\\n 'x, y, z'\\nloop_\\n_atom_site_label\\n_atom_site_type_symbol\\n"
+        "_atom_site_fract_x\\n_atom_site_fract_y\\n_atom_site_fract_z\\n Na1 Na 0 0 0\\n Cl1 Cl 0.5 0.5 0.5\\n"
+    )
+    (folder / "good.cif").write_text(cif)
+    table = tmp_path / "structures.csv"
+    table.write_text('id,cif\\nnacl,"' + cif + '"\\n')
+    before = {p: p.read_bytes() for p in (folder / "good.cif", table)}
+    for source, out, says in (
+        (table, table, "would replace that input"),
+        (folder, folder / "good.cif", "would replace a file of the input folder"),
+        (folder, tmp_path, "is a folder"),
+    ):
+        res = runner.invoke(app, ["featurize", str(source), "-o", str(out)])
+        assert res.exit_code == 1, res.output
+        assert says in res.output
+    assert {p: p.read_bytes() for p in before} == before

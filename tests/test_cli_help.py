@@ -72,3 +72,25 @@ def test_reduce_on_a_file_without_embeddings_says_so(tmp_path: Path) -> None:
     pd.DataFrame({"id": ["a"], "pc_1": [0.1]}).to_parquet(tmp_path / "x.parquet")
     res = runner.invoke(app, ["reduce", str(tmp_path / "x.parquet"), "-o", str(tmp_path / "y.parquet")])
     assert res.exit_code == 1 and "no emb_0" in res.output
+
+
+def test_reduce_reads_csv_and_names_what_it_cannot_use(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"id": [f"x{k}" for k in range(6)]})
+    for k in range(4):
+        frame[f"emb_{k}"] = [float((j * (k + 2)) % 7) for j in range(6)]
+    frame.to_csv(tmp_path / "emb.csv", index=False)
+    done = runner.invoke(app, ["reduce", str(tmp_path / "emb.csv"), "-o", str(tmp_path / "pcs.parquet"), "-k", "2"])
+    assert done.exit_code == 0, done.output
+    assert list(pd.read_parquet(tmp_path / "pcs.parquet").columns[-2:]) == ["pc_1", "pc_2"]
+    nan = frame.copy()
+    nan.loc[3, "emb_2"] = float("nan")
+    nan.to_parquet(tmp_path / "nan.parquet")
+    for args, says in (
+        (["nan.parquet"], "record 'x3': embedding value missing or not a number"),
+        (["emb.csv", "-k", "0"], "--n-components must be at least 1"),
+        (["emb.csv", "-k", "5"], "allow at most 4 components"),
+    ):
+        res = runner.invoke(app, ["reduce", str(tmp_path / args[0]), *args[1:], "-o", str(tmp_path / "out.parquet")])
+        assert res.exit_code == 1, res.output
+        assert says in re.sub(r"\s+", " ", res.output), res.output
+    assert not (tmp_path / "out.parquet").exists()

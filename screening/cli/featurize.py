@@ -99,7 +99,7 @@ def _apply_graph_settings(net, radius: float | None, max_nbr: int | None) -> Non
 
 @app.command()
 def reduce(
-    embeddings: Path = typer.Argument(..., help="Parquet written by `matscreen featurize`."),
+    embeddings: Path = typer.Argument(..., help="Parquet (or CSV) written by `matscreen featurize`."),
     output: Path = typer.Option(
         ...,
         "-o",
@@ -116,21 +116,40 @@ def reduce(
     ),
 ) -> None:
     """Project embeddings to principal components and save the fitted PCA with the run."""
+    import numpy as np
     import pandas as pd
 
+    from screening.errors import MatscreenError, RecordError
     from screening.io.atomic import write_parquet_atomic
     from screening.reduce import PCAReducer, embedding_columns
 
-    frame = pd.read_parquet(embeddings)
+    if n_components < 1:
+        raise MatscreenError(f"--n-components must be at least 1, got {n_components}")
+    try:
+        is_csv = embeddings.name.lower().endswith((".csv", ".csv.gz"))
+        frame = pd.read_csv(embeddings, dtype={"id": str}) if is_csv else pd.read_parquet(embeddings)
+    except Exception as exc:  # noqa: BLE001 - pandas / pyarrow raise many types for unreadable files
+        raise MatscreenError(f"{embeddings}: cannot read as {'CSV' if is_csv else 'Parquet'} ({exc})") from exc
     cols = embedding_columns(frame.columns)
     if not cols:
-        from screening.errors import MatscreenError
-
         raise MatscreenError(
             f"{embeddings}: no emb_0, emb_1, ... columns; give a file written by `matscreen featurize`"
         )
-    reducer = PCAReducer(n_components=n_components).fit(frame[cols].to_numpy())
-    pcs = reducer.transform(frame[cols].to_numpy())
+    values = frame[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        name = str(frame["id"].iloc[row]) if "id" in frame.columns else f"row {row + 1}"
+        raise RecordError(
+            name, f"embedding value missing or not a number ({int(bad.sum())} rows like it)", str(embeddings)
+        )
+    if n_components > min(len(cols), len(frame)):
+        raise MatscreenError(
+            f"{embeddings}: {len(frame)} rows of {len(cols)} embedding columns allow at most "
+            f"{min(len(cols), len(frame))} components, not {n_components}"
+        )
+    reducer = PCAReducer(n_components=n_components).fit(values)
+    pcs = reducer.transform(values)
     out = frame.copy()  # embeddings stay: search / campaign fit their own PCA on them
     for k in range(n_components):
         out[f"pc_{k + 1}"] = pcs[:, k]

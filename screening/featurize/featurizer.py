@@ -32,7 +32,7 @@ from screening.featurize.cache import EmbeddingCache, structure_fingerprint
 from screening.featurize.registry import featurizer_model, load_featurizer_model, model_fingerprint
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
-from screening.io.atomic import atomic_path, write_csv_atomic
+from screening.io.atomic import atomic_path, check_output_apart, write_csv_atomic
 from screening.io.time_budget import DEFAULT_RECORD_SECONDS
 from screening.models.cgcnn import check_elements, output_names
 from screening.models.property_ensemble import FeaturizerNet
@@ -381,10 +381,12 @@ def featurize_source(
 
     from screening.io.sources import count_records, iter_records
 
-    model = featurizer_model(model)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     errors_path = Path(errors_path) if errors_path else output.with_suffix(".errors.csv")
+    check_output_apart(output, source)
+    check_output_apart(errors_path, source)
+    model = featurizer_model(model)
+    output.parent.mkdir(parents=True, exist_ok=True)
     featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
     errors: list[RecordError] = []
 

@@ -27,6 +27,29 @@ from typing import Any
 TMP_PREFIX = ".tmp-"
 
 
+def check_output_apart(output: str | Path, *inputs: str | Path) -> None:
+    """Refuse an output path that would replace one of the command's inputs or is a folder.
+
+    Why: an atomic write replaces whatever is at ``output``; ``featurize data.csv -o data.csv`` (or
+    ``-o`` naming a CIF of the input folder) turned the user's structures into a table without
+    them, with no way back. Checked before any work, so a long run does not end in the error."""
+    from screening.errors import MatscreenError
+    from screening.io.sources import ID_PROP_FILE, structure_file_kind
+
+    out = Path(output)
+    if out.is_dir():
+        raise MatscreenError(f"{out} is a folder; -o names the file to write (e.g. {out / 'embeddings.parquet'})")
+    target = out.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        read_there = structure_file_kind(out) is not None or out.name == ID_PROP_FILE  # what a folder source reads
+        if target == source or (source.is_dir() and target.parent == source and out.exists() and read_there):
+            raise MatscreenError(
+                f"{out} would replace {'that input' if target == source else 'a file of the input folder ' + str(given)}; "
+                "write the output somewhere else"
+            )
+
+
 def temporary_path(path: str | Path) -> Path:
     """A fresh temporary name beside ``path``: unique per call, so a retried writer never collides
     with an attempt that died, and starting with :data:`TMP_PREFIX` so sweeps find it."""
