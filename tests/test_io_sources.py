@@ -255,3 +255,24 @@ def test_a_text_target_among_numbers_is_an_error_for_that_crystal_only(tmp_path:
     assert records[1].labels == {"target_0": 2.0, "target_1": "z"}  # an all-text column stays text
     assert error.record_id == "b" and error.source == str(tmp_path / "id_prop.csv")
     assert "row 2 gives the target 'abc', not a number" in error.reason
+
+
+def test_structure_files_in_subfolders_are_reported_not_skipped(tmp_path: Path):
+    si = small_structures()["si"]
+    (tmp_path / "a" / "deeper").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "empty").mkdir()
+    si.to(filename=str(tmp_path / "top.cif"))
+    si.to(filename=str(tmp_path / "a" / "x.cif"))
+    si.to(filename=str(tmp_path / "a" / "deeper" / "y.cif"))
+    si.to(filename=str(tmp_path / "b" / "x.cif"))
+    items = list(iter_records(tmp_path))
+    assert [r.record_id for r in items if not isinstance(r, RecordError)] == ["top"]
+    errors = {e.record_id: e.reason for e in items if isinstance(e, RecordError)}
+    assert set(errors) == {"a/", "b/"}
+    assert errors["a/"].startswith("2 structure file(s) in this subfolder were not read")
+    assert count_records(tmp_path) == len(items)
+    (tmp_path / "top.cif").unlink()
+    (tmp_path / "nested_only").mkdir()
+    with pytest.raises(MatscreenError, match="3 lie in its subfolders"):
+        list(iter_records(tmp_path))

@@ -169,7 +169,7 @@ def count_records(source: str | Path) -> int:
     kind = source_kind(path)
     if kind == "cif_dir":  # an ASE file with several frames counts once here
         listed = [row[0] for row in _read_id_prop(path)] if (path / ID_PROP_FILE).is_file() else []
-        return len(listed) + len(set(_structure_files(path)) - set(listed))
+        return len(listed) + len(set(_structure_files(path)) - set(listed)) + len(_unread_subfolders(path))
     if kind in ("cif_file", "poscar_file", "ase_file"):
         return 1
     if kind == "parquet":
@@ -194,6 +194,17 @@ def _structure_files(folder: Path) -> dict[str, Path]:
         if structure_file_kind(p) is not None:
             files.setdefault(structure_file_id(p), p)
     return files
+
+
+def _unread_subfolders(folder: Path) -> dict[Path, int]:
+    """Subfolder -> how many structure files lie anywhere below it: a folder is read one level
+    deep, and these files would otherwise be left out without a word."""
+    found: dict[Path, int] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
+        n = sum(1 for p in sub.rglob("*") if structure_file_kind(p) is not None and p.is_file())
+        if n:
+            found[sub] = n
+    return found
 
 
 def _file_records(
@@ -339,8 +350,10 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
     files = _structure_files(folder)
     has_id_prop = (folder / ID_PROP_FILE).is_file()
     if not files and not has_id_prop:
+        nested = sum(_unread_subfolders(folder).values())
         raise MatscreenError(
             f"no structure files (.cif, POSCAR, .vasp, ASE kinds) in folder {folder}; expected {SUPPORTED}"
+            + (f" ({nested} lie in its subfolders, which are not read: name a subfolder instead)" if nested else "")
         )
     listed: set[str] = set()
     if has_id_prop:
@@ -367,6 +380,13 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
     for record_id, cif_path in files.items():
         if record_id not in listed:
             yield from _file_records(cif_path, record_id)
+    for sub, n in _unread_subfolders(folder).items():
+        yield RecordError(
+            f"{sub.name}/",
+            f"{n} structure file(s) in this subfolder were not read: a folder is read one level deep; "
+            "featurize the subfolder on its own, or move the files up",
+            printable_name(str(sub)),
+        )
 
 
 # --- tables ----------------------------------------------------------------------------------
