@@ -300,3 +300,17 @@ def test_tie_breaks_are_kept_with_the_campaign_and_seeds_spread_searches(tmp_pat
     assert first == again and first != other
     bad = runner.invoke(app, [*new[:3], str(tmp_path / "x"), *new[4:], "--acq", "thompson"])
     assert bad.exit_code != 0 and "tie_break" in bad.output
+
+
+def test_search_refuses_a_target_or_tolerance_it_cannot_use_before_writing_anything(tmp_path) -> None:
+    path, _ = _pool(tmp_path)
+    for args, says in (
+        (["--target", "nan"], "target band gap must be a finite number"),
+        (["--target", "2.0", "--tol", "0"], "tolerance must be a positive, finite number"),
+        (["--target", "2.0", "--tol", "inf"], "tolerance must be a positive, finite number"),
+        (["--target", "2.0", "--n-prior", "-2"], "greater than or equal to 0"),
+    ):
+        out = tmp_path / "run"
+        res = runner.invoke(app, ["search", "--pool", str(path), *args, "-o", str(out)], env={"COLUMNS": "200"})
+        assert res.exit_code != 0 and says in res.output, res.output
+        assert not out.exists()

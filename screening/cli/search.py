@@ -86,6 +86,7 @@ def search(
     n_prior: int = typer.Option(
         0,
         "--n-prior",
+        min=0,
         help="Start as if this many random crystals (none in the target window) were already measured; ignored "
         "with --prior.",
     ),

@@ -28,7 +28,14 @@ from screening.bo.domain import DiscretePool
 from screening.bo.objective import load_objective_class, load_stored_objective_class
 from screening.bo.strategy import Strategy
 from screening.errors import MatscreenError, RecordError
-from screening.objectives.bandgap.objective import BandGapPool, BandGapPoolObjective, file_sha256, load_known, load_pool
+from screening.objectives.bandgap.objective import (
+    BandGapPool,
+    BandGapPoolObjective,
+    check_target,
+    file_sha256,
+    load_known,
+    load_pool,
+)
 from screening.reduce import PCAReducer
 
 STORE_NAME = "campaign.sqlite"
@@ -74,6 +81,7 @@ def create_pool_campaign(
     outdir = Path(outdir)
     if (outdir / STORE_NAME).exists():
         raise MatscreenError(f"{outdir / STORE_NAME}: a campaign already exists here")
+    check_target(target, tolerance)  # before the pool is read and anything written
     pool = load_pool(
         pool_path,
         n_components=n_components,
@@ -258,6 +266,8 @@ def add_prior_data(cd: CampaignDir, prior_csv: str | Path | None = None, n_prior
                 raise RecordError(unknown[0], "unknown candidate: not in the pool", str(prior_csv))
             campaign.tell_evaluations(objective.evaluate(ids), source="prior", origin=str(prior_csv))
         return len(ids)
+    if n_prior < 0:
+        raise MatscreenError(f"the number of random prior crystals cannot be negative, got {n_prior}")
     if n_prior > 0:
         hits = [c for c, g in zip(objective.domain.ids, objective.band_gaps) if np.isfinite(g) and objective.is_hit(g)]
         ids = objective.domain.random_ids(n_prior, np.random.default_rng(seed), excluded=hits)

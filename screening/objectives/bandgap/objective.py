@@ -50,6 +50,19 @@ def check_band_gap(value: float) -> None:
         raise ValueError(f"band gap {v:g} eV is above {MAX_BAND_GAP_EV:g} eV: not a plausible band gap")
 
 
+def check_target(target: float, tolerance: float) -> None:
+    """Refuse a target or tolerance no search can use: NaN or infinite, or a tolerance of 0 or less
+    (a hit is |gap - target| <= tolerance; with 0 every window probability is 0 and the order is
+    arbitrary)."""
+    if not np.isfinite(target):
+        raise MatscreenError(f"the target band gap must be a finite number of eV, got {target!r}")
+    if not (np.isfinite(tolerance) and tolerance > 0):
+        raise MatscreenError(
+            f"the tolerance must be a positive, finite number of eV (a hit is |gap - target| <= tolerance), "
+            f"got {tolerance!r}"
+        )
+
+
 def id_problem(candidate_id: str) -> str | None:
     """Why ``candidate_id`` cannot be a candidate id, or None.
 
@@ -284,8 +297,7 @@ class BandGapPoolObjective:
         gaps = np.asarray(band_gaps, dtype=np.float64).reshape(-1)
         if gaps.shape[0] != len(domain):
             raise PoolFileError(f"{gaps.shape[0]} band gaps for {len(domain)} candidates")
-        if tolerance < 0:
-            raise MatscreenError("tolerance must be non-negative (eV)")
+        check_target(target, tolerance)
         self.domain = domain
         self.band_gaps = gaps
         self.target = float(target)
