@@ -113,12 +113,13 @@ def test_search_rejects_a_bad_acquisition(tmp_path) -> None:
 def test_campaign_ask_tell_status_report(tmp_path) -> None:
     path, frame = _pool(tmp_path)
     lab = tmp_path / "lab"
-    assert (
-        runner.invoke(
-            app, ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5", "--batch", "3"]
-        ).exit_code
-        == 0
+    new = runner.invoke(
+        app,
+        ["campaign", "new", str(lab), "--pool", str(path), "--target", "2.5", "--batch", "3"],
+        env={"COLUMNS": "300"},
     )
+    assert new.exit_code == 0, new.output
+    assert f"it reads {path.resolve()} at every command: keep it in place" in new.output
     ask = runner.invoke(app, ["campaign", "ask", str(lab), "-o", str(tmp_path / "b1.csv")])
     assert ask.exit_code == 0, ask.output
     batch = pd.read_csv(tmp_path / "b1.csv")

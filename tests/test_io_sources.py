@@ -276,3 +276,13 @@ def test_structure_files_in_subfolders_are_reported_not_skipped(tmp_path: Path):
     (tmp_path / "nested_only").mkdir()
     with pytest.raises(MatscreenError, match="3 lie in its subfolders"):
         list(iter_records(tmp_path))
+
+
+def test_an_id_listed_twice_in_id_prop_is_reported_at_its_row(tmp_path: Path):
+    small_structures()["si"].to(filename=str(tmp_path / "a.cif"))
+    (tmp_path / "id_prop.csv").write_text("a,1.5\na,3.0\n")
+    items = list(iter_records(tmp_path))
+    (record,) = [r for r in items if not isinstance(r, RecordError)]
+    (error,) = [e for e in items if isinstance(e, RecordError)]
+    assert record.labels == {"target": 1.5}
+    assert error.source == str(tmp_path / "id_prop.csv") and "row 2 lists it again (first at row 1)" in error.reason

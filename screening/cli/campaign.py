@@ -140,6 +140,12 @@ def campaign_new(
     else:
         raise typer.BadParameter("give --pool and --target, or --objective")
     typer.echo(f"created {directory}")
+    if pool is not None and not objective:
+        kept = [str(p.resolve()) for p in (pool, known) if p is not None]
+        typer.echo(
+            f"it reads {' and '.join(kept)} at every command: keep {'them' if len(kept) > 1 else 'it'} in place and "
+            "unchanged (a changed file is refused, not followed)"
+        )
 
 
 ALLOW_HELP = (

@@ -360,8 +360,18 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
         id_prop_source = str(folder / ID_PROP_FILE)
         rows = _read_id_prop(folder)
         numeric = _numeric_columns(rows)
+        first_line: dict[str, int] = {}
         for line, row in enumerate(rows, start=1):
             record_id = row[0]
+            if record_id in first_line:
+                yield RecordError(
+                    record_id,
+                    f"{ID_PROP_FILE} row {line} lists it again (first at row {first_line[record_id]}); "
+                    "the first row's targets are used",
+                    id_prop_source,
+                )
+                continue
+            first_line[record_id] = line
             listed.add(record_id)
             cif_path = files.get(record_id)
             if cif_path is None:
