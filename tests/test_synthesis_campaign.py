@@ -131,8 +131,8 @@ def test_csv_ask_tell_with_a_reactor(tmp_path):
         for b in block
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
-    log = sc.tell_csv(tmp_path / "results.csv")
-    assert len(log.keys) == 4 and all(v is not None for v in log.losses)
+    log = sc.tell_csv(tmp_path / "results.csv").round
+    assert log is not None and len(log.keys) == 4 and all(v is not None for v in log.losses)
     obs = sc.observations()
     assert obs.loc[obs["condition_id"] == ask["condition_id"][0], "droplets_failed"].item() == 1
     assert sc.campaign.store.pending() == []

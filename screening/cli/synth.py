@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from screening.cli.app import app
+from screening.errors import MatscreenError
 
 if TYPE_CHECKING:  # the synthesis stack loads only when a synth command runs
     from screening.objectives.synthesis.rounds import RoundLog, SynthesisCampaign
@@ -30,6 +31,30 @@ def _input_names(sc: SynthesisCampaign) -> list[str]:
     return box_columns(sc.objective.domain)
 
 
+def _at_least_one(**counts: int | None) -> None:
+    """Refuse a count option below 1 before anything is written.
+
+    Why: a new campaign stores its settings at once, so a batch of 0 would stay with it, and
+    0 rounds or 0 droplets would end in empty reports or a crash after files were made.
+    """
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise MatscreenError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _droplet_note(log: RoundLog) -> str:
+    """How many of the round's droplets failed and why, and the conditions left with none usable."""
+    failed = sum(log.droplets_failed.values())
+    if not failed:
+        return ""
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(log.droplets_failed.items()))
+    note = f"  {failed} of {failed + log.droplets_ok} droplets failed ({reasons})"
+    empty = sum(v is None for v in log.losses)
+    if empty:
+        note += f"; {empty} condition{'s' if empty > 1 else ''} with no usable droplet, recorded as failed"
+    return note
+
+
 def _synth_round_line(log: RoundLog, names: list[str]) -> str:
     exp = "; ".join(
         f"{e['side']} bound of {e.get('input') or names[e['dim']]} {e['old']:.3g} -> {e['new']:.3g}"
@@ -38,7 +63,8 @@ def _synth_round_line(log: RoundLog, names: list[str]) -> str:
     stop = "" if not log.stop else f"  dnn stop-check: stable={log.stop['stable']} accurate={log.stop['accurate']}"
     return (
         f"round {log.round:>2} [{log.method}] {len(log.keys)} conditions, best so far {log.best_loss_so_far:.4f}"
-        f" ({log.n_conditions_so_far} conditions, {log.seconds:.1f} s){'  box: ' + exp if exp else ''}{stop}"
+        f" ({log.n_conditions_so_far} conditions, {log.seconds:.1f} s){_droplet_note(log)}"
+        f"{'  box: ' + exp if exp else ''}{stop}"
     )
 
 
@@ -126,6 +152,7 @@ def synth_run(
         write_report,
     )
 
+    _at_least_one(rounds=rounds, batch=batch, dnn_batch=dnn_batch, replicates=replicates)
     obj = build_objective(lab, objective, str(target) if target else None, box, replicates, seed)
     sc = SynthesisCampaign(
         out,
@@ -209,6 +236,7 @@ def synth_ask(
     until told."""
     from screening.objectives.synthesis.rounds import SynthesisCampaign, build_objective
 
+    _at_least_one(batch=batch)
     sc = SynthesisCampaign(
         directory,
         build_objective("csv", None, str(target) if target else None, box, seed=seed),
@@ -237,7 +265,8 @@ def synth_tell(
     ),
 ) -> None:
     """Record the reactor's droplet spectra for the pending conditions; droplets without a spectrum are counted
-    and left out."""
+    and left out. Telling the same file again is harmless: conditions already recorded with the same spectra
+    are skipped."""
     from screening.objectives.synthesis.rounds import SynthesisCampaign, build_objective
 
     sc = SynthesisCampaign(
@@ -245,5 +274,10 @@ def synth_tell(
         build_objective("csv", None, str(target) if target else None),
         target_source=str(target) if target else None,
     )
-    log = sc.tell_csv(results)
-    typer.echo(_synth_round_line(log, _input_names(sc)))
+    told = sc.tell_csv(results)
+    if told.already_recorded:
+        n = len(told.already_recorded)
+        nothing = "" if told.round is not None else "; nothing new to record"
+        typer.echo(f"{results}: {n} condition{'s' if n > 1 else ''} already recorded with these same spectra{nothing}")
+    if told.round is not None:
+        typer.echo(_synth_round_line(told.round, _input_names(sc)))

@@ -32,10 +32,10 @@ and ``tell``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,12 @@ from screening.bo.domain import Box, LinearConstraint
 from screening.bo.objective import Evaluation
 from screening.errors import RecordError
 from screening.io.lab_files import read_csv_as_text
-from screening.objectives.synthesis.spectral_loss import WAVELENGTHS_NM, load_target, spectrum_losses
+from screening.objectives.synthesis.spectral_loss import (
+    WAVELENGTHS_NM,
+    load_target,
+    spectrum_losses,
+    unusable_reason,
+)
 
 INPUT_NAMES = ("Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot")
 INPUT_UNITS = ("%", "%", "%", "%", "uL/min")
@@ -52,6 +57,8 @@ PAPER_INITIAL_BOUNDS = ((4.0, 20.0), (10.0, 40.0), (4.0, 20.0), (4.0, 20.0), (20
 """The Run-1 Latin-hypercube box of the paper."""
 PAPER_EXPANDED_BOUNDS = ((4.0, 45.0), (10.0, 40.0), (0.5, 30.0), (0.5, 20.0), (200.0, 1000.0))
 """The widest box the paper used (DNN grid search), our hard limits for boundary expansion."""
+INITIAL_BOXES = ("paper", "full")
+"""Named starting boxes: the paper's Run-1 box, or its widest box from the start."""
 FRACTION_SUM_MAX = 90.0
 """Q_AgNO3 + Q_PVA + Q_TSC + Q_seed ≤ 90 % of the aqueous flow."""
 PAPER_BEST_BO_LOSS = 0.167
@@ -77,7 +84,7 @@ def synthesis_box(initial: str | Sequence[tuple[float, float]] = "paper") -> Box
     widest box) or explicit ``[(low, high)] * 5`` bounds.
     """
     if isinstance(initial, str):
-        if initial not in ("paper", "full"):
+        if initial not in INITIAL_BOXES:
             raise ValueError(f"initial box must be 'paper', 'full' or explicit bounds, got {initial!r}")
         bounds: tuple[tuple[float, float], ...] = PAPER_INITIAL_BOUNDS if initial == "paper" else PAPER_EXPANDED_BOUNDS
     else:
@@ -146,9 +153,7 @@ class SynthesisObjective:
         losses = spectrum_losses(spectra, self.target) if spectra.size else np.empty(0)
         ok = np.isfinite(losses)
         for i, (good, loss) in enumerate(zip(ok, losses)):
-            reason = (
-                None if good else ("no spectrum (NaN)" if not np.isfinite(spectra[i]).all() else "non-positive peak")
-            )
+            reason = None if good else (unusable_reason(spectra[i]) or "loss not finite")
             self.droplet_log.append(DropletRecord(key, i, bool(good), float(loss) if good else None, reason))
         if not ok.any():
             return Evaluation(
@@ -203,13 +208,19 @@ def write_conditions_csv(path: str | Path, points: Sequence[Sequence[float]]) ->
     return path
 
 
-def read_droplet_spectra_csv(path: str | Path) -> dict[str, np.ndarray]:
+def read_droplet_spectra_csv(
+    path: str | Path, check: Callable[[np.ndarray], str | None] | None = None
+) -> dict[str, np.ndarray]:
     """A reactor's results: one row per droplet, ``condition_id``, then absorbance columns
-    ``380`` … ``800`` (nm). A droplet with no spectrum has empty (or NaN) absorbances.
+    ``380`` … ``800`` (nm). A droplet with no spectrum leaves every absorbance empty (or NaN).
 
     Returns condition id → (n_droplets, 421) with NaN rows for failed droplets. A missing
-    column, an empty condition id or a non-numeric absorbance raises :class:`RecordError`
-    naming the file and line; nothing is returned in that case.
+    column, an empty condition id, a non-numeric absorbance, a spectrum with only some values
+    missing or any infinite value, or a spectrum ``check`` objects to (it returns the reason,
+    e.g. :func:`~screening.objectives.synthesis.spectral_loss.unusable_reason`) raises
+    :class:`RecordError` naming the file, line and condition; nothing is returned in that case.
+    Why refuse rather than count such a droplet as failed: only the usable spectra are stored,
+    so the measurement would be lost while its condition could no longer be told.
     """
     path = Path(path)
     frame = read_csv_as_text(path)
@@ -225,22 +236,56 @@ def read_droplet_spectra_csv(path: str | Path) -> dict[str, np.ndarray]:
         cid = row["condition_id"].strip()
         if not cid:
             raise RecordError(f"line {line}", "empty condition_id", str(path))
-        texts = [row[c].strip() for c in SPECTRUM_COLUMNS]
-        values = np.empty(len(texts))
-        for j, t in enumerate(texts):
-            if t == "" or t.lower() == "nan":
-                values[j] = np.nan
-                continue
-            try:
-                values[j] = float(t)
-            except ValueError:
-                raise RecordError(
-                    f"line {line}", f"absorbance at {SPECTRUM_COLUMNS[j]} nm is {t!r}, not a number", str(path)
-                ) from None
-        if np.isnan(values).any():
-            values[:] = np.nan  # a partial spectrum is a failed droplet, not a guessed one
+        values = _absorbances(row, f"line {line}", path)
+        problem = _holes(values) or _objection(values, check)
+        if problem:
+            raise RecordError(f"line {line}", f"condition {cid}: {problem}", str(path))
         out.setdefault(cid, []).append(values)
     return {k: np.vstack(v) for k, v in out.items()}
+
+
+def _absorbances(row: dict[Hashable, Any], where: str, path: Path) -> np.ndarray:
+    """One droplet row's absorbances on the 421-point grid; an empty or NaN cell is NaN."""
+    values = np.empty(len(SPECTRUM_COLUMNS))
+    for j, column in enumerate(SPECTRUM_COLUMNS):
+        text = row[column].strip()
+        if text == "" or text.lower() == "nan":
+            values[j] = np.nan
+            continue
+        try:
+            values[j] = float(text)
+        except ValueError:
+            raise RecordError(where, f"absorbance at {column} nm is {text!r}, not a number", str(path)) from None
+    return values
+
+
+def _holes(values: np.ndarray) -> str | None:
+    """Why a droplet row is neither a whole spectrum nor a whole failure (every value empty or NaN).
+
+    Why: a partial spectrum is not a failed droplet, and guessing the missing values would make
+    up data; an infinite absorbance is a reading error, never a measurement.
+    """
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size == 0 or np.isnan(values).all():
+        return None
+    shown = ", ".join(f"{SPECTRUM_COLUMNS[j]} nm ({values[j]:g})" for j in bad[:5]) + (" …" if bad.size > 5 else "")
+    return (
+        f"absorbance missing or not finite at {shown}, {bad.size} of {values.size} values; give the whole "
+        "spectrum, or leave every value empty for a failed droplet"
+    )
+
+
+def _objection(values: np.ndarray, check: Callable[[np.ndarray], str | None] | None) -> str | None:
+    """``check``'s reason to refuse a complete spectrum, worded so the file's author can act on it."""
+    if check is None or not np.isfinite(values).all():
+        return None
+    reason = check(values)
+    if reason is None:
+        return None
+    return (
+        f"{reason} (peak absorbance {values.max():.4g}): the loss cannot score this spectrum; negative values "
+        "are fine where the peak is positive. Correct the spectrum, or leave every value empty for a failed droplet"
+    )
 
 
 class CsvLab:

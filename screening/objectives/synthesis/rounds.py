@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,16 +33,21 @@ import pandas as pd
 
 from screening.bo.campaign import Campaign
 from screening.bo.domain import BoundaryExpansion, Box
+from screening.bo.objective import Evaluation
+from screening.bo.store import ObservationRecord
 from screening.bo.strategy import Strategy
 from screening.errors import MatscreenError, RecordError
 from screening.io.lab_files import box_columns
 from screening.objectives.synthesis import twostep
 from screening.objectives.synthesis.objective import (
+    INITIAL_BOXES,
+    SPECTRUM_COLUMNS,
     SynthesisObjective,
     condition_id,
     read_droplet_spectra_csv,
     write_conditions_csv,
 )
+from screening.objectives.synthesis.spectral_loss import unusable_reason
 
 METHODS = ("bo", "bo+dnn", "random")
 META_BOX, META_ROUNDS, META_DROPLETS, META_SETTINGS, META_TARGET = (
@@ -61,7 +67,12 @@ def default_strategy(batch: int) -> Strategy:
 
 @dataclass
 class RoundLog:
-    """One round: which method proposed which conditions, what they scored, what the box did."""
+    """One round: which method proposed which conditions, what they scored, what the box did.
+
+    ``droplets_ok`` counts the droplet spectra used, ``droplets_failed`` the failed droplets by
+    reason, so a round's output can say what was left out (both empty for an objective without
+    droplets, and in rounds stored before they were kept).
+    """
 
     round: int
     method: str
@@ -72,6 +83,18 @@ class RoundLog:
     seconds: float
     expansions: list[dict] = field(default_factory=list)
     stop: dict | None = None
+    droplets_ok: int = 0
+    droplets_failed: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CsvTell:
+    """What telling one results file did: the round it recorded (None when every condition in
+    it was already recorded with these same spectra) and the condition ids it skipped as such
+    identical repeats."""
+
+    round: RoundLog | None
+    already_recorded: list[str] = field(default_factory=list)
 
 
 def box_to_meta(box: Box) -> dict:
@@ -157,6 +180,8 @@ class SynthesisCampaign:
         self.target_source = self._settle_target(target_source)
         self._model: twostep.SpectrumEnsemble | None = None
         self._records_cache: tuple[int, list] = (-1, [])
+        self._round_ok = 0  # this round's droplets so far, for its log
+        self._round_failed: Counter[str] = Counter()
         self._probe = objective.domain.uniform(500, np.random.default_rng(12345))
 
     def _settle_target(self, given_source: str | None) -> str | None:
@@ -226,7 +251,8 @@ class SynthesisCampaign:
                     "error": rec.error,
                 }
             )
-        return pd.DataFrame(rows)
+        columns = ["condition_id", *names, "loss", "round", "method", "source", "droplets_ok", "droplets_failed"]
+        return pd.DataFrame(rows, columns=[*columns, "error"])  # the columns even before the first tell
 
     def told_spectra(self) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """Conditions, droplet-spectra blocks and losses of every successful observation."""
@@ -252,6 +278,11 @@ class SynthesisCampaign:
         stored = self.campaign.store.get_meta(META_DROPLETS, {})
         stored.update(summary())
         self.campaign.store.set_meta(META_DROPLETS, stored)
+        for r in self.objective.droplet_log:
+            if r.ok:
+                self._round_ok += 1
+            else:
+                self._round_failed[r.reason or "unknown"] += 1
         self.objective.droplet_log.clear()
 
     def _tell(self, evaluations: list, source: str) -> None:
@@ -301,7 +332,10 @@ class SynthesisCampaign:
             round(time.time() - started, 2),
             expansions,
             stop,
+            self._round_ok,
+            dict(self._round_failed),
         )
+        self._round_ok, self._round_failed = 0, Counter()
         self.campaign.store.set_meta(META_ROUNDS, self.campaign.store.get_meta(META_ROUNDS, []) + [asdict(log)])
         return log
 
@@ -373,23 +407,79 @@ class SynthesisCampaign:
                 points += list(pts)
         return write_conditions_csv(path, points)
 
-    def tell_csv(self, path: str | Path) -> RoundLog:
-        """Tell a reactor's droplet spectra (see :func:`read_droplet_spectra_csv`) for pending points."""
+    def tell_csv(self, path: str | Path) -> CsvTell:
+        """Tell a reactor's droplet spectra (see :func:`read_droplet_spectra_csv`) for pending points.
+
+        A condition already recorded with exactly these spectra is skipped, so telling a file
+        twice is harmless; one recorded with different spectra, one never asked, or a spectrum
+        the loss cannot score refuses the whole file before anything is written.
+        """
         started = time.time()
-        results = read_droplet_spectra_csv(path)
+        results = read_droplet_spectra_csv(path, check=unusable_reason)
         pending = {condition_id(p): p for p in self.campaign.pending_points()}
-        unknown = [c for c in results if c not in pending]
+        told = {condition_id(r.x): r for r in self._records() if r.x is not None}
+        unknown = [c for c in results if c not in pending and c not in told]
         if unknown:
             raise RecordError(
                 unknown[0], "condition_id is not pending in this campaign (ask first, or a typo?)", str(path)
             )
-        evaluations = [self.objective.split_droplets(pending[c], block) for c, block in results.items()]
+        repeats = [c for c in results if c not in pending]
+        for c in repeats:
+            self._check_repeat(c, told[c], results[c], str(path))
+        fresh = [c for c in results if c in pending]
+        if not fresh:
+            return CsvTell(None, repeats)
+        evaluations = [self.objective.split_droplets(pending[c], results[c]) for c in fresh]
         self._tell(evaluations, source="search")
-        keys = [self.objective.domain.key_of(pending[c]) for c in results]
-        return self._finish_round(len(self.rounds()) + 1, "csv", keys, started, None)
+        keys = [self.objective.domain.key_of(pending[c]) for c in fresh]
+        return CsvTell(self._finish_round(len(self.rounds()) + 1, "csv", keys, started, None), repeats)
+
+    def _check_repeat(self, cid: str, stored: ObservationRecord, spectra: np.ndarray, source: str) -> None:
+        """Refuse droplet spectra for an already recorded condition unless they are what was recorded.
+
+        Why: each condition is told once; a silently ignored new measurement would be lost, and
+        an overwritten one would change a loss the model has already learnt from.
+        """
+        log = self.objective.droplet_log
+        before = len(log)
+        again = self.objective.split_droplets(stored.x or [], spectra)
+        counts = {"ok": sum(r.ok for r in log[before:]), "failed": sum(not r.ok for r in log[before:])}
+        del log[before:]  # a comparison, not a measurement
+        recorded = self.campaign.store.get_meta(META_DROPLETS, {}).get(cid)
+        why: str | None
+        if recorded is not None and recorded != counts:
+            why = (
+                f"{recorded['ok']} usable and {recorded['failed']} failed droplets are recorded, this file has "
+                f"{counts['ok']} and {counts['failed']}"
+            )
+        else:
+            why = _difference(stored, again)
+        if why is not None:
+            raise RecordError(
+                cid,
+                f"already recorded with different results: {why}; each condition is told once "
+                "(run a new measurement as a new condition)",
+                source,
+            )
 
     def close(self) -> None:
         self.campaign.close()
+
+
+def _difference(stored: ObservationRecord, again: Evaluation) -> str | None:
+    """How a condition's new droplet spectra differ from its recorded ones, or None if they do not."""
+    if stored.error is not None or again.error is not None:
+        if stored.error == again.error:
+            return None
+        return f"recorded as {stored.error or 'measured'!r}, this file gives {again.error or 'usable spectra'!r}"
+    a, b = np.asarray(stored.y, dtype=float), np.asarray(again.y, dtype=float)
+    if a.shape != b.shape:
+        return f"{len(a)} usable droplet spectra are recorded, this file has {len(b)}"
+    diff = np.argwhere(a != b)
+    if not len(diff):
+        return None
+    i, j = diff[0]
+    return f"usable droplet {i + 1} at {SPECTRUM_COLUMNS[j]} nm: {a[i, j]:g} recorded, {b[i, j]:g} in this file"
 
 
 # --------------------------------------------------------------------------- reports
@@ -521,6 +611,8 @@ def build_objective(
         return load_objective_class(objective)()
     if lab not in ("virtual", "csv"):
         raise MatscreenError(f"--lab must be 'virtual' or 'csv', got {lab!r}")
+    if box not in INITIAL_BOXES:
+        raise MatscreenError(f"--box must be one of {', '.join(INITIAL_BOXES)}, got {box!r}")
     the_lab = VirtualLab(n_replicates=replicates, seed=seed) if lab == "virtual" else CsvLab()
     return SynthesisObjective(lab=the_lab, target=load_target(target), domain=synthesis_box(box), hit_loss=hit_loss)
 
@@ -550,7 +642,12 @@ def run_csv_lab(
                 )
             time.sleep(poll_seconds)
             waited += poll_seconds
-        log = sc.tell_csv(results)
+        told = sc.tell_csv(results)
+        if told.round is None:  # a stale file: telling it again would loop here for ever
+            raise MatscreenError(
+                f"{results}: every condition in it is already recorded (a file from an earlier round?); "
+                f"move it away and rerun, so the reactor can write the results of {ask}"
+            )
         if on_round is not None:
-            on_round(log)
+            on_round(told.round)
     return sc.rounds()

@@ -65,6 +65,23 @@ def spectrum_losses(spectra: np.ndarray, target: np.ndarray) -> np.ndarray:
     return loss if np.ndim(spectra) > 1 else loss[:1]
 
 
+def unusable_reason(spectrum: np.ndarray) -> str | None:
+    """Why :func:`spectrum_losses` cannot score one spectrum (absorbances), or None when it can.
+
+    Negative absorbances are not a reason: a baseline-subtracted spectrum dips below zero and
+    ``minmax`` removes the baseline. A spectrum with a NaN or infinite value, a peak at or below
+    zero (δ(A) is undefined there) or no shape at all (flat) has no loss.
+    """
+    s = np.asarray(spectrum, dtype=float)
+    if not np.isfinite(s).all():
+        return "no spectrum (NaN)"
+    if s.max() <= 0:
+        return "non-positive peak"
+    if s.max() == s.min():
+        return "flat spectrum"
+    return None
+
+
 @dataclass(frozen=True)
 class ConditionLoss:
     """The loss of one condition from its replicate droplets.
