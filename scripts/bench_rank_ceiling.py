@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -185,6 +186,21 @@ def library_runs(paths: list[Path], setting: str, budget: int) -> dict[float, di
     return {}
 
 
+def pool_targets(
+    pool_frame: pd.DataFrame, args: argparse.Namespace
+) -> Iterator[tuple[int, float, np.ndarray, list[list[int]], np.ndarray]]:
+    """(target index, target, hit mask, prior sets, the ranking's look-ups) for each target the
+    pool has a hit for, with the prior sets and budget cap of ``bench_search.py``."""
+    gaps, pred = pool_frame["band_gap"].to_numpy(), pool_frame["pred_band_gap"].to_numpy()
+    for ti, target in enumerate(TARGETS):
+        hit = np.abs(gaps - target) <= args.tol + 1e-12
+        if not hit.any():
+            continue
+        priors = [prior_rows(gaps, target, args.tol, 100, s) for s in range(args.seeds)]
+        rank = np.array([static_lookups(np.abs(pred - target), hit, p) for p in priors], float)
+        yield ti, target, hit, priors, np.minimum(rank, args.budget + 1)
+
+
 def exchangeable_orders(frame: pd.DataFrame, args: argparse.Namespace) -> None:
     """The ranking, the emulated default and the library's default against fixed random near-tie orders."""
     print(
@@ -198,20 +214,14 @@ def exchangeable_orders(frame: pd.DataFrame, args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in ("b", "vb"):
         pool_frame = setting_frames(frame, name)[0]
-        gaps, pred = pool_frame["band_gap"].to_numpy(), pool_frame["pred_band_gap"].to_numpy()
+        pred = pool_frame["pred_band_gap"].to_numpy()
         eps = tie_break_ev(pool_frame, args.tol)
         library = library_runs(args.search_json, name, args.budget)
         rank_vs_order: list[list] = [[] for _ in range(args.orders)]
         emul_vs_order: list[list] = [[] for _ in range(args.orders)]
         lib_vs_order: list[list] = [[] for _ in range(args.orders)]
         emul_vs_rank, lib_vs_rank = [], []
-        for ti, target in enumerate(TARGETS):
-            hit = np.abs(gaps - target) <= args.tol + 1e-12
-            if not hit.any():
-                continue
-            priors = [prior_rows(gaps, target, args.tol, 100, s) for s in range(args.seeds)]
-            rank = np.array([static_lookups(np.abs(pred - target), hit, p) for p in priors], float)
-            rank = np.minimum(rank, args.budget + 1)
+        for ti, target, hit, priors, rank in pool_targets(pool_frame, args):
             emul = np.array(
                 [
                     fresh_tie_break_lookups(pred, hit, target, p, eps, np.random.default_rng([s, ti, 7]), args.budget)
@@ -255,17 +265,12 @@ def tie_break_sizes(frame: pd.DataFrame, args: argparse.Namespace) -> None:
     print("| pool | tie-break (× the default's) | e (eV) | × ranking | × ranking, summed |\n|---|---|---|---|---|")
     for name in ("b", "vb"):
         pool_frame = setting_frames(frame, name)[0]
-        gaps, pred = pool_frame["band_gap"].to_numpy(), pool_frame["pred_band_gap"].to_numpy()
+        pred = pool_frame["pred_band_gap"].to_numpy()
         default_eps = tie_break_ev(pool_frame, args.tol)
         for scale in args.scales:
             eps = scale * default_eps
             per_target = []
-            for ti, target in enumerate(TARGETS):
-                hit = np.abs(gaps - target) <= args.tol + 1e-12
-                if not hit.any():
-                    continue
-                priors = [prior_rows(gaps, target, args.tol, 100, s) for s in range(args.seeds)]
-                rank = np.minimum([static_lookups(np.abs(pred - target), hit, p) for p in priors], args.budget + 1)
+            for ti, target, hit, priors, rank in pool_targets(pool_frame, args):
                 rng = [np.random.default_rng([s, ti, 7]) for s in range(args.seeds)]
                 emul = [fresh_tie_break_lookups(pred, hit, target, p, eps, r, args.budget) for p, r in zip(priors, rng)]
                 per_target.append((np.asarray(rank, float), np.asarray(emul, float)))
