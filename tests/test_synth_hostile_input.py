@@ -185,3 +185,10 @@ def test_tell_says_how_many_droplets_failed_and_why(tmp_path):
     assert res.exit_code == 0, res.output
     assert "3 of 6 droplets failed" in res.output and "no spectrum" in res.output
     assert "1 condition with no usable droplet" in res.output
+
+
+def test_run_refuses_a_poll_interval_that_would_spin(tmp_path):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["synth", "run", "--lab", "csv", "--poll", "0", "-o", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "--poll" in res.output and "0.1" in res.output, res.output
+    assert not out.exists()
