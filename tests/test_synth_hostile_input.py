@@ -192,3 +192,21 @@ def test_run_refuses_a_poll_interval_that_would_spin(tmp_path):
     res = runner.invoke(app, ["synth", "run", "--lab", "csv", "--poll", "0", "-o", str(out)], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "--poll" in res.output and "0.1" in res.output, res.output
     assert not out.exists()
+
+
+def test_a_tell_killed_before_its_round_log_is_completed_by_the_retry(tmp_path, monkeypatch):
+    d, asked = ask(tmp_path)
+    results = write(droplet_rows(asked), tmp_path / "results.csv")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the observations are committed
+
+    sc = SynthesisCampaign(d, build_objective("csv"))
+    monkeypatch.setattr(sc, "_finish_round", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sc.tell_csv(results)
+    sc.close()
+    assert observations(d)["round"].isna().all()  # told, but in no round
+    res = runner.invoke(app, ["synth", "tell", d, results])
+    assert res.exit_code == 0, res.output
+    assert (observations(d)["round"] == 1).all()
