@@ -190,7 +190,7 @@ def test_tell_says_how_many_droplets_failed_and_why(tmp_path):
 def test_run_refuses_a_poll_interval_that_would_spin(tmp_path):
     out = tmp_path / "run"
     res = runner.invoke(app, ["synth", "run", "--lab", "csv", "--poll", "0", "-o", str(out)], env={"COLUMNS": "200"})
-    assert res.exit_code == 2 and "--poll" in res.output and "0.1" in res.output, res.output
+    assert res.exit_code == 2 and "--poll" in res.output and "0.01" in res.output, res.output
     assert not out.exists()
 
 

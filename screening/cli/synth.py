@@ -138,7 +138,7 @@ def synth_run(
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and data give the same conditions."),
     poll: float = typer.Option(
-        5.0, "--poll", min=0.1, help="Seconds between checks for the reactor's results file (with --lab csv)."
+        5.0, "--poll", min=0.01, help="Seconds between checks for the reactor's results file (with --lab csv)."
     ),
     out: Path = typer.Option(
         Path("synth-out"), "-o", "--out", help="Campaign directory; an existing one is continued where it stopped."
