@@ -25,6 +25,8 @@ from screening.cli.common import (
     strategy_from_options,
 )
 
+DEFAULT_TOL = 0.01  # eV
+
 # The options that define a search's question, by the key its campaign stores them under: a
 # re-run into the same -o that changes one of them is refused (resume_differences).
 RESUME_OPTION_NAMES = {
@@ -48,12 +50,14 @@ def search(
         "emb_0 ..., the --label column; pred_band_gap optional).",
     ),
     target: float = typer.Option(..., "--target", help="Target band gap (eV)."),
-    tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
-    label: str = typer.Option(
-        "band_gap",
+    tol: float | None = typer.Option(
+        None, "--tol", help=f"Hit tolerance (eV); default {DEFAULT_TOL}, or the campaign's own when -o resumes one."
+    ),
+    label: str | None = typer.Option(
+        None,
         "--label",
         help="Column of the pool (and of --known) holding the measured band gaps in eV; 'target' for labels "
-        "from a CGCNN id_prop.csv.",
+        "from a CGCNN id_prop.csv. Default band_gap, or the campaign's own when -o resumes one.",
     ),
     known: Path = typer.Option(
         None,
@@ -120,7 +124,9 @@ def search(
         "this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
     ),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
-    pca_components: int = typer.Option(3, "--pca-components", help=PCA_HELP),
+    pca_components: int | None = typer.Option(
+        None, "--pca-components", help=PCA_HELP + " Default 3, or the campaign's own when -o resumes one."
+    ),
     out: Path = typer.Option(
         Path("search-out"),
         "-o",
@@ -171,20 +177,18 @@ def search(
     if (out / STORE_NAME).exists():
         with CampaignStore.open(out / STORE_NAME) as store:
             stored = store.config
-        question = resume_differences(
-            stored,
-            {
-                "pool_path": pool,
-                "target": target,
-                "tolerance": tol,
-                "known_path": known,
-                "label": label,
-                "max_formation_energy": max_formation_energy,
-                "n_components": pca_components,
-                "pred_as_feature": pred_feature,
-            },
-            RESUME_OPTION_NAMES,
-        )
+        # What the command gave explicitly must match the campaign; what it left out is the campaign's.
+        given = {"pool_path": pool, "target": target}
+        optional = {
+            "tolerance": tol,
+            "known_path": known,
+            "label": label,
+            "max_formation_energy": max_formation_energy,
+            "n_components": pca_components,
+            "pred_as_feature": pred_feature or None,
+        }
+        given.update({k: v for k, v in optional.items() if v is not None})
+        question = resume_differences(stored, given, RESUME_OPTION_NAMES)
         if question:
             raise MatscreenError(
                 f"{out} holds another search: "
@@ -200,11 +204,14 @@ def search(
         console.print(f"resuming the campaign in {out} ({len(cd.campaign.store.observations())} observations so far)")
         if how:
             console.print(
-                "[yellow]note:[/] it goes on with its own strategy, seed and batch size; "
+                "[yellow]note:[/] it goes on with its own strategy, seed and batch size, not this command's ("
                 + ", ".join(name for name, _, _ in how)
-                + " given here differ and are not used"
+                + " differ)"
             )
     else:
+        tol = DEFAULT_TOL if tol is None else tol
+        label = label or "band_gap"
+        pca_components = 3 if pca_components is None else pca_components
         cd = create_pool_campaign(
             out,
             pool,
