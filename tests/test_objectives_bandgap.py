@@ -57,6 +57,10 @@ def test_bad_pools_name_the_file_and_row(tmp_path) -> None:
         odd.loc[[9, 12], "band_gap"] = value
         with pytest.raises(RecordError, match=rf"p.parquet: record 'mp-9': band gap .*{reason}.*\(1 more rows"):
             pool_from_frame(odd, source="p.parquet", require_band_gap=False)
+    worded = frame.astype({"band_gap": object})
+    worded.loc[6, "band_gap"] = "2.5 eV"
+    with pytest.raises(RecordError, match="p.parquet: record 'mp-6': band_gap '2.5 eV' is not a number of eV"):
+        pool_from_frame(worded, source="p.parquet", require_band_gap=False)
     blank = frame.copy()
     blank.loc[9, "band_gap"] = np.nan  # unknown is fine for ask/tell
     assert len(pool_from_frame(blank, source="p.parquet", require_band_gap=False).frame) == 20

@@ -207,10 +207,15 @@ def check_known_gaps(frame: pd.DataFrame, source: str) -> None:
 
     Why here: the pool is the oracle of a simulated campaign, and a negative or absurd gap found
     only when the search reaches it stopped the run halfway and left that crystal pending for
-    ever. Blank gaps pass (a pool for ask/tell need not know them)."""
+    ever. Blank gaps pass (a pool for ask/tell need not know them); text such as "2.5 eV" does not."""
     if "band_gap" not in frame.columns:
         return
-    gaps = pd.to_numeric(frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
+    raw = frame["band_gap"]
+    gaps = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    text = np.flatnonzero(np.isnan(gaps) & raw.notna().to_numpy() & (raw.astype(str).str.strip() != "").to_numpy())
+    if text.size:  # "2.5 eV" is neither a gap nor a blank: read as unknown, it would fail as a measurement
+        i = int(text[0])
+        raise RecordError(str(frame["id"].iloc[i]), f"band_gap {raw.iloc[i]!r} is not a number of eV", source)
     bad = np.flatnonzero(np.isinf(gaps) | (gaps < 0) | (gaps > MAX_BAND_GAP_EV))
     if bad.size:
         i = int(bad[0])
