@@ -40,9 +40,9 @@ def check_output_apart(output: str | Path, *inputs: str | Path) -> None:
     if out.is_dir():
         raise MatscreenError(f"{out} is a folder; -o names the file to write (e.g. {out / 'embeddings.parquet'})")
     target = out.resolve()
+    read_there = structure_file_kind(out) is not None or out.name == ID_PROP_FILE  # what a folder source reads
     for given in inputs:
         source = Path(given).resolve()
-        read_there = structure_file_kind(out) is not None or out.name == ID_PROP_FILE  # what a folder source reads
         if target == source or (source.is_dir() and target.parent == source and out.exists() and read_there):
             raise MatscreenError(
                 f"{out} would replace {'that input' if target == source else 'a file of the input folder ' + str(given)}; "

@@ -266,11 +266,7 @@ def _target_labels(values: list[str]) -> dict[str, Any]:
 
 
 def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
+    return isinstance(_number_or_text(value), float)
 
 
 def _numeric_columns(rows: list[list[str]]) -> set[int]:
@@ -355,12 +351,11 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
             f"no structure files (.cif, POSCAR, .vasp, ASE kinds) in folder {folder}; expected {SUPPORTED}"
             + (f" ({nested} lie in its subfolders, which are not read: name a subfolder instead)" if nested else "")
         )
-    listed: set[str] = set()
+    first_line: dict[str, int] = {}  # id -> its row in id_prop.csv
     if has_id_prop:
         id_prop_source = str(folder / ID_PROP_FILE)
         rows = _read_id_prop(folder)
         numeric = _numeric_columns(rows)
-        first_line: dict[str, int] = {}
         for line, row in enumerate(rows, start=1):
             record_id = row[0]
             if record_id in first_line:
@@ -372,7 +367,6 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
                 )
                 continue
             first_line[record_id] = line
-            listed.add(record_id)
             cif_path = files.get(record_id)
             if cif_path is None:
                 yield RecordError(record_id, f"listed in {ID_PROP_FILE} but {record_id}.cif is missing", id_prop_source)
@@ -388,7 +382,7 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
                 continue
             yield from _file_records(cif_path, record_id, _target_labels(row[1:]))
     for record_id, cif_path in files.items():
-        if record_id not in listed:
+        if record_id not in first_line:
             yield from _file_records(cif_path, record_id)
     for sub, n in _unread_subfolders(folder).items():
         yield RecordError(

@@ -167,7 +167,7 @@ def resume_differences(
         got = have.get(key)
         if key.endswith("_path") and want is not None:
             want = str(Path(want).resolve())
-        if isinstance(got, float) and isinstance(want, (int, float)) and want is not True and want is not False:
+        if isinstance(got, float) and isinstance(want, (int, float)) and not isinstance(want, bool):
             same = math.isclose(got, float(want), rel_tol=1e-12, abs_tol=0.0)
         else:
             same = got == want

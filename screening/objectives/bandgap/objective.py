@@ -50,6 +50,13 @@ def check_band_gap(value: float) -> None:
         raise ValueError(f"band gap {v:g} eV is above {MAX_BAND_GAP_EV:g} eV: not a plausible band gap")
 
 
+def refuse_first(ids: pd.Series, bad: np.ndarray, reason: str, source: str) -> None:
+    """Raise :class:`RecordError` for the first row where the mask ``bad`` is set, naming its id:
+    the one way every table check here reports a row."""
+    if bad.any():
+        raise RecordError(str(ids.iloc[int(np.flatnonzero(bad)[0])]), reason, source)
+
+
 def check_target(target: float, tolerance: float) -> None:
     """Refuse a target or tolerance no search can use: NaN or infinite, or a tolerance of 0 or less
     (a hit is |gap - target| <= tolerance; with 0 every window probability is 0 and the order is
@@ -174,28 +181,21 @@ def pool_from_frame(
     if dup.any():
         raise RecordError(str(frame["id"][dup].iloc[0]), "duplicate id in the pool", source)
     E = frame[emb].to_numpy(dtype=np.float64)
-    bad = ~np.all(np.isfinite(E), axis=1)
-    if bad.any():
-        raise RecordError(str(frame["id"].iloc[int(np.flatnonzero(bad)[0])]), "non-finite embedding value", source)
+    refuse_first(frame["id"], ~np.all(np.isfinite(E), axis=1), "non-finite embedding value", source)
     if len(frame) < 2:
         raise PoolFileError(f"{source}: {len(frame)} candidate crystal(s); a search needs at least 2")
     if require_band_gap:
         gaps = pd.to_numeric(frame["band_gap"], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(gaps)
-        if bad.any():
-            raise RecordError(
-                str(frame["id"].iloc[int(np.flatnonzero(bad)[0])]), "band_gap is missing or not a number", source
-            )
+        refuse_first(frame["id"], ~np.isfinite(gaps), "band_gap is missing or not a number", source)
     check_known_gaps(frame, source)
     if PRED_BAND_GAP in frame.columns:
         pred = pd.to_numeric(frame[PRED_BAND_GAP], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(pred)
-        if bad.any():
-            raise RecordError(
-                str(frame["id"].iloc[int(np.flatnonzero(bad)[0])]),
-                f"{PRED_BAND_GAP} is missing or not a number (featurize this crystal again, or drop the row)",
-                source,
-            )
+        refuse_first(
+            frame["id"],
+            ~np.isfinite(pred),
+            f"{PRED_BAND_GAP} is missing or not a number (featurize this crystal again, or drop the row)",
+            source,
+        )
     if reducer is None:
         reducer = PCAReducer(n_components=n_components).fit(E)
     features = reducer.transform(E)
@@ -391,9 +391,7 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
             str(path),
         )
     E = frame[emb].to_numpy(dtype=np.float64)
-    bad = ~np.all(np.isfinite(E), axis=1)
-    if bad.any():
-        raise RecordError(ids.iloc[int(np.flatnonzero(bad)[0])], "non-finite embedding value", str(path))
+    refuse_first(ids, ~np.all(np.isfinite(E), axis=1), "non-finite embedding value", str(path))
     dup = ids.duplicated()
     if dup.any():
         raise RecordError(ids[dup].iloc[0], "duplicate id in the known data", str(path))
@@ -406,9 +404,8 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
             str(path),
         )
     pred = frame["pred_band_gap"].to_numpy(dtype=np.float64) if "pred_band_gap" in frame.columns else None
-    if pred is not None and not np.all(np.isfinite(pred)):
-        row = int(np.flatnonzero(~np.isfinite(pred))[0])
-        raise RecordError(ids.iloc[row], "non-finite pred_band_gap", str(path))
+    if pred is not None:
+        refuse_first(ids, ~np.isfinite(pred), "non-finite pred_band_gap", str(path))
     std = _prediction_std(frame, str(path)) if pred is not None else None
     return KnownData(ids.tolist(), E, values, pred, std)
 
@@ -422,8 +419,5 @@ def _prediction_std(frame: pd.DataFrame, source: str) -> np.ndarray | None:
     if STD_COLUMN not in frame.columns:
         return None
     std = pd.to_numeric(frame[STD_COLUMN], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~(np.isfinite(std) & (std > 0))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise RecordError(str(frame["id"].iloc[row]), f"{STD_COLUMN} is not a positive number", source)
+    refuse_first(frame["id"], ~(np.isfinite(std) & (std > 0)), f"{STD_COLUMN} is not a positive number", source)
     return std
