@@ -40,7 +40,8 @@ def campaign_new(
     pool: Path = typer.Option(
         None,
         "--pool",
-        help="Candidate crystals: a Parquet file from `matscreen featurize`, `reduce` or `screen`; the --label "
+        help="Candidate crystals: a table from `matscreen featurize`, `reduce` or `screen` (Parquet, or CSV named "
+        ".csv / .csv.gz); the --label "
         "column may be missing (your lab measures the gaps).",
     ),
     target: float = typer.Option(None, "--target", help="Target band gap (eV), with --pool."),

@@ -17,7 +17,9 @@ def featurize(
         "...; an id_prop.csv adds labels), one such file, a CSV/CSV.GZ/Parquet table with a 'cif' column, or a "
         "JSON of pymatgen structures.",
     ),
-    output: Path = typer.Option(..., "-o", "--output", help="Parquet file to write."),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="Table to write: Parquet, or CSV when the name ends .csv or .csv.gz."
+    ),
     model: str = typer.Option(
         None,
         "--model",
@@ -99,13 +101,15 @@ def _apply_graph_settings(net, radius: float | None, max_nbr: int | None) -> Non
 
 @app.command()
 def reduce(
-    embeddings: Path = typer.Argument(..., help="Parquet (or CSV) written by `matscreen featurize`."),
+    embeddings: Path = typer.Argument(
+        ..., help="Table written by `matscreen featurize`: Parquet, or CSV named .csv / .csv.gz."
+    ),
     output: Path = typer.Option(
         ...,
         "-o",
         "--output",
-        help="Parquet: every input column (embeddings included, so the file is still a pool for `search` and "
-        "`campaign new`) plus pc_1 … pc_k.",
+        help="Table to write (Parquet, or CSV when the name ends .csv or .csv.gz): every input column "
+        "(embeddings included, so the file is still a pool for `search` and `campaign new`) plus pc_1 … pc_k.",
     ),
     n_components: int = typer.Option(3, "--n-components", "-k", help="Number of principal components to keep."),
     save_pca: Path = typer.Option(
@@ -120,16 +124,12 @@ def reduce(
     import pandas as pd
 
     from screening.errors import MatscreenError, RecordError
-    from screening.io.atomic import write_parquet_atomic
+    from screening.io.tables import beside, read_table, write_table_atomic
     from screening.reduce import PCAReducer, embedding_columns
 
     if n_components < 1:
         raise MatscreenError(f"--n-components must be at least 1, got {n_components}")
-    try:
-        is_csv = embeddings.name.lower().endswith((".csv", ".csv.gz"))
-        frame = pd.read_csv(embeddings, dtype={"id": str}) if is_csv else pd.read_parquet(embeddings)
-    except Exception as exc:  # noqa: BLE001 - pandas / pyarrow raise many types for unreadable files
-        raise MatscreenError(f"{embeddings}: cannot read as {'CSV' if is_csv else 'Parquet'} ({exc})") from exc
+    frame = read_table(embeddings, "embeddings")
     cols = embedding_columns(frame.columns)
     if not cols:
         raise MatscreenError(
@@ -153,8 +153,8 @@ def reduce(
     out = frame.copy()  # embeddings stay: search / campaign fit their own PCA on them
     for k in range(n_components):
         out[f"pc_{k + 1}"] = pcs[:, k]
-    write_parquet_atomic(out, output)
-    pca_path = save_pca or output.with_suffix(".pca.json")
+    write_table_atomic(out, output)
+    pca_path = save_pca or beside(output, ".pca.json")
     reducer.save(pca_path)
     ratios = ", ".join(f"{r:.1%}" for r in reducer.explained_variance_ratio_)
     typer.echo(

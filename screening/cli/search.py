@@ -46,7 +46,7 @@ def search(
     pool: Path = typer.Option(
         ...,
         "--pool",
-        help="Candidate crystals: a Parquet file from `matscreen featurize`, `reduce` or `screen` (columns id, "
+        help="Candidate crystals: a table from `matscreen featurize`, `reduce` or `screen`, Parquet or CSV (columns id, "
         "emb_0 ..., the --label column; pred_band_gap optional).",
     ),
     target: float = typer.Option(..., "--target", help="Target band gap (eV)."),
@@ -63,7 +63,7 @@ def search(
         None,
         "--known",
         help="Crystals with measured gaps that are not candidates (a `matscreen featurize` output with the --label "
-        "column, Parquet or CSV); the search learns from them.",
+        "column, Parquet or CSV named .csv / .csv.gz); the search learns from them.",
     ),
     surrogate: str = typer.Option(
         None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -33,6 +34,7 @@ from screening.featurize.registry import featurizer_model, load_featurizer_model
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
 from screening.io.atomic import atomic_path, check_output_apart, write_csv_atomic
+from screening.io.tables import beside, csv_chunk_writer, is_csv
 from screening.io.time_budget import DEFAULT_RECORD_SECONDS
 from screening.models.cgcnn import check_elements, output_names
 from screening.models.property_ensemble import FeaturizerNet
@@ -360,6 +362,36 @@ def featurize_records(
     return result
 
 
+@contextmanager
+def _chunk_table_writer(tmp: Path, output: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """``write(chunk)`` appending to ``tmp`` in the format ``output``'s name says; every chunk takes
+    the first chunk's columns and types, so a later chunk cannot change the table's shape."""
+    if is_csv(output):
+        with csv_chunk_writer(tmp, output.name.lower().endswith(".gz")) as csv_writer:
+            yield csv_writer.write
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer: Any = None
+    schema: Any = None
+
+    def write(frame: pd.DataFrame) -> None:
+        nonlocal writer, schema
+        if writer is None:
+            schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            writer = pq.ParquetWriter(tmp, schema)
+        writer.write_table(
+            pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema, preserve_index=False)
+        )
+
+    try:
+        yield write
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def featurize_source(
     source: str | Path,
     output: str | Path,
@@ -371,18 +403,16 @@ def featurize_source(
     progress: bool = True,
     compile: bool = False,
 ) -> dict[str, Any]:
-    """Featurize a CIF folder / CSV / JSON source to Parquet, streaming chunk by chunk.
+    """Featurize a CIF folder / CSV / JSON source to a table, streaming chunk by chunk.
 
-    Writes ``output`` (Parquet) and an error report CSV (``<output stem>.errors.csv`` unless
-    ``errors_path`` is given), and returns counts. Memory holds one chunk at a time.
+    Writes ``output`` (Parquet, or CSV when its name ends .csv / .csv.gz: screening.io.tables) and
+    an error report CSV (``<output stem>.errors.csv`` unless ``errors_path`` is given), and returns
+    counts. Memory holds one chunk at a time.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from screening.io.sources import count_records, iter_records
 
     output = Path(output)
-    errors_path = Path(errors_path) if errors_path else output.with_suffix(".errors.csv")
+    errors_path = Path(errors_path) if errors_path else beside(output, ".errors.csv")
     check_output_apart(output, source)
     check_output_apart(errors_path, source)
     model = featurizer_model(model)
@@ -390,11 +420,11 @@ def featurize_source(
     featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
     errors: list[RecordError] = []
 
-    writer, schema, n_rows = None, None, 0
+    n_rows = 0
     total = count_records(source) if progress else 0
     # Written to a temporary name and renamed at the end: a killed or failing re-run leaves the
     # previous output whole (screening.io.atomic).
-    with atomic_path(output) as tmp_output:
+    with atomic_path(output) as tmp_output, _chunk_table_writer(tmp_output, output) as write_chunk:
         with progress_bar(total, f"featurizing {Path(source).name}", enabled=progress) as advance:
 
             def records() -> Iterator[Any]:
@@ -405,25 +435,13 @@ def featurize_source(
                     else:
                         yield item
 
-            try:
-                for frame, errs in featurizer.iter_chunks(records(), advance):
-                    errors.extend(errs)
-                    if frame.empty:
-                        continue
-                    if schema is None:
-                        schema = pa.Schema.from_pandas(frame, preserve_index=False)
-                        writer = pq.ParquetWriter(tmp_output, schema)
-                    table = pa.Table.from_pandas(
-                        frame.reindex(columns=schema.names), schema=schema, preserve_index=False
-                    )
-                    assert writer is not None, "opened with the first non-empty chunk"
-                    writer.write_table(table)
+            for frame, errs in featurizer.iter_chunks(records(), advance):
+                errors.extend(errs)
+                if not frame.empty:
+                    write_chunk(frame)
                     n_rows += len(frame)
-            finally:
-                if writer is not None:
-                    writer.close()
-        if writer is None:  # nothing featurized: still leave a valid (empty) file
-            featurizer._empty_frame().to_parquet(tmp_output, index=False)
+        if n_rows == 0:  # nothing featurized: still leave a valid (empty) table with the columns
+            write_chunk(featurizer._empty_frame())
     write_csv_atomic(errors_to_frame(errors), errors_path, index=False)
     return {
         "rows": n_rows,

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from screening.io.atomic import sweep_temporary_files, write_json_atomic
+from screening.io.tables import is_csv
 from screening.progress import progress_bar
 from screening.screen.executors import (
     ChunkJob,
@@ -203,6 +204,8 @@ def screen_database(
         raise ScreenError(f"tolerance must be non-negative (eV), got {tol}")
     if chunk_size < 1:
         raise ScreenError(f"chunk size must be at least 1, got {chunk_size}")
+    if is_csv(output):  # the ranking is merged on disk as Parquet; a CSV name would hide that
+        raise ScreenError(f"{output}: screen writes a ranked Parquet table; name the output .parquet")
     start = time.perf_counter()
     source = open_database(db)
     # A shipped model's companion networks (the default's formation energy) cost about as much as

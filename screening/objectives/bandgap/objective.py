@@ -25,6 +25,7 @@ from screening.bo.domain import DiscretePool
 from screening.bo.objective import Evaluation
 from screening.columns import PRED_BAND_GAP, PRED_BAND_GAP_STD, PRED_FORMATION_ENERGY
 from screening.errors import MatscreenError, RecordError
+from screening.io.tables import read_table, row_label
 from screening.reduce import PCAReducer, embedding_columns
 
 
@@ -272,18 +273,13 @@ def load_pool(
     max_formation_energy: float | None = None,
     label: str = "band_gap",
 ) -> BandGapPool:
-    """Read a featurised Parquet pool and project it (see :func:`pool_from_frame`).
+    """Read a featurised pool (Parquet, or CSV named .csv / .csv.gz) and project it (see :func:`pool_from_frame`).
 
     ``label`` names the column holding the oracle's band gaps (eV), e.g. ``target`` for labels
     from a CGCNN ``id_prop.csv``; it is read as ``band_gap`` from here on.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PoolFileError(f"{path}: pool file not found")
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
-        raise PoolFileError(f"{path}: cannot read as Parquet ({exc})") from exc
+    frame = read_table(path, "pool", PoolFileError)
     frame = relabel(frame, label, str(path))
     pool = pool_from_frame(frame, n_components, reducer, str(path), require_band_gap, max_formation_energy)
     pool.file_hash = file_sha256(path)
@@ -356,16 +352,7 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     from screening.bo.neighbour_search import KnownData
 
     path = Path(path)
-    if not path.is_file():
-        raise PoolFileError(f"{path}: known-data file not found")
-    try:
-        frame = (
-            pd.read_parquet(path)
-            if path.suffix.lower() in (".parquet", ".pq")
-            else pd.read_csv(path, dtype={"id": str})
-        )
-    except Exception as exc:  # noqa: BLE001 - parquet/csv readers raise many types
-        raise PoolFileError(f"{path}: cannot read known data ({exc})") from exc
+    frame = read_table(path, "known-data", PoolFileError)
     emb = embedding_columns(frame.columns)
     pool_emb = embedding_columns(pool.frame.columns)
     missing = [c for c in ("id", label) if c not in frame.columns] + ([] if emb else ["emb_0..."])
@@ -384,10 +371,9 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        line = row + 2 if path.suffix.lower() == ".csv" else row  # CSV: the file's line (after the header)
         raise RecordError(
             ids.iloc[row],
-            f"row {line}: {label} {str(frame[label].iloc[row])!r} is not a finite, non-negative number",
+            f"{row_label(path, row)}: {label} {str(frame[label].iloc[row])!r} is not a finite, non-negative number",
             str(path),
         )
     E = frame[emb].to_numpy(dtype=np.float64)

@@ -1,0 +1,96 @@
+"""Featurised tables on disk: Parquet, or CSV when the file's name ends in ``.csv`` / ``.csv.gz``.
+
+`featurize` and `reduce` write them; `search`, `campaign new`, `reduce` and ``--known`` read them.
+One rule, decided by the name, for every command: before it, ``featurize -o pool.csv`` wrote
+Parquet bytes under a CSV name, which ``--known pool.csv`` then failed to parse while `reduce`
+and the pool loader each had a rule of their own.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from screening.errors import MatscreenError
+from screening.io.atomic import atomic_path
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+
+
+def is_csv(path: str | Path) -> bool:
+    """Whether ``path`` names a CSV table (``.csv`` or gzip-compressed ``.csv.gz``)."""
+    return Path(path).name.lower().endswith(CSV_SUFFIXES)
+
+
+def table_format(path: str | Path) -> str:
+    return "CSV" if is_csv(path) else "Parquet"
+
+
+def beside(path: str | Path, suffix: str) -> Path:
+    """A companion file of table ``path`` (its errors report, its PCA): the table's name with its
+    format suffix, ``.csv.gz`` whole, replaced by ``suffix`` (``pool.csv.gz`` -> ``pool.errors.csv``)."""
+    path = Path(path)
+    if path.name.lower().endswith(".csv.gz"):
+        return path.with_name(path.name[: -len(".csv.gz")] + suffix)
+    return path.with_suffix(suffix)
+
+
+def row_label(path: str | Path, row: int) -> str:
+    """How a user finds data row ``row`` (0-based) of ``path``: a CSV's line in an editor (the
+    header is line 1), a Parquet file's 1-based row."""
+    return f"line {row + 2}" if is_csv(path) else f"row {row + 1}"
+
+
+def read_table(path: str | Path, what: str, error: type[MatscreenError] = MatscreenError) -> pd.DataFrame:
+    """The table at ``path``; in a CSV, ids stay text (``001`` is not ``1``) and numbers are read
+    back to the bit that pandas wrote (``round_trip``; the default parser may differ in the last
+    digit, which would make a CSV pool search differently from its Parquet twin). ``error`` is raised,
+    naming the file, ``what`` it was read as and the format tried, when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} file not found")
+    try:
+        if is_csv(path):
+            return pd.read_csv(path, dtype={"id": str}, float_precision="round_trip")
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pandas / pyarrow raise many types for unreadable files
+        hint = "" if is_csv(path) else " (a CSV table must be named .csv or .csv.gz)"
+        raise error(f"{path}: cannot read {what} as {table_format(path)}{hint} ({exc})") from exc
+
+
+class CsvChunkWriter:
+    """Append DataFrame chunks to one CSV (gzip-compressed for ``.csv.gz``), the header once."""
+
+    def __init__(self, handle: IO[str]):
+        self._handle = handle
+        self.columns: list[str] | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        first = self.columns is None
+        if first:
+            self.columns = list(frame.columns)
+        frame.reindex(columns=self.columns).to_csv(self._handle, header=first, index=False)
+
+
+@contextmanager
+def csv_chunk_writer(path: Path, compress: bool) -> Iterator[CsvChunkWriter]:
+    opener: Any = gzip.open if compress else open
+    with opener(path, "wt", encoding="utf-8", newline="") as handle:
+        yield CsvChunkWriter(handle)
+
+
+def write_table_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` to ``path`` in the format its name says, all or nothing (screening.io.atomic)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if is_csv(path):
+            with csv_chunk_writer(tmp, path.name.lower().endswith(".gz")) as writer:
+                writer.write(frame)
+        else:
+            frame.to_parquet(tmp, index=False)
+    return path
