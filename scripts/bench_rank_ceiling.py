@@ -9,6 +9,9 @@ of runs take minutes:
               kernels of width ``bw_pred`` on the prediction and ``bw_gap`` on the gap) fitted on
               crystals the pool does not contain — the shape of the network's errors (bias,
               skew, regression to the mean) as a shipped model could carry it
+  std window  rank by the Gaussian probability of the ±tol window with a per-crystal width
+              sqrt((a pred_band_gap_std)^2 + c^2): the network's own uncertainty, which a user
+              without known data has too
   siblings    the ranking, but every unobserved candidate within ``radius`` (standardised 128-d
               embedding) of a labelled crystal (prior or result) whose gap missed the target by
               more than 0.05 eV moves back by ``penalty`` eV of |pred - t|: near-duplicates of a
@@ -90,6 +93,19 @@ def hit_rate_score(
     w_gap = np.exp(-0.5 * ((fit_gap - target) / bw_gap) ** 2)
     rate = (w_pred @ w_gap) / (w_pred.sum(axis=1) + 1e-12)
     return -rate + 1e-9 * np.abs(pred - target)
+
+
+def std_window_score(
+    pred: np.ndarray, std: np.ndarray, target: float, tol: float, scale: float, floor: float
+) -> np.ndarray:
+    """Minus the log probability that the gap lies in [target - tol, target + tol] when it is
+    Normal(pred, scale^2 std^2 + floor^2) (lower is better), with |pred - target| breaking the
+    ties of candidates so far out that the probability underflows."""
+    from scipy.stats import norm
+
+    width = np.sqrt((scale * std) ** 2 + floor**2)
+    inside = norm.cdf((target + tol - pred) / width) - norm.cdf((target - tol - pred) / width)
+    return -np.log(inside + 1e-300) + 1e-9 * np.abs(pred - target)
 
 
 def sibling_skip_lookups(
@@ -328,6 +344,10 @@ def main(argv: list[str] | None = None) -> None:
     mu, sd = frame[cols].to_numpy().mean(axis=0), frame[cols].to_numpy().std(axis=0) + 1e-9
     kernels = [(0.02, 0.1), (0.1, 0.02), (0.1, 0.1), (0.2, 0.05), (0.2, 0.1)]
     siblings = [(0.25, 1.0), (0.5, 1.0), (0.5, 0.1), (1.0, 1.0)]
+    std_widths = [(0.5, 0.15), (1.0, 0.05), (1.0, 0.15), (1.0, 0.3), (2.0, 0.15)]
+    val = frame[(frame["split"] == "val") & (frame["band_gap"] > 0)]
+    rho = (val["band_gap"] - val["pred_band_gap"]).abs().rank().corr(val["pred_band_gap_std"].rank())
+    print(f"validation crystals with a gap > 0: Spearman(|pred - gap|, pred_band_gap_std) = {rho:.3f}")
     for name, parts in pool_parts(frame).items():
         runs: dict[str, dict] = {}
         for part, (pool, fit) in enumerate(parts):
@@ -346,6 +366,11 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     ideas = np.array([static_lookups(score, hit, p) for p in priors], float)
                     runs.setdefault(f"calibrated, widths {bw[0]} / {bw[1]} eV", {})[key] = (rank, ideas)
+                std = pool["pred_band_gap_std"].to_numpy()
+                for scale, floor in std_widths:
+                    score = std_window_score(pred, std, target, args.tol, scale, floor)
+                    ideas = np.array([static_lookups(score, hit, p) for p in priors], float)
+                    runs.setdefault(f"std window, a {scale}, c {floor} eV", {})[key] = (rank, ideas)
                 for rad, pen in siblings:
                     ideas = np.array(
                         [sibling_skip_lookups(z, pred, gaps, target, args.tol, p, rad, pen) for p in priors], float
