@@ -217,6 +217,13 @@ def pool_targets(
         yield ti, target, hit, priors, np.minimum(rank, args.budget + 1)
 
 
+def tie_break_pools(frame: pd.DataFrame, tol: float) -> Iterator[tuple[str, pd.DataFrame, np.ndarray, float]]:
+    """(name, pool, predictions, the default's tie-break in eV) for b and its development twin vb."""
+    for name in ("b", "vb"):
+        pool_frame = setting_frames(frame, name)[0]
+        yield name, pool_frame, pool_frame["pred_band_gap"].to_numpy(), tie_break_ev(pool_frame, tol)
+
+
 def exchangeable_orders(frame: pd.DataFrame, args: argparse.Namespace) -> None:
     """The ranking, the emulated default and the library's default against fixed random near-tie orders."""
     print(
@@ -228,10 +235,7 @@ def exchangeable_orders(frame: pd.DataFrame, args: argparse.Namespace) -> None:
         "emulated default × the orders | library default × ranking | library default × the orders |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for name in ("b", "vb"):
-        pool_frame = setting_frames(frame, name)[0]
-        pred = pool_frame["pred_band_gap"].to_numpy()
-        eps = tie_break_ev(pool_frame, args.tol)
+    for name, pool_frame, pred, eps in tie_break_pools(frame, args.tol):
         library = library_runs(args.search_json, name, args.budget)
         rank_vs_order: list[list] = [[] for _ in range(args.orders)]
         emul_vs_order: list[list] = [[] for _ in range(args.orders)]
@@ -279,10 +283,7 @@ def tie_break_sizes(frame: pd.DataFrame, args: argparse.Namespace) -> None:
         "geometric mean and by look-ups summed over targets [95 % CI]"
     )
     print("| pool | tie-break (× the default's) | e (eV) | × ranking | × ranking, summed |\n|---|---|---|---|---|")
-    for name in ("b", "vb"):
-        pool_frame = setting_frames(frame, name)[0]
-        pred = pool_frame["pred_band_gap"].to_numpy()
-        default_eps = tie_break_ev(pool_frame, args.tol)
+    for name, pool_frame, pred, default_eps in tie_break_pools(frame, args.tol):
         for scale in args.scales:
             eps = scale * default_eps
             per_target = []
