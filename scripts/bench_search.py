@@ -63,6 +63,8 @@ STRATEGIES = {
     "nn-window-gp": Strategy(surrogate="neighbour", acquisition="window", label_match=False),
     # the same with residuals divided by the network's per-crystal std (pred_band_gap_std)
     "nn-window-std": Strategy(surrogate="neighbour", acquisition="window", use_prior_std=True),
+    # the default before trust_network_std: without local structure, one std fitted to the residuals
+    "nn-window-fitted-std": Strategy(surrogate="neighbour", acquisition="window", trust_network_std=False),
     "nn-thompson": Strategy(surrogate="neighbour", acquisition="thompson"),
     # the previous default: 16 neighbours in 16 principal components
     "nn-window-16": Strategy(surrogate="neighbour", acquisition="window", neighbour_components=16, n_neighbours=16),
@@ -77,7 +79,15 @@ STRATEGIES = {
     "nn-window-tb01": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.01),
     "nn-window-tb04": Strategy(surrogate="neighbour", acquisition="window", tie_break=0.04),
 }
-RANDOMISED = {"nn-window", "nn-thompson", "nn-window-tb0025", "nn-window-tb005", "nn-window-tb01", "nn-window-tb04"}
+RANDOMISED = {
+    "nn-window",
+    "nn-window-fitted-std",
+    "nn-thompson",
+    "nn-window-tb0025",
+    "nn-window-tb005",
+    "nn-window-tb01",
+    "nn-window-tb04",
+}
 TARGETS = [round(float(t), 2) for t in np.linspace(0.3, 5.5, 21)]
 
 

@@ -349,8 +349,8 @@ def test_cli_search_with_known_data_until_budget(tmp_path):
     "problem, message",
     [
         ("collide", "also candidates"),
-        ("negative", "row 5: band_gap '-0.5'"),
-        ("missing", "row 5: band_gap 'nan'"),
+        ("negative", "line 5: band_gap '-0.5'"),
+        ("missing", "line 5: band_gap 'nan'"),
         ("nolabel", "need columns ['band_gap']"),
     ],
 )
@@ -413,3 +413,47 @@ def test_nearest_matches_brute_force():
     rd, ri = torch.topk(ref, 7, largest=False)
     np.testing.assert_allclose(d.numpy(), rd.numpy(), atol=1e-9)
     assert (i == ri).all()
+
+
+def _network_std_pool(n=400, seed=0):
+    """No known data; two candidates predicted on the target, the network surer of the second."""
+    rng = np.random.default_rng(seed)
+    prior = rng.uniform(2.5, 4.0, size=n)
+    prior[:2] = 2.0
+    std = rng.uniform(0.2, 0.4, size=n)
+    std[:2] = [0.4, 0.15]
+    return DiscretePool([f"c{i}" for i in range(n)], rng.normal(size=(n, 4)), prior_mean=prior, prior_std=std)
+
+
+def test_without_local_structure_the_network_std_is_the_predictive_std():
+    from screening.bo.optimise_pool import neighbour_state
+
+    pool = _network_std_pool()
+    strategy = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=4)
+    state = neighbour_state(strategy, pool, told_ids=[], told_y=np.zeros(0), hyper_cache={}, tolerance=0.01)
+    _, std = ns.predictive(state)
+    np.testing.assert_allclose(std, np.sqrt(pool.prior_std**2 + ns.NETWORK_STD_FLOOR**2))
+    # Equally near the target, the crystal the network is surer of comes first; one fitted std
+    # for all (the earlier rule, and campaigns stored before it) leaves the prediction's order.
+    assert _picks(state, 0.0, 0, n=1) == [1]
+    fitted = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=4, trust_network_std=False)
+    state = neighbour_state(fitted, pool, told_ids=[], told_y=np.zeros(0), hyper_cache={}, tolerance=0.01)
+    _, std = ns.predictive(state)
+    assert np.ptp(std) < 1e-12 and _picks(state, 0.0, 0, n=1) == [0]
+    stored = Strategy(surrogate="neighbour").to_dict()
+    del stored["trust_network_std"]
+    assert Strategy.from_dict(stored).trust_network_std is False
+
+
+def test_with_local_structure_the_fitted_model_gives_the_std():
+    pool, gap, pred = _pool()
+    rng = np.random.default_rng(1)
+    std = rng.uniform(0.1, 0.5, size=len(pred))
+    with_std = DiscretePool(
+        pool.ids, pool.features, prior_mean=pred, prior_std=std, embedding=pool.embedding, known=pool.known
+    )
+    state = _dense_state(with_std)  # 1,500 known crystals, the minimum lowered to 0: local structure
+    plain = ns.predictive(state)[1].copy()
+    state.network_std = ns.network_std(std)
+    assert ns.has_local_structure(state)
+    np.testing.assert_array_equal(ns.predictive(state)[1], plain)

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     import hashlib
 
 
+# eV, added in quadrature to the network's std where that is the predictive std (network_std).
+NETWORK_STD_FLOOR = 0.05
+
+
 class KnownDataError(MatscreenError):
     """Known (labelled, non-candidate) data are unusable with the pool given."""
 
@@ -139,6 +143,10 @@ class NeighbourState:
     # fitted once at the build from the known data; None: the GP alone.
     known_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     label_match: lm.LabelMatchParams | None = None
+    # Each candidate's predictive std while no local structure is fitted: the network's own
+    # uncertainty (network_std), set by the caller for every use (it is not saved); None: the
+    # std fitted to the labelled residuals, one value for all.
+    network_std: np.ndarray | None = field(default=None, repr=False, compare=False)
     # The mixture's share of each candidate's window probability for one target (prepared_match;
     # saved with the state, refreshed where an observation changes a neighbour list).
     match_prepared: lm.Prepared | None = field(default=None, repr=False, compare=False)
@@ -366,12 +374,37 @@ def update_state(
     return state
 
 
+def has_local_structure(state: NeighbourState) -> bool:
+    """Whether the hyper-parameters were fitted on enough labelled crystals (known data and the
+    campaign's first results) for local structure; below ``min_labelled`` the fit is the null
+    model (``neighbour_gp.fit_params``), residuals independent around the network."""
+    return len(state.known_res) + state.fit_count >= state.settings.min_labelled
+
+
+def network_std(prior_std: np.ndarray) -> np.ndarray:
+    """The predictive std a candidate gets from the network's own uncertainty: ``prior_std``
+    with a floor added in quadrature, so a crystal the network is all but sure of cannot outrank
+    every candidate whose prediction is nearer the target."""
+    return np.sqrt(np.asarray(prior_std, dtype=np.float64) ** 2 + NETWORK_STD_FLOOR**2)
+
+
 def predictive(state: NeighbourState, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of a new observation at every pool candidate (or at ``rows``)."""
+    """Mean and standard deviation of a new observation at every pool candidate (or at ``rows``).
+
+    Without local structure the mean is the network's prediction and, when the state carries
+    ``network_std``, the std is the network's own per-crystal one: among predictions equally near
+    the target the window acquisition then takes first the crystals the network is surer of (on
+    validation crystals with a gap > 0, 15 % of its surest fifth are within 0.05 eV of their DFT
+    gap, 10-12 % of the other fifths). The null model's one fitted std ranks by the prediction
+    alone.
+    """
     m, s = state.gp.predict(rows)
     sel = slice(None) if rows is None else rows
     scale = state.scale(sel)
-    return state.pool_prior[sel] + scale * m, scale * s
+    std = scale * s
+    if state.network_std is not None and not has_local_structure(state):
+        std = state.network_std[sel]
+    return state.pool_prior[sel] + scale * m, std
 
 
 def select(

@@ -289,6 +289,11 @@ def neighbour_state(
         seed=0,
         prior_std=prior_std,
     )  # the model is a function of the data only (resume-safe); `rng` drives the draws
+    state.network_std = (
+        ns.network_std(pool.prior_std)
+        if strategy.trust_network_std and pool.prior_std is not None and pool.prior_mean is not None
+        else None
+    )
     cache["neighbour"] = state
     if target is not None:
         ns.prepared_match(state, target)
