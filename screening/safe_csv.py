@@ -48,6 +48,14 @@ def neutralise_cell(value: Any) -> Any:
     return text
 
 
+def restore_cell(text: str) -> str:
+    """Undo :func:`neutralise_cell` on a cell read back (an id from an ask file that a lab filled
+    in): ``'=A`` is the id ``=A``. Text that neutralising could not have written stays as it is."""
+    if text.startswith("'") and text[1:].startswith(FORMULA_PREFIXES):
+        return text[1:]
+    return text
+
+
 def write_text_csv(frame: pd.DataFrame, path: str | Path, float_format: str | None = "%.10g") -> Path:
     """``frame`` as CSV with its text cells and headers neutralised (see the module notes), written atomically."""
     path = Path(path)

@@ -63,8 +63,8 @@ STRATEGIES = {
     "nn-window-gp": Strategy(surrogate="neighbour", acquisition="window", label_match=False),
     # the same with residuals divided by the network's per-crystal std (pred_band_gap_std)
     "nn-window-std": Strategy(surrogate="neighbour", acquisition="window", use_prior_std=True),
-    # the default before trust_network_std: without local structure, one std fitted to the residuals
-    "nn-window-fitted-std": Strategy(surrogate="neighbour", acquisition="window", trust_network_std=False),
+    # without local structure, the network's own std as the predictive std (off by default)
+    "nn-window-network-std": Strategy(surrogate="neighbour", acquisition="window", trust_network_std=True),
     "nn-thompson": Strategy(surrogate="neighbour", acquisition="thompson"),
     # the previous default: 16 neighbours in 16 principal components
     "nn-window-16": Strategy(surrogate="neighbour", acquisition="window", neighbour_components=16, n_neighbours=16),

@@ -144,7 +144,9 @@ class History:
                     "told_at": r.told_at,
                 }
             )
-        return pd.DataFrame(rows)
+        # With no records yet the columns still stand (a report before the first tell).
+        columns = ["seq", "point", "source", "y", "loss", "best_loss", "hit", "error", "told_at"]
+        return pd.DataFrame(rows, columns=columns)
 
 
 def stop_reason(rules: StopRules, history: History, budget: int | None = None) -> str | None:

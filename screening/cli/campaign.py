@@ -77,7 +77,7 @@ def campaign_new(
     tie_break: float | None = TIE_BREAK_OPTION,
     model: str = typer.Option("value", "--model", help=MODEL_HELP),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
-    batch: int = typer.Option(1, "--batch", help="Points suggested per ask (measured together)."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Points suggested per ask (measured together)."),
     batch_method: str = typer.Option("lp", "--batch-method", help=BATCH_METHOD_HELP),
     beta: float = typer.Option(4.0, "--beta", help=BETA_HELP),
     prior_mean: bool = typer.Option(
@@ -86,10 +86,12 @@ def campaign_new(
         help="Use the network's pred_band_gap as the GP's prior mean (c + b*pred, fitted). Default, as in "
         "`matscreen search`: on with --surrogate gp when the pool has pred_band_gap.",
     ),
-    n_init: int = typer.Option(5, "--n-init", help=N_INIT_HELP),
-    budget: int = typer.Option(None, "--budget", help="Measurements `campaign run` may make (no limit by default)."),
+    n_init: int = typer.Option(5, "--n-init", min=1, help=N_INIT_HELP),
+    budget: int = typer.Option(
+        None, "--budget", min=1, help="Measurements `campaign run` may make (no limit by default)."
+    ),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
-    pca_components: int = typer.Option(3, "--pca-components", help=PCA_HELP),
+    pca_components: int = typer.Option(3, "--pca-components", min=1, help=PCA_HELP),
     max_formation_energy: float = typer.Option(
         None,
         "--max-formation-energy",
@@ -164,7 +166,7 @@ def _allowed(allow_objective: list[str] | None) -> set[str]:
 @campaign_app.command("ask")
 def campaign_ask(
     directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
-    n: int = typer.Option(None, "-n", help="Points to suggest (default: the campaign's batch size)."),
+    n: int = typer.Option(None, "-n", min=1, help="Points to suggest (default: the campaign's batch size)."),
     out: Path = typer.Option(None, "-o", "--out", help="CSV to write (default DIR/ask-<k>.csv)."),
     fresh: bool = typer.Option(
         False, "--new", help="Suggest new points even when earlier ones are still pending (a second batch)."
@@ -176,11 +178,12 @@ def campaign_ask(
     Points still pending from an earlier ask come back first, so rerunning an ask that was
     interrupted gives the same points.
     """
-    from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_ask_file
+    from screening.objectives.bandgap.campaign_dir import ask_frame, check_ask_path, open_campaign_dir, write_ask_file
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
-    points = cd.campaign.ask(n, fresh=fresh)
     out = out or directory / f"ask-{len(cd.campaign.store.observations()):04d}.csv"
+    check_ask_path(cd, out, list(ask_frame(cd, []).columns))  # before the ask marks points pending
+    points = cd.campaign.ask(n, fresh=fresh)
     frame = write_ask_file(cd, points, out)
     typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     typer.echo(f"wrote {out}")

@@ -38,7 +38,9 @@ PCA_HELP = "Number of principal components of the embeddings the GP works in."
 
 
 # Shared by `search` and `campaign new`; the defaults are Strategy's (tests/test_cli_defaults.py).
-NEIGHBOURS_OPTION = typer.Option(8, "--neighbours", help="Labelled neighbours per candidate for --surrogate neighbour.")
+NEIGHBOURS_OPTION = typer.Option(
+    8, "--neighbours", min=1, help="Labelled neighbours per candidate for --surrogate neighbour."
+)
 NEIGHBOUR_COMPONENTS_OPTION = typer.Option(
     64,
     "--neighbour-components",

@@ -120,15 +120,21 @@ def reduce(
     ),
 ) -> None:
     """Project embeddings to principal components and save the fitted PCA with the run."""
+    import re
+
     import numpy as np
     import pandas as pd
 
     from screening.errors import MatscreenError, RecordError
+    from screening.io.atomic import check_output_apart
     from screening.io.tables import beside, read_table, write_table_atomic
     from screening.reduce import PCAReducer, embedding_columns
 
     if n_components < 1:
         raise MatscreenError(f"--n-components must be at least 1, got {n_components}")
+    pca_path = save_pca or beside(output, ".pca.json")
+    check_output_apart(output, embeddings)
+    check_output_apart(pca_path, embeddings)
     frame = read_table(embeddings, "embeddings")
     cols = embedding_columns(frame.columns)
     if not cols:
@@ -150,11 +156,12 @@ def reduce(
         )
     reducer = PCAReducer(n_components=n_components).fit(values)
     pcs = reducer.transform(values)
-    out = frame.copy()  # embeddings stay: search / campaign fit their own PCA on them
+    # embeddings stay: search / campaign fit their own PCA on them; an earlier run's pc_* go, as
+    # a pc_3 left beside a new fit's pc_1, pc_2 would read as part of it
+    out = frame.drop(columns=[c for c in frame.columns if re.fullmatch(r"pc_\d+", str(c))])
     for k in range(n_components):
         out[f"pc_{k + 1}"] = pcs[:, k]
     write_table_atomic(out, output)
-    pca_path = save_pca or beside(output, ".pca.json")
     reducer.save(pca_path)
     ratios = ", ".join(f"{r:.1%}" for r in reducer.explained_variance_ratio_)
     typer.echo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -94,14 +95,14 @@ def search(
         help="Start as if this many random crystals (none in the target window) were already measured; ignored "
         "with --prior.",
     ),
-    budget: int = typer.Option(50, "--budget", help="Measurements the search may make after the prior data."),
+    budget: int = typer.Option(50, "--budget", min=1, help="Measurements the search may make after the prior data."),
     model: str = typer.Option(
         "value",
         "--model",
         help=MODEL_HELP,
     ),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
-    batch: int = typer.Option(1, "--batch", help="Crystals suggested per round (measured together)."),
+    batch: int = typer.Option(1, "--batch", min=1, help="Crystals suggested per round (measured together)."),
     batch_method: str = typer.Option("lp", "--batch-method", help=BATCH_METHOD_HELP),
     beta: float = typer.Option(4.0, "--beta", help=BETA_HELP),
     prior_mean: bool = typer.Option(
@@ -116,7 +117,7 @@ def search(
     pred_feature: bool = typer.Option(
         False, "--pred-feature", help="Also give the GP the network's pred_band_gap as one more coordinate."
     ),
-    n_init: int = typer.Option(5, "--n-init", help=N_INIT_HELP),
+    n_init: int = typer.Option(5, "--n-init", min=1, help=N_INIT_HELP),
     max_formation_energy: float = typer.Option(
         None,
         "--max-formation-energy",
@@ -125,7 +126,7 @@ def search(
     ),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     pca_components: int | None = typer.Option(
-        None, "--pca-components", help=PCA_HELP + " Default 3, or the campaign's own when -o resumes one."
+        None, "--pca-components", min=1, help=PCA_HELP + " Default 3, or the campaign's own when -o resumes one."
     ),
     out: Path = typer.Option(
         Path("search-out"),
@@ -140,14 +141,12 @@ def search(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from screening.bo.campaign import StopRules
-    from screening.bo.domain import DiscretePool
     from screening.bo.store import CampaignStore
     from screening.errors import MatscreenError
     from screening.objectives.bandgap.campaign_dir import (
         STORE_NAME,
-        add_prior_data,
-        create_pool_campaign,
         open_campaign_dir,
+        prior_not_told,
         resume_differences,
         summary,
         write_report,
@@ -201,6 +200,9 @@ def search(
             {"strategy": "the strategy options", "seed": "--seed", "batch_size": "--batch"},
         )
         cd = open_campaign_dir(out)
+        dropped = prior_not_told(cd, prior, n_prior)
+        if dropped:
+            raise MatscreenError(f"{out}: {dropped}")
         console.print(f"resuming the campaign in {out} ({len(cd.campaign.store.observations())} observations so far)")
         if how:
             console.print(
@@ -209,35 +211,39 @@ def search(
                 + " differ)"
             )
     else:
+        if out.is_file() or (out.is_dir() and any(out.iterdir())):
+            raise MatscreenError(
+                f"{out} is {'a file' if out.is_file() else 'a folder with other files'}, not a search run; "
+                "-o names a new or empty folder for a new search (an existing run is resumed)"
+            )
         tol = DEFAULT_TOL if tol is None else tol
         label = label or "band_gap"
         pca_components = 3 if pca_components is None else pca_components
-        cd = create_pool_campaign(
-            out,
-            pool,
-            target,
-            tol,
-            strategy,
-            seed,
-            batch,
-            StopRules(budget=budget, stop_on_hit=until == "hit"),
-            pca_components,
-            pred_as_feature=pred_feature,
-            known_path=known,
-            max_formation_energy=max_formation_energy,
-            label=label,
-        )
-        dom, loaded = cd.campaign.domain, cd.pool
-        assert isinstance(dom, DiscretePool) and loaded is not None, "create_pool_campaign builds a pool campaign"
-        if known is not None:
-            console.print(f"known data {known}: {len(dom.known)} labelled crystals")
-        ratio = ", ".join(f"{v:.2f}" for v in loaded.reducer.explained_variance_ratio_)
-        console.print(
-            f"pool {pool}: {len(loaded.frame)} crystals, PCA-{pca_components} keeps [{ratio}] of the variance"
-        )
-        told = add_prior_data(cd, prior, n_prior, seed)
-        if told:
-            console.print(f"told {told} prior observations")
+        fresh = not out.exists()
+        try:
+            cd = _start_search(
+                out,
+                pool,
+                target,
+                tol,
+                strategy,
+                seed,
+                batch,
+                StopRules(budget=budget, stop_on_hit=until == "hit"),
+                pca_components,
+                pred_feature,
+                known,
+                max_formation_energy,
+                label,
+                prior,
+                n_prior,
+                console,
+            )
+        except BaseException:
+            # Nothing half-started stays behind: a run directory without its prior data would be
+            # resumed by the same command, fixed, without ever reading them.
+            shutil.rmtree(out, ignore_errors=True) if fresh else _empty_folder(out)
+            raise
     info = summary(cd)
     if "random_search_expected_evaluations" in info:
         console.print(
@@ -290,3 +296,58 @@ def search(
         )
     )
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _start_search(
+    out: Path,
+    pool: Path,
+    target: float,
+    tol: float,
+    strategy,
+    seed: int,
+    batch: int,
+    stop,
+    pca_components: int,
+    pred_feature: bool,
+    known: Path | None,
+    max_formation_energy: float | None,
+    label: str,
+    prior: Path | None,
+    n_prior: int,
+    console,
+):
+    """A new search run in ``out``: the campaign, its pool and known data, and the prior data told."""
+    from screening.bo.domain import DiscretePool
+    from screening.objectives.bandgap.campaign_dir import add_prior_data, create_pool_campaign
+
+    cd = create_pool_campaign(
+        out,
+        pool,
+        target,
+        tol,
+        strategy,
+        seed,
+        batch,
+        stop,
+        pca_components,
+        pred_as_feature=pred_feature,
+        known_path=known,
+        max_formation_energy=max_formation_energy,
+        label=label,
+    )
+    dom, loaded = cd.campaign.domain, cd.pool
+    assert isinstance(dom, DiscretePool) and loaded is not None, "create_pool_campaign builds a pool campaign"
+    if known is not None:
+        console.print(f"known data {known}: {len(dom.known)} labelled crystals")
+    ratio = ", ".join(f"{v:.2f}" for v in loaded.reducer.explained_variance_ratio_)
+    console.print(f"pool {pool}: {len(loaded.frame)} crystals, PCA-{pca_components} keeps [{ratio}] of the variance")
+    told = add_prior_data(cd, prior, n_prior, seed)
+    if told:
+        console.print(f"told {told} prior observations")
+    return cd
+
+
+def _empty_folder(folder: Path) -> None:
+    """Remove what a failed start wrote into ``folder``, which was empty before it."""
+    for entry in folder.iterdir():
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)

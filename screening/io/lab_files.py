@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from screening.errors import RecordError
-from screening.safe_csv import escape_control, neutralise_cell, write_text_csv  # noqa: F401  (part of this API)
+from screening.io.tables import parse_number
+from screening.safe_csv import escape_control, neutralise_cell, restore_cell, write_text_csv  # noqa: F401  (part of this API)
 
 if TYPE_CHECKING:  # the domain pulls in scipy; reading a CSV does not need it
     from screening.bo.domain import Box
@@ -73,7 +74,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _value(text: str, row_id: str, column: str, path: Path) -> float:
     try:
-        v = float(text)
+        v = parse_number(text)
     except ValueError:
         raise ResultsFileError(row_id, f"{column} {text!r} is not a number", str(path)) from None
     if not np.isfinite(v):
@@ -95,18 +96,28 @@ def read_pool_results(
     frame = _read_csv(path)
     if "id" not in frame.columns:
         raise ResultsFileError("<header>", f"needs an 'id' column, has {list(frame.columns)}", str(path))
-    col = next((c for c in value_columns if c in frame.columns), None)
-    if col is None:
+    present = [c for c in value_columns if c in frame.columns]
+    if not present:
         raise ResultsFileError("<header>", f"needs a value column (one of {list(value_columns)})", str(path))
+    if len(present) > 1:
+        raise ResultsFileError("<header>", f"has {' and '.join(present)}: give the values in one column", str(path))
+    col = present[0]
     out = Results([], [], [])
     for n, row in enumerate(frame.to_dict("records"), start=2):
-        rid = row["id"].strip() or f"line {n}"
+        rid = restore_cell(row["id"].strip()) or f"line {n}"
         if not row["id"].strip():
             raise ResultsFileError(rid, "empty id", str(path))
         err = (row.get("error") or "").strip() or None
-        out.points.append(row["id"].strip())
+        out.points.append(rid)
         out.errors.append(err)
-        if err is not None and not row[col].strip():
+        if err is not None:
+            if row[col].strip():  # told as failed, its value would be dropped without a word
+                raise ResultsFileError(
+                    rid,
+                    f"line {n}: both a {col} ({row[col].strip()!r}) and an error ({err!r}); a failed measurement "
+                    f"leaves {col} empty, a good one leaves error empty",
+                    str(path),
+                )
             out.ys.append(None)
             continue
         value = _value(row[col].strip(), rid, col, path)

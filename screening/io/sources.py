@@ -46,6 +46,7 @@ from pymatgen.core import Structure
 
 from screening.errors import MatscreenError, RecordError, StructureReadError
 from screening.io.records import StructureRecord, parse_record, record_from_atoms
+from screening.io.tables import csv_missing_values, parse_number
 
 ID_COLUMNS = ("material_id", "id", "cif_id", "name", "idx")
 CIF_COLUMN = "cif"
@@ -277,7 +278,7 @@ def _numeric_columns(rows: list[list[str]]) -> set[int]:
 
 def _number_or_text(value: str) -> Any:
     try:
-        return float(value)
+        return parse_number(value)
     except ValueError:
         return value
 
@@ -420,7 +421,14 @@ def _table_chunks(path: Path, chunksize: int) -> Iterator[pd.DataFrame]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize):
             yield batch.to_pandas()
     else:
-        yield from pd.read_csv(path, chunksize=chunksize)
+        columns = _table_columns(path)
+        id_col = id_column(columns)
+        yield from pd.read_csv(
+            path,
+            chunksize=chunksize,
+            dtype={id_col: str} if id_col else None,
+            **csv_missing_values(columns, {id_col} if id_col else set()),
+        )
 
 
 def _label_value(value: Any) -> tuple[bool, Any]:

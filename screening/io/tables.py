@@ -22,6 +22,14 @@ from screening.io.atomic import atomic_path
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
 
+def parse_number(text: str) -> float:
+    """A number written in a table cell, as ``float`` reads it but without Python's digit
+    separators: ``float("2_5")`` is 25.0, which a lab's typo for 2.5 must not become."""
+    if "_" in text:
+        raise ValueError(f"could not convert string to float: {text!r}")
+    return float(text)
+
+
 def is_csv(path: str | Path) -> bool:
     """Whether ``path`` names a CSV table (``.csv`` or gzip-compressed ``.csv.gz``)."""
     return Path(path).name.lower().endswith(CSV_SUFFIXES)
@@ -46,6 +54,23 @@ def row_label(path: str | Path, row: int) -> str:
     return f"line {row + 2}" if is_csv(path) else f"row {row + 1}"
 
 
+# pandas' default missing-value markers. An id column keeps them as text: a crystal may be
+# named NA or null (a CIF file NA.cif), and only an empty id cell is missing.
+MISSING_MARKERS = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
+
+
+def csv_missing_values(columns: list[str], id_columns: set[str]) -> dict[str, Any]:
+    """``read_csv`` keywords: the usual missing markers in every column but ``id_columns``, where
+    only an empty cell is missing."""
+    return {
+        "keep_default_na": False,
+        "na_values": {c: ([""] if c in id_columns else MISSING_MARKERS) for c in columns},
+    }
+
+
 def read_table(path: str | Path, what: str, error: type[MatscreenError] = MatscreenError) -> pd.DataFrame:
     """The table at ``path``; in a CSV, ids stay text (``001`` is not ``1``) and numbers are read
     back to the bit that pandas wrote (``round_trip``; the default parser may differ in the last
@@ -56,7 +81,10 @@ def read_table(path: str | Path, what: str, error: type[MatscreenError] = Matscr
         raise error(f"{path}: {what} file not found")
     try:
         if is_csv(path):
-            return pd.read_csv(path, dtype={"id": str}, float_precision="round_trip")
+            columns = list(pd.read_csv(path, nrows=0).columns)
+            return pd.read_csv(
+                path, dtype={"id": str}, float_precision="round_trip", **csv_missing_values(columns, {"id"})
+            )
         return pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pandas / pyarrow raise many types for unreadable files
         hint = "" if is_csv(path) else " (a CSV table must be named .csv or .csv.gz)"

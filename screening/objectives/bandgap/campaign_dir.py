@@ -244,6 +244,41 @@ def _pool_objective(
     return BandGapPoolObjective(domain, gaps, target, tolerance)
 
 
+def read_prior_file(path: str | Path) -> pd.DataFrame:
+    """The prior-data CSV (ids stay text), or an error naming the file when it cannot be read."""
+    try:
+        frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values={"band_gap": [""]})
+    except FileNotFoundError as exc:
+        raise MatscreenError(f"{path}: prior-data file not found") from exc
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise MatscreenError(f"{path}: cannot read the prior data as CSV ({exc})") from exc
+    if frame.empty:
+        raise MatscreenError(f"{path}: the prior data file has no rows")
+    return frame
+
+
+def prior_not_told(cd: CampaignDir, prior_csv: str | Path | None, n_prior: int) -> str | None:
+    """Why resuming with these prior options would drop prior data the command gave, or None.
+
+    The prior data are told once, when a search starts; the same command run again resumes it.
+    A resume whose ``--prior`` file holds rows the campaign was never told (or whose
+    ``--n-prior`` differs from the prior count it was started with) would otherwise ignore them."""
+    told_prior = [r for r in cd.campaign.history().records if r.source == "prior"]
+    if prior_csv is not None:
+        ids = read_prior_file(prior_csv)
+        given = set(ids["id"].astype(str).str.strip()) if "id" in ids.columns else set()
+        missing = sorted(given - {str(r.key) for r in told_prior})
+        if missing:
+            return (
+                f"{prior_csv} has {len(missing)} crystal(s) this campaign was not started with (e.g. {missing[0]!r}); "
+                "prior data are read only when a search starts: tell them with `matscreen campaign tell`, "
+                "or name a new -o"
+            )
+    elif n_prior and n_prior != len(told_prior):
+        return f"--n-prior {n_prior}: this campaign started with {len(told_prior)} prior crystal(s)"
+    return None
+
+
 def add_prior_data(cd: CampaignDir, prior_csv: str | Path | None = None, n_prior: int = 0, seed: int = 0) -> int:
     """Tell the prior data once, at the start: rows of ``prior_csv`` (``id`` and optionally
     ``band_gap``; without it the pool's gap is used), or ``n_prior`` random crystals that are
@@ -254,7 +289,7 @@ def add_prior_data(cd: CampaignDir, prior_csv: str | Path | None = None, n_prior
     objective = campaign.objective
     assert isinstance(objective, BandGapPoolObjective) and pool is not None
     if prior_csv is not None:
-        frame = pd.read_csv(prior_csv, dtype={"id": str})
+        frame = read_prior_file(prior_csv)
         if "id" not in frame.columns:
             raise RecordError("<header>", "prior file needs an 'id' column", str(prior_csv))
         ids = frame["id"].astype(str).str.strip().tolist()
@@ -317,8 +352,34 @@ def write_ask_file(cd: CampaignDir, points: Sequence[Any], path: str | Path) -> 
     from screening.safe_csv import write_text_csv
 
     frame = ask_frame(cd, points)
+    check_ask_path(cd, Path(path), list(frame.columns))
     write_text_csv(frame, path)
     return frame
+
+
+def check_ask_path(cd: CampaignDir, path: Path, columns: list[str]) -> None:
+    """Refuse an ask file path that would replace something other than an earlier ask file.
+
+    Why: ``campaign ask -o`` replaced whatever it was given; ``-o DIR/campaign.sqlite`` lost every
+    observation, and ``-o`` naming the pool made every later command refuse the campaign. A path
+    is free when nothing is there, or when the file there starts with this ask file's header."""
+    if path.is_dir():
+        raise MatscreenError(f"{path} is a folder; -o names the ask file to write (e.g. {path / 'ask.csv'})")
+    if not path.exists():
+        return
+    extra = cd.campaign.store.config.get("extra", {})
+    protected = [cd.path / STORE_NAME, *(Path(extra[k]) for k in ("pool_path", "known_path") if extra.get(k))]
+    if any(path.resolve() == p.resolve() for p in protected):
+        raise MatscreenError(f"{path} is one of this campaign's own files; write the ask file somewhere else")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = handle.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        header = ""
+    if header != ",".join(columns):
+        raise MatscreenError(
+            f"{path} exists and is not an ask file of this campaign; name a new file (or remove it first)"
+        )
 
 
 def tell_results_file(cd: CampaignDir, path: str | Path) -> TellOutcome:

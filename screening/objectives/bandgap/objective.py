@@ -345,8 +345,8 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     not candidates, as :class:`~screening.bo.neighbour_search.KnownData`.
 
     Refused, naming the file and row: an unreadable file, missing ``id`` / ``label`` / embedding
-    columns, embedding columns other than the pool's, a missing, non-finite or negative label, a
-    non-finite embedding, duplicate ids, and ids that are also candidates (their labels would
+    columns, embedding columns other than the pool's, a missing or blank-padded id, a label that is
+    missing, not finite, negative or above 100 eV, a non-finite embedding, duplicate ids, and ids that are also candidates (their labels would
     leak the answer into the search).
     """
     from screening.bo.neighbour_search import KnownData
@@ -366,14 +366,20 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
             "featurise both with the same model"
         )
     frame = frame.reset_index(drop=True)
+    # The ids the pool accepts, so a padded ' mp-1 ' cannot pass the candidate check below.
+    for i, raw in enumerate(frame["id"].tolist()):
+        problem = "missing id" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else id_problem(str(raw))
+        if problem:
+            raise RecordError(f"{row_label(path, i)}", problem, str(path))
     ids = frame["id"].astype(str)
     values = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0)
+    bad = ~np.isfinite(values) | (values < 0) | (values > MAX_BAND_GAP_EV)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise RecordError(
             ids.iloc[row],
-            f"{row_label(path, row)}: {label} {str(frame[label].iloc[row])!r} is not a finite, non-negative number",
+            f"{row_label(path, row)}: {label} {str(frame[label].iloc[row])!r} is not a band gap "
+            f"(a finite number of eV, 0 to {MAX_BAND_GAP_EV:g})",
             str(path),
         )
     E = frame[emb].to_numpy(dtype=np.float64)

@@ -44,6 +44,7 @@ from screening.bo.domain import Box, LinearConstraint
 from screening.bo.objective import Evaluation
 from screening.errors import RecordError
 from screening.io.lab_files import read_csv_as_text
+from screening.io.tables import parse_number
 from screening.objectives.synthesis.spectral_loss import (
     WAVELENGTHS_NM,
     load_target,
@@ -253,7 +254,7 @@ def _absorbances(row: dict[Hashable, Any], where: str, path: Path) -> np.ndarray
             values[j] = np.nan
             continue
         try:
-            values[j] = float(text)
+            values[j] = parse_number(text)
         except ValueError:
             raise RecordError(where, f"absorbance at {column} nm is {text!r}, not a number", str(path)) from None
     return values
