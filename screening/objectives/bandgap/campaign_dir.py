@@ -344,7 +344,26 @@ def ask_frame(cd: CampaignDir, points: Sequence[Any]) -> pd.DataFrame:
     out["mean_eV" if value else "mean_abs_dev_eV"] = post["mean"]
     out["std_eV" if value else "std_abs_dev_eV"] = post["std"]
     out["acquisition_score"] = post["acquisition"]
-    return out
+    return out[ask_columns(cd)]
+
+
+def ask_columns(cd: CampaignDir) -> list[str]:
+    """The header of this campaign's ask files (:func:`ask_frame`), without computing a row."""
+    from screening.io.lab_files import box_columns
+
+    c = cd.campaign
+    if not isinstance(c.domain, DiscretePool):
+        return list(box_columns(c.domain))
+    present = set(cd.pool.frame.columns) if cd.pool is not None else set()
+    value = c.strategy.model == "value"
+    return [
+        "id",
+        *(["formula"] if "formula" in present else []),
+        *(["pred_band_gap_eV"] if "pred_band_gap" in present else []),
+        "mean_eV" if value else "mean_abs_dev_eV",
+        "std_eV" if value else "std_abs_dev_eV",
+        "acquisition_score",
+    ]
 
 
 def write_ask_file(cd: CampaignDir, points: Sequence[Any], path: str | Path) -> pd.DataFrame:
@@ -352,7 +371,7 @@ def write_ask_file(cd: CampaignDir, points: Sequence[Any], path: str | Path) -> 
     from screening.safe_csv import write_text_csv
 
     frame = ask_frame(cd, points)
-    check_ask_path(cd, Path(path), list(frame.columns))
+    check_ask_path(cd, Path(path), ask_columns(cd))
     write_text_csv(frame, path)
     return frame
 
