@@ -23,5 +23,6 @@ def test_search_and_campaign_new_use_the_strategy_defaults_for_the_neighbour_sur
         assert defaults["neighbour_components"] == library.neighbour_components
         assert defaults["min_labelled"] == library.neighbour_min_labelled
         assert defaults["label_match"] == library.label_match
+        assert defaults["network_std"] == library.trust_network_std
         # None on both sides: the library resolves it (DEFAULT_TIE_BREAK for the neighbour window)
         assert defaults["tie_break"] is None and Strategy.__dataclass_fields__["tie_break"].default is None

@@ -17,6 +17,7 @@ from screening.cli.common import (
     N_INIT_HELP,
     NEIGHBOUR_COMPONENTS_OPTION,
     NEIGHBOURS_OPTION,
+    NETWORK_STD_OPTION,
     PCA_HELP,
     SEED_HELP,
     TIE_BREAK_OPTION,
@@ -74,6 +75,7 @@ def campaign_new(
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
     label_match: bool = LABEL_MATCH_OPTION,
+    network_std: bool = NETWORK_STD_OPTION,
     tie_break: float | None = TIE_BREAK_OPTION,
     model: str = typer.Option("value", "--model", help=MODEL_HELP),
     acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
@@ -119,6 +121,7 @@ def campaign_new(
         min_labelled=min_labelled,
         label_match=label_match,
         tie_break=tie_break,
+        network_std=network_std,
     )
     if objective:
         if surrogate != "gp":

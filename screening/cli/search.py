@@ -18,6 +18,7 @@ from screening.cli.common import (
     N_INIT_HELP,
     NEIGHBOUR_COMPONENTS_OPTION,
     NEIGHBOURS_OPTION,
+    NETWORK_STD_OPTION,
     PCA_HELP,
     SEED_HELP,
     TIE_BREAK_OPTION,
@@ -77,6 +78,7 @@ def search(
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
     label_match: bool = LABEL_MATCH_OPTION,
+    network_std: bool = NETWORK_STD_OPTION,
     tie_break: float | None = TIE_BREAK_OPTION,
     until: str = typer.Option(
         "hit",
@@ -172,6 +174,7 @@ def search(
         min_labelled,
         label_match,
         tie_break,
+        network_std,
     )
     if (out / STORE_NAME).exists():
         with CampaignStore.open(out / STORE_NAME) as store:
