@@ -63,8 +63,10 @@ STRATEGIES = {
     "nn-window-gp": Strategy(surrogate="neighbour", acquisition="window", label_match=False),
     # the same with residuals divided by the network's per-crystal std (pred_band_gap_std)
     "nn-window-std": Strategy(surrogate="neighbour", acquisition="window", use_prior_std=True),
-    # without local structure, the network's own std as the predictive std (off by default)
+    # the network's own std without local structure, as the default does (the name setting d ran under)
     "nn-window-network-std": Strategy(surrogate="neighbour", acquisition="window", trust_network_std=True),
+    # the default before: without local structure, one std fitted to the residuals (the ranking)
+    "nn-window-fitted-std": Strategy(surrogate="neighbour", acquisition="window", trust_network_std=False),
     "nn-thompson": Strategy(surrogate="neighbour", acquisition="thompson"),
     # the previous default: 16 neighbours in 16 principal components
     "nn-window-16": Strategy(surrogate="neighbour", acquisition="window", neighbour_components=16, n_neighbours=16),

@@ -429,17 +429,20 @@ def test_without_local_structure_the_network_std_is_the_predictive_std():
     from screening.bo.optimise_pool import neighbour_state
 
     pool = _network_std_pool()
-    strategy = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=4, trust_network_std=True)
+    strategy = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=4)
     state = neighbour_state(strategy, pool, told_ids=[], told_y=np.zeros(0), hyper_cache={}, tolerance=0.01)
     _, std = ns.predictive(state)
     np.testing.assert_allclose(std, np.sqrt(pool.prior_std**2 + ns.NETWORK_STD_FLOOR**2))
     # Equally near the target, the crystal the network is surer of comes first; one fitted std
-    # for all (the default) leaves the prediction's order.
+    # for all (--fitted-std, and campaigns stored before the option) leaves the prediction's order.
     assert _picks(state, 0.0, 0, n=1) == [1]
-    fitted = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=4)
+    fitted = Strategy(surrogate="neighbour", n_neighbours=8, neighbour_components=4, trust_network_std=False)
     state = neighbour_state(fitted, pool, told_ids=[], told_y=np.zeros(0), hyper_cache={}, tolerance=0.01)
     _, std = ns.predictive(state)
     assert np.ptp(std) < 1e-12 and _picks(state, 0.0, 0, n=1) == [0]
+    stored = Strategy(surrogate="neighbour").to_dict()
+    del stored["trust_network_std"]
+    assert Strategy.from_dict(stored).trust_network_std is False
 
 
 def test_with_local_structure_the_fitted_model_gives_the_std():
