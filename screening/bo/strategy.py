@@ -116,11 +116,12 @@ class Strategy:
     # candidates whose predictions differ by far less than the model's error are taken in a seeded
     # order rather than by the last digits of the prediction, and campaigns with different seeds
     # (or prior data) make different picks. None: DEFAULT_TIE_BREAK where it applies, 0 elsewhere.
-    # Chosen by measurement (docs/benchmarks.md, "Seeded tie-breaks"): with 100 priors and no known
-    # data the best |gap - t| beats random's on mean and median at every trial (the deterministic
-    # order's median did not at trials 1-10), look-ups to a first hit 0.98x the ranking's [0.93,
-    # 1.03] by the geometric mean (1.004x summed over targets; 1.02x on the development twin), and
-    # with known data the same look-ups as 0.
+    # Chosen by measurement with one fitted std (docs/benchmarks.md, "Seeded tie-breaks"): with 100
+    # priors and no known data the best |gap - t| beat random's on mean and median at every trial
+    # (the deterministic order's median did not at trials 1-10), look-ups to a first hit 0.98x the
+    # ranking's [0.93, 1.03] by the geometric mean (1.004x summed over targets), and with known
+    # data the same look-ups as 0. Kept with the network's std (trust_network_std), which meets d
+    # with it.
     tie_break: float | None = None
 
     def __post_init__(self) -> None:
