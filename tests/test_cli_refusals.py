@@ -169,3 +169,36 @@ def test_reduce_replaces_an_earlier_fits_components_and_never_its_input(tmp_path
     res = runner.invoke(app, ["reduce", str(tmp_path / "a.parquet"), "-o", str(tmp_path / "a.parquet")])
     assert res.exit_code == 1 and "would replace" in res.output
     assert (tmp_path / "a.parquet").read_bytes() == before
+
+
+def test_a_label_column_that_changes_type_part_way_is_named_not_an_internal_error(tmp_path: Path) -> None:
+    from screening.errors import MatscreenError
+    from screening.featurize.featurizer import _chunk_table_writer
+
+    first = pd.DataFrame({"id": ["a", "b"], "comment": [np.nan, np.nan]})  # blank text cells read as NaN
+    later = pd.DataFrame({"id": ["c", "d"], "comment": ["synth ok", None]})
+    with pytest.raises(MatscreenError, match=r"column 'comment' changes type part-way .* write CSV"):
+        with _chunk_table_writer(tmp_path / "tmp.parquet", tmp_path / "out.parquet") as write:
+            write(first)
+            write(later)
+    with _chunk_table_writer(tmp_path / "tmp.csv", tmp_path / "out.csv") as write:  # CSV takes both
+        write(first)
+        write(later)
+    assert pd.read_csv(tmp_path / "tmp.csv")["comment"].tolist()[2] == "synth ok"
+
+
+def test_targets_no_band_gap_can_have_are_refused_and_a_prior_hit_is_named(tmp_path: Path) -> None:
+    pool, frame = _pool(tmp_path)
+    for target in ("-5", "1e9"):
+        res = runner.invoke(app, ["search", "--pool", str(pool), "--target", target, "-o", str(tmp_path / "x")])
+        assert res.exit_code == 1 and "from 0 to 100" in res.output and not (tmp_path / "x").exists()
+    hit = frame["id"][3]
+    prior = tmp_path / "prior.csv"
+    prior.write_text(f"id,band_gap\n{hit},{frame['band_gap'][3]}\n")
+    target = str(frame["band_gap"][3])
+    res = runner.invoke(
+        app, ["search", "--pool", str(pool), "--target", target, "--prior", str(prior), "-o", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"already in the window before the search: {hit}" in res.output and "no hit" not in res.output
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["prior_hits"] == [hit]

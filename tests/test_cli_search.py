@@ -306,7 +306,7 @@ def test_tie_breaks_are_kept_with_the_campaign_and_seeds_spread_searches(tmp_pat
 def test_search_refuses_a_target_or_tolerance_it_cannot_use_before_writing_anything(tmp_path) -> None:
     path, _ = _pool(tmp_path)
     for args, says in (
-        (["--target", "nan"], "target band gap must be a finite number"),
+        (["--target", "nan"], "target band gap must be a number of eV from 0 to 100"),
         (["--target", "2.0", "--tol", "0"], "tolerance must be a positive, finite number"),
         (["--target", "2.0", "--tol", "inf"], "tolerance must be a positive, finite number"),
         (["--target", "2.0", "--n-prior", "-2"], "greater than or equal to 0"),

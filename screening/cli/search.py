@@ -290,14 +290,13 @@ def search(
     info = summary(cd)
     first = info["evaluations_to_first_hit"]
     hits = info["hits"]
-    console.print(
-        f"stopped: {cd.campaign.stopped_because}; "
-        + (
-            f"first hit after {first} evaluations; {len(hits)} hit(s): {', '.join(hits)}"
-            if first
-            else f"best |Δ| {info['best_loss']:.4f} eV, no hit"
-        )
-    )
+    if first:
+        outcome = f"first hit after {first} evaluations; {len(hits)} hit(s): {', '.join(hits)}"
+    elif info["prior_hits"]:  # the stop rule counts them: say so rather than "no hit"
+        outcome = f"already in the window before the search: {', '.join(map(str, info['prior_hits']))}"
+    else:
+        outcome = f"best |Δ| {info['best_loss']:.4f} eV, no hit"
+    console.print(f"stopped: {cd.campaign.stopped_because}; {outcome}")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -28,7 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from screening.errors import GraphBuildError, InvalidStructureError, ModelLoadError, RecordError, StructureReadError
+from screening.errors import (
+    GraphBuildError,
+    InvalidStructureError,
+    MatscreenError,
+    ModelLoadError,
+    RecordError,
+    StructureReadError,
+)
 from screening.featurize.cache import EmbeddingCache, structure_fingerprint
 from screening.featurize.registry import featurizer_model, load_featurizer_model, model_fingerprint
 from screening.graph_store import collate
@@ -381,15 +388,35 @@ def _chunk_table_writer(tmp: Path, output: Path) -> Iterator[Callable[[pd.DataFr
         if writer is None:
             schema = pa.Schema.from_pandas(frame, preserve_index=False)
             writer = pq.ParquetWriter(tmp, schema)
-        writer.write_table(
-            pa.Table.from_pandas(frame.reindex(columns=schema.names), schema=schema, preserve_index=False)
-        )
+        frame = frame.reindex(columns=schema.names)
+        try:
+            table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise MatscreenError(_type_change_message(frame, schema, output)) from exc
+        writer.write_table(table)
 
     try:
         yield write
     finally:
         if writer is not None:
             writer.close()
+
+
+def _type_change_message(frame: pd.DataFrame, schema: Any, output: Path) -> str:
+    """Why a chunk does not fit the table's column types, naming the column (a label column of text
+    that was empty, read as numbers, for the first chunk)."""
+    import pyarrow as pa
+
+    for name in schema.names:
+        try:
+            pa.array(frame[name], type=schema.field(name).type, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return (
+                f"{output}: column {name!r} changes type part-way through the source (its first values were "
+                f"{schema.field(name).type}, later ones are not); a Parquet column has one type: write CSV "
+                "(-o NAME.csv) or give the column one type"
+            )
+    return f"{output}: a later part of the source does not fit the table's column types"
 
 
 def featurize_source(

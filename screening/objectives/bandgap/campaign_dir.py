@@ -435,6 +435,7 @@ def summary(cd: CampaignDir) -> dict[str, Any]:
         "best_loss": best[0].loss if best else None,
         "evaluations_to_first_hit": h.first_hit(),
         "hits": [r.key for r, hit in zip(h.records, h.hits) if hit and r.source == "search"],
+        "prior_hits": [r.key for r, hit in zip(h.records, h.hits) if hit and r.source != "search"],
         "hit": any(h.hits),
         "stop_reason": c.stop_reason(),
         "strategy": c.strategy.to_dict(),

@@ -62,8 +62,11 @@ def check_target(target: float, tolerance: float) -> None:
     """Refuse a target or tolerance no search can use: NaN or infinite, or a tolerance of 0 or less
     (a hit is |gap - target| <= tolerance; with 0 every window probability is 0 and the order is
     arbitrary)."""
-    if not np.isfinite(target):
-        raise MatscreenError(f"the target band gap must be a finite number of eV, got {target!r}")
+    if not (np.isfinite(target) and 0 <= target <= MAX_BAND_GAP_EV):
+        raise MatscreenError(
+            f"the target band gap must be a number of eV from 0 to {MAX_BAND_GAP_EV:g} (no band gap lies "
+            f"outside), got {target!r}"
+        )
     if not (np.isfinite(tolerance) and tolerance > 0):
         raise MatscreenError(
             f"the tolerance must be a positive, finite number of eV (a hit is |gap - target| <= tolerance), "
