@@ -289,11 +289,11 @@ def neighbour_state(
         seed=0,
         prior_std=prior_std,
     )  # the model is a function of the data only (resume-safe); `rng` drives the draws
-    state.network_std = (
-        ns.network_std(pool.prior_std)
-        if strategy.trust_network_std and pool.prior_std is not None and pool.prior_mean is not None
-        else None
-    )
+    # set for every use (not saved with the state); only read while there is no local structure
+    state.network_std = None
+    if strategy.trust_network_std and pool.prior_std is not None and pool.prior_mean is not None:
+        if not ns.has_local_structure(state):
+            state.network_std = ns.network_std(pool.prior_std)
     cache["neighbour"] = state
     if target is not None:
         ns.prepared_match(state, target)
