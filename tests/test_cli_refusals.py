@@ -117,6 +117,10 @@ def test_csv_ids_that_pandas_would_read_as_missing_stay_ids(tmp_path: Path) -> N
     frame.to_csv(tmp_path / "pool.csv", index=False)
     pool = load_pool(tmp_path / "pool.csv")
     assert list(pool.ids[:7]) == ["NA", "null", "nan", "None", "NULL", "#NA", "N/A"]
+    frame.loc[9, "id"] = "NA"  # a CSV pool's rows are named by their line in the file
+    frame.to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(RecordError, match=r"line 11: duplicate id in the pool \(first at line 2\)"):
+        load_pool(tmp_path / "dup.csv")
     from screening.io.sources import iter_records
 
     table = pd.DataFrame({"id": ["NA", "null", ""], "cif": ["x", "y", "z"], "band_gap": ["1.0", "NA", "2.0"]})

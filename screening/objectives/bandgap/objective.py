@@ -92,18 +92,21 @@ def id_problem(candidate_id: str) -> str | None:
 
 def check_pool_ids(ids: pd.Series, source: str) -> None:
     """Refuse a pool whose ids are missing, unusable (:func:`id_problem`) or repeated, naming the
-    file and the row (1-based, in file order)."""
+    file and where the row is (a CSV's line, a Parquet file's 1-based row: ``row_label``)."""
     values = ids.to_numpy(dtype=object)
     seen: dict[str, int] = {}
     for i, raw in enumerate(values):
+        where = row_label(source, i)
         if raw is None or (isinstance(raw, float) and not np.isfinite(raw)):
-            raise RecordError(f"row {i + 1}", "missing id", source)
+            raise RecordError(where, "missing id", source)
         cid = str(raw)
         problem = id_problem(cid)
         if problem is not None:
-            raise RecordError(cid, f"row {i + 1}: {problem}", source)
+            raise RecordError(cid, f"{where}: {problem}", source)
         if cid in seen:
-            raise RecordError(cid, f"row {i + 1}: duplicate id in the pool (first at row {seen[cid] + 1})", source)
+            raise RecordError(
+                cid, f"{where}: duplicate id in the pool (first at {row_label(source, seen[cid])})", source
+            )
         seen[cid] = i
 
 
