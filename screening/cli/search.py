@@ -147,6 +147,7 @@ def search(
     from screening.errors import MatscreenError
     from screening.objectives.bandgap.campaign_dir import (
         STORE_NAME,
+        create_pool_campaign,
         open_campaign_dir,
         prior_not_told,
         resume_differences,
@@ -224,7 +225,7 @@ def search(
         pca_components = 3 if pca_components is None else pca_components
         fresh = not out.exists()
         try:
-            cd = _start_search(
+            cd = create_pool_campaign(
                 out,
                 pool,
                 target,
@@ -234,14 +235,12 @@ def search(
                 batch,
                 StopRules(budget=budget, stop_on_hit=until == "hit"),
                 pca_components,
-                pred_feature,
-                known,
-                max_formation_energy,
-                label,
-                prior,
-                n_prior,
-                console,
+                pred_as_feature=pred_feature,
+                known_path=known,
+                max_formation_energy=max_formation_energy,
+                label=label,
             )
+            _start_search(cd, pool, known, pca_components, prior, n_prior, seed, console)
         except BaseException:
             # Nothing half-started stays behind: a run directory without its prior data would be
             # resumed by the same command, fixed, without ever reading them.
@@ -301,42 +300,12 @@ def search(
 
 
 def _start_search(
-    out: Path,
-    pool: Path,
-    target: float,
-    tol: float,
-    strategy,
-    seed: int,
-    batch: int,
-    stop,
-    pca_components: int,
-    pred_feature: bool,
-    known: Path | None,
-    max_formation_energy: float | None,
-    label: str,
-    prior: Path | None,
-    n_prior: int,
-    console,
-):
-    """A new search run in ``out``: the campaign, its pool and known data, and the prior data told."""
+    cd, pool: Path, known: Path | None, pca_components: int, prior: Path | None, n_prior: int, seed: int, console
+) -> None:
+    """Say what a new search run holds (pool, known data) and tell it the prior data."""
     from screening.bo.domain import DiscretePool
-    from screening.objectives.bandgap.campaign_dir import add_prior_data, create_pool_campaign
+    from screening.objectives.bandgap.campaign_dir import add_prior_data
 
-    cd = create_pool_campaign(
-        out,
-        pool,
-        target,
-        tol,
-        strategy,
-        seed,
-        batch,
-        stop,
-        pca_components,
-        pred_as_feature=pred_feature,
-        known_path=known,
-        max_formation_energy=max_formation_energy,
-        label=label,
-    )
     dom, loaded = cd.campaign.domain, cd.pool
     assert isinstance(dom, DiscretePool) and loaded is not None, "create_pool_campaign builds a pool campaign"
     if known is not None:
@@ -346,7 +315,6 @@ def _start_search(
     told = add_prior_data(cd, prior, n_prior, seed)
     if told:
         console.print(f"told {told} prior observations")
-    return cd
 
 
 def _empty_folder(folder: Path) -> None:
