@@ -206,3 +206,16 @@ def test_targets_no_band_gap_can_have_are_refused_and_a_prior_hit_is_named(tmp_p
     assert res.exit_code == 0, res.output
     assert f"already in the window before the search: {hit}" in res.output and "no hit" not in res.output
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["prior_hits"] == [hit]
+
+
+def test_until_budget_given_on_resume_applies_to_that_run(tmp_path: Path) -> None:
+    pool, _ = _pool(tmp_path)
+    out = tmp_path / "run"
+    base = ["search", "--pool", str(pool), "--target", "2.5", "--tol", "0.5", "--budget", "6", "-o", str(out)]
+    first = runner.invoke(app, base)
+    assert first.exit_code == 0 and "stopped: hit" in first.output, first.output
+    done = json.loads((out / "summary.json").read_text())["search_evaluations"]
+    assert done < 6
+    more = runner.invoke(app, [*base, "--until", "budget"])  # it used to stop at the stored rule again
+    assert more.exit_code == 0 and "uses the whole budget" in more.output, more.output
+    assert json.loads((out / "summary.json").read_text())["search_evaluations"] == 6

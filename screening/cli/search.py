@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -80,10 +81,11 @@ def search(
     label_match: bool = LABEL_MATCH_OPTION,
     network_std: bool = NETWORK_STD_OPTION,
     tie_break: float | None = TIE_BREAK_OPTION,
-    until: str = typer.Option(
-        "hit",
+    until: str | None = typer.Option(
+        None,
         "--until",
-        help="hit: stop at the first crystal in the window; budget: use the whole budget and report every hit.",
+        help="hit: stop at the first crystal in the window; budget: use the whole budget and report every hit. "
+        "Default hit; on resume the campaign's own, and a value given here applies to this run.",
     ),
     prior: Path = typer.Option(
         None,
@@ -156,7 +158,7 @@ def search(
     )
 
     console = Console()
-    if until not in ("hit", "budget"):
+    if until not in (None, "hit", "budget"):
         raise typer.BadParameter("--until must be 'hit' or 'budget'")
     surrogate = surrogate or default_surrogate(model, acq)
     if prior_mean is None:
@@ -207,6 +209,12 @@ def search(
         dropped = prior_not_told(cd, prior, n_prior)
         if dropped:
             raise MatscreenError(f"{out}: {dropped}")
+        if until is not None and (until == "hit") != cd.campaign.stop.stop_on_hit:
+            # a stopping rule, not part of the question: the command's applies to this run
+            cd.campaign.stop = dataclasses.replace(cd.campaign.stop, stop_on_hit=until == "hit")
+            console.print(
+                f"--until {until}: this run " + ("stops at a hit" if until == "hit" else "uses the whole budget")
+            )
         console.print(f"resuming the campaign in {out} ({len(cd.campaign.store.observations())} observations so far)")
         if how:
             console.print(
@@ -233,7 +241,7 @@ def search(
                 strategy,
                 seed,
                 batch,
-                StopRules(budget=budget, stop_on_hit=until == "hit"),
+                StopRules(budget=budget, stop_on_hit=until != "budget"),
                 pca_components,
                 pred_as_feature=pred_feature,
                 known_path=known,
