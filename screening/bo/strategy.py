@@ -102,9 +102,9 @@ class Strategy:
     # model was trained, +-1 sigma covers 68 % of the test crystals), not one std fitted to the
     # labelled residuals, which ranks by the prediction alone. Measured (docs/benchmarks.md, "The
     # network's own uncertainty without known data"): b 1.60x the ranking [0.93, 2.81] (one std:
-    # 0.98x), d below random at every trial; its development twin vb 0.99x [0.71, 1.37] (one std:
-    # 1.02x); both pools together 1.26x [0.91, 1.78]. With known data nothing changes. Pools
-    # without the column: one fitted std, as before.
+    # 0.98x), d below random at every trial; its development twin vb 0.99x [0.71, 1.37] at the
+    # same 21 targets (one std: 1.02x) and 1.64x [1.21, 2.19] at 40 (one std: 1.00x). With known
+    # data nothing changes. Pools without the column: one fitted std, as before.
     trust_network_std: bool = True
     # Neighbour surrogate: a candidate's value may equal a close labelled neighbour's (label_match.py):
     # the predictive is a mixture of the local GP and sharp components at the neighbours' values,
