@@ -40,7 +40,7 @@ from screening.featurize.cache import EmbeddingCache, structure_fingerprint
 from screening.featurize.registry import featurizer_model, load_featurizer_model, model_fingerprint
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
-from screening.io.atomic import atomic_path, check_output_apart, write_csv_atomic
+from screening.io.atomic import atomic_path, check_output_apart, sweep_stale_temporaries, write_csv_atomic
 from screening.io.tables import beside, csv_chunk_writer, is_csv
 from screening.io.time_budget import DEFAULT_RECORD_SECONDS
 from screening.models.cgcnn import check_elements, output_names
@@ -442,6 +442,7 @@ def featurize_source(
     errors_path = Path(errors_path) if errors_path else beside(output, ".errors.csv")
     check_output_apart(output, source)
     check_output_apart(errors_path, source)
+    sweep_stale_temporaries(output)  # what a killed earlier run of this command left beside it
     model = featurizer_model(model)
     output.parent.mkdir(parents=True, exist_ok=True)
     featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)

@@ -167,11 +167,41 @@ def sweep_temporary_files(folder: str | Path) -> int:
     return n
 
 
+def sweep_stale_temporaries(path: str | Path) -> int:
+    """Delete the temporary files that killed writers of ``path`` left beside it (names from
+    :func:`temporary_path`: prefix, writer pid, token, file name) whose writer is no longer
+    running; returns how many. A writer still running keeps its file, so two runs writing the
+    same output never delete each other's work."""
+    path = Path(path)
+    n = 0
+    for stray in path.parent.glob(f"{TMP_PREFIX}*-{path.name}"):
+        pid_text = stray.name[len(TMP_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _running(int(pid_text)):
+            continue
+        try:
+            stray.unlink()
+            n += 1
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            pass
+    return n
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: running
+        return True
+    return True
+
+
 __all__ = [
     "TMP_PREFIX",
     "atomic_path",
     "dictionary_columns",
     "save_figure_atomic",
+    "sweep_stale_temporaries",
     "sweep_temporary_files",
     "temporary_path",
     "write_atomic",

@@ -147,3 +147,25 @@ def _cif_folder(tmp_path: Path, n: int) -> Path:
             filename=str(folder / f"s{k}.cif")
         )
     return folder
+
+
+def test_featurize_sweeps_what_a_killed_run_left_beside_its_output_but_not_a_running_ones(
+    tmp_path: Path, small_model
+) -> None:
+    import os
+    import subprocess
+
+    from screening.featurize.featurizer import featurize_source
+
+    folder = _cif_folder(tmp_path, 2)
+    out = tmp_path / "out" / "emb.parquet"
+    out.parent.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs: a writer killed with -9
+    stale = out.parent / f"{TMP_PREFIX}{dead.pid}-0123456789ab-emb.parquet"
+    live = out.parent / f"{TMP_PREFIX}{os.getpid()}-0123456789ab-emb.parquet"  # this process runs
+    other = out.parent / f"{TMP_PREFIX}{dead.pid}-0123456789ab-other.parquet"  # another output's
+    for f in (stale, live, other):
+        f.write_bytes(b"")
+    featurize_source(folder, out, model=small_model, progress=False)
+    assert not stale.exists() and live.exists() and other.exists()
