@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -157,8 +157,13 @@ def save_figure_atomic(fig: Any, path: str | Path, **savefig: Any) -> Path:
 
 def sweep_temporary_files(folder: str | Path) -> int:
     """Delete temporary files that killed writers left behind in ``folder``; returns how many."""
+    return _unlink_all(Path(folder).glob(f"{TMP_PREFIX}*"))
+
+
+def _unlink_all(paths: Iterable[Path]) -> int:
+    """Delete each of ``paths`` that can be deleted (another process may have taken it first)."""
     n = 0
-    for stray in Path(folder).glob(f"{TMP_PREFIX}*"):
+    for stray in paths:
         try:
             stray.unlink()
             n += 1
@@ -173,17 +178,15 @@ def sweep_stale_temporaries(path: str | Path) -> int:
     running; returns how many. A writer still running keeps its file, so two runs writing the
     same output never delete each other's work."""
     path = Path(path)
-    n = 0
-    for stray in path.parent.glob(f"{TMP_PREFIX}*-{path.name}"):
-        pid_text = stray.name[len(TMP_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit() or _running(int(pid_text)):
-            continue
-        try:
-            stray.unlink()
-            n += 1
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            pass
-    return n
+    return _unlink_all(
+        stray for stray in path.parent.glob(f"{TMP_PREFIX}*-{path.name}") if not _writer_running(stray.name)
+    )
+
+
+def _writer_running(name: str) -> bool:
+    """Whether the writer named in a temporary file's name still runs (unknown names: yes, keep it)."""
+    pid_text = name[len(TMP_PREFIX) :].split("-", 1)[0]
+    return not pid_text.isdigit() or _running(int(pid_text))
 
 
 def _running(pid: int) -> bool:
