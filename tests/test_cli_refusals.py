@@ -153,6 +153,10 @@ def test_known_data_get_the_pools_id_and_range_checks(tmp_path: Path) -> None:
         (lambda k: k.__setitem__("band_gap", k["band_gap"].where(k.index != 2, 250.0)), "line 4: band_gap '250.0'"),
         (lambda k: k.__setitem__("id", k["id"].where(k.index != 1, f" {frame['id'][0]} ")), "line 3"),
         (lambda k: k.__setitem__("id", k["id"].where(k.index != 1, "")), "line 3"),
+        (
+            lambda k: k.__setitem__("id", k["id"].where(k.index != 2, k["id"][0])),
+            r"line 4: duplicate id in the known data \(first at line 2\)",
+        ),
     ):
         known = frame.iloc[30:].reset_index(drop=True).copy()
         change(known)

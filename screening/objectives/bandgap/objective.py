@@ -90,9 +90,10 @@ def id_problem(candidate_id: str) -> str | None:
     return None
 
 
-def check_pool_ids(ids: pd.Series, source: str) -> None:
-    """Refuse a pool whose ids are missing, unusable (:func:`id_problem`) or repeated, naming the
-    file and where the row is (a CSV's line, a Parquet file's 1-based row: ``row_label``)."""
+def check_pool_ids(ids: pd.Series, source: str, what: str = "pool") -> None:
+    """Refuse a pool (or known data: ``what``) whose ids are missing, unusable (:func:`id_problem`)
+    or repeated, naming the file and where the row is (a CSV's line, a Parquet file's 1-based row:
+    ``row_label``)."""
     values = ids.to_numpy(dtype=object)
     seen: dict[str, int] = {}
     for i, raw in enumerate(values):
@@ -105,7 +106,7 @@ def check_pool_ids(ids: pd.Series, source: str) -> None:
             raise RecordError(cid, f"{where}: {problem}", source)
         if cid in seen:
             raise RecordError(
-                cid, f"{where}: duplicate id in the pool (first at {row_label(source, seen[cid])})", source
+                cid, f"{where}: duplicate id in the {what} (first at {row_label(source, seen[cid])})", source
             )
         seen[cid] = i
 
@@ -351,8 +352,9 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     not candidates, as :class:`~screening.bo.neighbour_search.KnownData`.
 
     Refused, naming the file and row: an unreadable file, missing ``id`` / ``label`` / embedding
-    columns, embedding columns other than the pool's, a missing or blank-padded id, a label that is
-    missing, not finite, negative or above 100 eV, a non-finite embedding, duplicate ids, and ids that are also candidates (their labels would
+    columns, embedding columns other than the pool's, ids the pool would refuse (missing, blank,
+    padded, repeated: :func:`check_pool_ids`), a label that is missing, not finite, negative or
+    above 100 eV, a non-finite embedding, and ids that are also candidates (their labels would
     leak the answer into the search).
     """
     from screening.bo.neighbour_search import KnownData
@@ -373,10 +375,7 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
         )
     frame = frame.reset_index(drop=True)
     # The ids the pool accepts, so a padded ' mp-1 ' cannot pass the candidate check below.
-    for i, raw in enumerate(frame["id"].tolist()):
-        problem = "missing id" if raw is None or (isinstance(raw, float) and np.isnan(raw)) else id_problem(str(raw))
-        if problem:
-            raise RecordError(f"{row_label(path, i)}", problem, str(path))
+    check_pool_ids(frame["id"], str(path), "known data")
     ids = frame["id"].astype(str)
     values = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values) | (values < 0) | (values > MAX_BAND_GAP_EV)
@@ -390,9 +389,6 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
         )
     E = frame[emb].to_numpy(dtype=np.float64)
     refuse_first(ids, ~np.all(np.isfinite(E), axis=1), "non-finite embedding value", str(path))
-    dup = ids.duplicated()
-    if dup.any():
-        raise RecordError(ids[dup].iloc[0], "duplicate id in the known data", str(path))
     clash = ids[ids.isin(set(pool.ids))]
     if len(clash):
         raise RecordError(
