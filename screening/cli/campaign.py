@@ -181,13 +181,11 @@ def campaign_ask(
     Points still pending from an earlier ask come back first, so rerunning an ask that was
     interrupted gives the same points.
     """
-    from screening.objectives.bandgap.campaign_dir import ask_columns, check_ask_path, open_campaign_dir, write_ask_file
+    from screening.objectives.bandgap.campaign_dir import ask_into_file, open_campaign_dir
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
     out = out or directory / f"ask-{len(cd.campaign.store.observations()):04d}.csv"
-    check_ask_path(cd, out, ask_columns(cd))  # before the ask marks points pending
-    points = cd.campaign.ask(n, fresh=fresh)
-    frame = write_ask_file(cd, points, out)
+    frame = ask_into_file(cd, out, n, fresh)
     typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     typer.echo(f"wrote {out}")
 

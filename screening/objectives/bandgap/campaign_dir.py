@@ -245,9 +245,13 @@ def _pool_objective(
 
 
 def read_prior_file(path: str | Path) -> pd.DataFrame:
-    """The prior-data CSV (ids stay text), or an error naming the file when it cannot be read."""
+    """The prior-data CSV (ids stay text, ``NA`` included, as in every table: screening.io.tables),
+    or an error naming the file when it cannot be read."""
+    from screening.io.tables import csv_missing_values
+
     try:
-        frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values={"band_gap": [""]})
+        columns = list(pd.read_csv(path, nrows=0).columns)
+        frame = pd.read_csv(path, dtype={"id": str}, **csv_missing_values(columns, {"id"}))
     except FileNotFoundError as exc:
         raise MatscreenError(f"{path}: prior-data file not found") from exc
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -366,17 +370,19 @@ def ask_columns(cd: CampaignDir) -> list[str]:
     ]
 
 
-def write_ask_file(cd: CampaignDir, points: Sequence[Any], path: str | Path) -> pd.DataFrame:
-    """Write the ask file for ``points`` at ``path`` (atomically, text cells neutralised); returns its rows."""
+def ask_into_file(cd: CampaignDir, path: str | Path, n: int | None = None, fresh: bool = False) -> pd.DataFrame:
+    """Ask for the next ``n`` points and write them as the ask file ``path`` (atomically, text
+    cells neutralised); returns its rows. The path is checked first (:func:`check_ask_path`), so
+    a refused path leaves no points pending."""
     from screening.safe_csv import write_text_csv
 
-    frame = ask_frame(cd, points)
-    check_ask_path(cd, Path(path), ask_columns(cd))
+    check_ask_path(cd, Path(path))
+    frame = ask_frame(cd, cd.campaign.ask(n, fresh=fresh))
     write_text_csv(frame, path)
     return frame
 
 
-def check_ask_path(cd: CampaignDir, path: Path, columns: list[str]) -> None:
+def check_ask_path(cd: CampaignDir, path: Path) -> None:
     """Refuse an ask file path that would replace something other than an earlier ask file.
 
     Why: ``campaign ask -o`` replaced whatever it was given; ``-o DIR/campaign.sqlite`` lost every
@@ -395,7 +401,7 @@ def check_ask_path(cd: CampaignDir, path: Path, columns: list[str]) -> None:
             header = handle.readline().strip()
     except (OSError, UnicodeDecodeError):
         header = ""
-    if header != ",".join(columns):
+    if header != ",".join(ask_columns(cd)):
         raise MatscreenError(
             f"{path} exists and is not an ask file of this campaign; name a new file (or remove it first)"
         )
