@@ -454,6 +454,6 @@ def test_with_local_structure_the_fitted_model_gives_the_std():
     )
     state = _dense_state(with_std)  # 1,500 known crystals, the minimum lowered to 0: local structure
     plain = ns.predictive(state)[1].copy()
-    state.network_std = ns.network_std(std)
+    state.network_std = std
     assert ns.has_local_structure(state)
     np.testing.assert_array_equal(ns.predictive(state)[1], plain)

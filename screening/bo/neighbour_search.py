@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import hashlib
 
 
-# eV, added in quadrature to the network's std where that is the predictive std (network_std).
+# eV, added in quadrature to the network's std where that is the predictive std (predictive).
 NETWORK_STD_FLOOR = 0.05
 
 
@@ -143,9 +143,9 @@ class NeighbourState:
     # fitted once at the build from the known data; None: the GP alone.
     known_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     label_match: lm.LabelMatchParams | None = None
-    # Each candidate's predictive std while no local structure is fitted: the network's own
-    # uncertainty (network_std), set by the caller for every use (it is not saved); None: the
-    # std fitted to the labelled residuals, one value for all.
+    # The network's own std per candidate (pred_band_gap_std), set by the caller for every use (it
+    # is not saved): while no local structure is fitted, predictive's std (floored); None: the std
+    # fitted to the labelled residuals, one value for all.
     network_std: np.ndarray | None = field(default=None, repr=False, compare=False)
     # The mixture's share of each candidate's window probability for one target (prepared_match;
     # saved with the state, refreshed where an observation changes a neighbour list).
@@ -381,13 +381,6 @@ def has_local_structure(state: NeighbourState) -> bool:
     return len(state.known_res) + state.fit_count >= state.settings.min_labelled
 
 
-def network_std(prior_std: np.ndarray) -> np.ndarray:
-    """The predictive std a candidate gets from the network's own uncertainty: ``prior_std``
-    with a floor added in quadrature, so a crystal the network is all but sure of cannot outrank
-    every candidate whose prediction is nearer the target."""
-    return np.sqrt(np.asarray(prior_std, dtype=np.float64) ** 2 + NETWORK_STD_FLOOR**2)
-
-
 def predictive(state: NeighbourState, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of a new observation at every pool candidate (or at ``rows``).
 
@@ -403,7 +396,9 @@ def predictive(state: NeighbourState, rows: np.ndarray | None = None) -> tuple[n
     scale = state.scale(sel)
     std = scale * s
     if state.network_std is not None and not has_local_structure(state):
-        std = state.network_std[sel]
+        # floored in quadrature: a crystal the network is all but sure of cannot outrank every
+        # candidate whose prediction is nearer the target (computed here, for the rows asked)
+        std = np.sqrt(np.asarray(state.network_std[sel], dtype=np.float64) ** 2 + NETWORK_STD_FLOOR**2)
     return state.pool_prior[sel] + scale * m, std
 
 

@@ -289,11 +289,9 @@ def neighbour_state(
         seed=0,
         prior_std=prior_std,
     )  # the model is a function of the data only (resume-safe); `rng` drives the draws
-    # set for every use (not saved with the state); only read while there is no local structure
-    state.network_std = None
-    if strategy.trust_network_std and pool.prior_std is not None and pool.prior_mean is not None:
-        if not ns.has_local_structure(state):
-            state.network_std = ns.network_std(pool.prior_std)
+    # set for every use (not saved with the state); predictive reads it only without local structure
+    use_network_std = strategy.trust_network_std and pool.prior_mean is not None
+    state.network_std = pool.prior_std if use_network_std else None
     cache["neighbour"] = state
     if target is not None:
         ns.prepared_match(state, target)

@@ -98,7 +98,7 @@ class Strategy:
     use_prior_std: bool = False
     # Neighbour surrogate without local structure (fewer labelled crystals than
     # neighbour_min_labelled: no known data, as in settings b and d): each candidate's predictive
-    # std is the network's own pred_band_gap_std (neighbour_search.network_std; calibrated when the
+    # std is the network's own pred_band_gap_std (neighbour_search.predictive; calibrated when the
     # model was trained, +-1 sigma covers 68 % of the test crystals), not one std fitted to the
     # labelled residuals, which ranks by the prediction alone. Measured (docs/benchmarks.md, "The
     # network's own uncertainty without known data"): b 1.60x the ranking [0.93, 2.81] (one std:
