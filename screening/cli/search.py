@@ -252,7 +252,10 @@ def search(
         except BaseException:
             # Nothing half-started stays behind: a run directory without its prior data would be
             # resumed by the same command, fixed, without ever reading them.
-            shutil.rmtree(out, ignore_errors=True) if fresh else _empty_folder(out)
+            if fresh:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                _empty_folder(out)
             raise
     info = summary(cd)
     if "random_search_expected_evaluations" in info:
@@ -328,4 +331,7 @@ def _start_search(
 def _empty_folder(folder: Path) -> None:
     """Remove what a failed start wrote into ``folder``, which was empty before it."""
     for entry in folder.iterdir():
-        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
