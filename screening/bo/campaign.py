@@ -396,7 +396,7 @@ class Campaign:
         window = None  # the label-match mixture's window probability, when it scores the search
         if self.strategy.surrogate == "neighbour":
             from screening.bo import neighbour_search as ns
-            from screening.bo.optimise_pool import neighbour_state
+            from screening.bo.optimise_pool import measured_model, neighbour_state
 
             # The same state the suggestions came from (built or extended here, never twice).
             state = neighbour_state(
@@ -408,8 +408,19 @@ class Campaign:
                 tolerance=target.tolerance if target is not None else None,
                 target=target.target if target is not None else None,
             )
-            mean, std = ns.reported_predictive(state, rows)
-            if target is not None and state.label_match is not None:
+            measured = measured_model(
+                self.strategy, pool, state, told_ids=told_ids, told_y=told_y, hyper_cache=self._hyper_cache
+            )
+            if measured is not None:
+                from screening.bo import measured_search as ms
+
+                gp, inp = measured
+                mean, std = ms.predictive(gp, inp, rows)
+                if target is not None:
+                    window = ms.window_probability(gp, inp, target.target, target.tolerance, rows)
+            else:
+                mean, std = ns.reported_predictive(state, rows)
+            if measured is None and target is not None and state.label_match is not None:
                 # the probability the window search ranks by (the mixture's, not its moments')
                 window = np.exp(ns.window_scores(state, target.target, target.tolerance, rows))
         else:

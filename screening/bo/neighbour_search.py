@@ -57,6 +57,10 @@ class KnownData:
     values: np.ndarray
     prior_mean: np.ndarray | None = None
     prior_std: np.ndarray | None = None  # the network's per-crystal std of prior_mean
+    # False: the values are another quantity than the campaign measures (DFT gaps as known data,
+    # a lab as the oracle: ``--known-label``); they shape the base prediction and the campaign's
+    # results teach the map from it to what is measured (measured_search.py).
+    same_quantity: bool = True
 
     def __post_init__(self) -> None:
         self.embedding = np.atleast_2d(np.asarray(self.embedding, dtype=np.float64))
@@ -604,6 +608,7 @@ def state_key(
         for arr in (known.embedding, known.values, known.prior_mean, known.prior_std):
             _hash_array(h, arr)
         h.update("\x1f".join(known.ids).encode())
+        h.update(b"same" if known.same_quantity else b"other")
     return h.hexdigest()
 
 

@@ -230,10 +230,54 @@ def suggest_neighbour(
         target=target.target,
     )
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
+    measured = measured_model(strategy, pool, state, told_ids=told_ids, told_y=told_y, hyper_cache=hyper_cache)
+    if measured is not None:
+        from screening.bo import measured_search as ms
+
+        gp, inp = measured
+        rows = ms.select(
+            gp,
+            inp,
+            free,
+            q,
+            strategy.acquisition,
+            target.target,
+            target.tolerance,
+            rng,
+            pend,
+            strategy.tie_break or 0.0,
+        )
+        return [pool.ids[r] for r in rows]
     rows = ns.select(
         state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend, strategy.tie_break or 0.0
     )
     return [pool.ids[r] for r in rows]
+
+
+def measured_model(
+    strategy: Strategy,
+    pool: DiscretePool,
+    state: NeighbourState,
+    *,
+    told_ids: Sequence[str],
+    told_y: np.ndarray,
+    hyper_cache: dict | None,
+):
+    """The measured-scale model over ``state`` (:mod:`screening.bo.measured_search`) and its
+    inputs, or None where it does not apply (``strategy.learn_map`` off, or the base model holds
+    the results itself: same-quantity known data with local structure)."""
+    from screening.bo import measured_search as ms
+
+    if not strategy.learn_map or not ms.applies(state, pool.known):
+        return None
+    cache = hyper_cache if hyper_cache is not None else {}
+    key = (id(state), state.fit_count, len(state.told_rows))
+    inp = cache.get("measured_inputs")
+    if inp is None or cache.get("measured_inputs_key") != key:
+        inp = ms.inputs(state, pool, strategy.map_components, pool.prior_mean is not None)
+        cache["measured_inputs"], cache["measured_inputs_key"] = inp, key
+    rows = [int(r) for r in pool.indices_of(told_ids)]
+    return ms.model(inp, rows, np.asarray(told_y, dtype=np.float64), cache), inp
 
 
 def neighbour_state(
@@ -276,6 +320,9 @@ def neighbour_state(
         cache["neighbour_key"] = key
         if cache.get("neighbour") is None:
             cache["neighbour"] = ns.load_state(state_path, key, settings)
+    if strategy.learn_map and known is not None and not getattr(known, "same_quantity", True):
+        # known data of another quantity: the base speaks their scale, the results teach the map
+        told_ids, told_y = [], np.zeros(0)
     before = cache.get("neighbour")
     before_mark = None if before is None else (id(before), len(before.told_rows), before.fit_count)
     state = ns.update_state(

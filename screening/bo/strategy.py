@@ -123,6 +123,13 @@ class Strategy:
     # data the same look-ups as 0. Kept with the network's std (trust_network_std), which meets d
     # with it.
     tie_break: float | None = None
+    # Neighbour surrogate: learn the measured scale from the campaign's own results
+    # (measured_search.py): an exact GP whose mean is a learned map of the base prediction
+    # (identity prior) plus a residual over map_components principal components of the embedding.
+    # It decides whenever the base model has no local structure (few labels, no network
+    # prediction) or the known data are another quantity (KnownData.same_quantity false).
+    learn_map: bool = True
+    map_components: int = 3
 
     def __post_init__(self) -> None:
         if self.model not in ("loss", "value"):
@@ -144,6 +151,8 @@ class Strategy:
                 "acquisition 'window' or 'thompson'"
             )
 
+        if self.map_components < 0:
+            raise StrategyError(f"map_components must be >= 0, got {self.map_components}")
         if self.tie_break is None:
             applies = self.surrogate == "neighbour" and self.acquisition == "window"
             object.__setattr__(self, "tie_break", DEFAULT_TIE_BREAK if applies else 0.0)
@@ -159,9 +168,10 @@ class Strategy:
     @classmethod
     def from_dict(cls, d: dict) -> Strategy:
         # Campaigns stored before a field existed get its default, except the label match, the
-        # tie-breaks and the network's std: one made without them keeps searching as it did
-        # (deterministically, from the GP alone, with one fitted std).
-        return cls(**({"label_match": False, "tie_break": 0.0, "trust_network_std": False} | d))
+        # tie-breaks, the network's std and the learned map: one made without them keeps
+        # searching as it did (deterministically, from the GP alone, with one fitted std).
+        # A campaign stored before the learned map keeps the base model alone.
+        return cls(**({"label_match": False, "tie_break": 0.0, "trust_network_std": False, "learn_map": False} | d))
 
 
 # The value model's target is the objective's own TargetSpec (one class for "2.534 ± 0.01 eV");

@@ -1,0 +1,254 @@
+"""Searching on the measured scale: the learned map (:mod:`screening.bo.measured_map`) over a pool.
+
+The neighbour model (:mod:`screening.bo.neighbour_search`) gives every candidate a base
+prediction ``g`` and std ``s`` on the scale the network (and any known data) speak: the
+network's prediction, corrected by the local GP over known data where there is local structure.
+Here that base becomes the mean of an exact GP over the campaign's own results
+(:class:`~screening.bo.measured_map.MeasuredGP`), which learns the map from ``g`` to what is
+measured, and a residual over a few principal components of the embedding. It applies:
+
+- whenever the known data are another quantity (``KnownData.same_quantity`` false: e.g. DFT
+  gaps as known data, a lab as the oracle): the known data fix ``g``, the results the map;
+- whenever the base has no local structure (fewer labelled crystals than ``min_labelled``):
+  the told results, and same-quantity known data, are what the model learns from, instead of
+  being ignored by a null model (the "freeze" that made a few-label search a frozen ranking,
+  and a pool without a network prediction a random search).
+
+With same-quantity known data and local structure the base model already holds every result
+(as a labelled neighbour) and nothing here applies.
+
+Deterministic: the hyper-parameters are a function of the first :func:`fit_count` results
+(fitted from a fixed start), so a resumed campaign makes the same choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from screening.bo import acquisition as acq
+from screening.bo.measured_map import MapPrior, MapSummary, MeasuredGP, MeasuredParams
+
+# Same-quantity known crystals the exact GP holds at most (a deterministic sample beyond): known
+# data larger than this have local structure at the default min_labelled, and an exact solve
+# over more would cost seconds per suggestion.
+MAX_KNOWN_ROWS = 1500
+
+
+@dataclass
+class MeasuredInputs:
+    """Per-candidate inputs of the measured model: base prediction ``g`` and std ``s`` (None
+    without a network prediction), residual coordinates ``z``; and the same for the
+    same-quantity known crystals it learns from (``known_*``, empty when none)."""
+
+    g: np.ndarray
+    s: np.ndarray | None
+    z: np.ndarray
+    g0: float
+    z_scale: float
+    known_g: np.ndarray
+    known_s: np.ndarray | None
+    known_z: np.ndarray
+    known_y: np.ndarray
+
+
+def applies(state, known) -> bool:
+    """Whether the measured model decides (see the module notes); ``state``: a NeighbourState."""
+    from screening.bo.neighbour_search import has_local_structure
+
+    other = known is not None and len(known) > 0 and not getattr(known, "same_quantity", True)
+    return other or not has_local_structure(state)
+
+
+def fit_count(n: int) -> int:
+    """How many results the hyper-parameters are fitted on, given ``n``: every count to 30, then
+    30 x 1.25^j (a pure function of ``n``: a resumed campaign fits the same)."""
+    if n <= 30:
+        return n
+    m = 30.0
+    while m * 1.25 <= n:
+        m *= 1.25
+    return int(m)
+
+
+def _z_scale(z: np.ndarray) -> float:
+    """A typical short distance in ``z`` (the residual lengthscale's prior median): a quarter of
+    the median distance between candidates (a fixed sample)."""
+    if z.shape[1] == 0 or z.shape[0] < 2:
+        return 1.0
+    rows = np.random.default_rng(0).choice(z.shape[0], size=min(500, z.shape[0]), replace=False)
+    zs = z[rows]
+    d2 = (zs * zs).sum(1)[:, None] + (zs * zs).sum(1)[None, :] - 2 * zs @ zs.T
+    d = np.sqrt(np.maximum(d2[np.triu_indices(len(rows), 1)], 0.0))
+    med = float(np.median(d)) if d.size else 1.0
+    return 0.25 * med if med > 0 else 1.0
+
+
+def _principal_axes(X: np.ndarray, k: int, max_rows: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` principal axes of ``X`` (unstandardised: the embedding's own geometry, as
+    the PCA the user sees) from a fixed sample: ``(centre, axes)`` with ``z = X @ axes.T - centre``.
+
+    Why unstandardised: on setting d' (no network prediction) the residual GP over the first
+    3 axes of the raw embedding reached a best |gap - t| of 0.003 eV by trial 30 (8 seeds),
+    over the first 3 of the standardised one 0.023 eV (docs/benchmarks.md)."""
+    X = np.asarray(X, dtype=np.float64)
+    rows = X
+    if X.shape[0] > max_rows:
+        rows = X[np.sort(np.random.default_rng(0).choice(X.shape[0], max_rows, replace=False))]
+    mean = rows.mean(axis=0)
+    k = min(k, X.shape[1], max(rows.shape[0] - 1, 0))
+    if k == 0:
+        return np.zeros(0), np.zeros((0, X.shape[1]))
+    _, _, vt = np.linalg.svd(rows - mean, full_matrices=False)
+    axes = vt[:k]
+    return mean @ axes.T, axes
+
+
+def inputs(state, pool, n_components: int, has_prediction: bool) -> MeasuredInputs:
+    """The measured model's inputs from a neighbour ``state`` over ``pool`` (a DiscretePool)."""
+    from screening.bo.neighbour_search import reported_predictive
+
+    g, s = reported_predictive(state)
+    centre, axes = _principal_axes(pool.embedding if pool.embedding is not None else pool.features, n_components)
+    z = (pool.embedding if pool.embedding is not None else pool.features) @ axes.T - centre
+    known = pool.known
+    kg = np.zeros(0)
+    ks: np.ndarray | None = np.zeros(0) if has_prediction else None
+    kz = np.zeros((0, z.shape[1]))
+    ky = np.zeros(0)
+    if known is not None and len(known) and getattr(known, "same_quantity", True):
+        rows = np.arange(len(known))
+        if rows.size > MAX_KNOWN_ROWS:
+            rows = np.sort(np.random.default_rng(0).choice(rows.size, MAX_KNOWN_ROWS, replace=False))
+        if has_prediction and known.prior_mean is not None:
+            kg = known.prior_mean[rows]
+        else:
+            kg = np.full(rows.size, float(np.median(g)))
+        if ks is not None:
+            ks = known.prior_std[rows] if known.prior_std is not None else np.full(rows.size, float(np.median(s)))
+        kz = known.embedding[rows] @ axes.T - centre
+        ky = known.values[rows]
+    return MeasuredInputs(
+        g,
+        s if has_prediction else None,
+        z,
+        float(np.median(g)),
+        _z_scale(z),
+        kg,
+        ks,
+        kz,
+        ky,
+    )
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha1(usedforsecurity=False)
+    for a in arrays:
+        h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def model(inp: MeasuredInputs, told_rows: Sequence[int], told_y: np.ndarray, cache: dict | None = None) -> MeasuredGP:
+    """The measured model conditioned on the known rows (same quantity) and the results at pool
+    ``told_rows``; hyper-parameters fitted on the first :func:`fit_count` of them (kept in
+    ``cache`` under the data they were fitted on)."""
+    rows = np.asarray(told_rows, dtype=np.int64)
+    g = np.concatenate([inp.known_g, inp.g[rows]])
+    s = None if inp.s is None else np.concatenate([inp.known_s if inp.known_s is not None else [], inp.s[rows]])
+    z = np.vstack([inp.known_z, inp.z[rows]])
+    y = np.concatenate([inp.known_y, np.asarray(told_y, dtype=np.float64)])
+    m = len(inp.known_y) + fit_count(len(rows))
+    gp = MeasuredGP(MapPrior(), inp.g0, inp.z_scale)
+    key = _digest(g[:m], None if s is None else s[:m], z[:m], y[:m], np.array([inp.g0, inp.z_scale]))
+    params: MeasuredParams | None = None
+    if cache is not None and cache.get("measured_params_key") == key:
+        params = cache["measured_params"]
+    gp.fit(g, s, z, y, params=params, fit_rows=_fit_rows(len(inp.known_y), m))
+    if cache is not None:
+        cache["measured_params_key"], cache["measured_params"] = key, gp.params
+    return gp
+
+
+MAX_FIT_ROWS = 400  # rows the hyper-parameters are fitted on at most (each likelihood is an n^3 solve)
+
+
+def _fit_rows(n_known: int, m: int) -> np.ndarray:
+    """The first ``m`` rows (known first, then results), or, past :data:`MAX_FIT_ROWS`, every
+    result among them and a fixed sample of the known rows."""
+    if m <= MAX_FIT_ROWS:
+        return np.arange(m)
+    told = np.arange(n_known, m)[-MAX_FIT_ROWS:]
+    room = MAX_FIT_ROWS - told.size
+    known = (
+        np.sort(np.random.default_rng(1).choice(n_known, size=min(room, n_known), replace=False)) if room > 0 else []
+    )
+    return np.concatenate([np.asarray(known, dtype=np.int64), told])
+
+
+def predictive(gp: MeasuredGP, inp: MeasuredInputs, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of a new measurement at every candidate (or at pool ``rows``)."""
+    sel = slice(None) if rows is None else rows
+    return gp.predict(inp.g[sel], None if inp.s is None else inp.s[sel], inp.z[sel])
+
+
+def window_probability(
+    gp: MeasuredGP, inp: MeasuredInputs, target: float, tolerance: float, rows: np.ndarray | None = None
+) -> np.ndarray:
+    mean, std = predictive(gp, inp, rows)
+    return np.exp(acq.log_probability_in_window(mean, std, target, tolerance))
+
+
+def summary(gp: MeasuredGP) -> MapSummary:
+    return gp.summary()
+
+
+def select(
+    gp: MeasuredGP,
+    inp: MeasuredInputs,
+    free: np.ndarray,
+    q: int,
+    acquisition: str,
+    target: float,
+    tolerance: float,
+    rng: np.random.Generator,
+    pending_rows: Sequence[int] = (),
+    tie_break: float = 0.0,
+) -> list[int]:
+    """``q`` rows of ``free`` to measure next. ``window``: the probability that the measured value
+    lands in ``target ± tolerance`` (with ``tie_break`` as in the neighbour search); ``thompson``:
+    one draw per candidate from its marginal, the draw closest to the target wins. Pending rows
+    and earlier picks of the batch are believed at their predicted mean before the next pick."""
+    free = np.asarray(free, dtype=np.int64)
+    believed = [int(r) for r in pending_rows]
+    model_now = _believe(gp, inp, believed)
+    mean, std = predictive(model_now, inp, free)
+    shift = tie_break * rng.standard_normal(free.size) if tie_break > 0 and acquisition == "window" else None
+    available = np.ones(free.size, dtype=bool)
+    picks: list[int] = []
+    for _ in range(min(q, free.size)):
+        if acquisition == "thompson":
+            draw = rng.normal(mean, std)
+            score = -np.abs(draw - target)
+        else:
+            centre = mean if shift is None else mean + shift * std
+            score = acq.log_probability_in_window(centre, std, target, tolerance)
+        score = np.where(available, score, -np.inf)
+        j = int(np.argmax(score))
+        picks.append(int(free[j]))
+        available[j] = False
+        if len(picks) < q:
+            believed.append(int(free[j]))
+            model_now = _believe(gp, inp, believed)
+            mean, std = predictive(model_now, inp, free)
+    return picks
+
+
+def _believe(gp: MeasuredGP, inp: MeasuredInputs, rows: list[int]) -> MeasuredGP:
+    if not rows:
+        return gp
+    r = np.asarray(rows, dtype=np.int64)
+    mean, _ = predictive(gp, inp, r)
+    return gp.with_fantasies(inp.g[r], None if inp.s is None else inp.s[r], inp.z[r], mean)
