@@ -101,3 +101,34 @@ def pool_map_plot(
     save_figure_atomic(fig, path)
     plt.close(fig)
     return path
+
+
+def learned_map_plot(
+    predicted: np.ndarray,
+    measured: np.ndarray,
+    grid: np.ndarray,
+    map_mean: np.ndarray,
+    map_std: np.ndarray,
+    title: str,
+    path: str | Path,
+) -> Path:
+    """Measured against predicted (eV) for the told results, with the learned map and its 95 %
+    band, and the identity for reference: why the campaign prefers the crystals it now does."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    lo = float(min(np.min(grid), np.min(predicted, initial=np.inf)))
+    hi = float(max(np.max(grid), np.max(predicted, initial=-np.inf)))
+    ax.plot([lo, hi], [lo, hi], color="0.6", ls=":", lw=1, label="measured = predicted")
+    ax.fill_between(
+        grid, map_mean - 1.96 * map_std, map_mean + 1.96 * map_std, color="C0", alpha=0.2, label="95 % band"
+    )
+    ax.plot(grid, map_mean, color="C0", lw=2, label="learned map")
+    ax.scatter(predicted, measured, s=18, color="C3", zorder=3, label=f"results ({len(measured)})")
+    ax.set_xlabel("predicted gap (eV)")
+    ax.set_ylabel("measured gap (eV)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    save_figure_atomic(fig, path)
+    plt.close(fig)
+    return path

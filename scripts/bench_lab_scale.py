@@ -224,6 +224,7 @@ def bench_e(
     shapes: list[str],
     out_path: Path | None,
     results: dict,
+    tag: str = "",
 ) -> dict:
     pool_frame, known_frame, _ = bs.setting_frames(frame, "a")
     pool = make_pool(pool_frame, known_frame if known_kind == "dft" else None)
@@ -232,7 +233,7 @@ def bench_e(
     assert pred is not None
     emb = pool_frame[bs.emb_cols(pool_frame)].to_numpy(np.float64)
     pca12 = None
-    key = f"e-{known_kind}"
+    key = f"e-{known_kind}{tag}"
     res = results.setdefault(key, {"n_pool": len(pool), "known": known_kind, "runs": {}})
     base: dict = {}
     for shape in shapes:
@@ -280,8 +281,8 @@ def bench_e(
                     file=sys.stderr,
                     flush=True,
                 )
-            if out_path is not None:
-                out_path.write_text(json.dumps(results))
+                if out_path is not None:
+                    out_path.write_text(json.dumps(results))
     return res
 
 
@@ -297,6 +298,7 @@ def bench_dp(
     results: dict,
     out_path: Path | None,
     target: float = 2.534,
+    tag: str = "",
 ) -> dict:
     cand = frame[frame["split"].isin(["test", "val"])].reset_index(drop=True)
     cand = cand.iloc[np.sort(np.random.default_rng(0).choice(len(cand), size=6000, replace=False))].reset_index(
@@ -309,7 +311,7 @@ def bench_dp(
     X = PCAReducer(12).fit_transform(E) if features == "pca12" else E
     pcs = PCAReducer(3).fit_transform(E)
     pool = DiscretePool(cand["id"].tolist(), pcs, embedding=X)  # no prior_mean: no network prediction
-    key = f"dp-{features}"
+    key = f"dp-{features}{tag}"
     res = results.setdefault(key, {"n_pool": len(pool), "target": target, "curves": {}})
     for name in ["random"] + strategies:
         if len(res["curves"].get(name, [])) >= seeds:
@@ -477,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--cache-dir", type=Path, default=bs.REPO / "cache")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--tag", default="", help="suffix of the result keys (a subset run beside a full one)")
     ap.add_argument("--summarise", type=Path, nargs="+", default=None)
     args = ap.parse_args(argv)
     if args.summarise:
@@ -502,10 +505,11 @@ def main(argv: list[str] | None = None) -> None:
                 args.shapes.split(","),
                 args.json,
                 results,
+                args.tag,
             )
     else:
         for feats in args.dp_features.split(","):
-            bench_dp(frame, feats, strategies, args.seeds, 30, results, args.json)
+            bench_dp(frame, feats, strategies, args.seeds, 30, results, args.json, tag=args.tag)
     if args.json is not None:
         args.json.write_text(json.dumps(results))
     print(summarise(results, args.budget))

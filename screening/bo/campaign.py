@@ -28,6 +28,7 @@ evaluations to the first hit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -382,7 +383,7 @@ class Campaign:
         from screening.bo import fitting  # light: gpytorch loads only where a GP is fitted
 
         n = len(points)
-        out = {k: np.full(n, np.nan) for k in ("mean", "std", "acquisition")}
+        out = {k: np.full(n, np.nan) for k in ("mean", "std", "acquisition", "map")}
         if not _is_pool(self.domain) or n == 0:
             return out
         pool: Any = self.domain  # a DiscretePool (checked above)
@@ -416,6 +417,7 @@ class Campaign:
 
                 gp, inp = measured
                 mean, std = ms.predictive(gp, inp, rows)
+                out["map"] = gp.map_posterior(inp.g[rows])[0]  # the base prediction on the measured scale
                 if target is not None:
                     window = ms.window_probability(gp, inp, target.target, target.tolerance, rows)
             else:
@@ -451,6 +453,46 @@ class Campaign:
         scores = fitting.acquisition_scores(self.strategy, np.asarray(mean), np.asarray(std), best, target)
         out["acquisition"] = np.exp(np.asarray(scores.log_score, dtype=np.float64))
         return out
+
+    def learned_map(self) -> Any:
+        """The map the search has learned from the base prediction to the measured value
+        (:class:`~screening.bo.measured_map.MapSummary`), or None where none is learned (not a
+        neighbour pool campaign, ``learn_map`` off, or the base model holds the results itself).
+
+        Why: a scientist must see why the campaign now prefers other crystals — e.g. "measured ≈
+        0.9 + 1.3 × predicted (±0.1 eV, from 7 results)"."""
+        if not _is_pool(self.domain) or self.strategy.surrogate != "neighbour" or not self.strategy.learn_map:
+            return None
+        target = self.target
+        if target is None:
+            return None
+        from screening.bo.optimise_pool import measured_model, neighbour_state
+
+        pool: Any = self.domain
+        ok = [r for r in self.store.observations() if r.ok]
+        told_ids = [r.key for r in ok]
+        told_y = np.array([_scalar_or_nan(r.y) for r in ok], dtype=np.float64)
+        state = neighbour_state(
+            self.strategy,
+            pool,
+            told_ids=told_ids,
+            told_y=told_y,
+            hyper_cache=self._hyper_cache,
+            tolerance=target.tolerance,
+            target=target.target,
+        )
+        measured = measured_model(
+            self.strategy, pool, state, told_ids=told_ids, told_y=told_y, hyper_cache=self._hyper_cache
+        )
+        if measured is None:
+            return None
+        gp, inp = measured
+        told_rows = pool.indices_of(told_ids)
+        lo, hi = (float(np.min(inp.g)), float(np.max(inp.g)))
+        if len(told_rows) >= 2:
+            lo, hi = float(np.min(inp.g[told_rows])), float(np.max(inp.g[told_rows]))
+        n_known = len(inp.known_y)
+        return dataclasses.replace(gp.summary((lo, hi)), points_g=gp.g_[n_known:], points_y=gp.y_[n_known:])
 
     def tell(
         self,

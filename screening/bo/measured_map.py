@@ -31,7 +31,7 @@ results) is small — hundreds, at most a few thousand — so every solve is exa
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
@@ -98,6 +98,9 @@ class MapSummary:
     grid: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    # the results it was learned from: base prediction and measured value (for a plot)
+    points_g: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    points_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def words(self, unit: str = "eV") -> str:
         sign = "+" if self.slope >= 0 else "-"

@@ -182,10 +182,10 @@ def _fit_rows(n_known: int, m: int) -> np.ndarray:
         return np.arange(m)
     told = np.arange(n_known, m)[-MAX_FIT_ROWS:]
     room = MAX_FIT_ROWS - told.size
-    known = (
-        np.sort(np.random.default_rng(1).choice(n_known, size=min(room, n_known), replace=False)) if room > 0 else []
-    )
-    return np.concatenate([np.asarray(known, dtype=np.int64), told])
+    known = np.zeros(0, dtype=np.int64)
+    if room > 0:
+        known = np.sort(np.random.default_rng(1).choice(n_known, size=min(room, n_known), replace=False))
+    return np.concatenate([known.astype(np.int64), told])
 
 
 def predictive(gp: MeasuredGP, inp: MeasuredInputs, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -65,6 +65,12 @@ def campaign_new(
         help="Crystals with measured gaps that are not candidates (a `matscreen featurize` output with the --label "
         "column); the campaign learns from them. With --pool.",
     ),
+    known_label: str = typer.Option(
+        None,
+        "--known-label",
+        help="Column of --known when it holds another quantity than --label (e.g. DFT band_gap while your lab "
+        "measures optical gaps): the search learns the map from one to the other.",
+    ),
     surrogate: str = typer.Option(
         None,
         "--surrogate",
@@ -140,6 +146,7 @@ def campaign_new(
             pca_components,
             require_band_gap=False,
             known_path=known,
+            known_label=known_label,
             max_formation_energy=max_formation_energy,
             label=label,
         )
@@ -181,12 +188,15 @@ def campaign_ask(
     Points still pending from an earlier ask come back first, so rerunning an ask that was
     interrupted gives the same points.
     """
-    from screening.objectives.bandgap.campaign_dir import ask_into_file, open_campaign_dir
+    from screening.objectives.bandgap.campaign_dir import ask_into_file, map_line, open_campaign_dir
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
     out = out or directory / f"ask-{len(cd.campaign.store.observations()):04d}.csv"
     frame = ask_into_file(cd, out, n, fresh)
     typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    words, _ = map_line(cd)
+    if words:
+        typer.echo(f"learned map: {words}")
     typer.echo(f"wrote {out}")
 
 
@@ -232,7 +242,13 @@ def campaign_status(
     from screening.bo.status import format_status
 
     info = status_of(directory / "campaign.sqlite", _allowed(allow_objective))
-    typer.echo(json.dumps(info, indent=2, default=str) if as_json else format_status(info))
+    words = None
+    if info.get("kind") == "bandgap-pool":
+        from screening.objectives.bandgap.campaign_dir import map_line, open_campaign_dir
+
+        words, info["learned_map"] = map_line(open_campaign_dir(directory, _allowed(allow_objective)))
+    text = format_status(info) + (f"\nlearned map  {words}" if words else "")
+    typer.echo(json.dumps(info, indent=2, default=str) if as_json else text)
 
 
 @campaign_app.command("report")

@@ -38,6 +38,7 @@ RESUME_OPTION_NAMES = {
     "tolerance": "--tol",
     "known_path": "--known",
     "label": "--label",
+    "known_label": "--known-label",
     "max_formation_energy": "--max-formation-energy",
     "n_components": "--pca-components",
     "pred_as_feature": "--pred-feature",
@@ -67,6 +68,12 @@ def search(
         "--known",
         help="Crystals with measured gaps that are not candidates (a `matscreen featurize` output with the --label "
         "column, Parquet or CSV named .csv / .csv.gz); the search learns from them.",
+    ),
+    known_label: str = typer.Option(
+        None,
+        "--known-label",
+        help="Column of --known when it holds another quantity than --label (e.g. DFT band_gap while your lab "
+        "measures optical gaps): the search learns the map from one to the other.",
     ),
     surrogate: str = typer.Option(
         None,
@@ -188,6 +195,7 @@ def search(
             "tolerance": tol,
             "known_path": known,
             "label": label,
+            "known_label": known_label,
             "max_formation_energy": max_formation_energy,
             "n_components": pca_components,
             "pred_as_feature": pred_feature or None,
@@ -245,6 +253,7 @@ def search(
                 pca_components,
                 pred_as_feature=pred_feature,
                 known_path=known,
+                known_label=known_label,
                 max_formation_energy=max_formation_energy,
                 label=label,
             )
@@ -297,7 +306,7 @@ def search(
 
         cd.campaign.run(budget=budget, on_evaluation=show)
     paths = write_report(cd)
-    info = summary(cd)
+    info = summary(cd, with_map=True)
     first = info["evaluations_to_first_hit"]
     hits = info["hits"]
     if first:
@@ -307,6 +316,8 @@ def search(
     else:
         outcome = f"best |Δ| {info['best_loss']:.4f} eV, no hit"
     console.print(f"stopped: {cd.campaign.stopped_because}; {outcome}")
+    if info.get("learned_map"):
+        console.print(f"learned map: {info['learned_map']['text']}")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -66,8 +66,15 @@ def create_pool_campaign(
     known_path: str | Path | None = None,
     max_formation_energy: float | None = None,
     label: str = "band_gap",
+    known_label: str | None = None,
 ) -> CampaignDir:
     """A new band-gap campaign over a featurised pool; fits and saves the PCA in ``outdir``.
+
+    ``known_label`` names the known data's column when it holds *another* quantity than the
+    campaign measures (e.g. the DFT ``band_gap`` of Materials Project crystals while a lab measures
+    optical gaps): the known data then shape the network's prediction on their own scale, and the
+    campaign learns the map from it to what it measures. None: the known data's ``label`` column
+    is the campaign's own quantity.
 
     ``label`` names the pool's (and known data's) column of band gaps in eV, e.g. ``target`` for
     a CGCNN ``id_prop.csv``; it is stored and used again on reopening.
@@ -89,7 +96,13 @@ def create_pool_campaign(
         max_formation_energy=max_formation_energy,
         label=label,
     )
-    known = load_known(known_path, pool, label=label) if known_path is not None else None
+    if known_label is not None and known_path is None:
+        raise MatscreenError("--known-label names a column of the known data: give --known too")
+    known = (
+        load_known(known_path, pool, label=known_label or label, same_quantity=known_label is None)
+        if known_path is not None
+        else None
+    )
     outdir.mkdir(parents=True, exist_ok=True)
     pool.reducer.save(outdir / PCA_NAME)
     objective = _pool_objective(pool, target, tolerance, _uses_prediction(strategy, pool), pred_as_feature, known)
@@ -104,6 +117,7 @@ def create_pool_campaign(
         "pred_as_feature": pred_as_feature,
         "max_formation_energy": max_formation_energy,
         "label": label,
+        "known_label": known_label,
     }
     if known_path is not None:
         extra["known_path"] = str(Path(known_path).resolve())
@@ -215,7 +229,10 @@ def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) 
             raise MatscreenError(f"{outdir}: its known-data file {kp} is gone")
         if file_sha256(kp) != extra["known_file_sha256"]:
             raise MatscreenError(f"{outdir}: the known-data file {kp} changed since the campaign was created")
-        known = load_known(kp, pool, label=extra.get("label", "band_gap"))
+        known_label = extra.get("known_label")
+        known = load_known(
+            kp, pool, label=known_label or extra.get("label", "band_gap"), same_quantity=known_label is None
+        )
     objective = _pool_objective(
         pool,
         extra["target"],
@@ -319,7 +336,8 @@ ASK_COLUMNS_DOC = (
     "id; formula; pred_band_gap_eV: the network's predicted gap; mean_eV, std_eV: the surrogate's predictive "
     "mean and standard deviation of the measured gap (eV) given everything told so far (with known data: of the "
     "label-match mixture); acquisition_score: how much the search wants this point (for --acq window: the "
-    "probability that the gap lies in target ± tol)"
+    "probability that the gap lies in target ± tol); map_eV: the network's prediction carried to the measured "
+    "scale by the map learned from the results so far (see `campaign status`)"
 )
 
 
@@ -348,6 +366,8 @@ def ask_frame(cd: CampaignDir, points: Sequence[Any]) -> pd.DataFrame:
     out["mean_eV" if value else "mean_abs_dev_eV"] = post["mean"]
     out["std_eV" if value else "std_abs_dev_eV"] = post["std"]
     out["acquisition_score"] = post["acquisition"]
+    if "map_eV" in ask_columns(cd):
+        out["map_eV"] = post["map"]
     return out[ask_columns(cd)]
 
 
@@ -367,7 +387,25 @@ def ask_columns(cd: CampaignDir) -> list[str]:
         "mean_eV" if value else "mean_abs_dev_eV",
         "std_eV" if value else "std_abs_dev_eV",
         "acquisition_score",
+        *(["map_eV"] if learns_map(c.strategy) else []),
     ]
+
+
+def learns_map(strategy: Strategy) -> bool:
+    """Whether a pool campaign with ``strategy`` may learn the measured scale (its ask files then
+    carry ``map_eV``: the network's prediction mapped to the measured scale by what the results
+    taught so far; empty where the base model holds the results itself)."""
+    return strategy.surrogate == "neighbour" and strategy.learn_map and strategy.model == "value"
+
+
+def map_line(cd: CampaignDir) -> tuple[str | None, dict | None]:
+    """The learned map in words and as a dict (None, None where none is learned)."""
+    if cd.pool is None or not learns_map(cd.campaign.strategy):
+        return None, None
+    summary_ = cd.campaign.learned_map()
+    if summary_ is None:
+        return None, None
+    return summary_.words(), summary_.to_dict()
 
 
 def ask_into_file(cd: CampaignDir, path: str | Path, n: int | None = None, fresh: bool = False) -> pd.DataFrame:
@@ -421,10 +459,11 @@ def tell_results_file(cd: CampaignDir, path: str | Path) -> TellOutcome:
     return c.tell(res.points, res.ys, res.errors, origin=str(path))
 
 
-def summary(cd: CampaignDir) -> dict[str, Any]:
+def summary(cd: CampaignDir, with_map: bool = False) -> dict[str, Any]:
     """Counts, best point, hit, pending and the pool's random-search baseline, for ``search`` and
     ``summary.json``; ``campaign status`` reads the same counts from the store alone
-    (:func:`screening.bo.status.campaign_status`)."""
+    (:func:`screening.bo.status.campaign_status`). ``with_map``: add the learned map (it costs
+    building the model)."""
     c = cd.campaign
     h = c.history()
     ok = [(r, hit) for r, hit in zip(h.records, h.hits) if r.ok]
@@ -456,6 +495,8 @@ def summary(cd: CampaignDir) -> dict[str, Any]:
         out["pool_candidates"] = len(obj.domain)
         out["pool_hits_after_prior"] = int(hits_left)
         out["random_search_expected_evaluations"] = expected_draws_to_first_hit(remaining, int(hits_left))
+    if with_map:
+        _, out["learned_map"] = map_line(cd)
     return out
 
 
@@ -473,7 +514,7 @@ def write_report(cd: CampaignDir) -> dict[str, Path]:
         frame.insert(2, "formula", frame["point"].map(formulas))
     paths = {"history": out / "history.csv", "summary": out / "summary.json", "convergence": out / "convergence.png"}
     write_text_csv(frame, paths["history"], float_format=None)  # ids and errors come from users' files
-    info = summary(cd)
+    info = summary(cd, with_map=True)
     write_json_atomic(info, paths["summary"], indent=2, default=str)
     curve = h.best_loss_curve()
     losses = h.losses()
@@ -506,4 +547,18 @@ def write_report(cd: CampaignDir) -> dict[str, Path]:
         hits = [rows[r.key] for r, hit in zip(h.records, h.hits) if hit]
         gaps = obj.band_gaps if np.all(np.isfinite(obj.band_gaps)) else None
         pool_map_plot(cd.pool.features, gaps, paths["pool_map"], picks, prior, hits)
+        if info.get("learned_map") is not None and "pred_band_gap" in cd.pool.frame.columns:
+            from screening.plots import learned_map_plot
+
+            paths["learned_map"] = out / "learned_map.png"
+            m = c.learned_map()
+            learned_map_plot(
+                m.points_g,
+                m.points_y,
+                m.grid,
+                m.mean,
+                m.std,
+                m.words(),
+                paths["learned_map"],
+            )
     return paths

@@ -347,7 +347,7 @@ class BandGapPoolObjective:
         return int(np.sum(np.abs(self.band_gaps - self.target) <= self.tolerance + 1e-12))
 
 
-def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
+def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap", same_quantity: bool = True):
     """Known data for a pool: a featurised table (Parquet or CSV) of labelled crystals that are
     not candidates, as :class:`~screening.bo.neighbour_search.KnownData`.
 
@@ -356,6 +356,8 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     padded, repeated: :func:`check_pool_ids`), a label that is missing, not finite, negative or
     above 100 eV, a non-finite embedding, and ids that are also candidates (their labels would
     leak the answer into the search).
+
+    ``same_quantity`` False: ``label`` is another quantity than the campaign measures (``--known-label``).
     """
     from screening.bo.neighbour_search import KnownData
 
@@ -365,8 +367,11 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     pool_emb = embedding_columns(pool.frame.columns)
     missing = [c for c in ("id", label) if c not in frame.columns] + ([] if emb else ["emb_0..."])
     if missing:
+        present = ", ".join(map(str, [c for c in frame.columns if not str(c).startswith("emb_")][:12]))
+        flag = "--label" if same_quantity else "--known-label"
         raise PoolFileError(
-            f"{path}: known data need columns {missing} (the output of `matscreen featurize` with labels)"
+            f"{path}: known data need columns {missing} (the output of `matscreen featurize` with labels); "
+            f"it has {present}: name the label column with {flag}"
         )
     if list(emb) != list(pool_emb):
         raise PoolFileError(
@@ -401,7 +406,7 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap"):
     if pred is not None:
         refuse_first(ids, ~np.isfinite(pred), "non-finite pred_band_gap", str(path))
     std = _prediction_std(frame, str(path)) if pred is not None else None
-    return KnownData(ids.tolist(), E, values, pred, std)
+    return KnownData(ids.tolist(), E, values, pred, std, same_quantity=same_quantity)
 
 
 STD_COLUMN = PRED_BAND_GAP_STD
