@@ -392,6 +392,100 @@ def _physbo_curve(X, gaps, target, trials, prior, seed) -> list[float]:
     return out[:trials]
 
 
+# ----------------------------------------------------------------------------- latency
+
+
+def latency(frame: pd.DataFrame, sizes: list[int], n_told: int = 50) -> list[dict]:
+    """Seconds for one suggestion with the 33,064 train + val crystals as known data of another
+    quantity (``--known-label``) and ``n_told`` lab results, pools resampled from the test
+    embeddings as in ``bench_search.latency``: ``first`` builds everything; ``step`` is one more
+    result and a suggestion in the same process; ``new_process`` reloads the saved neighbour model
+    (what each command-line ``campaign ask`` does) and suggests."""
+    import tempfile
+
+    known = frame[frame["split"].isin(["train", "val"])]
+    test = frame[frame["split"] == "test"]
+    E = test[bs.emb_cols(test)].to_numpy(np.float32)
+    P = test["pred_band_gap"].to_numpy(np.float64)
+    S = bs._std(test)
+    kd = KnownData(
+        known["id"].tolist(),
+        known[bs.emb_cols(known)].to_numpy(np.float64),
+        known["band_gap"].to_numpy(),
+        known["pred_band_gap"].to_numpy(),
+        bs._std(known),
+        same_quantity=False,
+    )
+    rows = []
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        pick = rng.integers(0, len(E), n)
+        emb = E[pick] + rng.normal(0, 0.02, (n, E.shape[1])).astype(np.float32)
+        pool = DiscretePool(
+            [f"c{i}" for i in range(n)],
+            np.zeros((n, 1)),
+            prior_mean=P[pick],
+            embedding=emb,
+            known=kd,
+            prior_std=None if S is None else S[pick],
+        )
+        strategy = Strategy(surrogate="neighbour")
+        lab = 0.9 + 1.35 * P[pick] + rng.normal(0, 0.2, n)
+        told = [f"c{i}" for i in range(n_told)]
+        target = Target(4.0, 0.05)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "neighbour_state.arrays"
+            t = time.perf_counter()
+            cache: dict = {"neighbour_state_path": path}
+            suggest_pool(
+                strategy, pool, told, lab[:n_told], np.abs(lab[:n_told] - 4.0), target=target, hyper_cache=cache
+            )
+            first = time.perf_counter() - t
+            steps = []
+            for r in range(3):
+                k = n_told + r + 1
+                t = time.perf_counter()
+                suggest_pool(
+                    strategy,
+                    pool,
+                    [f"c{i}" for i in range(k)],
+                    lab[:k],
+                    np.abs(lab[:k] - 4.0),
+                    seed=r,
+                    target=target,
+                    hyper_cache=cache,
+                )
+                steps.append(time.perf_counter() - t)
+            k = n_told + 4
+            t = time.perf_counter()
+            suggest_pool(
+                strategy,
+                pool,
+                [f"c{i}" for i in range(k)],
+                lab[:k],
+                np.abs(lab[:k] - 4.0),
+                target=target,
+                hyper_cache={"neighbour_state_path": path},
+            )
+            new_process = time.perf_counter() - t
+        rows.append(
+            {
+                "candidates": n,
+                "known": len(kd),
+                "told": n_told,
+                "first_s": first,
+                "step_s": float(np.median(steps)),
+                "new_process_s": new_process,
+            }
+        )
+        print(
+            f"latency {n}: first {first:.2f} s, step {np.median(steps):.3f} s, new process {new_process:.2f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rows
+
+
 # ----------------------------------------------------------------------------- summary
 
 
@@ -446,6 +540,15 @@ def summarise(results: dict, budget: int) -> str:
                         cols.append("—")
                     miss = sum(r[name] is None for r in rs)
                     lines.append(f"| {name} | {shape} | {len(rs)} | " + " | ".join(cols) + f" | {miss} |")
+        elif key == "latency":
+            lines.append("\n### Suggestion latency, known data of another quantity\n")
+            lines.append("| candidates | known | results | first (build) | step | new process (saved model) |")
+            lines.append("|---|---|---|---|---|---|")
+            for r in res:
+                lines.append(
+                    f"| {r['candidates']:,} | {r['known']:,} | {r['told']} | {r['first_s']:.1f} s | "
+                    f"{r['step_s']:.2f} s | {r['new_process_s']:.2f} s |"
+                )
         elif key.startswith("dp-"):
             lines.append(f"\n### Setting d′ ({key[3:]}), {res['n_pool']} candidates, target {res['target']} eV\n")
             lines.append(
@@ -466,7 +569,8 @@ def summarise(results: dict, budget: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--setting", default="e", help="e or dp")
+    ap.add_argument("--setting", default="e", help="e, dp or latency")
+    ap.add_argument("--sizes", default="10000,100000", help="latency: pool sizes")
     ap.add_argument("--known", default="none,dft")
     ap.add_argument("--strategies", default="default,frozen,botorch,physbo")
     ap.add_argument("--shapes", default=",".join(SHAPES))
@@ -507,6 +611,8 @@ def main(argv: list[str] | None = None) -> None:
                 results,
                 args.tag,
             )
+    elif args.setting == "latency":
+        results["latency"] = latency(frame, [int(v) for v in args.sizes.split(",")])
     else:
         for feats in args.dp_features.split(","):
             bench_dp(frame, feats, strategies, args.seeds, 30, results, args.json, tag=args.tag)

@@ -315,3 +315,25 @@ def test_search_refuses_a_target_or_tolerance_it_cannot_use_before_writing_anyth
         res = runner.invoke(app, ["search", "--pool", str(path), *args, "-o", str(out)], env={"COLUMNS": "200"})
         assert res.exit_code != 0 and says in res.output, res.output
         assert not out.exists()
+
+
+def test_a_search_that_spends_its_pool_without_a_hit_ends_with_its_results(tmp_path) -> None:
+    """A miss is a result: exit 0, every file a hit would write, the closest crystal named, and
+    `campaign status` agrees that the search is over."""
+    frame = synthetic_pool_frame(25, seed=1)
+    path = tmp_path / "pool.parquet"
+    frame.to_parquet(path)
+    out = tmp_path / "run"
+    res = runner.invoke(
+        app,
+        ["search", "--pool", str(path), "--target", "9.0", "--tol", "0.1", "--budget", "100", "-o", str(out)],
+        env={"COLUMNS": "200"},
+    )
+    assert res.exit_code == 0, res.output
+    assert "no crystal in the pool has a band_gap within the window" in res.output and "inf" not in res.output
+    assert "stopped: exhausted; no crystal within ±0.1 eV in 25 measurements; closest" in res.output
+    for name in ("history.csv", "summary.json", "convergence.png", "pool_map.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "summary.json").read_text())["stop_reason"] == "exhausted"
+    status = json.loads(runner.invoke(app, ["campaign", "status", str(out), "--json"]).output)
+    assert status["stop_reason"] == "exhausted" and status["search_evaluations"] == 25

@@ -150,13 +150,20 @@ class History:
         return pd.DataFrame(rows, columns=columns)
 
 
-def stop_reason(rules: StopRules, history: History, budget: int | None = None) -> str | None:
-    """Why a campaign should stop now ("hit", "budget", "plateau") or None to go on."""
+def stop_reason(
+    rules: StopRules, history: History, budget: int | None = None, pool_size: int | None = None
+) -> str | None:
+    """Why a campaign should stop now ("hit", "budget", "plateau", "exhausted") or None to go on.
+
+    ``pool_size``: the candidates of a pool campaign; "exhausted" once every one is evaluated (a
+    search that spends its pool without a hit ends with its results, not with an error)."""
     if rules.stop_on_hit and any(history.hits):
         return "hit"
     cap = budget if budget is not None else rules.budget
     if cap is not None and history.n_search >= cap:
         return "budget"
+    if pool_size is not None and len({r.key for r in history.records}) >= pool_size:
+        return "exhausted"
     if rules.plateau is not None:
         curve = history.best_loss_curve()
         if curve.size > rules.plateau:
@@ -592,7 +599,10 @@ class Campaign:
     # ---------------------------------------------------------------- loop
 
     def stop_reason(self, budget: int | None = None) -> str | None:
-        return stop_reason(self.stop, self.history(), budget)
+        return stop_reason(self.stop, self.history(), budget, self._pool_size())
+
+    def _pool_size(self) -> int | None:
+        return len(self.domain) if _is_pool(self.domain) else None
 
     def run(
         self, budget: int | None = None, on_evaluation: Callable[[Evaluation, float | None, bool], None] | None = None
@@ -618,7 +628,7 @@ class Campaign:
     ) -> History:
         while True:
             history = self.history()
-            reason = stop_reason(self.stop, history, budget)
+            reason = stop_reason(self.stop, history, budget, self._pool_size())
             if reason is not None:
                 self.stopped_because = reason
                 return history

@@ -45,6 +45,7 @@ def campaign_status(store_path: str | Path, allowed_objectives: Iterable[str] = 
         config = store.config
         records = store.observations()
         pending = store.pending()
+        pool_ref = store.pool_ref
     spec = stored_target(config)
     is_hit: Callable[[Any], bool]
     if spec is not None:
@@ -79,7 +80,9 @@ def campaign_status(store_path: str | Path, allowed_objectives: Iterable[str] = 
         "hits": [r.key for r, hit in zip(records, hits) if hit and r.source == "search"],
         "prior_hits": [r.key for r, hit in zip(records, hits) if hit and r.source != "search"],
         "hit": any(hits),
-        "stop_reason": stop_reason(StopRules(**config["stop"]), history),
+        "stop_reason": stop_reason(
+            StopRules(**config["stop"]), history, pool_size=(pool_ref or {}).get("n_candidates")
+        ),
         "budget": config["stop"].get("budget"),
         "strategy": config["strategy"],
         "seed": config["seed"],

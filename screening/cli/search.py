@@ -267,7 +267,12 @@ def search(
                 _empty_folder(out)
             raise
     info = summary(cd)
-    if "random_search_expected_evaluations" in info:
+    if info.get("pool_hits_after_prior") == 0:
+        console.print(
+            f"no crystal in the pool has a {label or cd.campaign.store.config['extra'].get('label', 'band_gap')} "
+            "within the window: the search can only report the closest"
+        )
+    elif "random_search_expected_evaluations" in info:
         console.print(
             f"{info['pool_hits_after_prior']} hits left in the pool; random search needs "
             f"{info['random_search_expected_evaluations']:.1f} evaluations on average"
@@ -314,7 +319,16 @@ def search(
     elif info["prior_hits"]:  # the stop rule counts them: say so rather than "no hit"
         outcome = f"already in the window before the search: {', '.join(map(str, info['prior_hits']))}"
     else:
-        outcome = f"best |Δ| {info['best_loss']:.4f} eV, no hit"
+        tol_now = cd.campaign.store.config["extra"].get("tolerance")
+        best_id = info["best_point"]
+        formula = names.get(best_id, "") if best_id is not None else ""
+        closest = (
+            f"closest {best_id}{f' ({formula})' if formula and formula != best_id else ''} at "
+            f"{info['best_y']:.3f} eV (|Δ| {info['best_loss']:.3f} eV)"
+            if best_id is not None
+            else "nothing measured"
+        )
+        outcome = f"no crystal within ±{tol_now:g} eV in {info['search_evaluations']} measurements; {closest}"
     console.print(f"stopped: {cd.campaign.stopped_because}; {outcome}")
     if info.get("learned_map"):
         console.print(f"learned map: {info['learned_map']['text']}")
