@@ -79,3 +79,26 @@ def test_bad_results_are_refused() -> None:
         MeasuredGP().fit(g, s, z, y)
     with pytest.raises(MeasuredMapError, match="one of each"):
         MeasuredGP().fit(g, s, z, y[:3])
+
+
+def test_results_on_the_base_scale_keep_the_identity_and_a_lab_scale_learns_the_map() -> None:
+    """The null model (the base prediction with its own std, scaled) stays until the results'
+    marginal likelihood pays for a map: DFT-scale results keep it, lab-scale ones do not."""
+    from screening.bo.measured_map import IdentityMap
+    from screening.bo.measured_search import MeasuredInputs, model
+
+    rng = np.random.default_rng(5)
+    n = 400
+    g = rng.uniform(0.5, 5.0, n)
+    s = rng.uniform(0.1, 0.4, n)
+    z = rng.normal(size=(n, 3))
+    inp = MeasuredInputs(g, s, z, 2.5, 1.0, np.zeros(0), np.zeros(0), np.zeros((0, 3)), np.zeros(0))
+    rows = np.arange(40)
+    same_scale = g[rows] + s[rows] * rng.normal(size=40)
+    kept = model(inp, rows, same_scale)
+    assert isinstance(kept, IdentityMap) and kept.summary((1.0, 4.0)).identity
+    assert "no evidence yet for another map" in kept.summary().words()
+    lab = 0.9 + 1.35 * g[rows] + 0.1 * rng.normal(size=40)
+    learned = model(inp, rows, lab)
+    assert not isinstance(learned, IdentityMap)
+    assert learned.summary().slope == pytest.approx(1.35, abs=0.1)

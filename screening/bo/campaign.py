@@ -498,8 +498,7 @@ class Campaign:
         lo, hi = (float(np.min(inp.g)), float(np.max(inp.g)))
         if len(told_rows) >= 2:
             lo, hi = float(np.min(inp.g[told_rows])), float(np.max(inp.g[told_rows]))
-        n_known = len(inp.known_y)
-        return dataclasses.replace(gp.summary((lo, hi)), points_g=gp.g_[n_known:], points_y=gp.y_[n_known:])
+        return dataclasses.replace(gp.summary((lo, hi)), points_g=inp.g[told_rows], points_y=told_y)
 
     def tell(
         self,

@@ -24,13 +24,23 @@ Deterministic: the hyper-parameters are a function of the first :func:`fit_count
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from screening.bo import acquisition as acq
-from screening.bo.measured_map import MapPrior, MapSummary, MeasuredGP, MeasuredParams
+from screening.bo.measured_map import (
+    IdentityMap,
+    MapPrior,
+    MapSummary,
+    MeasuredGP,
+    MeasuredParams,
+    negative_log_likelihood,
+)
+
+MeasuredModel = MeasuredGP | IdentityMap  # what the search reads: the learned map, or the null model
 
 # Same-quantity known crystals the exact GP holds at most (a deterministic sample beyond): known
 # data larger than this have local structure at the default min_labelled, and an exact solve
@@ -151,7 +161,9 @@ def _digest(*arrays: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
-def model(inp: MeasuredInputs, told_rows: Sequence[int], told_y: np.ndarray, cache: dict | None = None) -> MeasuredGP:
+def model(
+    inp: MeasuredInputs, told_rows: Sequence[int], told_y: np.ndarray, cache: dict | None = None
+) -> MeasuredModel:
     """The measured model conditioned on the known rows (same quantity) and the results at pool
     ``told_rows``; hyper-parameters fitted on the first :func:`fit_count` of them (kept in
     ``cache`` under the data they were fitted on)."""
@@ -161,7 +173,7 @@ def model(inp: MeasuredInputs, told_rows: Sequence[int], told_y: np.ndarray, cac
     z = np.vstack([inp.known_z, inp.z[rows]])
     y = np.concatenate([inp.known_y, np.asarray(told_y, dtype=np.float64)])
     m = len(inp.known_y) + fit_count(len(rows))
-    gp = MeasuredGP(MapPrior(), inp.g0, inp.z_scale)
+    gp = MeasuredGP(MapPrior(), inp.g0, inp.z_scale, residual_needs_evidence=inp.s is not None)
     key = _digest(g[:m], None if s is None else s[:m], z[:m], y[:m], np.array([inp.g0, inp.z_scale]))
     params: MeasuredParams | None = None
     if cache is not None and cache.get("measured_params_key") == key:
@@ -169,6 +181,11 @@ def model(inp: MeasuredInputs, told_rows: Sequence[int], told_y: np.ndarray, cac
     gp.fit(g, s, z, y, params=params, fit_rows=_fit_rows(len(inp.known_y), m))
     if cache is not None:
         cache["measured_params_key"], cache["measured_params"] = key, gp.params
+    if s is None:
+        return gp
+    identity, nll0 = IdentityMap.fit(g, s, y)
+    if nll0 - negative_log_likelihood(gp) < 2.0 * math.log(max(len(y), 2)):
+        return identity
     return gp
 
 
@@ -188,25 +205,25 @@ def _fit_rows(n_known: int, m: int) -> np.ndarray:
     return np.concatenate([known.astype(np.int64), told])
 
 
-def predictive(gp: MeasuredGP, inp: MeasuredInputs, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predictive(gp: MeasuredModel, inp: MeasuredInputs, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of a new measurement at every candidate (or at pool ``rows``)."""
     sel = slice(None) if rows is None else rows
     return gp.predict(inp.g[sel], None if inp.s is None else inp.s[sel], inp.z[sel])
 
 
 def window_probability(
-    gp: MeasuredGP, inp: MeasuredInputs, target: float, tolerance: float, rows: np.ndarray | None = None
+    gp: MeasuredModel, inp: MeasuredInputs, target: float, tolerance: float, rows: np.ndarray | None = None
 ) -> np.ndarray:
     mean, std = predictive(gp, inp, rows)
     return np.exp(acq.log_probability_in_window(mean, std, target, tolerance))
 
 
-def summary(gp: MeasuredGP) -> MapSummary:
+def summary(gp: MeasuredModel) -> MapSummary:
     return gp.summary()
 
 
 def select(
-    gp: MeasuredGP,
+    gp: MeasuredModel,
     inp: MeasuredInputs,
     free: np.ndarray,
     q: int,
@@ -246,7 +263,7 @@ def select(
     return picks
 
 
-def _believe(gp: MeasuredGP, inp: MeasuredInputs, rows: list[int]) -> MeasuredGP:
+def _believe(gp: MeasuredModel, inp: MeasuredInputs, rows: list[int]) -> MeasuredModel:
     if not rows:
         return gp
     r = np.asarray(rows, dtype=np.int64)
