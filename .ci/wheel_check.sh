@@ -48,7 +48,7 @@ cd "$WORK"
 from pathlib import Path
 from pymatgen.core import Lattice, Structure
 Path("cifs").mkdir()
-Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(filename="cifs/NaCl.cif")
+Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(filename="cifs/NaCl.cif")
 Structure(Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(filename="cifs/MgO.cif")
 PY
 "$WORK/env/bin/matscreen" featurize cifs -o out/emb.parquet --no-cache --workers 0

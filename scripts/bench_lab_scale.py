@@ -567,6 +567,22 @@ def summarise(results: dict, budget: int) -> str:
     return "\n".join(lines)
 
 
+def merge(parts: list[dict]) -> dict:
+    """Saved runs merged run by run: a later file's strategies replace an earlier one's (a rerun
+    of the default at a new commit beside baselines that did not change)."""
+    out: dict = {}
+    for part in parts:
+        for key, res in part.items():
+            if key not in out or not isinstance(res, dict) or "runs" not in res:
+                out[key] = copy.deepcopy(res) if key not in out or "runs" not in out.get(key, {}) else out[key]
+                if isinstance(res, dict) and "curves" in res and key in out:
+                    out[key]["curves"].update(res["curves"])
+                continue
+            for rid, run in res["runs"].items():
+                out[key]["runs"].setdefault(rid, {}).update(run)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--setting", default="e", help="e, dp or latency")
@@ -587,9 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--summarise", type=Path, nargs="+", default=None)
     args = ap.parse_args(argv)
     if args.summarise:
-        merged: dict = {}
-        for p in args.summarise:
-            merged.update(json.loads(p.read_text()))
+        merged = merge([json.loads(p.read_text()) for p in args.summarise])
         print(summarise(merged, args.budget))
         return
     results: dict = json.loads(args.json.read_text()) if args.json is not None and args.json.is_file() else {}
