@@ -124,7 +124,15 @@ def test_campaign_ask_tell_status_report(tmp_path) -> None:
     assert ask.exit_code == 0, ask.output
     batch = pd.read_csv(tmp_path / "b1.csv")
     assert len(batch) == 3
-    assert list(batch.columns) == ["id", "formula", "pred_band_gap_eV", "mean_eV", "std_eV", "acquisition_score", "map_eV"]
+    assert list(batch.columns) == [
+        "id",
+        "formula",
+        "pred_band_gap_eV",
+        "mean_eV",
+        "std_eV",
+        "acquisition_score",
+        "map_eV",
+    ]
     assert batch[["mean_eV", "std_eV", "acquisition_score"]].notna().all().all()
     assert (batch["std_eV"] > 0).all() and batch["acquisition_score"].between(0, 1).all()
     # A killed ask (pending saved, file lost) resumes to the same suggestions.

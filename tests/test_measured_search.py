@@ -88,7 +88,10 @@ def test_same_quantity_known_data_with_local_structure_search_as_before(tmp_path
     pool_f, known_f = frame.iloc[:150], frame.iloc[150:]
     emb = [c for c in frame.columns if c.startswith("emb_")]
     known = KnownData(
-        known_f["id"].tolist(), known_f[emb].to_numpy(), known_f["band_gap"].to_numpy(), known_f["pred_band_gap"].to_numpy()
+        known_f["id"].tolist(),
+        known_f[emb].to_numpy(),
+        known_f["band_gap"].to_numpy(),
+        known_f["pred_band_gap"].to_numpy(),
     )
     pool = DiscretePool(
         pool_f["id"].tolist(),
@@ -102,7 +105,9 @@ def test_same_quantity_known_data_with_local_structure_search_as_before(tmp_path
     picks = {}
     for learn in (True, False):
         s = Strategy(surrogate="neighbour", neighbour_min_labelled=50, learn_map=learn)
-        picks[learn] = suggest_pool(s, pool, told, y, np.abs(y - 2.5), q=3, seed=1, target=Target(2.5, 0.05), hyper_cache={})
+        picks[learn] = suggest_pool(
+            s, pool, told, y, np.abs(y - 2.5), q=3, seed=1, target=Target(2.5, 0.05), hyper_cache={}
+        )
     assert picks[True] == picks[False]
 
 
