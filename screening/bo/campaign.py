@@ -404,21 +404,8 @@ class Campaign:
         window = None  # the label-match mixture's window probability, when it scores the search
         if self.strategy.surrogate == "neighbour":
             from screening.bo import neighbour_search as ns
-            from screening.bo.optimise_pool import measured_model, neighbour_state
 
-            # The same state the suggestions came from (built or extended here, never twice).
-            state = neighbour_state(
-                self.strategy,
-                pool,
-                told_ids=told_ids,
-                told_y=told_y,
-                hyper_cache=self._hyper_cache,
-                tolerance=target.tolerance if target is not None else None,
-                target=target.target if target is not None else None,
-            )
-            measured = measured_model(
-                self.strategy, pool, state, told_ids=told_ids, told_y=told_y, hyper_cache=self._hyper_cache
-            )
+            state, measured = self._neighbour_models(pool, told_ids, told_y)
             if measured is not None:
                 from screening.bo import measured_search as ms
 
@@ -461,6 +448,26 @@ class Campaign:
         out["acquisition"] = np.exp(np.asarray(scores.log_score, dtype=np.float64))
         return out
 
+    def _neighbour_models(self, pool: Any, told_ids: list[str], told_y: np.ndarray) -> tuple[Any, Any]:
+        """The neighbour state the suggestions came from (built or extended here, never twice) and
+        the measured-scale model over it (None where it does not apply)."""
+        from screening.bo.optimise_pool import measured_model, neighbour_state
+
+        target = self.target
+        state = neighbour_state(
+            self.strategy,
+            pool,
+            told_ids=told_ids,
+            told_y=told_y,
+            hyper_cache=self._hyper_cache,
+            tolerance=target.tolerance if target is not None else None,
+            target=target.target if target is not None else None,
+        )
+        measured = measured_model(
+            self.strategy, pool, state, told_ids=told_ids, told_y=told_y, hyper_cache=self._hyper_cache
+        )
+        return state, measured
+
     def learned_map(self) -> Any:
         """The map the search has learned from the base prediction to the measured value
         (:class:`~screening.bo.measured_map.MapSummary`), or None where none is learned (not a
@@ -470,27 +477,13 @@ class Campaign:
         0.9 + 1.3 × predicted (±0.1 eV, from 7 results)"."""
         if not _is_pool(self.domain) or self.strategy.surrogate != "neighbour" or not self.strategy.learn_map:
             return None
-        target = self.target
-        if target is None:
+        if self.target is None:
             return None
-        from screening.bo.optimise_pool import measured_model, neighbour_state
-
         pool: Any = self.domain
         ok = [r for r in self.store.observations() if r.ok]
         told_ids = [r.key for r in ok]
         told_y = np.array([_scalar_or_nan(r.y) for r in ok], dtype=np.float64)
-        state = neighbour_state(
-            self.strategy,
-            pool,
-            told_ids=told_ids,
-            told_y=told_y,
-            hyper_cache=self._hyper_cache,
-            tolerance=target.tolerance,
-            target=target.target,
-        )
-        measured = measured_model(
-            self.strategy, pool, state, told_ids=told_ids, told_y=told_y, hyper_cache=self._hyper_cache
-        )
+        _, measured = self._neighbour_models(pool, told_ids, told_y)
         if measured is None:
             return None
         gp, inp = measured
