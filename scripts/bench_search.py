@@ -12,6 +12,8 @@ does. Settings (issue 9):
      each of 30 trials, target 2.534 eV, against random
   dt d's protocol at each of the 21 targets of a-c: on how many targets a strategy's mean and
      median are below random's at every trial (one target's median is a single draw)
+  e, dp  oracles that are not the network's training data (a simulated lab's scale; a pool with no
+     network prediction): run by scripts/bench_lab_scale.py, which this script calls for them
   v  development only: the validation crystals with a gap > 0 as the pool, the training crystals
      as known data — defaults are chosen here, so the test pool of a-c stays for reporting
 
@@ -621,6 +623,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{path}:\n{report(saved, int(saved['args'].get('budget', args.budget)))}\n")
         return
 
+    lab = [s for s in args.settings.split(",") if s in ("e", "dp")]
+    if lab:  # settings e and d' (oracles of another kind) live in bench_lab_scale.py
+        import bench_lab_scale
+
+        for setting in lab:
+            bench_lab_scale.main(["--setting", setting] + (["--model", args.model] if args.model else []))
     frame = featurised_mp(args.model, args.cache_dir)
     strategies = [s for s in args.strategies.split(",") if s]
     targets = [float(t) for t in args.targets.split(",")]
