@@ -72,19 +72,31 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _value(text: str, row_id: str, column: str, path: Path) -> float:
+def _value(text: str, row_id: str, column: str, path: Path, line: int | None = None) -> float:
+    where = f"line {line}: " if line is not None else ""
+    if not text:
+        raise ResultsFileError(
+            row_id, f"{where}{column} is empty (a failed measurement says why in an error column)", str(path)
+        )
     try:
         v = parse_number(text)
     except ValueError:
-        raise ResultsFileError(row_id, f"{column} {text!r} is not a number", str(path)) from None
+        raise ResultsFileError(row_id, f"{where}{column} {text!r} is not a number", str(path)) from None
     if not np.isfinite(v):
-        raise ResultsFileError(row_id, f"{column} is {text!r}: NaN or infinite values are not results", str(path))
+        raise ResultsFileError(
+            row_id, f"{where}{column} is {text!r}: NaN or infinite values are not results", str(path)
+        )
     return v
+
+
+# The value column of a pool results file: the first of these a file has, compared without case;
+# band_gap_eV as the ask files write units, and common spellings.
+POOL_VALUE_COLUMNS = ("band_gap", "band_gap_ev", "bandgap", "bandgap_ev", "gap", "gap_ev", "y")
 
 
 def read_pool_results(
     path: str | Path,
-    value_columns: Sequence[str] = ("band_gap", "y"),
+    value_columns: Sequence[str] = POOL_VALUE_COLUMNS,
     check: Callable[[float], Any] | None = None,
 ) -> Results:
     """Read ``id`` + value (+ ``error``) rows for a pool campaign.
@@ -96,9 +108,14 @@ def read_pool_results(
     frame = _read_csv(path)
     if "id" not in frame.columns:
         raise ResultsFileError("<header>", f"needs an 'id' column, has {list(frame.columns)}", str(path))
-    present = [c for c in value_columns if c in frame.columns]
+    wanted = {c.lower() for c in value_columns}
+    present = [c for c in frame.columns if str(c).strip().lower() in wanted]
     if not present:
-        raise ResultsFileError("<header>", f"needs a value column (one of {list(value_columns)})", str(path))
+        raise ResultsFileError(
+            "<header>",
+            f"needs a value column (one of {', '.join(value_columns)}; any case), has {list(frame.columns)}",
+            str(path),
+        )
     if len(present) > 1:
         raise ResultsFileError("<header>", f"has {' and '.join(present)}: give the values in one column", str(path))
     col = present[0]
@@ -120,7 +137,7 @@ def read_pool_results(
                 )
             out.ys.append(None)
             continue
-        value = _value(row[col].strip(), rid, col, path)
+        value = _value(row[col].strip(), rid, col, path, n)
         if check is not None:
             try:
                 check(value)
