@@ -191,3 +191,10 @@ def test_stored_objective_specs_need_consent_and_are_validated_before_import() -
     assert allowed_objectives(["x:Y"], env) == {"a.b:C", "d:E", "x:Y"}
     with pytest.raises(ObjectiveError):
         allowed_objectives([], {"MATSCREEN_ALLOW_OBJECTIVES": "import os"})
+
+
+def test_a_pool_without_its_label_column_names_the_columns_and_the_flag(tmp_path) -> None:
+    path = tmp_path / "pool.parquet"
+    synthetic_pool_frame(20).rename(columns={"band_gap": "target"}).to_parquet(path)
+    with pytest.raises(PoolFileError, match=r"it has id, formula, pred_band_gap, target .*--label target"):
+        load_pool(path)

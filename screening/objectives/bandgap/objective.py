@@ -179,7 +179,19 @@ def pool_from_frame(
     if require_band_gap and "band_gap" not in frame.columns:
         missing.append("band_gap")
     if missing or not emb:
-        raise PoolFileError(f"{source}: missing columns {missing + ([] if emb else ['emb_0...'])}")
+        present = [str(c) for c in frame.columns if not str(c).startswith("emb_")]
+        hint = ""
+        if "band_gap" in missing:
+            numeric = [c for c in present if c not in ("id", "formula") and not c.startswith("pred_")]
+            hint = (
+                f"; name the column of measured gaps with --label (e.g. --label {numeric[0]})"
+                if numeric
+                else "; name the column of measured gaps with --label"
+            )
+        raise PoolFileError(
+            f"{source}: missing columns {missing + ([] if emb else ['emb_0...'])}; it has "
+            f"{', '.join(present[:12]) or 'no other columns'}{' (and emb_*)' if emb else ''}{hint}"
+        )
     check_pool_ids(frame["id"], source)  # on the file's rows, before any filter renumbers them
     if max_formation_energy is not None:
         frame = keep_predicted_stable(frame, max_formation_energy, source)
