@@ -37,7 +37,6 @@ from screening.bo.measured_map import (
     MapSummary,
     MeasuredGP,
     MeasuredParams,
-    negative_log_likelihood,
 )
 
 MeasuredModel = MeasuredGP | IdentityMap  # what the search reads: the learned map, or the null model
@@ -69,7 +68,7 @@ def applies(state, known) -> bool:
     """Whether the measured model decides (see the module notes); ``state``: a NeighbourState."""
     from screening.bo.neighbour_search import has_local_structure
 
-    other = known is not None and len(known) > 0 and not getattr(known, "same_quantity", True)
+    other = known is not None and len(known) > 0 and not known.same_quantity
     return other or not has_local_structure(state)
 
 
@@ -117,19 +116,38 @@ def _principal_axes(X: np.ndarray, k: int, max_rows: int = 20000) -> tuple[np.nd
     return mean @ axes.T, axes
 
 
-def inputs(state, pool, n_components: int, has_prediction: bool) -> MeasuredInputs:
+@dataclass
+class ResidualCoords:
+    """The residual field's coordinates, fixed for a pool: its principal ``axes`` (``centre``
+    subtracted), every candidate's ``z`` and the lengthscale prior's ``z_scale``."""
+
+    centre: np.ndarray
+    axes: np.ndarray
+    z: np.ndarray
+    z_scale: float
+
+
+def residual_coords(pool, n_components: int) -> ResidualCoords:
+    """:class:`ResidualCoords` of ``pool`` (a DiscretePool): computed once per pool, as they do
+    not change with the results."""
+    X = pool.embedding if pool.embedding is not None else pool.features
+    centre, axes = _principal_axes(X, n_components)
+    z = X @ axes.T - centre
+    return ResidualCoords(centre, axes, z, _z_scale(z))
+
+
+def inputs(state, pool, coords: ResidualCoords, has_prediction: bool) -> MeasuredInputs:
     """The measured model's inputs from a neighbour ``state`` over ``pool`` (a DiscretePool)."""
     from screening.bo.neighbour_search import reported_predictive
 
     g, s = reported_predictive(state)
-    centre, axes = _principal_axes(pool.embedding if pool.embedding is not None else pool.features, n_components)
-    z = (pool.embedding if pool.embedding is not None else pool.features) @ axes.T - centre
+    centre, axes, z = coords.centre, coords.axes, coords.z
     known = pool.known
     kg = np.zeros(0)
     ks: np.ndarray | None = np.zeros(0) if has_prediction else None
     kz = np.zeros((0, z.shape[1]))
     ky = np.zeros(0)
-    if known is not None and len(known) and getattr(known, "same_quantity", True):
+    if known is not None and len(known) and known.same_quantity:
         rows = np.arange(len(known))
         if rows.size > MAX_KNOWN_ROWS:
             rows = np.sort(np.random.default_rng(0).choice(rows.size, MAX_KNOWN_ROWS, replace=False))
@@ -146,7 +164,7 @@ def inputs(state, pool, n_components: int, has_prediction: bool) -> MeasuredInpu
         s if has_prediction else None,
         z,
         float(np.median(g)),
-        _z_scale(z),
+        coords.z_scale,
         kg,
         ks,
         kz,
@@ -184,7 +202,7 @@ def model(
     if s is None:
         return gp
     identity, nll0 = IdentityMap.fit(g, s, y)
-    if nll0 - negative_log_likelihood(gp) < MAP_EVIDENCE * math.log(max(len(y), 2)):
+    if nll0 - gp.negative_log_likelihood() < MAP_EVIDENCE * math.log(max(len(y), 2)):
         return identity
     return gp
 

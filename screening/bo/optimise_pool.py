@@ -274,7 +274,11 @@ def measured_model(
     key = (id(state), state.fit_count, len(state.told_rows))
     inp = cache.get("measured_inputs")
     if inp is None or cache.get("measured_inputs_key") != key:
-        inp = ms.inputs(state, pool, strategy.map_components, pool.prior_mean is not None)
+        coords_key = (id(pool), strategy.map_components)
+        if cache.get("measured_coords_key") != coords_key:
+            cache["measured_coords"] = ms.residual_coords(pool, strategy.map_components)
+            cache["measured_coords_key"] = coords_key
+        inp = ms.inputs(state, pool, cache["measured_coords"], pool.prior_mean is not None)
         cache["measured_inputs"], cache["measured_inputs_key"] = inp, key
     rows = [int(r) for r in pool.indices_of(told_ids)]
     return ms.model(inp, rows, np.asarray(told_y, dtype=np.float64), cache), inp
@@ -320,7 +324,7 @@ def neighbour_state(
         cache["neighbour_key"] = key
         if cache.get("neighbour") is None:
             cache["neighbour"] = ns.load_state(state_path, key, settings)
-    if strategy.learn_map and known is not None and not getattr(known, "same_quantity", True):
+    if strategy.learn_map and known is not None and not known.same_quantity:
         # known data of another quantity: the base speaks their scale, the results teach the map
         told_ids, told_y = [], np.zeros(0)
     before = cache.get("neighbour")
