@@ -416,9 +416,9 @@ class Campaign:
                     window = ms.window_probability(gp, inp, target.target, target.tolerance, rows)
             else:
                 mean, std = ns.reported_predictive(state, rows)
-            if measured is None and target is not None and state.label_match is not None:
-                # the probability the window search ranks by (the mixture's, not its moments')
-                window = np.exp(ns.window_scores(state, target.target, target.tolerance, rows))
+                if target is not None and state.label_match is not None:
+                    # the probability the window search ranks by (the mixture's, not its moments')
+                    window = np.exp(ns.window_scores(state, target.target, target.tolerance, rows))
         else:
             if len(told_ids) < max(self.strategy.n_init, 2):
                 return out
@@ -475,9 +475,7 @@ class Campaign:
 
         Why: a scientist must see why the campaign now prefers other crystals — e.g. "measured ≈
         0.9 + 1.3 × predicted (±0.1 eV, from 7 results)"."""
-        if not _is_pool(self.domain) or self.strategy.surrogate != "neighbour" or not self.strategy.learn_map:
-            return None
-        if self.target is None:
+        if not _is_pool(self.domain) or not self.strategy.learns_map or self.target is None:
             return None
         pool: Any = self.domain
         ok = [r for r in self.store.observations() if r.ok]

@@ -268,7 +268,7 @@ def measured_model(
     the results itself: same-quantity known data with local structure)."""
     from screening.bo import measured_search as ms
 
-    if not strategy.learn_map or not ms.applies(state, pool.known):
+    if not strategy.learns_map or not ms.applies(state, pool.known):
         return None
     cache = hyper_cache if hyper_cache is not None else {}
     key = (id(state), state.fit_count, len(state.told_rows))
@@ -324,7 +324,7 @@ def neighbour_state(
         cache["neighbour_key"] = key
         if cache.get("neighbour") is None:
             cache["neighbour"] = ns.load_state(state_path, key, settings)
-    if strategy.learn_map and known is not None and not known.same_quantity:
+    if strategy.learns_map and known is not None and not known.same_quantity:
         # known data of another quantity: the base speaks their scale, the results teach the map
         told_ids, told_y = [], np.zeros(0)
     before = cache.get("neighbour")

@@ -162,6 +162,12 @@ class Strategy:
         if self.tie_break > 0 and (self.surrogate != "neighbour" or self.acquisition != "window"):
             raise StrategyError("tie_break applies to the neighbour surrogate with acquisition 'window'")
 
+    @property
+    def learns_map(self) -> bool:
+        """Whether this strategy may learn the measured scale (measured_search.py): the neighbour
+        surrogate (which always models the value) with ``learn_map`` on."""
+        return self.surrogate == "neighbour" and self.learn_map
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -311,7 +312,7 @@ def search(
 
         cd.campaign.run(budget=budget, on_evaluation=show)
     paths = write_report(cd)
-    info = summary(cd, with_map=True)
+    info = json.loads(paths["summary"].read_text())  # what the report just wrote, learned map included
     first = info["evaluations_to_first_hit"]
     hits = info["hits"]
     if first:

@@ -387,22 +387,14 @@ def ask_columns(cd: CampaignDir) -> list[str]:
         "mean_eV" if value else "mean_abs_dev_eV",
         "std_eV" if value else "std_abs_dev_eV",
         "acquisition_score",
-        *(["map_eV"] if learns_map(c.strategy) else []),
+        # the network's prediction carried to the measured scale (empty where no map is learned)
+        *(["map_eV"] if c.strategy.learns_map else []),
     ]
-
-
-def learns_map(strategy: Strategy) -> bool:
-    """Whether a pool campaign with ``strategy`` may learn the measured scale (its ask files then
-    carry ``map_eV``: the network's prediction mapped to the measured scale by what the results
-    taught so far; empty where the base model holds the results itself)."""
-    return strategy.surrogate == "neighbour" and strategy.learn_map and strategy.model == "value"
 
 
 def map_line(cd: CampaignDir) -> tuple[str | None, dict | None]:
     """The learned map in words and as a dict (None, None where none is learned)."""
-    if cd.pool is None or not learns_map(cd.campaign.strategy):
-        return None, None
-    summary_ = cd.campaign.learned_map()
+    summary_ = cd.campaign.learned_map() if cd.pool is not None else None
     if summary_ is None:
         return None, None
     return summary_.words(), summary_.to_dict()
@@ -459,11 +451,11 @@ def tell_results_file(cd: CampaignDir, path: str | Path) -> TellOutcome:
     return c.tell(res.points, res.ys, res.errors, origin=str(path))
 
 
-def summary(cd: CampaignDir, with_map: bool = False) -> dict[str, Any]:
+def summary(cd: CampaignDir) -> dict[str, Any]:
     """Counts, best point, hit, pending and the pool's random-search baseline, for ``search`` and
     ``summary.json``; ``campaign status`` reads the same counts from the store alone
-    (:func:`screening.bo.status.campaign_status`). ``with_map``: add the learned map (it costs
-    building the model)."""
+    (:func:`screening.bo.status.campaign_status`). The learned map is added by
+    :func:`write_report` (it costs building the model)."""
     c = cd.campaign
     h = c.history()
     ok = [(r, hit) for r, hit in zip(h.records, h.hits) if r.ok]
@@ -495,8 +487,6 @@ def summary(cd: CampaignDir, with_map: bool = False) -> dict[str, Any]:
         out["pool_candidates"] = len(obj.domain)
         out["pool_hits_after_prior"] = int(hits_left)
         out["random_search_expected_evaluations"] = expected_draws_to_first_hit(remaining, int(hits_left))
-    if with_map:
-        _, out["learned_map"] = map_line(cd)
     return out
 
 
@@ -514,7 +504,9 @@ def write_report(cd: CampaignDir) -> dict[str, Path]:
         frame.insert(2, "formula", frame["point"].map(formulas))
     paths = {"history": out / "history.csv", "summary": out / "summary.json", "convergence": out / "convergence.png"}
     write_text_csv(frame, paths["history"], float_format=None)  # ids and errors come from users' files
-    info = summary(cd, with_map=True)
+    learned = c.learned_map() if cd.pool is not None else None  # once: summary.json and the plot
+    info = summary(cd)
+    info["learned_map"] = learned.to_dict() if learned is not None else None
     write_json_atomic(info, paths["summary"], indent=2, default=str)
     curve = h.best_loss_curve()
     losses = h.losses()
@@ -547,18 +539,17 @@ def write_report(cd: CampaignDir) -> dict[str, Path]:
         hits = [rows[r.key] for r, hit in zip(h.records, h.hits) if hit]
         gaps = obj.band_gaps if np.all(np.isfinite(obj.band_gaps)) else None
         pool_map_plot(cd.pool.features, gaps, paths["pool_map"], picks, prior, hits)
-        if info.get("learned_map") is not None and "pred_band_gap" in cd.pool.frame.columns:
+        if learned is not None and "pred_band_gap" in cd.pool.frame.columns:
             from screening.plots import learned_map_plot
 
             paths["learned_map"] = out / "learned_map.png"
-            m = c.learned_map()
             learned_map_plot(
-                m.points_g,
-                m.points_y,
-                m.grid,
-                m.mean,
-                m.std,
-                m.words(),
+                learned.points_g,
+                learned.points_y,
+                learned.grid,
+                learned.mean,
+                learned.std,
+                learned.words(),
                 paths["learned_map"],
             )
     return paths
