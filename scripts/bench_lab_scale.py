@@ -395,6 +395,24 @@ def _physbo_curve(X, gaps, target, trials, prior, seed) -> list[float]:
 # ----------------------------------------------------------------------------- latency
 
 
+def _timed_suggestion(
+    strategy: Strategy, pool: DiscretePool, lab: np.ndarray, k: int, target: Target, cache: dict, seed: int = 0
+) -> float:
+    """Seconds for one suggestion after the first ``k`` lab results (candidates c0, c1, ...)."""
+    t = time.perf_counter()
+    suggest_pool(
+        strategy,
+        pool,
+        [f"c{i}" for i in range(k)],
+        lab[:k],
+        np.abs(lab[:k] - target.target),
+        seed=seed,
+        target=target,
+        hyper_cache=cache,
+    )
+    return time.perf_counter() - t
+
+
 def latency(frame: pd.DataFrame, sizes: list[int], n_told: int = 50) -> list[dict]:
     """Seconds for one suggestion with the 33,064 train + val crystals as known data of another
     quantity (``--known-label``) and ``n_told`` lab results, pools resampled from the test
@@ -403,71 +421,23 @@ def latency(frame: pd.DataFrame, sizes: list[int], n_told: int = 50) -> list[dic
     (what each command-line ``campaign ask`` does) and suggests."""
     import tempfile
 
-    known = frame[frame["split"].isin(["train", "val"])]
+    kd = bs.latency_known(frame, same_quantity=False)
     test = frame[frame["split"] == "test"]
-    E = test[bs.emb_cols(test)].to_numpy(np.float32)
     P = test["pred_band_gap"].to_numpy(np.float64)
-    S = bs._std(test)
-    kd = KnownData(
-        known["id"].tolist(),
-        known[bs.emb_cols(known)].to_numpy(np.float64),
-        known["band_gap"].to_numpy(),
-        known["pred_band_gap"].to_numpy(),
-        bs._std(known),
-        same_quantity=False,
-    )
     rows = []
     rng = np.random.default_rng(0)
     for n in sizes:
-        pick = rng.integers(0, len(E), n)
-        emb = E[pick] + rng.normal(0, 0.02, (n, E.shape[1])).astype(np.float32)
-        pool = DiscretePool(
-            [f"c{i}" for i in range(n)],
-            np.zeros((n, 1)),
-            prior_mean=P[pick],
-            embedding=emb,
-            known=kd,
-            prior_std=None if S is None else S[pick],
-        )
+        pool, pick = bs.resampled_pool(test, kd, n, rng)
         strategy = Strategy(surrogate="neighbour")
         lab = 0.9 + 1.35 * P[pick] + rng.normal(0, 0.2, n)
-        told = [f"c{i}" for i in range(n_told)]
         target = Target(4.0, 0.05)
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "neighbour_state.arrays"
-            t = time.perf_counter()
             cache: dict = {"neighbour_state_path": path}
-            suggest_pool(
-                strategy, pool, told, lab[:n_told], np.abs(lab[:n_told] - 4.0), target=target, hyper_cache=cache
-            )
-            first = time.perf_counter() - t
-            steps = []
-            for r in range(3):
-                k = n_told + r + 1
-                t = time.perf_counter()
-                suggest_pool(
-                    strategy,
-                    pool,
-                    [f"c{i}" for i in range(k)],
-                    lab[:k],
-                    np.abs(lab[:k] - 4.0),
-                    seed=r,
-                    target=target,
-                    hyper_cache=cache,
-                )
-                steps.append(time.perf_counter() - t)
-            k = n_told + 4
-            t = time.perf_counter()
-            suggest_pool(
-                strategy,
-                pool,
-                [f"c{i}" for i in range(k)],
-                lab[:k],
-                np.abs(lab[:k] - 4.0),
-                target=target,
-                hyper_cache={"neighbour_state_path": path},
-            )
-            new_process = time.perf_counter() - t
+            first = _timed_suggestion(strategy, pool, lab, n_told, target, cache)
+            steps = [_timed_suggestion(strategy, pool, lab, n_told + r + 1, target, cache, seed=r) for r in range(3)]
+            new_process = _timed_suggestion(strategy, pool, lab, n_told + 4, target, {"neighbour_state_path": path})
         rows.append(
             {
                 "candidates": n,

@@ -459,6 +459,39 @@ def summarise_seed_shape_targets(dt: dict) -> list[str]:
 # ----------------------------------------------------------------------------- latency
 
 
+def latency_known(frame: pd.DataFrame, same_quantity: bool = True) -> KnownData:
+    """Every train + val crystal as known data, for the latency pools."""
+    known = frame[frame["split"].isin(["train", "val"])]
+    return KnownData(
+        known["id"].tolist(),
+        known[emb_cols(known)].to_numpy(np.float64),
+        known["band_gap"].to_numpy(),
+        known["pred_band_gap"].to_numpy(),
+        _std(known),
+        same_quantity=same_quantity,
+    )
+
+
+def resampled_pool(
+    test: pd.DataFrame, known: KnownData, n: int, rng: np.random.Generator
+) -> tuple[DiscretePool, np.ndarray]:
+    """``n`` candidates resampled from ``test``'s embeddings with small Gaussian noise (0.02), with
+    their predictions and stds, and the rows of ``test`` they came from."""
+    E = test[emb_cols(test)].to_numpy(np.float32)
+    S = _std(test)
+    pick = rng.integers(0, len(E), n)
+    emb = E[pick] + rng.normal(0, 0.02, (n, E.shape[1])).astype(np.float32)
+    pool = DiscretePool(
+        [f"c{i}" for i in range(n)],
+        np.zeros((n, 1)),
+        prior_mean=test["pred_band_gap"].to_numpy(np.float64)[pick],
+        embedding=emb,
+        known=known,
+        prior_std=None if S is None else S[pick],
+    )
+    return pool, pick
+
+
 def latency(frame: pd.DataFrame, sizes: list[int], repeats: int = 3) -> list[dict]:
     """Seconds for one suggestion with every train + val crystal as known data.
 
@@ -466,31 +499,13 @@ def latency(frame: pd.DataFrame, sizes: list[int], repeats: int = 3) -> list[dic
     ``first``: building the model (projection, fit, neighbour lists: once per campaign process);
     ``step``: a suggestion after one more observation (what each step of a search costs).
     """
-    known = frame[frame["split"].isin(["train", "val"])]
+    kd = latency_known(frame)
     test = frame[frame["split"] == "test"]
-    E = test[emb_cols(test)].to_numpy(np.float32)
     P = test["pred_band_gap"].to_numpy(np.float64)
-    kd = KnownData(
-        known["id"].tolist(),
-        known[emb_cols(known)].to_numpy(np.float64),
-        known["band_gap"].to_numpy(),
-        known["pred_band_gap"].to_numpy(),
-        _std(known),
-    )
-    S = _std(test)
     rows = []
     rng = np.random.default_rng(0)
     for n in sizes:
-        pick = rng.integers(0, len(E), n)
-        emb = E[pick] + rng.normal(0, 0.02, (n, E.shape[1])).astype(np.float32)
-        pool = DiscretePool(
-            [f"c{i}" for i in range(n)],
-            np.zeros((n, 1)),
-            prior_mean=P[pick],
-            embedding=emb,
-            known=kd,
-            prior_std=None if S is None else S[pick],
-        )
+        pool, pick = resampled_pool(test, kd, n, rng)
         strategy = Strategy(surrogate="neighbour")
         cache: dict = {}
         t = time.perf_counter()
