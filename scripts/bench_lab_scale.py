@@ -56,6 +56,7 @@ STRATS = {
     "default-k6": Strategy(surrogate="neighbour", acquisition="window", map_components=6),
     "default-k12": Strategy(surrogate="neighbour", acquisition="window", map_components=12),
 }
+bs.STRATEGIES.update(STRATS)  # run through bench_search.run_search, as settings a-d are
 
 
 def draw_map(shape: str, draw: int) -> tuple[dict, float]:
@@ -190,29 +191,6 @@ def make_pool(frame: pd.DataFrame, known: pd.DataFrame | None) -> DiscretePool:
     return pool
 
 
-def run_loop(name: str, pool: DiscretePool, y: np.ndarray, target: float, tol: float, budget: int, seed: int, cache):
-    told: list[str] = []
-    ty: list[float] = []
-    for step in range(1, budget + 1):
-        pick = suggest_pool(
-            STRATS[name],
-            pool,
-            told,
-            np.asarray(ty),
-            np.abs(np.asarray(ty) - target),
-            q=1,
-            seed=int(np.random.SeedSequence([seed, step]).generate_state(1)[0]),
-            target=Target(target, tol),
-            hyper_cache=cache,
-        )[0]
-        i = pool.index_of(pick)
-        told.append(pick)
-        ty.append(float(y[i]))
-        if abs(y[i] - target) <= tol + 1e-12:
-            return step
-    return None
-
-
 def bench_e(
     frame: pd.DataFrame,
     known_kind: str,
@@ -261,10 +239,12 @@ def bench_e(
                     if name in STRATS:
                         if name not in base:
                             base[name] = {}
-                            run_loop(name, pool, y, t, tol, 1, seed, base[name])  # builds the base model once
+                            bs.run_search(
+                                name, pool, y, t, tol, [], seed, 1, cache=base[name]
+                            )  # builds the base model once
                             base[name] = {k_: v for k_, v in base[name].items() if k_ == "neighbour"}
                         cache = copy.deepcopy(base[name])
-                        run[name] = run_loop(name, pool, y, t, tol, budget, seed, cache)
+                        run[name] = bs.run_search(name, pool, y, t, tol, [], seed, budget, cache=cache)[0]
                     elif name == "botorch":
                         run[name] = botorch_residual(pool, y, t, tol, budget, [])[0]
                     elif name == "physbo":
@@ -325,7 +305,7 @@ def bench_dp(
             elif name == "physbo":
                 c = _physbo_curve(X, gaps, target, trials, prior, s)
             else:
-                c = _curve(STRATS[name], pool, gaps, target, trials, prior, s)
+                _, c = bs.run_search(name, pool, gaps, target, 0.01, prior, s, trials, cache={}, stop_on_hit=False)
             curves.append([float(v) for v in c])
             if out_path is not None:
                 out_path.write_text(json.dumps(results))
@@ -337,32 +317,6 @@ def bench_dp(
             flush=True,
         )
     return res
-
-
-def _curve(strategy: Strategy, pool: DiscretePool, gaps, target, trials, prior, seed) -> list[float]:
-    told = [pool.ids[i] for i in prior]
-    ty = [float(gaps[i]) for i in prior]
-    best = min(abs(v - target) for v in ty)
-    cache: dict = {}
-    out = []
-    for step in range(1, trials + 1):
-        pick = suggest_pool(
-            strategy,
-            pool,
-            told,
-            np.asarray(ty),
-            np.abs(np.asarray(ty) - target),
-            q=1,
-            seed=int(np.random.SeedSequence([seed, step]).generate_state(1)[0]),
-            target=Target(target, 0.01),
-            hyper_cache=cache,
-        )[0]
-        i = pool.index_of(pick)
-        told.append(pick)
-        ty.append(float(gaps[i]))
-        best = min(best, abs(float(gaps[i]) - target))
-        out.append(best)
-    return out
 
 
 def _physbo_curve(X, gaps, target, trials, prior, seed) -> list[float]:
