@@ -240,10 +240,14 @@ def campaign_status(
 
     from screening.bo.status import campaign_status as status_of
     from screening.bo.status import format_status
+    from screening.bo.strategy import Strategy
 
     info = status_of(directory / "campaign.sqlite", _allowed(allow_objective))
     words = None
     if info.get("kind") == "bandgap-pool":
+        info["learned_map"] = None
+    if info.get("kind") == "bandgap-pool" and Strategy.from_dict(info["strategy"]).learns_map:
+        # the one part of a status that builds the model: only where a map can be learned
         from screening.objectives.bandgap.campaign_dir import map_line, open_campaign_dir
 
         words, info["learned_map"] = map_line(open_campaign_dir(directory, _allowed(allow_objective)))
