@@ -172,6 +172,24 @@ def stop_reason(
     return None
 
 
+class _StoreSeal:
+    """The seal of the saved neighbour model (:class:`screening.bo.neighbour_search.Seal`), kept
+    in the campaign's store rather than beside the arrays it vouches for."""
+
+    META_KEY = "neighbour_seal"
+
+    def __init__(self, store: CampaignStore) -> None:
+        self.store = store
+
+    def read(self):
+        from screening.bo.neighbour_search import Seal
+
+        return Seal.from_dict(self.store.get_meta(self.META_KEY))
+
+    def write(self, seal) -> None:
+        self.store.set_meta(self.META_KEY, seal.to_dict())
+
+
 class Campaign:
     """Ask / tell / run over an objective, persisted in a :class:`CampaignStore`.
 
@@ -199,6 +217,7 @@ class Campaign:
         if strategy.surrogate == "neighbour" and getattr(store, "path", None) is not None:
             # the fitted neighbour model is kept beside the store, so each new process's ask reloads it
             self._hyper_cache["neighbour_state_path"] = Path(store.path).with_name(NEIGHBOUR_STATE_NAME)
+            self._hyper_cache["neighbour_seal"] = _StoreSeal(store)
         from screening.bo.strategy import StrategyError, Target
 
         spec = target_spec_of(objective)
@@ -269,6 +288,11 @@ class Campaign:
 
     def close(self) -> None:
         self.store.close()
+
+    def notices(self) -> list[str]:
+        """Lines the user should read about the last steps (e.g. a saved model that failed its
+        checks and was rebuilt); each is returned once."""
+        return self._hyper_cache.pop("notices", [])
 
     # ---------------------------------------------------------------- state
 

@@ -154,6 +154,10 @@ class NeighbourState:
     # The mixture's share of each candidate's window probability for one target (prepared_match;
     # saved with the state, refreshed where an observation changes a neighbour list).
     match_prepared: lm.Prepared | None = field(default=None, repr=False, compare=False)
+    # The values told at ``told_rows``: a state is extended only by observations that start with
+    # the ones it holds, values included (a campaign re-created with corrected values rebuilds).
+    told_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    base_digest: str | None = field(default=None, repr=False, compare=False)  # the base file's, for the seal
 
     def scale(self, rows: np.ndarray | list[int] | slice) -> np.ndarray:
         if self.pool_scale is None:
@@ -303,6 +307,7 @@ def _add_told(state: NeighbourState, told_rows: list[int], told_y: np.ndarray) -
         y_new = np.asarray(told_y, dtype=np.float64)[len(state.told_rows) :]
         changed = state.gp.add(state.pool_points[new], (y_new - state.pool_prior[new]) / state.scale(new))
     state.told_rows = list(told_rows)
+    state.told_y = np.asarray(told_y, dtype=np.float64)[: len(told_rows)].copy()
     if state.match_prepared is not None and state.label_match is not None and len(changed):
         dist, labels = neighbour_labels(state, changed)
         lm.refresh(state.match_prepared, changed, dist, labels, state.label_match)
@@ -367,7 +372,7 @@ def update_state(
     if (
         state is None
         or state.settings != settings
-        or told_rows[: len(state.told_rows)] != state.told_rows
+        or not holds_prefix(state, told_rows, told_y)
         or m < state.fit_count
         or state.fit_count not in chain
         or (prior is None and m != state.fit_count)
@@ -376,6 +381,15 @@ def update_state(
         return build_state(settings, embedding, prior, known, told_rows, told_y, seed, prior_std)
     _advance(state, told_rows, np.asarray(told_y, dtype=np.float64), m)
     return state
+
+
+def holds_prefix(state: NeighbourState, told_rows: Sequence[int], told_y: np.ndarray) -> bool:
+    """Whether the observations ``(told_rows, told_y)`` start with the ones ``state`` holds, rows
+    and values alike (bit for bit: a value told again differently is another observation)."""
+    k = len(state.told_rows)
+    if list(told_rows[:k]) != list(state.told_rows) or len(told_y) < k:
+        return False
+    return bool(np.array_equal(np.asarray(told_y[:k], dtype=np.float64), state.told_y[:k]))
 
 
 def has_local_structure(state: NeighbourState) -> bool:
@@ -550,7 +564,7 @@ def window_calibration(
 # plain arrays (no pickle: a campaign folder may come from someone else) under a key that names
 # its inputs, and reloaded only when the key matches.
 
-STATE_FORMAT = 3  # 3: + the label match; 2: two memory-mapped array files (base + state); 1: one .npz
+STATE_FORMAT = 4  # 4: + the told values; 3: + the label match; 2: two memory-mapped array files (base + state); 1: one .npz
 
 
 HASH_BLOCK = 1 << 24  # bytes per SHA-1 block of a large array (16 MiB)
@@ -618,8 +632,45 @@ def base_path(path) -> Path:
     return path.with_name(f"{path.stem}_base{path.suffix}")
 
 
-def save_state(state: NeighbourState, path, key: str) -> None:
-    """Write ``state`` to ``path`` and its build-time arrays to :func:`base_path` (array files).
+def content_digest(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    """SHA-1 of a saved file's meta (as canonical JSON) and every array (name, dtype, shape, bytes).
+
+    Why: the campaign keeps this digest in its own store (:class:`Seal`), not beside the arrays,
+    so an edited, swapped or foreign state file is noticed before a suggestion reads it."""
+    import hashlib
+    import json
+
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name in sorted(arrays):
+        h.update(f"|{name}|".encode())
+        _hash_array(h, arrays[name])
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Seal:
+    """What a campaign records of the state files it wrote: the inputs' key and both files'
+    content digests. A state file is used only when it matches the seal of the campaign reading
+    it, so a campaign re-created in the same folder never reads the previous one's model."""
+
+    key: str
+    state: str
+    base: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"key": self.key, "state": self.state, "base": self.base}
+
+    @classmethod
+    def from_dict(cls, d: object) -> Seal | None:
+        if not isinstance(d, dict) or not all(isinstance(d.get(k), str) for k in ("key", "state", "base")):
+            return None
+        return cls(d["key"], d["state"], d["base"])
+
+
+def save_state(state: NeighbourState, path, key: str) -> Seal:
+    """Write ``state`` to ``path`` and its build-time arrays to :func:`base_path` (array files);
+    return the :class:`Seal` a campaign keeps to trust them later.
 
     Why two files: most of the bytes (every candidate's projected point) are fixed when the model
     is built, while an observation changes only the neighbour lists and predictions; the base
@@ -648,8 +699,9 @@ def save_state(state: NeighbourState, path, key: str) -> None:
             "proj_centre": state.projection.centre_,
             "proj_components": state.projection.components_,
         }
-        write_arrays(base_path(path), base, {"format": STATE_FORMAT, "key": key, "token": token})
-        state.base_token = token
+        base_meta = {"format": STATE_FORMAT, "key": key, "token": token}
+        write_arrays(base_path(path), base, base_meta)
+        state.base_token, state.base_digest = token, content_digest(base_meta, base)
     meta = {
         "format": STATE_FORMAT,
         "key": key,
@@ -665,6 +717,7 @@ def save_state(state: NeighbourState, path, key: str) -> None:
     }
     arrays = {
         "told_rows": np.asarray(state.told_rows, dtype=np.int64),
+        "told_y": np.asarray(state.told_y, dtype=np.float64),
         "gp_points": gp._lab_points,
         "gp_res": gp._lab_res,
         "gp_nd": gp._nbr_dist,
@@ -676,6 +729,11 @@ def save_state(state: NeighbourState, path, key: str) -> None:
         arrays["match_gp_weight"] = state.match_prepared.gp_weight
         arrays["match_label_part"] = state.match_prepared.label_part
     write_arrays(path, arrays, meta)
+    if state.base_digest is None:  # a state loaded without a seal: its base file, read once
+        from screening.io.array_file import open_arrays
+
+        state.base_digest = content_digest(*open_arrays(base_path(path)))
+    return Seal(key, content_digest(meta, arrays), state.base_digest)
 
 
 def _base_token(path: Path, key: str) -> str | None:
@@ -711,64 +769,136 @@ def save_deferred_state(cache: dict) -> None:
     the next process extends with the observations told since.
     """
     if cache.pop("neighbour_unsaved", False):
-        save_state(cache["neighbour"], cache["neighbour_state_path"], cache["neighbour_key"])
+        seal = save_state(cache["neighbour"], cache["neighbour_state_path"], cache["neighbour_key"])
+        if cache.get("neighbour_seal") is not None:
+            cache["neighbour_seal"].write(seal)
 
 
-def load_state(path, key: str, settings: NeighbourSettings) -> NeighbourState | None:
-    """The state saved at ``path`` if it was made from the same inputs (``key``), else None.
+def load_state(path, key: str, settings: NeighbourSettings, seal: Seal | None = None) -> NeighbourState | None:
+    """The state saved at ``path`` if it was made from the same inputs (``key``) and passes
+    :func:`check_state`, else None (see :func:`load_checked` for why)."""
+    return load_checked(path, key, settings, seal, sealed=seal is not None)[0]
 
-    The arrays are memory-mapped (:mod:`screening.io.array_file`): a suggestion reads only the
-    pages it needs. An unreadable, truncated or foreign file is treated as absent: the state is
-    rebuilt.
+
+def load_checked(
+    path, key: str, settings: NeighbourSettings, seal: Seal | None, *, sealed: bool = True
+) -> tuple[NeighbourState | None, str | None]:
+    """``(state, None)`` for the state saved at ``path``, or ``(None, why)`` when it is not used.
+
+    ``why`` is None when there is nothing to say (no file yet); otherwise one line for the user.
+    With ``sealed`` (a campaign reading its own files) the files' content digests must equal
+    ``seal``'s — a campaign with no seal trusts no file. The arrays are memory-mapped
+    (:mod:`screening.io.array_file`): a suggestion reads only the pages it needs, the digest reads
+    each once. Every state is checked for finite values and consistent shapes
+    (:func:`check_state`).
     """
     from screening.io.array_file import open_arrays
 
+    path = Path(path)
+    if not path.exists():
+        return None, None
+    if sealed and seal is None:
+        return None, f"{path.name} was not written by this campaign"
+    if sealed and seal is not None and seal.key != key:
+        return None, f"{path.name} was made from other inputs (pool, known data or settings)"
     try:
         meta, data = open_arrays(path)
-        if (
-            meta.get("format") != STATE_FORMAT
-            or meta.get("key") != key
-            or meta.get("settings") != _settings_tuple(settings)
-        ):
-            return None
         base_meta, base = open_arrays(base_path(path))
-        if base_meta.get("key") != key or base_meta.get("token") != meta.get("base_token"):
-            return None  # a base from another build (a crash between the two writes)
-        data = {**base, **data}
-        params = [float(v) for v in meta["params"]]
-        fit_count, has_known = int(meta["fit_count"]), bool(meta["has_known"])
-        told_rows = [int(r) for r in data["told_rows"]]
-        projection = Projection(settings.n_components)
-        projection.mean_, projection.scale_ = data["proj_mean"], data["proj_scale"]
-        projection.centre_, projection.components_ = data["proj_centre"], data["proj_components"]
-        gp = NeighbourGP(settings.n_neighbours, settings.fit_sample, 0, settings.min_labelled)
-        gp.params = NeighbourGPParams(*params)
-        gp._lab_points, gp._lab_res = data["gp_points"], data["gp_res"]
-        gp._cand_points = data["pool_points"]
-        gp._nbr_dist, gp._nbr_idx = data["gp_nd"], data["gp_ni"]
-        gp._pred_mean, gp._pred_var = data["gp_mean"], data["gp_var"]
-        match = meta.get("label_match")
-        prepared = meta.get("match_prepared")
-        state = NeighbourState(
-            settings,
-            projection,
-            gp,
-            fit_count,
-            data["pool_points"],
-            data["pool_prior"],
-            data["known_points"],
-            data["known_res"],
-            told_rows,
-            has_known,
-            data["pool_scale"] if data["pool_scale"].size else None,
-            str(meta["base_token"]),
-            data["known_values"],
-            lm.LabelMatchParams(*[float(v) for v in match]) if match is not None else None,
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} could not be read ({exc})"
+    if sealed and seal is not None:
+        if content_digest(meta, data) != seal.state or content_digest(base_meta, base) != seal.base:
+            return None, f"{path.name} is not what this campaign wrote (edited, copied in, or its save was interrupted)"
+    if meta.get("format") != STATE_FORMAT or meta.get("key") != key or meta.get("settings") != _settings_tuple(settings):
+        return None, f"{path.name} was made from other inputs (pool, known data or settings)"
+    if base_meta.get("key") != key or base_meta.get("token") != meta.get("base_token"):
+        return None, f"{path.name} and {base_path(path).name} are from different builds"
+    try:
+        state = _state_from(meta, {**base, **data}, settings)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"{path.name} is damaged ({exc})"
+    if sealed and seal is not None:
+        state.base_digest = seal.base
+    problem = check_state(state, len(state.pool_prior))
+    return (None, f"{path.name}: {problem}") if problem else (state, None)
+
+
+def check_state(state: NeighbourState, n_pool: int) -> str | None:
+    """What is wrong with ``state`` for a pool of ``n_pool`` candidates, or None: every array the
+    suggestions read has the pool's (or the labelled set's) length and only finite values, every
+    variance is non-negative and every neighbour index points into the labelled set."""
+    gp = state.gp
+    n_lab = len(gp._lab_res) if gp._lab_res is not None else 0
+    k = len(state.told_rows)
+    per_pool = {
+        "pool_points": state.pool_points,
+        "pool_prior": state.pool_prior,
+        "gp_mean": gp._pred_mean,
+        "gp_var": gp._pred_var,
+        "gp_nd": gp._nbr_dist,
+        "gp_ni": gp._nbr_idx,
+    }
+    if state.pool_scale is not None:
+        per_pool["pool_scale"] = state.pool_scale
+    for name, arr in per_pool.items():
+        if arr is None or len(arr) != n_pool:
+            return f"{name} has {0 if arr is None else len(arr)} rows for {n_pool} candidates"
+    for name, arr in {
+        **per_pool,
+        "gp_res": gp._lab_res,
+        "gp_points": gp._lab_points,
+        "known_res": state.known_res,
+        "told_y": state.told_y,
+    }.items():
+        if arr is not None and np.asarray(arr).size and not np.all(np.isfinite(arr)):
+            return f"{name} holds values that are not finite"
+    if np.any(np.asarray(gp._pred_var) < 0) or (state.pool_scale is not None and np.any(state.pool_scale <= 0)):
+        return "a variance or scale is negative"
+    if len(state.told_y) != k or (k and (min(state.told_rows) < 0 or max(state.told_rows) >= n_pool)):
+        return "its observations do not fit the pool"
+    if np.asarray(gp._nbr_idx).size and (np.min(gp._nbr_idx) < 0 or np.max(gp._nbr_idx) >= max(n_lab, 1)):
+        return "a neighbour index points outside the labelled set"
+    values = [] if gp.params is None else list(gp.params.to_dict().values())
+    if not values or not all(np.isfinite(v) and v > 0 for v in values):
+        return "its hyper-parameters are not finite and positive"
+    return None
+
+
+def _state_from(meta: dict, data: dict[str, np.ndarray], settings: NeighbourSettings) -> NeighbourState:
+    """The :class:`NeighbourState` whose arrays are ``data`` (base and state merged)."""
+    params = [float(v) for v in meta["params"]]
+    fit_count, has_known = int(meta["fit_count"]), bool(meta["has_known"])
+    told_rows = [int(r) for r in data["told_rows"]]
+    projection = Projection(settings.n_components)
+    projection.mean_, projection.scale_ = data["proj_mean"], data["proj_scale"]
+    projection.centre_, projection.components_ = data["proj_centre"], data["proj_components"]
+    gp = NeighbourGP(settings.n_neighbours, settings.fit_sample, 0, settings.min_labelled)
+    gp.params = NeighbourGPParams(*params)
+    gp._lab_points, gp._lab_res = data["gp_points"], data["gp_res"]
+    gp._cand_points = data["pool_points"]
+    gp._nbr_dist, gp._nbr_idx = data["gp_nd"], data["gp_ni"]
+    gp._pred_mean, gp._pred_var = data["gp_mean"], data["gp_var"]
+    match = meta.get("label_match")
+    prepared = meta.get("match_prepared")
+    state = NeighbourState(
+        settings,
+        projection,
+        gp,
+        fit_count,
+        data["pool_points"],
+        data["pool_prior"],
+        data["known_points"],
+        data["known_res"],
+        told_rows,
+        has_known,
+        data["pool_scale"] if data["pool_scale"].size else None,
+        str(meta["base_token"]),
+        data["known_values"],
+        lm.LabelMatchParams(*[float(v) for v in match]) if match is not None else None,
+    )
+    state.told_y = np.asarray(data["told_y"], dtype=np.float64)
+    if prepared is not None and match is not None:
+        state.match_prepared = lm.Prepared(
+            float(prepared[0]), float(prepared[1]), data["match_gp_weight"], data["match_label_part"]
         )
-        if prepared is not None and match is not None:
-            state.match_prepared = lm.Prepared(
-                float(prepared[0]), float(prepared[1]), data["match_gp_weight"], data["match_label_part"]
-            )
-        return state
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    return state

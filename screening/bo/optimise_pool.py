@@ -323,11 +323,17 @@ def neighbour_state(
         key = cache.get("neighbour_key") or ns.state_key(settings, embedding, pool.prior_mean, prior_std, known)
         cache["neighbour_key"] = key
         if cache.get("neighbour") is None:
-            cache["neighbour"] = ns.load_state(state_path, key, settings)
+            cache["neighbour"] = _load_saved(cache, state_path, key, settings, len(embedding))
     if strategy.learns_map and known is not None and not known.same_quantity:
         # known data of another quantity: the base speaks their scale, the results teach the map
         told_ids, told_y = [], np.zeros(0)
     before = cache.get("neighbour")
+    if before is not None and state_path is not None and not ns.holds_prefix(
+        before, [int(r) for r in pool.indices_of(told_ids)], np.asarray(told_y, dtype=np.float64)
+    ):
+        cache.setdefault("notices", []).append(
+            "rebuilt the search model: the saved one was built from other results than this campaign's"
+        )
     before_mark = None if before is None else (id(before), len(before.told_rows), before.fit_count)
     state = ns.update_state(
         cache.get("neighbour"),
@@ -350,5 +356,24 @@ def neighbour_state(
         if cache.get("neighbour_defer_save"):  # an in-process loop: saved once, when it ends
             cache["neighbour_unsaved"] = True
         else:
-            ns.save_state(state, state_path, key)
+            seal = ns.save_state(state, state_path, key)
+            if cache.get("neighbour_seal") is not None:
+                cache["neighbour_seal"].write(seal)
+    return state
+
+
+def _load_saved(cache: dict, path, key: str, settings, n_pool: int) -> NeighbourState | None:
+    """The campaign's saved model when it passes every check, else None with one line saying why
+    in ``cache["notices"]`` (the caller shows them). ``cache["neighbour_seal"]``, when the
+    campaign sets it, reads and writes the seal kept in the campaign's own store."""
+    from screening.bo import neighbour_search as ns
+
+    sealer = cache.get("neighbour_seal")
+    seal = sealer.read() if sealer is not None else None
+    state, why = ns.load_checked(path, key, settings, seal, sealed=sealer is not None)
+    if state is not None and len(state.pool_prior) != n_pool:
+        why = f"{path.name} is for a pool of {len(state.pool_prior)} candidates, not {n_pool}"
+        state = None
+    if why:
+        cache.setdefault("notices", []).append(f"rebuilt the search model: {why}")
     return state

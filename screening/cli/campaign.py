@@ -23,6 +23,7 @@ from screening.cli.common import (
     TIE_BREAK_OPTION,
     default_surrogate,
     pool_has_column,
+    show_notices,
     strategy_from_options,
 )
 
@@ -193,6 +194,7 @@ def campaign_ask(
     cd = open_campaign_dir(directory, _allowed(allow_objective))
     out = out or directory / f"ask-{len(cd.campaign.store.observations()):04d}.csv"
     frame = ask_into_file(cd, out, n, fresh)
+    show_notices(cd.campaign)
     typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     words, _ = map_line(cd)
     if words:
@@ -284,5 +286,6 @@ def campaign_run(
         )
 
     cd.campaign.run(budget=budget, on_evaluation=show)
+    show_notices(cd.campaign)
     write_report(cd)
     typer.echo(f"stopped: {cd.campaign.stopped_because}")

@@ -7,6 +7,12 @@ from pathlib import Path
 import typer
 
 
+def show_notices(campaign) -> None:
+    """Print the campaign's notices (e.g. a saved model rebuilt, and why) as ``note:`` lines on stderr."""
+    for line in campaign.notices():
+        typer.echo(f"note: {line}", err=True)
+
+
 def pool_has_column(pool: Path, column: str) -> bool:
     import pyarrow.parquet as pq
 

@@ -26,6 +26,7 @@ from screening.cli.common import (
     TIE_BREAK_OPTION,
     default_surrogate,
     pool_has_column,
+    show_notices,
     strategy_from_options,
 )
 
@@ -311,6 +312,7 @@ def search(
             progress.update(task, description=f"best |Δ| {best[0]:.3f} eV")
 
         cd.campaign.run(budget=budget, on_evaluation=show)
+        show_notices(cd.campaign)
     paths = write_report(cd)
     info = json.loads(paths["summary"].read_text())  # what the report just wrote, learned map included
     first = info["evaluations_to_first_hit"]
