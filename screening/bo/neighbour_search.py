@@ -564,7 +564,8 @@ def window_calibration(
 # plain arrays (no pickle: a campaign folder may come from someone else) under a key that names
 # its inputs, and reloaded only when the key matches.
 
-STATE_FORMAT = 4  # 4: + the told values; 3: + the label match; 2: two memory-mapped array files (base + state); 1: one .npz
+# 4: + the told values; 3: + the label match; 2: two memory-mapped array files (base + state); 1: one .npz
+STATE_FORMAT = 4
 
 
 HASH_BLOCK = 1 << 24  # bytes per SHA-1 block of a large array (16 MiB)
@@ -809,7 +810,11 @@ def load_checked(
     if sealed and seal is not None:
         if content_digest(meta, data) != seal.state or content_digest(base_meta, base) != seal.base:
             return None, f"{path.name} is not what this campaign wrote (edited, copied in, or its save was interrupted)"
-    if meta.get("format") != STATE_FORMAT or meta.get("key") != key or meta.get("settings") != _settings_tuple(settings):
+    if (
+        meta.get("format") != STATE_FORMAT
+        or meta.get("key") != key
+        or meta.get("settings") != _settings_tuple(settings)
+    ):
         return None, f"{path.name} was made from other inputs (pool, known data or settings)"
     if base_meta.get("key") != key or base_meta.get("token") != meta.get("base_token"):
         return None, f"{path.name} and {base_path(path).name} are from different builds"

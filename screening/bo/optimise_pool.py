@@ -328,8 +328,12 @@ def neighbour_state(
         # known data of another quantity: the base speaks their scale, the results teach the map
         told_ids, told_y = [], np.zeros(0)
     before = cache.get("neighbour")
-    if before is not None and state_path is not None and not ns.holds_prefix(
-        before, [int(r) for r in pool.indices_of(told_ids)], np.asarray(told_y, dtype=np.float64)
+    if (
+        before is not None
+        and state_path is not None
+        and not ns.holds_prefix(
+            before, [int(r) for r in pool.indices_of(told_ids)], np.asarray(told_y, dtype=np.float64)
+        )
     ):
         cache.setdefault("notices", []).append(
             "rebuilt the search model: the saved one was built from other results than this campaign's"
