@@ -213,6 +213,7 @@ class Campaign:
         self.batch_size = int(batch_size)
         self.stop = stop
         self.stopped_because: str | None = None
+        self.last_ask: int | None = None  # the recorded ask of the last ``ask(file=...)``
         self._hyper_cache: dict = {}  # hyper-parameters by refit size; rebuilt identically after a restart
         if strategy.surrogate == "neighbour" and getattr(store, "path", None) is not None:
             # the fitted neighbour model is kept beside the store, so each new process's ask reloads it
@@ -321,25 +322,53 @@ class Campaign:
 
     # ---------------------------------------------------------------- ask / tell
 
-    def ask(self, n: int | None = None, fresh: bool = False) -> list[Point]:
+    def ask(self, n: int | None = None, fresh: bool = False, file: str | None = None) -> list[Point]:
         """``n`` (default: batch size) points to evaluate next: the pending ones first, then new ones.
 
         Pending points (asked before, not told yet) come back first, oldest first, so an ask that
         was killed after saving its suggestions resumes to the same points; only the rest of the
         batch is proposed anew and recorded as pending. ``fresh=True`` proposes ``n`` new points
         even when some are pending (a second batch while the first is still in the lab).
+
+        ``file``: the ask file the caller will write; the ask is recorded with it (its name made
+        unique, :attr:`last_ask`), and the caller marks it written (``store.mark_written``). An ask
+        killed before that is finished by the next one, which returns its points again
+        (:meth:`~screening.bo.store.CampaignStore.interrupted_ask`): ``--new`` is deterministic
+        under a kill. New points are claimed in the transaction that checks nothing changed since
+        they were chosen, so concurrent asks never hand out the same point.
         """
         n = self.batch_size if n is None else int(n)
-        pending = self.store.pending()
-        if not fresh and pending:
-            again = [self._point_of(p.key, p.x) for p in pending[:n]]
-            if len(again) >= n:
-                return again
-            return again + self._propose(n - len(again))
-        return self._propose(n)
+        self.last_ask = None
+        if file is not None:
+            interrupted = self.store.interrupted_ask()
+            if interrupted is not None:
+                self._hyper_cache.setdefault("notices", []).append(
+                    f"an ask interrupted at {interrupted.asked_at[:19]} never wrote {interrupted.file};"
+                    " these are its points"
+                )
+                self.last_ask = interrupted.batch
+                return [self._pending_point(k) for k in interrupted.keys]
+        for _ in range(20):  # another process may tell or ask meanwhile: choose again from its state
+            expect = self.store.snapshot()
+            pending = self.store.pending()
+            again: list[Point] = [] if fresh else [self._point_of(p.key, p.x) for p in pending[:n]]
+            new = self._propose(n - len(again)) if len(again) < n else []
+            points = again + new
+            items = [(self._key(p), None if _is_pool(self.domain) else [float(v) for v in p]) for p in new]
+            if not new:  # only points already pending: nothing to claim (a kill loses nothing)
+                return points
+            batch = self.store.claim(items, expect, file)
+            if batch is not None:
+                self.last_ask = batch if file is not None else None
+                return points
+        raise MatscreenError(f"{self.store.path}: other processes kept changing the campaign; ask again")
+
+    def _pending_point(self, key: str) -> Point:
+        x = next((p.x for p in self.store.pending() if p.key == key), None)
+        return self._point_of(key, x)
 
     def _propose(self, n: int) -> list[Point]:
-        """Suggest ``n`` new points (not told, not pending) and record them as pending."""
+        """Suggest ``n`` new points (not told, not pending); :meth:`ask` records them as pending."""
         from screening.bo.strategy import suggest_box, suggest_pool
 
         records = self.store.observations()
@@ -349,41 +378,39 @@ class Campaign:
         told_loss = np.array([r.loss for r in ok], dtype=np.float64)
         seed = self._ask_seed(len(records), len(pending))
         if _is_pool(self.domain):
-            points: list[Point] = suggest_pool(
-                self.strategy,
-                self.domain,
-                [r.key for r in ok],
-                told_y,
-                told_loss,
-                q=n,
-                seed=seed,
-                target=self.target,
-                excluded_ids=[r.key for r in records],
-                pending_ids=[p.key for p in pending],
-                hyper_cache=self._hyper_cache,
+            return list(
+                suggest_pool(
+                    self.strategy,
+                    self.domain,
+                    [r.key for r in ok],
+                    told_y,
+                    told_loss,
+                    q=n,
+                    seed=seed,
+                    target=self.target,
+                    excluded_ids=[r.key for r in records],
+                    pending_ids=[p.key for p in pending],
+                    hyper_cache=self._hyper_cache,
+                )
             )
-            self.store.add_pending((str(p), None) for p in points)
-        else:
-            X = np.array([r.x for r in ok], dtype=np.float64).reshape(len(ok), self.domain.dim)
-            Xp = np.array([p.x for p in pending], dtype=np.float64).reshape(len(pending), self.domain.dim)
-            P = suggest_box(
-                self.strategy,
-                self.domain,
-                X,
-                told_y,
-                told_loss,
-                q=n,
-                seed=seed,
-                target=self.target,
-                X_pending=Xp if len(pending) else None,
-                hyper_cache=self._hyper_cache,
-            )
-            from screening.bo.domain import replace_repeats
+        X = np.array([r.x for r in ok], dtype=np.float64).reshape(len(ok), self.domain.dim)
+        Xp = np.array([p.x for p in pending], dtype=np.float64).reshape(len(pending), self.domain.dim)
+        P = suggest_box(
+            self.strategy,
+            self.domain,
+            X,
+            told_y,
+            told_loss,
+            q=n,
+            seed=seed,
+            target=self.target,
+            X_pending=Xp if len(pending) else None,
+            hyper_cache=self._hyper_cache,
+        )
+        from screening.bo.domain import replace_repeats
 
-            taken = np.array([r.x for r in records if r.x is not None], dtype=np.float64).reshape(-1, self.domain.dim)
-            points = list(replace_repeats(list(P), self.domain, np.vstack([taken, Xp]), seed))
-            self.store.add_pending((self._key(p), [float(v) for v in p]) for p in points)
-        return points
+        taken = np.array([r.x for r in records if r.x is not None], dtype=np.float64).reshape(-1, self.domain.dim)
+        return list(replace_repeats(list(P), self.domain, np.vstack([taken, Xp]), seed))
 
     def set_box(self, box: Box) -> None:
         """Move a box campaign to ``box`` (e.g. one widened by boundary expansion).

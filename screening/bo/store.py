@@ -13,11 +13,17 @@ Tables
   number or a list), the loss, an error reason for failed evaluations, whether it came from the
   prior/initial data, and when it was told.
 - ``pending``: points suggested by ``ask`` and not told yet.
+- ``asks`` (made on first use): each ask that wrote a file — its points, the file, the process
+  that made it and whether the file was written. An ask killed between claiming its points and
+  writing its file is finished by the next ask (:meth:`CampaignStore.interrupted_ask`), so its
+  points never stay pending in no file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,10 +59,29 @@ class ObservationRecord:
 
 
 @dataclass(frozen=True)
+class AskRecord:
+    """One ask that wrote (or was about to write) a file."""
+
+    batch: int
+    keys: list[str]
+    file: str
+    pid: int
+    host: str
+    asked_at: str
+    written: bool
+
+
+@dataclass
 class PendingRecord:
     key: str
     x: list[float] | None
     asked_at: str
+
+
+_ASKS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS asks (batch INTEGER PRIMARY KEY, keys TEXT NOT NULL, file TEXT NOT NULL,"
+    " pid INTEGER NOT NULL, host TEXT NOT NULL, asked_at TEXT NOT NULL, written INTEGER NOT NULL DEFAULT 0)"
+)
 
 
 def _now() -> str:
@@ -95,6 +120,7 @@ class CampaignStore:
                 " loss REAL, error TEXT, source TEXT NOT NULL, told_at TEXT NOT NULL)"
             )
             conn.execute("CREATE TABLE pending (key TEXT PRIMARY KEY, x TEXT, asked_at TEXT NOT NULL)")
+            conn.execute(_ASKS_TABLE)
             conn.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
                 [
@@ -212,6 +238,88 @@ class CampaignStore:
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"{self.path}: a point in this batch was already told ({exc})") from exc
 
+    def snapshot(self) -> tuple:
+        """What a suggestion depends on in the store: the observations told and the points
+        pending. :meth:`claim` records a batch only if this has not changed since it was read."""
+        told = self._conn.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM observations").fetchone()
+        pending = tuple(r[0] for r in self._conn.execute("SELECT key FROM pending ORDER BY rowid"))
+        return (tuple(told), pending)
+
+    def claim(
+        self,
+        items: list[tuple[str, list[float] | None]],
+        expect: tuple | None,
+        file: str | None = None,
+    ) -> int | None:
+        """Record ``items`` as pending, in one transaction with the check that the store is still
+        at ``expect`` (:meth:`snapshot`; None: no check); with ``file`` the ask is recorded too.
+
+        Returns the ask's batch number (0 without ``file``), or None when another process told or
+        asked in the meantime — the caller then suggests again from the new state, so two
+        concurrent asks never hand out the same point. ``file``: the ask file it will write,
+        renamed by :meth:`_free_name` where an earlier ask file of that name still lists pending
+        points (read the name back with :meth:`ask_file`)."""
+        now = _now()
+        with _transaction(self._conn):
+            if expect is not None and self.snapshot() != expect:
+                return None
+            rows = [(k, json.dumps(x) if x is not None else None, now) for k, x in items]
+            self._conn.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", rows)
+            if file is None:
+                return 0
+            self._conn.execute(_ASKS_TABLE)
+            name = self._free_name(file)
+            cur = self._conn.execute(
+                "INSERT INTO asks (keys, file, pid, host, asked_at) VALUES (?, ?, ?, ?, ?)",
+                (json.dumps([k for k, _ in items]), name, os.getpid(), socket.gethostname(), now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def _free_name(self, file: str) -> str:
+        """``file``, or ``file`` with ``-2``, ``-3``, ... before its suffix when an earlier ask
+        file of that name still lists pending points (replacing it would leave them in no file)."""
+        pending = {r[0] for r in self._conn.execute("SELECT key FROM pending")}
+        used = {f for f, keys in self._conn.execute("SELECT file, keys FROM asks") if set(json.loads(keys)) & pending}
+        path = Path(file)
+        k = 1
+        while True:
+            name = str(path if k == 1 else path.with_name(f"{path.stem}-{k}{path.suffix}"))
+            if name not in used and (k == 1 or not Path(name).exists()):  # the caller checked ``file``
+                return name
+            k += 1
+
+    def asks(self) -> list[AskRecord]:
+        """Every recorded ask, oldest first (none for a campaign made before asks were recorded)."""
+        try:
+            rows = self._conn.execute(
+                "SELECT batch, keys, file, pid, host, asked_at, written FROM asks ORDER BY batch"
+            ).fetchall()
+        except sqlite3.OperationalError:  # no such table yet
+            return []
+        return [AskRecord(b, json.loads(k), f, p, h, t, bool(w)) for b, k, f, p, h, t, w in rows]
+
+    def ask_file(self, batch: int) -> str:
+        """The file name recorded for ask ``batch``."""
+        return next(a.file for a in self.asks() if a.batch == batch)
+
+    def mark_written(self, batch: int) -> None:
+        with _transaction(self._conn):
+            self._conn.execute("UPDATE asks SET written = 1 WHERE batch = ?", (batch,))
+
+    def interrupted_ask(self) -> AskRecord | None:
+        """The latest ask whose file was never written, whose points are all still pending and
+        whose process is gone (killed): the next ask finishes it instead of suggesting anew.
+
+        An ask whose process still runs (on this host, or any ask from another host) is not
+        interrupted: a concurrent ask must not hand out its points a second time."""
+        pending = {p.key for p in self.pending()}
+        for a in reversed(self.asks()):
+            if a.written or not set(a.keys) <= pending:
+                continue
+            if a.host == socket.gethostname() and not _process_alive(a.pid, a.asked_at):
+                return a
+        return None
+
     def set_meta(self, key: str, value: Any) -> None:
         with _transaction(self._conn):
             self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
@@ -228,11 +336,36 @@ class _transaction:
         self.conn = conn
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.nested = self.conn.in_transaction  # inside another: part of it, committed with it
+        if not self.nested:
+            self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.nested:
+            return
         if exc_type is None:
             self.conn.execute("COMMIT")
         else:
             self.conn.execute("ROLLBACK")
+
+
+def _process_alive(pid: int, since: str) -> bool:
+    """Whether process ``pid`` on this host still runs and started before ``since`` (so a
+    recycled pid of a later process does not count)."""
+    if pid == os.getpid():
+        return True
+    try:
+        import psutil  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+        proc = psutil.Process(pid)
+        started = datetime.fromtimestamp(proc.create_time(), tz=timezone.utc)
+        return started <= datetime.fromisoformat(since) and proc.status() != psutil.STATUS_ZOMBIE
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    except Exception as exc:  # no such process, or another user's (access denied: it runs)
+        return type(exc).__name__ == "AccessDenied"

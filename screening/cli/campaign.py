@@ -192,8 +192,7 @@ def campaign_ask(
     from screening.objectives.bandgap.campaign_dir import ask_into_file, map_line, open_campaign_dir
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
-    out = out or directory / f"ask-{len(cd.campaign.store.observations()):04d}.csv"
-    frame = ask_into_file(cd, out, n, fresh)
+    frame, out = ask_into_file(cd, out, n, fresh)
     show_notices(cd.campaign)
     typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     words, _ = map_line(cd)

@@ -400,16 +400,36 @@ def map_line(cd: CampaignDir) -> tuple[str | None, dict | None]:
     return summary_.words(), summary_.to_dict()
 
 
-def ask_into_file(cd: CampaignDir, path: str | Path, n: int | None = None, fresh: bool = False) -> pd.DataFrame:
-    """Ask for the next ``n`` points and write them as the ask file ``path`` (atomically, text
-    cells neutralised); returns its rows. The path is checked first (:func:`check_ask_path`), so
-    a refused path leaves no points pending."""
+def default_ask_path(cd: CampaignDir) -> Path:
+    """``DIR/ask-<k>.csv``, k the number of observations told so far."""
+    return cd.path / f"ask-{len(cd.campaign.store.observations()):04d}.csv"
+
+
+def ask_into_file(
+    cd: CampaignDir, path: str | Path | None = None, n: int | None = None, fresh: bool = False
+) -> tuple[pd.DataFrame, Path]:
+    """Ask for the next ``n`` points and write them as an ask file (atomically, text cells
+    neutralised); returns its rows and the file written.
+
+    The file is ``path`` (default :func:`default_ask_path`), checked first
+    (:func:`check_ask_path`) so a refused path leaves no points pending; where an earlier ask
+    file of that name still lists pending points, ``-2``, ``-3``, ... is added before ``.csv``.
+    An earlier ask killed before it wrote its file is finished instead: its points, to its file
+    (:meth:`Campaign.ask`)."""
     from screening.safe_csv import write_text_csv
 
-    check_ask_path(cd, Path(path))
-    frame = ask_frame(cd, cd.campaign.ask(n, fresh=fresh))
+    c = cd.campaign
+    path = Path(path) if path is not None else default_ask_path(cd)
+    check_ask_path(cd, path)
+    points = c.ask(n, fresh=fresh, file=str(path))
+    batch = c.last_ask
+    if batch is not None:
+        path = Path(c.store.ask_file(batch))
+    frame = ask_frame(cd, points)
     write_text_csv(frame, path)
-    return frame
+    if batch is not None:
+        c.store.mark_written(batch)
+    return frame, path
 
 
 def check_ask_path(cd: CampaignDir, path: Path) -> None:
