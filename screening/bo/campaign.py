@@ -292,8 +292,11 @@ class Campaign:
 
     def notices(self) -> list[str]:
         """Lines the user should read about the last steps (e.g. a saved model that failed its
-        checks and was rebuilt); each is returned once."""
-        return self._hyper_cache.pop("notices", [])
+        checks and was rebuilt, or results missing from the store); each is returned once."""
+        out = [*getattr(self.store, "notices", []), *self._hyper_cache.pop("notices", [])]
+        if hasattr(self.store, "notices"):
+            self.store.notices = []
+        return out
 
     # ---------------------------------------------------------------- state
 
@@ -570,8 +573,9 @@ class Campaign:
 
         With ``source="search"``, points that are not pending (never asked) are recorded as
         ``"prior"``. Points already told with exactly these values are skipped and listed in the
-        outcome's ``already_recorded``.
+        outcome's ``already_recorded``. A damaged store raises before anything is recorded.
         """
+        self.store.check()
         told = {r.key: r for r in self.store.observations()}
         pending = self.store.pending()
         pending_keys = {p.key for p in pending}

@@ -46,6 +46,7 @@ def campaign_status(store_path: str | Path, allowed_objectives: Iterable[str] = 
         records = store.observations()
         pending = store.pending()
         pool_ref = store.pool_ref
+        notices = list(store.notices)
     spec = stored_target(config)
     is_hit: Callable[[Any], bool]
     if spec is not None:
@@ -64,6 +65,7 @@ def campaign_status(store_path: str | Path, allowed_objectives: Iterable[str] = 
     # every record in ok has a loss; inf only keeps the key total for the type checker
     best = min(ok, key=lambda r: float("inf") if r.loss is None else r.loss) if ok else None
     return {
+        "notices": notices,
         "kind": (config.get("extra") or {}).get("kind"),
         "target": spec.target if spec else None,
         "tolerance": spec.tolerance if spec else None,

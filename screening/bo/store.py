@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import sqlite3
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -84,6 +85,49 @@ _ASKS_TABLE = (
 )
 
 
+class _NamedConnection:
+    """A SQLite connection whose errors name the campaign file: a damaged, locked or read-only
+    store becomes a :class:`StoreError` the command line prints as one line, never an "internal
+    error". Integrity errors pass through (:meth:`CampaignStore.record_tell` explains them)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path, self.raw = path, conn
+
+    def _named(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "readonly" in text or "read-only" in text:
+            return StoreError(
+                f"{self.path}: the campaign cannot be written here ({text}); "
+                "copy its folder somewhere writable to ask or tell"
+            )
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+            return StoreError(f"{self.path}: another command holds the campaign ({text}); try again when it ends")
+        return StoreError(f"{self.path}: the campaign file is damaged ({text}); restore it from a copy")
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self.raw.execute(sql, params)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise self._named(exc) from exc
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        try:
+            return self.raw.executemany(sql, rows)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise self._named(exc) from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -93,7 +137,10 @@ class CampaignStore:
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
-        self._conn = conn
+        self._conn = _NamedConnection(path, conn)
+        self.notices: list[str] = []  # what the user should know about this store (the CLI prints them)
+        # a clean exit folds the write-ahead log into the main file, even if nobody calls close()
+        self._finalizer = weakref.finalize(self, _checkpoint_and_close, conn)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -138,6 +185,7 @@ class CampaignStore:
         path = Path(path)
         if not path.is_file():
             raise StoreError(f"{path}: no campaign file here")
+        wal_found = path.with_name(path.name + "-wal").exists()  # before opening makes an empty one
         try:
             conn = cls._connect(path)
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -145,10 +193,15 @@ class CampaignStore:
             raise StoreError(f"{path}: not a matscreen campaign file ({exc})") from exc
         if rows.get("schema") != SCHEMA_VERSION:
             raise StoreError(f"{path}: campaign schema {rows.get('schema')!r}, this version reads {SCHEMA_VERSION!r}")
-        return cls(path, conn)
+        store = cls(path, conn)
+        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            store.notices.append(f"{path} is read-only here: status and reports work, ask and tell cannot record")
+        store._check_ledger(wal_found)
+        return store
 
     def close(self) -> None:
-        self._conn.close()
+        """Fold the write-ahead log into the main file (so nothing lives only there) and close."""
+        self._finalizer()
 
     def __enter__(self) -> CampaignStore:
         return self
@@ -162,7 +215,15 @@ class CampaignStore:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise StoreError(f"{self.path}: meta entry {key!r} is missing")
-        return json.loads(row[0])
+        return self._json(key, row[0])
+
+    def _json(self, key: str, text: Any) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"{self.path}: the campaign's {key} is damaged ({exc}); restore the campaign from a copy"
+            ) from exc
 
     @property
     def config(self) -> dict:
@@ -173,26 +234,48 @@ class CampaignStore:
         return self._meta("pool_ref")
 
     def observations(self) -> list[ObservationRecord]:
+        """Every told observation in tell order; a damaged row raises :class:`StoreError` naming it."""
         rows = self._conn.execute(
             "SELECT seq, key, x, y, loss, error, source, told_at FROM observations ORDER BY seq"
         ).fetchall()
-        return [
-            ObservationRecord(
-                key=k,
-                x=json.loads(x) if x else None,
-                y=json.loads(y) if y is not None else None,
-                loss=loss,
-                error=err,
-                source=src,
-                seq=seq,
-                told_at=t,
+        return [self._observation(*row) for row in rows]
+
+    def _observation(self, seq, k, x, y, loss, err, src, t) -> ObservationRecord:
+        def damaged(what: str) -> StoreError:
+            return StoreError(
+                f"{self.path}: observation {seq} ({k!r}) is damaged: {what}; restore the campaign from a copy"
             )
-            for seq, k, x, y, loss, err, src, t in rows
-        ]
+
+        try:
+            xv = json.loads(x) if x else None
+            yv = json.loads(y) if y is not None else None
+        except (TypeError, ValueError) as exc:
+            raise damaged(f"its point or value is not readable ({exc})") from exc
+        if not isinstance(k, str) or not isinstance(src, str):
+            raise damaged("its key or source is not text")
+        if xv is not None and not (isinstance(xv, list) and all(_is_number(v) for v in xv)):
+            raise damaged(f"its point {_short(x)} is not a list of numbers")
+        if yv is not None and not _is_numeric(yv):
+            raise damaged(f"its value {_short(y)} is not a number or (nested) lists of numbers")
+        if loss is not None and not _is_number(loss):
+            raise damaged(f"its loss {loss!r} is not a number")
+        if err is None and (yv is None or loss is None):
+            raise damaged("it has neither a value and a loss nor an error")
+        return ObservationRecord(key=k, x=xv, y=yv, loss=loss, error=err, source=src, seq=seq, told_at=t)
+
+    def check(self) -> None:
+        """Read everything a tell depends on (config, pool reference, every observation and
+        pending point) and raise :class:`StoreError` naming the first damaged part, so a tell on
+        a damaged store commits nothing instead of committing and failing afterwards."""
+        if not isinstance(self.config, dict):
+            raise StoreError(f"{self.path}: the campaign's config is damaged (not a mapping); restore it from a copy")
+        _ = self.pool_ref
+        self.observations()
+        self.pending()
 
     def pending(self) -> list[PendingRecord]:
         rows = self._conn.execute("SELECT key, x, asked_at FROM pending ORDER BY rowid").fetchall()
-        return [PendingRecord(k, json.loads(x) if x else None, t) for k, x, t in rows]
+        return [PendingRecord(k, self._json(f"pending point {k!r}", x) if x else None, t) for k, x, t in rows]
 
     def told_keys(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT key FROM observations")}
@@ -237,6 +320,52 @@ class CampaignStore:
                     self._conn.execute("DELETE FROM pending WHERE key = ?", (r.key,))
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"{self.path}: a point in this batch was already told ({exc})") from exc
+        self._write_ledger()
+
+    # ---------------------------------------------------------------- the told ledger
+    # A committed tell may live only in `campaign.sqlite-wal` until SQLite copies it into the main
+    # file; deleting that file after a crash loses it with no trace inside the database. So each
+    # tell also records, outside SQLite, how many observations the campaign has; a store that
+    # opens with fewer says so (:attr:`notices`).
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".told")
+
+    def _created(self) -> str | None:
+        """When the campaign was created (stored as plain text, not JSON): tells campaigns apart."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'created'").fetchone()
+        return None if row is None else str(row[0])
+
+    def _write_ledger(self) -> None:
+        n = self._conn.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+        text = json.dumps({"created": self._created(), "observations": int(n)})
+        tmp = self.ledger_path.with_name(f".tmp-{os.getpid()}-{self.ledger_path.name}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.ledger_path)
+        except OSError:  # the tell is committed; the ledger only helps to notice a loss later
+            tmp.unlink(missing_ok=True)
+
+    def _check_ledger(self, wal_found: bool) -> None:
+        try:
+            ledger = json.loads(self.ledger_path.read_text(encoding="utf-8"))
+            created, told = ledger["created"], int(ledger["observations"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # none yet (a new campaign, or one made before the ledger)
+        if created != self._created():
+            return  # left by an earlier campaign in this folder
+        n = self._conn.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+        if n < told:
+            self.notices.append(
+                f"{self.path} holds {n} observations but {told} were told"
+                + (" and its write-ahead log is missing" if not wal_found else "")
+                + ": results told since the last clean close are lost (was campaign.sqlite-wal deleted?);"
+                " tell those results again"
+            )
 
     def snapshot(self) -> tuple:
         """What a suggestion depends on in the store: the observations told and the points
@@ -290,12 +419,11 @@ class CampaignStore:
 
     def asks(self) -> list[AskRecord]:
         """Every recorded ask, oldest first (none for a campaign made before asks were recorded)."""
-        try:
-            rows = self._conn.execute(
-                "SELECT batch, keys, file, pid, host, asked_at, written FROM asks ORDER BY batch"
-            ).fetchall()
-        except sqlite3.OperationalError:  # no such table yet
+        if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'asks'").fetchone():
             return []
+        rows = self._conn.execute(
+            "SELECT batch, keys, file, pid, host, asked_at, written FROM asks ORDER BY batch"
+        ).fetchall()
         return [AskRecord(b, json.loads(k), f, p, h, t, bool(w)) for b, k, f, p, h, t, w in rows]
 
     def ask_file(self, batch: int) -> str:
@@ -326,16 +454,16 @@ class CampaignStore:
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else self._json(key, row[0])
 
 
 class _transaction:
     """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Any:
         self.nested = self.conn.in_transaction  # inside another: part of it, committed with it
         if not self.nested:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -369,3 +497,27 @@ def _process_alive(pid: int, since: str) -> bool:
         return True
     except Exception as exc:  # no such process, or another user's (access denied: it runs)
         return type(exc).__name__ == "AccessDenied"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _checkpoint_and_close(conn: sqlite3.Connection) -> None:
+    """Copy the write-ahead log into the main file and truncate it, then close (the store's
+    finalizer: runs at :meth:`CampaignStore.close`, on garbage collection or at exit)."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:  # read-only, or another process holds the campaign: it checkpoints later
+        pass
+    conn.close()
+
+
+def _is_numeric(v: Any) -> bool:
+    """A number, or (nested) lists of numbers: a value, a spectrum, replicate spectra."""
+    return _is_number(v) or (isinstance(v, list) and all(_is_numeric(u) for u in v))
+
+
+def _short(text: Any, width: int = 60) -> str:
+    r = repr(text)
+    return r if len(r) <= width else r[: width - 3] + "..."

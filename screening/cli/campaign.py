@@ -219,6 +219,7 @@ def campaign_tell(
     from screening.objectives.bandgap.campaign_dir import open_campaign_dir, summary, tell_results_file
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
+    show_notices(cd.campaign)
     outcome = tell_results_file(cd, results)
     info = summary(cd)
     parts = [f"told {len(outcome.search)} asked result(s)"]
@@ -244,6 +245,8 @@ def campaign_status(
     from screening.bo.strategy import Strategy
 
     info = status_of(directory / "campaign.sqlite", _allowed(allow_objective))
+    for line in info["notices"]:
+        typer.echo(f"note: {line}", err=True)
     words = None
     if info.get("kind") == "bandgap-pool":
         info["learned_map"] = None
@@ -264,7 +267,9 @@ def campaign_report(
     """Write history.csv, summary.json and the plots into the campaign directory."""
     from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_report
 
-    paths = write_report(open_campaign_dir(directory, _allowed(allow_objective)))
+    cd = open_campaign_dir(directory, _allowed(allow_objective))
+    show_notices(cd.campaign)
+    paths = write_report(cd)
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
