@@ -245,6 +245,11 @@ def test_fast_path_equals_pymatgen_on_random_p1_cells(lengths, angles, coords, s
         with pytest.raises(StructureReadError):
             structure_from_cif(text)
         return
+    if {el.symbol for el in ref.composition.elements} != set(symbols[: len(coords)]):
+        # two sites on one spot: pymatgen keeps one and drops the other's element without a word
+        with pytest.raises(StructureReadError, match="a site was dropped while reading"):
+            structure_from_cif(text)
+        return
     assert_same_structure(structure_from_cif(text), ref)
 
 

@@ -53,7 +53,7 @@ def test_cif_folder_with_id_prop(cif_dir: Path):
     assert {r.record_id: r.labels for r in records}["si"] == {"target": 1.1}
     assert {r.record_id: r.labels for r in records}["extra"] == {}  # not listed, still read
     assert [(e.record_id, e.source) for e in errors] == [("missing", str(cif_dir / "id_prop.csv"))]
-    assert "missing.cif is missing" in errors[0].reason
+    assert "row 5 lists it, but no structure file has this id" in errors[0].reason
     assert count_records(cif_dir) == len(items)
     assert records[0].structure is None and records[0].text  # lazy by default
     with pytest.raises(StructureReadError):

@@ -383,6 +383,7 @@ def test_bad_known_data_are_refused_naming_file_and_row(tmp_path, problem, messa
             "1.5",
             "-o",
             str(out),
+            "--strict",  # without it, invalid rows are left out (tests/robustness/test_invalid_rows.py)
         ],
     )
     assert res.exit_code == 1

@@ -20,11 +20,13 @@ from screening.cli.common import (
     NETWORK_STD_OPTION,
     PCA_HELP,
     SEED_HELP,
+    STRICT_HELP,
     TIE_BREAK_OPTION,
     default_surrogate,
     pool_has_column,
     show_notices,
     strategy_from_options,
+    warn_left_out,
 )
 
 CAMPAIGN_DIR_HELP = "Campaign directory made by `matscreen campaign new` (its state is DIR/campaign.sqlite)."
@@ -107,6 +109,7 @@ def campaign_new(
         help="Candidates only among crystals whose predicted formation energy (pred_formation_energy_per_atom) "
         "is at most this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
     ),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP, rich_help_panel="Advanced"),
 ) -> None:
     """Create a campaign over a pool (--pool, --target) or a user objective (--objective)."""
     from screening.bo.campaign import StopRules
@@ -135,7 +138,7 @@ def campaign_new(
             raise typer.BadParameter("--objective campaigns use --surrogate gp")
         create_objective_campaign(directory, objective, strategy, seed, batch, StopRules(budget=budget))
     elif pool is not None and target is not None:
-        create_pool_campaign(
+        cd = create_pool_campaign(
             directory,
             pool,
             target,
@@ -150,7 +153,9 @@ def campaign_new(
             known_label=known_label,
             max_formation_energy=max_formation_energy,
             label=label,
+            strict=strict,
         )
+        warn_left_out(cd)
     else:
         raise typer.BadParameter("give --pool and --target, or --objective")
     typer.echo(f"created {directory}")

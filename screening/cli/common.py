@@ -41,6 +41,16 @@ BETA_HELP = "With --acq ucb: how strongly to favour crystals the model is unsure
 N_INIT_HELP = "Crystals picked at random before the model is used, while fewer than this have been measured."
 SEED_HELP = "Random seed: the same seed and inputs give the same suggestions."
 PCA_HELP = "Number of principal components of the embeddings the GP works in."
+STRICT_HELP = (
+    "Refuse a --pool or --known table at its first invalid row (default: leave such rows out, list them in "
+    "pool.errors.csv / known.errors.csv in the run directory, and say how many on stderr)."
+)
+
+
+def warn_left_out(cd) -> None:
+    """One warning line on stderr per input table whose invalid rows a new campaign left out."""
+    for report in getattr(cd, "left_out", []):
+        typer.secho(f"warning: {report.warning()}", fg=typer.colors.YELLOW, err=True)
 
 
 # Shared by `search` and `campaign new`; the defaults are Strategy's (tests/test_cli_defaults.py).

@@ -23,11 +23,13 @@ from screening.cli.common import (
     NETWORK_STD_OPTION,
     PCA_HELP,
     SEED_HELP,
+    STRICT_HELP,
     TIE_BREAK_OPTION,
     default_surrogate,
     pool_has_column,
     show_notices,
     strategy_from_options,
+    warn_left_out,
 )
 
 DEFAULT_TOL = 0.01  # eV
@@ -147,6 +149,12 @@ def search(
         "--out",
         help="Run directory (campaign.sqlite, pca.json, history.csv, plots). An existing one is resumed.",
     ),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help=STRICT_HELP,
+        rich_help_panel="Advanced",
+    ),
 ) -> None:
     """Find a crystal whose band gap is within TOL of TARGET, looking up the pool's known gaps (the --label
     column) as if each look-up were a measurement."""
@@ -258,7 +266,9 @@ def search(
                 known_label=known_label,
                 max_formation_energy=max_formation_energy,
                 label=label,
+                strict=strict,
             )
+            warn_left_out(cd)
             _start_search(cd, pool, known, pca_components, prior, n_prior, seed, console)
         except BaseException:
             # Nothing half-started stays behind: a run directory without its prior data would be

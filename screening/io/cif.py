@@ -40,7 +40,12 @@ from pymatgen.core import Composition, Element, Lattice, Structure
 from pymatgen.io.cif import CifParser
 
 from screening.errors import InvalidStructureError, StructureReadError
-from screening.io.validate import atom_site_problem, cell_parameters_problem
+from screening.io.validate import (
+    atom_site_problem,
+    cell_parameters_problem,
+    named_elements,
+    parsed_elements_problem,
+)
 
 # pymatgen's tokeniser for one CIF line: bare words, or single/double quoted strings.
 _TOKEN = re.compile(r"""([^'"\s][\S]*)|'(.*?)'(?!\S)|"(.*?)"(?!\S)""")
@@ -244,8 +249,8 @@ def parse_p1_cif(text: str) -> Structure | None:
         cell = [float(scalars[k]) for k in _CELL_KEYS]
     except (KeyError, ValueError):
         return None
-    if not all(math.isfinite(v) for v in cell):
-        return None
+    if not all(math.isfinite(v) for v in cell) or min(cell[:3]) <= 0 or not all(0 < v < 180 for v in cell[3:]):
+        return None  # pymatgen's path names the bad cell parameter (cell_parameters_problem)
     site_cols = [columns[k] for k in _SITE_KEYS if k in columns]
     if len(site_cols) != len(_SITE_KEYS):
         return None
@@ -306,19 +311,26 @@ def parse_cif_with_pymatgen(text: str) -> Structure:
     """pymatgen's general reader, exactly as ``Structure.from_str(text, fmt="cif")`` calls it.
 
     Its warnings (rounded coordinates, composition checks) are silenced: they are routine for
-    database CIFs, and real failures surface as exceptions. Before parsing, the ``_atom_site``
-    rows are checked (:func:`screening.io.validate.atom_site_problem`): pymatgen drops a row with
-    an unknown symbol or an occupancy of 0/−1/NaN without a word, which changes the formula, so
-    such a CIF raises :class:`InvalidStructureError` instead.
+    database CIFs, and real failures surface as exceptions. Before parsing, the cell and the
+    ``_atom_site`` rows are checked (:func:`screening.io.validate.atom_site_problem`): pymatgen
+    drops a row with an unknown symbol or an occupancy of 0/−1/NaN/``.`` without a word, reads
+    ``Uuo`` as U and a ``.`` coordinate as 0, so such a CIF raises :class:`InvalidStructureError`
+    instead; after parsing, the structure's elements must be the ones the rows name.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         parser = CifParser.from_str(text)
-        for block in parser.as_dict().values():
+        blocks = list(parser.as_dict().values())
+        for block in blocks:
             problem = cell_parameters_problem(block) or atom_site_problem(block)
             if problem is not None:
                 raise InvalidStructureError("?", problem)
         parsed = parser.parse_structures(primitive=False)[0]
+    named = named_elements(blocks[0]) if len(blocks) == 1 else None
+    if named is not None:
+        problem = parsed_elements_problem(named, {el.symbol for el in parsed.composition.elements})
+        if problem is not None:
+            raise InvalidStructureError("?", problem)
     return Structure.from_sites(parsed, properties=parsed.properties)
 
 

@@ -3,9 +3,13 @@
 Kinds of source, detected from the path:
 
 * a folder of ``*.cif`` files: the record id is the file stem. If the folder holds a CGCNN-style
-  ``id_prop.csv`` (no header; column 0 the id, further columns the targets), its values become
-  labels named ``target`` (one column) or ``target_0``, ``target_1``, ... ; ids it lists whose
-  CIF is missing become error records, CIFs it does not list are still read.
+  ``id_prop.csv`` (column 0 the id, further columns the targets), its values become labels named
+  ``target`` (one column) or ``target_0``, ``target_1``, ... . A header line (a first row with no
+  number among its targets, e.g. ``id,target`` or ``material_id,band_gap``) is recognised and
+  names the label columns (``band_gap``). Its ids are the record ids below (``POSCAR_NaCl``, not
+  ``NaCl``; a full file name such as ``NaCl.cif`` is accepted too): ids it lists that match no
+  file become error records naming the row and the closest file id, and an ``id_prop.csv`` none
+  of whose ids matches a file is refused whole; files it does not list are still read.
 * a single ``.cif`` file: one record, id = file stem.
 * VASP files: ``POSCAR``/``CONTCAR`` (also ``POSCAR_x``, ``CONTCAR.x``), ``*.vasp``, ``*.poscar``:
   one record, id = file name without ``.vasp``/``.poscar``. Parsed lazily like CIF text.
@@ -169,8 +173,11 @@ def count_records(source: str | Path) -> int:
     path = Path(source)
     kind = source_kind(path)
     if kind == "cif_dir":  # an ASE file with several frames counts once here
-        listed = [row[0] for row in _read_id_prop(path)] if (path / ID_PROP_FILE).is_file() else []
-        return len(listed) + len(set(_structure_files(path)) - set(listed)) + len(_unread_subfolders(path))
+        files = _structure_files(path)
+        listed = [row[0] for _, row in id_prop_rows(path, files)[1]] if (path / ID_PROP_FILE).is_file() else []
+        by_name = {p.name: record_id for record_id, p in files.items()}
+        matched = {by_name.get(i, i) for i in listed}
+        return len(listed) + len(set(files) - matched) + len(_unread_subfolders(path))
     if kind in ("cif_file", "poscar_file", "ase_file"):
         return 1
     if kind == "parquet":
@@ -258,12 +265,64 @@ def _read_id_prop(folder: Path) -> list[list[str]]:
         raise MatscreenError(f"cannot read {id_prop}: {exc}") from exc
 
 
-def _target_labels(values: list[str]) -> dict[str, Any]:
-    """CGCNN target columns as labels: ``target`` for one, ``target_0..`` for several."""
+def _target_labels(values: list[str], names: list[str] | None = None) -> dict[str, Any]:
+    """CGCNN target columns as labels: ``target`` for one, ``target_0..`` for several, or the
+    names of the file's header line."""
     parsed = [_number_or_text(v) for v in values]
+    if names is not None:
+        return dict(zip(names, parsed))
     if len(parsed) == 1:
         return {"target": parsed[0]}
     return {f"target_{k}": v for k, v in enumerate(parsed)}
+
+
+# Columns every featurised table has: a header may not name a label after them.
+_OUTPUT_COLUMNS = frozenset({"id", "formula"})
+
+
+def id_prop_header(rows: list[list[str]], file_ids: Iterable[str]) -> list[str] | None:
+    """The label names of an ``id_prop.csv`` header line (``id,target``, ``material_id,band_gap``),
+    or None when its first row is data.
+
+    The first row is a header when none of its targets is a number and its first cell names no
+    structure file. Its target names become the label columns (``band_gap``); a name that is
+    blank, repeated, or one of the output's own columns (``id``, ``formula``, ``emb_*``,
+    ``pred_*``) falls back to ``target`` / ``target_<k>``.
+    """
+    if not rows or len(rows[0]) < 2 or rows[0][0] in set(file_ids):
+        return None
+    first = rows[0]
+    if any(_is_number(v) for v in first[1:]):
+        return None
+    names = first[1:]
+    reserved = [n for n in names if not n or n in _OUTPUT_COLUMNS or n.startswith(("emb_", "pred_"))]
+    if not reserved and len(set(names)) == len(names):
+        return names
+    return ["target"] if len(names) == 1 else [f"target_{k}" for k in range(len(names))]
+
+
+def id_prop_rows(folder: Path, file_ids: Iterable[str]) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """(header label names or None, [(row number in the file, cells)]) of a folder's ``id_prop.csv``,
+    the header line and blank lines left out (:func:`id_prop_header`)."""
+    rows = _read_id_prop(folder)
+    header = id_prop_header(rows, file_ids)
+    numbered = list(enumerate(rows, start=1))
+    return header, numbered[1:] if header is not None else numbered
+
+
+ID_RULES = (
+    "record ids come from file names: NAME.cif -> NAME; POSCAR / CONTCAR files keep their whole name "
+    "(POSCAR_NaCl -> POSCAR_NaCl); NAME.vasp / NAME.poscar -> NAME; ASE files -> the file stem"
+)
+
+
+def _closest_file_ids(listed: str, file_ids: Iterable[str], limit: int = 1) -> list[str]:
+    """File ids that contain ``listed`` (``POSCAR_NaCl`` for ``NaCl``), else close spellings."""
+    import difflib
+
+    ids = list(file_ids)
+    containing = [f for f in ids if listed and listed.lower() in f.lower()]
+    return (containing or difflib.get_close_matches(listed, ids, n=limit))[:limit]
 
 
 def _is_number(value: str) -> bool:
@@ -343,6 +402,24 @@ def _cif_block_records(
         yield StructureRecord(record_id=block_id, source=source, text=text, labels=dict(labels or {}))
 
 
+def check_id_prop_matches(folder: Path, listed: list[str], files: Mapping[str, Path]) -> None:
+    """Refuse an ``id_prop.csv`` none of whose ids names a structure file of the folder.
+
+    Why: ids ``NaCl`` beside files ``POSCAR_NaCl`` read every structure without its label, so
+    the label column vanished from the output at exit 0 with one error row per id. A partial
+    mismatch stays per-record errors (see :func:`_iter_cif_dir`)."""
+    names = {p.name for p in files.values()}
+    if not listed or not files or any(i in files or i in names for i in listed):
+        return
+    example = listed[0]
+    near = _closest_file_ids(example, files)
+    raise MatscreenError(
+        f"{folder / ID_PROP_FILE}: none of its {len(listed)} ids names a structure file of the folder "
+        f"(e.g. {example!r}" + (f"; the folder has {near[0]!r}" if near else "") + f"); {ID_RULES}. "
+        f"Write the ids as the files name them."
+    )
+
+
 def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
     files = _structure_files(folder)
     has_id_prop = (folder / ID_PROP_FILE).is_file()
@@ -355,10 +432,14 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
     first_line: dict[str, int] = {}  # id -> its row in id_prop.csv
     if has_id_prop:
         id_prop_source = str(folder / ID_PROP_FILE)
-        rows = _read_id_prop(folder)
-        numeric = _numeric_columns(rows)
-        for line, row in enumerate(rows, start=1):
+        names, numbered = id_prop_rows(folder, files)
+        by_file_name = {p.name: (record_id, p) for record_id, p in files.items()}
+        check_id_prop_matches(folder, [row[0] for _, row in numbered], files)
+        numeric = _numeric_columns([row for _, row in numbered])
+        for line, row in numbered:
             record_id = row[0]
+            if record_id not in files and record_id in by_file_name:  # listed by file name: a.cif for a
+                record_id = by_file_name[record_id][0]
             if record_id in first_line:
                 yield RecordError(
                     record_id,
@@ -370,7 +451,14 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
             first_line[record_id] = line
             cif_path = files.get(record_id)
             if cif_path is None:
-                yield RecordError(record_id, f"listed in {ID_PROP_FILE} but {record_id}.cif is missing", id_prop_source)
+                near = _closest_file_ids(record_id, files)
+                yield RecordError(
+                    record_id,
+                    f"{ID_PROP_FILE} row {line} lists it, but no structure file has this id"
+                    + (f" (did you mean {near[0]!r}?)" if near else "")
+                    + f"; {ID_RULES}",
+                    id_prop_source,
+                )
                 continue
             text = [v for k, v in enumerate(row[1:]) if k in numeric and not _is_number(v)]
             if text:
@@ -381,7 +469,7 @@ def _iter_cif_dir(folder: Path) -> Iterator[StructureRecord | RecordError]:
                     id_prop_source,
                 )
                 continue
-            yield from _file_records(cif_path, record_id, _target_labels(row[1:]))
+            yield from _file_records(cif_path, record_id, _target_labels(row[1:], names))
     for record_id, cif_path in files.items():
         if record_id not in first_line:
             yield from _file_records(cif_path, record_id)
@@ -444,6 +532,56 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _label_kind(value: Any) -> str:
+    """``missing``, ``number`` (a number, or text that reads as one), ``text`` or ``other``."""
+    if _is_missing(value):
+        return "missing"
+    if isinstance(value, bool):
+        return "other"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        if not value.strip():
+            return "missing"
+        return "number" if _is_number(value.strip()) else "text"
+    return "other"
+
+
+class LabelColumnTypes:
+    """Keeps each label column of a source numbers or text, never both.
+
+    Why: one text cell (``1.2 eV``, ``n.a.``) among the numbers of a table column made pandas read
+    the whole column as text, and every label of it went to the output as a string. A column is
+    numeric when most of its filled cells so far are numbers; its text cells are then errors of
+    their records (naming the row, column and value), and its numbers written as text are read as
+    numbers. A column mostly of text stays as it is. Counts run over the chunks of a source.
+    """
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+        self.texts: dict[str, int] = {}
+
+    def check(self, column: str, values: list[Any]) -> tuple[list[Any], dict[int, Any]]:
+        """(values, {position: bad value}) for one chunk of ``column``: numbers given as text
+        become floats and the text cells of a numeric column are returned as bad."""
+        kinds = [_label_kind(v) for v in values]
+        self.numbers[column] = self.numbers.get(column, 0) + kinds.count("number")
+        self.texts[column] = self.texts.get(column, 0) + kinds.count("text")
+        if not self.texts[column] or self.numbers[column] <= self.texts[column]:
+            return values, {}
+        fixed = [parse_number(v.strip()) if k == "number" and isinstance(v, str) else v for v, k in zip(values, kinds)]
+        return fixed, {i: v for i, (v, k) in enumerate(zip(values, kinds)) if k == "text"}
+
+
+def _mixed_label_error(record_id: str, where: str, column: str, value: Any, source: str) -> RecordError:
+    return RecordError(
+        record_id,
+        f"{where}, column {column!r}: {value!r} is not a number like the rest of its column; "
+        "correct or blank the cell (the other records are read)",
+        source,
+    )
+
+
 def _iter_table(path: Path, chunksize: int) -> Iterator[StructureRecord | RecordError]:
     columns = _table_columns(path)
     if CIF_COLUMN not in columns:
@@ -452,15 +590,24 @@ def _iter_table(path: Path, chunksize: int) -> Iterator[StructureRecord | Record
     label_cols = [c for c in columns if c not in NOT_LABELS and c != id_col]
     source = str(path)
     row_number = 0
+    types = LabelColumnTypes()
     try:
         for chunk in _table_chunks(path, chunksize):
             cifs = chunk[CIF_COLUMN].tolist()
             ids = chunk[id_col].tolist() if id_col else list(range(row_number, row_number + len(chunk)))
-            label_lists = {c: chunk[c].tolist() for c in label_cols}
+            label_lists: dict[str, list[Any]] = {}
+            bad_cells: dict[int, tuple[str, Any]] = {}
+            for c in label_cols:
+                label_lists[c], bad = types.check(c, chunk[c].tolist())
+                for k, value in bad.items():
+                    bad_cells.setdefault(k, (c, value))
             for k, (raw_id, text) in enumerate(zip(ids, cifs)):
                 record_id = f"row{row_number + k}" if _is_missing(raw_id) else str(raw_id)
                 if not isinstance(text, str) or not text.strip():
                     yield RecordError(record_id, f"empty '{CIF_COLUMN}' cell (row {row_number + k})", source)
+                    continue
+                if k in bad_cells:
+                    yield _mixed_label_error(record_id, f"row {row_number + k + 1}", *bad_cells[k], source)
                     continue
                 labels = {}
                 for c in label_cols:
@@ -543,8 +690,19 @@ def _json_record(record_id: str, entry: Any, source: str) -> StructureRecord | R
 
 def _iter_json(path: Path) -> Iterator[StructureRecord | RecordError]:
     source = str(path)
-    for record_id, entry in _load_json_entries(path):
-        yield _json_record(record_id, entry, source)
+    items = [_json_record(record_id, entry, source) for record_id, entry in _load_json_entries(path)]
+    records = [(k, item) for k, item in enumerate(items) if isinstance(item, StructureRecord)]
+    types = LabelColumnTypes()
+    for column in sorted({c for _, r in records for c in r.labels}):
+        values, bad = types.check(column, [r.labels.get(column) for _, r in records])
+        for (_, record), value in zip(records, values):
+            if column in record.labels:
+                record.labels[column] = value
+        for i, value in bad.items():
+            k, record = records[i]
+            if isinstance(items[k], StructureRecord):  # the first bad cell of an entry is named
+                items[k] = _mixed_label_error(record.record_id, f"entry {k + 1}", column, value, source)
+    yield from items
 
 
 def _parsed(record: StructureRecord) -> StructureRecord | RecordError:

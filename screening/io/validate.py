@@ -25,9 +25,12 @@ The checks and their default thresholds (:class:`StructureLimits`):
 ``min_distance``          no two sites (periodic images included) closer than 0.5 Å
 ========================= =================================================================
 
-CIF text has two more checks that only the text can show, because pymatgen silently drops
-such sites (``atom_site_problem``): an ``_atom_site`` symbol that names no element (``123``)
-and an occupancy that is not a number in (0, 1].
+CIF text has more checks that only the text can show, because pymatgen silently drops or
+misreads such sites (``cell_parameters_problem``, ``atom_site_problem``): a cell length ≤ 0 or
+an angle outside (0°, 180°); an ``_atom_site`` symbol that names no element exactly (``123``,
+``Xx``, ``Uuo``, which pymatgen reads as U) or is missing (``?``, ``.``); a missing coordinate
+(pymatgen reads ``.`` as 0); an occupancy that is missing or not a number in (0, 1]. After
+parsing, the elements of the structure must be those the rows name (``parsed_elements_problem``).
 """
 
 from __future__ import annotations
@@ -201,24 +204,55 @@ def validate_structure(
         raise InvalidStructureError(record_id, problem, source)
 
 
-# --- CIF atom-site rows (what pymatgen would drop without a word) ---------------------------
+# --- CIF atom-site rows (what pymatgen would drop or misread without a word) ----------------
 
 _SPECIAL_SYMBOLS = re.compile("Hw|Ow|Wat|wat|OH|OH2|NO3")  # water and groups pymatgen maps itself
 _UNCERTAINTY = re.compile(r"\(\d+\)$")
+_LEADING_LETTERS = re.compile(r"[A-Za-z]+")
+#: CIF's two placeholders: ``?`` (unknown) and ``.`` (inapplicable). pymatgen reads a ``.``
+#: coordinate as 0, drops a site whose occupancy or type symbol is ``.``, and so on.
+MISSING_VALUES = frozenset({"?", "."})
+_COORDINATE_KEYS = tuple(f"_atom_site_{kind}_{axis}" for kind in ("fract", "Cartn") for axis in "xyz")
 
 
-def _names_an_element(symbol: str) -> bool:
-    """Whether pymatgen's CIF symbol reading finds a real element in ``symbol`` (``Fe2+``, ``O1``)."""
+def cif_symbol_element(symbol: str) -> str | None:
+    """The element a CIF atom-site symbol or label names, read strictly, or None.
+
+    The symbol's leading letters must be an element symbol exactly (``Fe2+`` -> Fe, ``O1`` -> O,
+    ``na`` -> Na); pymatgen instead falls back to the first letter, so ``Uuo`` (a placeholder for
+    element 118) became uranium and ``Ob`` oxygen. pymatgen's own water and group symbols
+    (``Ow``, ``Hw``, ``OH`` ...) map to the element it reads them as ("" for ``OH``: no site).
+    """
     from pymatgen.core.periodic_table import Element
 
-    if _SPECIAL_SYMBOLS.match(symbol):
-        return True
-    return bool(symbol) and (Element.is_valid_symbol(symbol[:2].title()) or Element.is_valid_symbol(symbol[0].upper()))
+    symbol = symbol.strip()
+    special = _SPECIAL_SYMBOLS.match(symbol)
+    if special:
+        return {"Hw": "H", "Ow": "O", "Wat": "O", "wat": "O", "OH": "", "OH2": "", "NO3": "N"}[special.group()]
+    letters = _LEADING_LETTERS.match(symbol)
+    if letters is None:
+        return None
+    name = letters.group().title()
+    if not Element.is_valid_symbol(name):
+        return None
+    return {"D": "H", "T": "H"}.get(name, name)  # pymatgen reads the hydrogen isotopes as H
+
+
+def _column(block: Mapping[str, Any], key: str) -> list[str] | None:
+    values = block.get(key)
+    if values is None:
+        return None
+    return [str(v) for v in ([values] if isinstance(values, str) else values)]
+
+
+def _site_name(labels: list[str] | None, k: int) -> str:
+    return f"site {labels[k]!r}" if labels and k < len(labels) else f"site row {k + 1}"
 
 
 def cell_parameters_problem(block: Mapping[str, Any]) -> str | None:
-    """Cell lengths that are not finite and positive, or angles outside (0°, 180°), in one CIF
-    data block; pymatgen otherwise answers only "no structures" for them."""
+    """Cell lengths that are not finite and positive, angles outside (0°, 180°) or a missing
+    (``?`` / ``.``) cell value, in one CIF data block; pymatgen otherwise answers only "no
+    structures" for them."""
     checks = (
         (("_cell_length_a", "_cell_length_b", "_cell_length_c"), lambda v: v > 0,
          "cell lengths must be finite and positive (Å)"),
@@ -230,6 +264,8 @@ def cell_parameters_problem(block: Mapping[str, Any]) -> str | None:
             raw = block.get(key)
             if raw is None or not isinstance(raw, str):
                 continue
+            if raw.strip() in MISSING_VALUES:
+                return f"lattice: {key} = {raw!r}, a missing value; {rule}"
             try:
                 value = float(_UNCERTAINTY.sub("", raw.strip()))
             except ValueError:
@@ -242,35 +278,60 @@ def cell_parameters_problem(block: Mapping[str, Any]) -> str | None:
 def atom_site_problem(block: Mapping[str, Any]) -> str | None:
     """Bad ``_atom_site`` rows of one parsed CIF data block (``CifParser.as_dict()`` values).
 
-    pymatgen skips a row whose symbol names no element and a row whose occupancy is 0, negative
-    or NaN, and so would change the formula silently (``Cl`` for NaCl); both are errors here.
+    pymatgen skips a row whose symbol names no element and a row whose occupancy is 0, negative,
+    NaN or ``.``, reads a ``.`` coordinate as 0 and ``Uuo`` as uranium, and so would change the
+    structure silently (``Cl`` for NaCl); each is an error here, naming the site. The type symbol
+    decides the element when the block has one (as in pymatgen), else the label.
     """
-    labels = block.get("_atom_site_label")
-    symbols = block.get("_atom_site_type_symbol") or labels
-    if isinstance(symbols, str):
-        symbols = [symbols]
-    if isinstance(labels, str):
-        labels = [labels]
+    labels = _column(block, "_atom_site_label")
+    types = _column(block, "_atom_site_type_symbol")
+    symbols, what = (types, "type symbol") if types is not None else (labels, "label")
     for k, symbol in enumerate(symbols or []):
-        if str(symbol).strip() in {"?", "."} and labels and k < len(labels):
-            symbol = labels[k]  # an unknown type symbol: the label names the element
-        if not _names_an_element(str(symbol).strip()):
-            where = f"site {labels[k]!r}" if labels and k < len(labels) else f"site row {k}"
-            return f"element: {where} has symbol {symbol!r}, which names no chemical element"
-    occupancies = block.get("_atom_site_occupancy")
-    if isinstance(occupancies, str):
-        occupancies = [occupancies]
-    for k, raw in enumerate(occupancies or []):
-        text = _UNCERTAINTY.sub("", str(raw).strip())
-        if text in {"?", "."}:
-            continue  # unknown: pymatgen reads it as fully occupied
-        where = f"site {labels[k]!r}" if labels and k < len(labels) else f"site row {k}"
+        where = _site_name(labels, k)
+        if symbol.strip() in MISSING_VALUES:
+            return f"element: {where} has {what} {symbol!r}, a missing value; give the element"
+        if cif_symbol_element(symbol) is None:
+            return f"element: {where} has {what} {symbol!r}, which names no chemical element"
+    for key in _COORDINATE_KEYS:
+        for k, raw in enumerate(_column(block, key) or []):
+            if raw.strip() in MISSING_VALUES:
+                return f"coordinates: {_site_name(labels, k)} has {key} {raw!r}, a missing value (pymatgen reads 0)"
+    for k, raw in enumerate(_column(block, "_atom_site_occupancy") or []):
+        text = _UNCERTAINTY.sub("", raw.strip())
+        where = _site_name(labels, k)
+        if text in MISSING_VALUES:
+            return f"occupancy: {where} has occupancy {raw!r}, a missing value; give a number in (0, 1]"
         try:
             value = float(text)
         except ValueError:
             return f"occupancy: {where} has occupancy {raw!r}, which is not a number"
         if not (math.isfinite(value) and 0.0 < value <= 1.0 + _OCC_TOLERANCE):
             return f"occupancy: {where} has occupancy {raw!r}; must be in (0, 1]"
+    return None
+
+
+def named_elements(block: Mapping[str, Any]) -> set[str] | None:
+    """The elements the ``_atom_site`` rows of one CIF data block name (:func:`cif_symbol_element`);
+    None when a row uses one of pymatgen's group symbols (``OH``, ``NO3`` ...), whose atoms
+    pymatgen adds itself, so the text alone cannot say which elements to expect."""
+    types = _column(block, "_atom_site_type_symbol")
+    symbols = types if types is not None else _column(block, "_atom_site_label")
+    if any(_SPECIAL_SYMBOLS.match(s.strip()) for s in symbols or []):
+        return None
+    return {e for e in (cif_symbol_element(s) for s in symbols or []) if e}
+
+
+def parsed_elements_problem(named: set[str], parsed: set[str]) -> str | None:
+    """Elements the CIF text names that the parsed structure lacks, or holds without the text
+    naming them: the last guard against a site pymatgen dropped or renamed on its own."""
+    lost, extra = sorted(named - parsed), sorted(parsed - named)
+    if lost:
+        return (
+            f"element: the CIF's atom sites name {', '.join(sorted(named))} but the parsed structure has no "
+            f"{', '.join(lost)} (a site was dropped while reading)"
+        )
+    if extra:
+        return f"element: the parsed structure holds {', '.join(extra)}, which no atom site of the CIF names"
     return None
 
 
@@ -281,14 +342,18 @@ __all__ = [
     "angles_problem",
     "atom_site_problem",
     "cell_angles",
+    "MISSING_VALUES",
     "cell_parameters_problem",
+    "cif_symbol_element",
     "coordinates_problem",
     "element_problem",
     "expected_neighbours",
     "lattice_problem",
     "min_distance_problem",
+    "named_elements",
     "neighbour_budget_problem",
     "occupancy_problem",
+    "parsed_elements_problem",
     "structure_problem",
     "validate_structure",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +31,51 @@ from screening.errors import MatscreenError, RecordError
 from screening.objectives.bandgap.objective import (
     BandGapPool,
     BandGapPoolObjective,
+    LeftOutRow,
     check_target,
     file_sha256,
+    left_out_frame,
+    left_out_summary,
     load_known,
     load_pool,
 )
 from screening.reduce import PCAReducer
+from screening.safe_csv import write_text_csv
 
 STORE_NAME = "campaign.sqlite"
 PCA_NAME = "pca.json"
+#: Where a new campaign lists the pool and known-data rows it left out (screening.safe_csv).
+LEFT_OUT_FILES = {"pool": "pool.errors.csv", "known-data": "known.errors.csv"}
+
+
+@dataclass
+class LeftOutReport:
+    """The invalid rows a campaign left out of one input table, and the errors file naming them."""
+
+    what: str  # "pool" or "known-data"
+    n_rows: int  # rows of the table, left-out ones included
+    rows: list[LeftOutRow]
+    path: Path
+
+    def warning(self) -> str:
+        """One line for stderr: ``left out 4 of 6,218 pool rows (negative band_gap); see run/pool.errors.csv``."""
+        return (
+            f"left out {len(self.rows):,} of {self.n_rows:,} {self.what} rows ({left_out_summary(self.rows)}); "
+            f"see {self.path}"
+        )
 
 
 @dataclass
 class CampaignDir:
-    """An open campaign directory: the campaign, and the pool behind it (None for user objectives)."""
+    """An open campaign directory: the campaign, and the pool behind it (None for user objectives).
+
+    ``left_out`` holds, for a campaign just created, the invalid rows of its pool and known data
+    that it left out (each written to its errors file in the directory)."""
 
     path: Path
     campaign: Campaign
     pool: BandGapPool | None
+    left_out: list[LeftOutReport] = field(default_factory=list)
 
 
 def create_pool_campaign(
@@ -67,8 +94,15 @@ def create_pool_campaign(
     max_formation_energy: float | None = None,
     label: str = "band_gap",
     known_label: str | None = None,
+    strict: bool = False,
 ) -> CampaignDir:
     """A new band-gap campaign over a featurised pool; fits and saves the PCA in ``outdir``.
+
+    Invalid rows of the pool and the known data (:func:`~screening.objectives.bandgap.objective.invalid_rows`:
+    unusable or repeated ids, non-finite embeddings, gaps that are no band gap, missing
+    predictions) are left out and named in ``outdir/pool.errors.csv`` / ``known.errors.csv``
+    (``CampaignDir.left_out`` says how many); ``strict`` refuses the table at its first invalid
+    row instead. A table with no valid row is refused either way. Duplicate ids keep their first row.
 
     ``known_label`` names the known data's column when it holds *another* quantity than the
     campaign measures (e.g. the DFT ``band_gap`` of Materials Project crystals while a lab measures
@@ -95,15 +129,38 @@ def create_pool_campaign(
         require_band_gap=require_band_gap,
         max_formation_energy=max_formation_energy,
         label=label,
+        strict=strict,
     )
     if known_label is not None and known_path is None:
         raise MatscreenError("--known-label names a column of the known data: give --known too")
+    known_left_out: list[LeftOutRow] = []
     known = (
-        load_known(known_path, pool, label=known_label or label, same_quantity=known_label is None)
+        load_known(
+            known_path,
+            pool,
+            label=known_label or label,
+            same_quantity=known_label is None,
+            strict=strict,
+            left_out=known_left_out,
+        )
         if known_path is not None
         else None
     )
     outdir.mkdir(parents=True, exist_ok=True)
+    reports = [
+        LeftOutReport("pool", pool.n_rows, pool.left_out, outdir / LEFT_OUT_FILES["pool"]),
+        LeftOutReport(
+            "known-data",
+            len(known.ids) + len(known_left_out) if known is not None else 0,
+            known_left_out,
+            outdir / LEFT_OUT_FILES["known-data"],
+        ),
+    ]
+    for report in reports:
+        if report.rows:
+            write_text_csv(left_out_frame(report.rows), report.path)
+        else:
+            report.path.unlink(missing_ok=True)  # no stale list beside a new campaign
     pool.reducer.save(outdir / PCA_NAME)
     objective = _pool_objective(pool, target, tolerance, _uses_prediction(strategy, pool), pred_as_feature, known)
     extra = {
@@ -137,7 +194,7 @@ def create_pool_campaign(
         },
         extra=extra,
     )
-    return CampaignDir(outdir, campaign, pool)
+    return CampaignDir(outdir, campaign, pool, [r for r in reports if r.rows])
 
 
 def create_objective_campaign(
@@ -221,6 +278,7 @@ def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) 
         require_band_gap=extra.get("require_band_gap", True),
         max_formation_energy=extra.get("max_formation_energy"),
         label=extra.get("label", "band_gap"),
+        strict=False,  # the rows it left out when created (the file is unchanged: its hash is checked)
     )
     known = None
     if extra.get("known_path"):
@@ -231,7 +289,11 @@ def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) 
             raise MatscreenError(f"{outdir}: the known-data file {kp} changed since the campaign was created")
         known_label = extra.get("known_label")
         known = load_known(
-            kp, pool, label=known_label or extra.get("label", "band_gap"), same_quantity=known_label is None
+            kp,
+            pool,
+            label=known_label or extra.get("label", "band_gap"),
+            same_quantity=known_label is None,
+            strict=False,
         )
     objective = _pool_objective(
         pool,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +111,154 @@ def check_pool_ids(ids: pd.Series, source: str, what: str = "pool") -> None:
         seen[cid] = i
 
 
+@dataclass(frozen=True)
+class LeftOutRow:
+    """A row of a pool or known-data table that a run leaves out, and why.
+
+    ``row`` is where a user finds it (a CSV's line, a Parquet file's 1-based row: ``row_label``),
+    ``column`` and ``value`` the first bad cell, ``kind`` a short reason for the one-line summary
+    (``negative band_gap``) and ``reason`` the full one."""
+
+    row: str
+    id: str
+    column: str
+    value: str
+    kind: str
+    reason: str
+
+
+LEFT_OUT_COLUMNS = ["row", "id", "column", "value", "reason"]
+
+
+def left_out_summary(rows: Sequence[LeftOutRow]) -> str:
+    """``negative band_gap`` for one kind of problem, ``3 negative band_gap, 1 duplicate id`` for several."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def left_out_frame(rows: Sequence[LeftOutRow]) -> pd.DataFrame:
+    """The rows as the errors file holds them: row, id, column, value, reason."""
+    return pd.DataFrame([[getattr(r, c) for c in LEFT_OUT_COLUMNS] for r in rows], columns=LEFT_OUT_COLUMNS)
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _is_blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+
+
+def invalid_rows(
+    frame: pd.DataFrame,
+    source: str,
+    what: str = "pool",
+    label: str = "band_gap",
+    require_label: bool = True,
+    shown_label: str | None = None,
+    check_std: bool = True,
+) -> list[LeftOutRow]:
+    """Every row of a pool or known-data ``frame`` that a search cannot use, the first problem of
+    each: a missing, unusable (:func:`id_problem`) or repeated id (the first row with an id is
+    kept), a non-numeric or non-finite embedding, a ``label`` (eV) that is missing (when
+    ``require_label``), not a number, or no band gap (:func:`check_band_gap`: negative, infinite,
+    above 100 eV), a missing ``pred_band_gap``, and a ``pred_band_gap_std`` that is not positive.
+    ``shown_label`` is the label's name in the user's file (``--label target``)."""
+    shown = shown_label or label
+    n = len(frame)
+    found: dict[int, LeftOutRow] = {}
+
+    def note(i: int, column: str, value: object, kind: str, reason: str) -> None:
+        if i not in found:
+            text = "" if _is_blank(value) else str(value)
+            found[i] = LeftOutRow(row_label(source, i), ids[i], column, text, kind, reason)
+
+    raw_ids = frame["id"].to_numpy(dtype=object)
+    ids = ["" if _is_blank(v) and not isinstance(v, str) else str(v) for v in raw_ids]
+    first: dict[str, int] = {}
+    for i, raw in enumerate(raw_ids):
+        if raw is None or (isinstance(raw, float) and not np.isfinite(raw)):
+            note(i, "id", raw, "missing id", "missing id")
+            continue
+        problem = id_problem(ids[i])
+        if problem is not None:
+            note(i, "id", ids[i], problem, problem)
+        elif ids[i] in first:
+            note(
+                i,
+                "id",
+                ids[i],
+                "duplicate id",
+                f"duplicate id in the {what} (first at {row_label(source, first[ids[i]])}, kept)",
+            )
+        else:
+            first[ids[i]] = i
+    for col in embedding_columns(frame.columns):
+        values = _numbers(frame[col])
+        for i in np.flatnonzero(~np.isfinite(values)).tolist():
+            note(i, col, frame[col].iloc[i], "non-finite embedding", f"{col} is not a finite number")
+    if label in frame.columns:
+        raw = frame[label]
+        gaps = _numbers(raw)
+        for i in np.flatnonzero(~np.isfinite(gaps)).tolist():
+            value = raw.iloc[i]
+            if _is_blank(value):
+                if require_label:
+                    note(i, shown, value, f"missing {shown}", f"{shown} is missing")
+            elif np.isnan(gaps[i]):
+                note(i, shown, value, f"{shown} not a number", f"{shown} {str(value)!r} is not a number of eV")
+        for i in np.flatnonzero(np.isfinite(gaps) | np.isinf(gaps)).tolist():
+            try:
+                check_band_gap(gaps[i])
+            except ValueError as exc:
+                kind = "negative" if gaps[i] < 0 else "infinite" if np.isinf(gaps[i]) else "implausible"
+                note(i, shown, raw.iloc[i], f"{kind} {shown}", str(exc).replace("band gap", shown, 1))
+    elif require_label:
+        raise PoolFileError(f"{source}: no {shown} column")
+    if PRED_BAND_GAP in frame.columns:
+        pred = _numbers(frame[PRED_BAND_GAP])
+        for i in np.flatnonzero(~np.isfinite(pred)).tolist():
+            note(i, PRED_BAND_GAP, frame[PRED_BAND_GAP].iloc[i], f"missing {PRED_BAND_GAP}",
+                 f"{PRED_BAND_GAP} is missing or not a number (featurize this crystal again)")  # fmt: skip
+        if check_std and PRED_BAND_GAP_STD in frame.columns:
+            std = _numbers(frame[PRED_BAND_GAP_STD])
+            for i in np.flatnonzero(~(np.isfinite(std) & (std > 0))).tolist():
+                note(i, PRED_BAND_GAP_STD, frame[PRED_BAND_GAP_STD].iloc[i], f"bad {PRED_BAND_GAP_STD}",
+                     f"{PRED_BAND_GAP_STD} is not a positive number")  # fmt: skip
+    return [found[i] for i in sorted(found)] if n else []
+
+
+def leave_out_rows(
+    frame: pd.DataFrame, rows: Sequence[LeftOutRow], numeric: Sequence[str], source: str, what: str
+) -> pd.DataFrame:
+    """``frame`` without the positions of ``rows`` (which :func:`invalid_rows` found), its
+    ``numeric`` columns as numbers. A table with no valid row is an error naming the first."""
+    if not rows:
+        return frame
+    if len(rows) >= len(frame):
+        r = rows[0]
+        raise PoolFileError(
+            f"{source}: none of its {len(frame)} {what} rows is valid ({left_out_summary(rows)}; "
+            f"first at {r.row}, id {r.id!r}: {r.reason})"
+        )
+    bad = {row_position(r.row) for r in rows}
+    kept = frame.iloc[[i for i in range(len(frame)) if i not in bad]].reset_index(drop=True).copy()
+    for col in numeric:
+        if col in kept.columns:
+            kept[col] = pd.to_numeric(kept[col], errors="coerce")
+    return kept
+
+
+def row_position(label: str) -> int:
+    """The 0-based data row of a :func:`~screening.io.tables.row_label` (``line 5`` -> 3, ``row 5`` -> 4)."""
+    kind, number = label.split()
+    return int(number) - (2 if kind == "line" else 1)
+
+
 @dataclass
 class BandGapPool:
     """A loaded pool: the candidates' frame, their PCA features, and the fitted reducer."""
@@ -121,6 +269,8 @@ class BandGapPool:
     source: str
     file_hash: str
     embedding: np.ndarray  # the full embeddings (n, d) the PCA features come from
+    left_out: list[LeftOutRow] = field(default_factory=list)  # invalid rows of the file, not candidates
+    n_rows: int = 0  # rows of the file, left-out ones included
 
     @property
     def ids(self) -> list[str]:
@@ -165,8 +315,14 @@ def pool_from_frame(
     source: str = "<frame>",
     require_band_gap: bool = True,
     max_formation_energy: float | None = None,
+    strict: bool = True,
+    shown_label: str = "band_gap",
 ) -> BandGapPool:
     """Validate a featurised frame and project its embeddings with PCA (fitted here unless given).
+
+    ``strict=False`` leaves invalid rows out instead (:func:`invalid_rows`; ``pool.left_out``
+    lists them, ``shown_label`` names the label column in their reasons); a frame with no valid
+    row is still an error.
 
     Rows with a missing, blank, padded, control-character or duplicate id (:func:`check_pool_ids`),
     non-finite embeddings or (when the gap is required) a missing band gap raise
@@ -192,6 +348,12 @@ def pool_from_frame(
             f"{source}: missing columns {missing + ([] if emb else ['emb_0...'])}; it has "
             f"{', '.join(present[:12]) or 'no other columns'}{' (and emb_*)' if emb else ''}{hint}"
         )
+    n_rows = len(frame)
+    left_out: list[LeftOutRow] = []
+    if not strict:
+        left_out = invalid_rows(frame.reset_index(drop=True), source, "pool", "band_gap", require_band_gap, shown_label)
+        numeric = [*emb, "band_gap", PRED_BAND_GAP, PRED_BAND_GAP_STD]
+        frame = leave_out_rows(frame.reset_index(drop=True), left_out, numeric, source, "pool")
     check_pool_ids(frame["id"], source)  # on the file's rows, before any filter renumbers them
     if max_formation_energy is not None:
         frame = keep_predicted_stable(frame, max_formation_energy, source)
@@ -219,7 +381,7 @@ def pool_from_frame(
     if reducer is None:
         reducer = PCAReducer(n_components=n_components).fit(E)
     features = reducer.transform(E)
-    return BandGapPool(frame, features, reducer, source, "", E)
+    return BandGapPool(frame, features, reducer, source, "", E, left_out, n_rows)
 
 
 def check_known_gaps(frame: pd.DataFrame, source: str) -> None:
@@ -291,16 +453,20 @@ def load_pool(
     require_band_gap: bool = True,
     max_formation_energy: float | None = None,
     label: str = "band_gap",
+    strict: bool = True,
 ) -> BandGapPool:
     """Read a featurised pool (Parquet, or CSV named .csv / .csv.gz) and project it (see :func:`pool_from_frame`).
 
     ``label`` names the column holding the oracle's band gaps (eV), e.g. ``target`` for labels
-    from a CGCNN ``id_prop.csv``; it is read as ``band_gap`` from here on.
+    from a CGCNN ``id_prop.csv``; it is read as ``band_gap`` from here on. ``strict=False``
+    leaves invalid rows out (``pool.left_out``) instead of refusing the file.
     """
     path = Path(path)
     frame = read_table(path, "pool", PoolFileError)
     frame = relabel(frame, label, str(path))
-    pool = pool_from_frame(frame, n_components, reducer, str(path), require_band_gap, max_formation_energy)
+    pool = pool_from_frame(
+        frame, n_components, reducer, str(path), require_band_gap, max_formation_energy, strict, shown_label=label
+    )
     pool.file_hash = file_sha256(path)
     return pool
 
@@ -359,7 +525,14 @@ class BandGapPoolObjective:
         return int(np.sum(np.abs(self.band_gaps - self.target) <= self.tolerance + 1e-12))
 
 
-def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap", same_quantity: bool = True):
+def load_known(
+    path: str | Path,
+    pool: BandGapPool,
+    label: str = "band_gap",
+    same_quantity: bool = True,
+    strict: bool = True,
+    left_out: list[LeftOutRow] | None = None,
+):
     """Known data for a pool: a featurised table (Parquet or CSV) of labelled crystals that are
     not candidates, as :class:`~screening.bo.neighbour_search.KnownData`.
 
@@ -370,6 +543,8 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap", sam
     leak the answer into the search).
 
     ``same_quantity`` False: ``label`` is another quantity than the campaign measures (``--known-label``).
+    ``strict=False`` leaves invalid rows out instead (:func:`invalid_rows`), appending them to
+    ``left_out``; a table with no valid row, and known crystals that are candidates, still refuse.
     """
     from screening.bo.neighbour_search import KnownData
 
@@ -391,6 +566,11 @@ def load_known(path: str | Path, pool: BandGapPool, label: str = "band_gap", sam
             "featurise both with the same model"
         )
     frame = frame.reset_index(drop=True)
+    if not strict:
+        bad = invalid_rows(frame, str(path), "known data", label, True, check_std="pred_band_gap" in frame.columns)
+        frame = leave_out_rows(frame, bad, [*emb, label, PRED_BAND_GAP, STD_COLUMN], str(path), "known-data")
+        if left_out is not None:
+            left_out.extend(bad)
     # The ids the pool accepts, so a padded ' mp-1 ' cannot pass the candidate check below.
     check_pool_ids(frame["id"], str(path), "known data")
     ids = frame["id"].astype(str)
