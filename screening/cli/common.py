@@ -67,7 +67,7 @@ TIE_BREAK_OPTION = typer.Option(
     None,
     "--tie-break",
     min=0.0,
-    metavar="F",
+    metavar="NUM",
     rich_help_panel=ADVANCED,
     show_default="0.01",
     help="Jitter on ties (std fraction)",

@@ -15,7 +15,7 @@ def featurize(
     source: Path = typer.Argument(..., metavar="SOURCE", help="Structure folder or file, or a table with a cif column"),
     output: Path = typer.Option(..., "-o", "--output", metavar="PATH", help="Table to write: .parquet or .csv"),
     model: str = typer.Option(
-        None, "--model", metavar="NAME", show_default="cgcnn_bandgap_128", help="Shipped model or weights file"
+        None, "--model", metavar="NAME", show_default="cgcnn_bandgap_128", help="Model name or weights file"
     ),
     workers: int = typer.Option(1, "--workers", metavar="N", help="Processes reading files (0: this one)"),
     atom_init: Path = typer.Option(
@@ -96,9 +96,7 @@ def _apply_graph_settings(net, radius: float | None, max_nbr: int | None) -> Non
 @app.command(cls=OneScreenCommand, short_help="Embeddings to principal components")
 def reduce(
     embeddings: Path = typer.Argument(..., metavar="EMBEDDINGS", help="Table written by `matscreen featurize`"),
-    output: Path = typer.Option(
-        ..., "-o", "--output", metavar="PATH", help="Table to write: its input plus pc_1 ... pc_k"
-    ),
+    output: Path = typer.Option(..., "-o", "--output", metavar="PATH", help="Input columns plus pc_1 ... pc_k"),
     n_components: int = typer.Option(3, "--n-components", "-k", metavar="K", help="Principal components to keep"),
     save_pca: Path = typer.Option(
         None,

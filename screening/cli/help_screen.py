@@ -135,7 +135,7 @@ def render_help(command: Any, ctx: Any, console: Console) -> None:
             if sub is not None and not sub.hidden
         ]
     for title, rows in sections.items():
-        table = Table.grid(padding=(0, 1), expand=True)
+        table = Table.grid(padding=(0, 2), expand=True)
         table.add_column(no_wrap=True, style="bold cyan")
         table.add_column(ratio=1, overflow="fold")
         for names, words in rows:

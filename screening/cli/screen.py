@@ -97,10 +97,10 @@ def screen(
     target: float = typer.Option(..., "--target", metavar="EV", help="Value to rank by distance to, eV"),
     tol: float = typer.Option(0.05, "--tol", metavar="EV", help="Rows within ± this get within_tol, eV"),
     output: Path = typer.Option(
-        Path("ranked.parquet"), "-o", "--output", metavar="PATH", help="Ranked table (a pool for search)"
+        Path("ranked.parquet"), "-o", "--output", metavar="PATH", help="Ranked table (a search pool)"
     ),
     model: str = typer.Option(
-        None, "--model", metavar="NAME", show_default="cgcnn_bandgap_128", help="Shipped model or weights file"
+        None, "--model", metavar="NAME", show_default="cgcnn_bandgap_128", help="Model name or weights file"
     ),
     workers: int = typer.Option(1, "--workers", metavar="N", help="Worker processes (0: this one)"),
     top: int = typer.Option(10, "--top", metavar="N", help="Best rows to print"),

@@ -84,7 +84,7 @@ def synth_run(
     rounds: int = typer.Option(8, "--rounds", metavar="N", help="Rounds of experiments"),
     batch: int = typer.Option(15, "--batch", metavar="N", help="Conditions per round"),
     lab: str = typer.Option("virtual", "--lab", metavar="NAME", help="virtual (simulated) or csv (reactor files)"),
-    method: str = typer.Option("bo+dnn", "--method", metavar="NAME", help="bo+dnn, bo or random"),
+    method: str = typer.Option("bo+dnn", "--method", metavar="NAME", help="bo+dnn (optimiser + network), bo or random"),
     target: Path = typer.Option(
         None, "--target", metavar="PATH", show_default="published", help="Target spectrum: CSV (nm, absorbance)"
     ),
@@ -107,7 +107,7 @@ def synth_run(
         "paper", "--box", metavar="NAME", rich_help_panel=ADVANCED, help="Start ranges: paper (narrow) or full"
     ),
     expand: bool = typer.Option(
-        True, "--expand/--no-expand", rich_help_panel=ADVANCED, help="Widen a range when the best hits its edge"
+        True, "--expand/--no-expand", rich_help_panel=ADVANCED, help="Widen a range if the best is at its edge"
     ),
     replicates: int = typer.Option(
         21, "--replicates", metavar="N", rich_help_panel=ADVANCED, help="Droplets per condition (simulated)"
