@@ -168,8 +168,8 @@ def test_everyday_options_first_the_rest_under_advanced(path: tuple[str, ...]) -
 def test_flags_print_as_flags() -> None:
     text = _help_at_80(("search",))
     assert "--label-match/" in text and "--no-label-match" in text
-    assert re.search(r"--pred-feature +Network", text)  # a lone flag: no placeholder after it
     assert "--pool PATH" in text and "--target EV" in text
+    assert re.search(r"--no-cache +Compute", _help_at_80(("featurize",)))  # a lone flag: no placeholder
 
 
 def _doc_sections() -> dict[str, str]:

@@ -43,7 +43,6 @@ RESUME_OPTION_NAMES = {
     "known_label": "--known-label",
     "max_formation_energy": "--max-formation-energy",
     "n_components": "--pca-components",
-    "pred_as_feature": "--pred-feature",
 }
 
 
@@ -108,12 +107,6 @@ def search(
         show_default=False,
         help="Network's gap as GP prior (on for gp)",
     ),
-    fixed_prior_slope: bool = typer.Option(
-        False, "--fixed-prior-slope", rich_help_panel=ADVANCED, help="With --prior-mean: fit the offset only"
-    ),
-    pred_feature: bool = typer.Option(
-        False, "--pred-feature", rich_help_panel=ADVANCED, help="Network's gap as one more GP input"
-    ),
     neighbours: int = NEIGHBOURS_OPTION,
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,
@@ -154,14 +147,13 @@ def search(
         beta,
         prior_mean,
         n_init,
-        fixed_prior_slope,
-        surrogate,
-        neighbours,
-        neighbour_components,
-        min_labelled,
-        label_match,
-        tie_break,
-        network_std,
+        surrogate=surrogate,
+        neighbours=neighbours,
+        neighbour_components=neighbour_components,
+        min_labelled=min_labelled,
+        label_match=label_match,
+        tie_break=tie_break,
+        network_std=network_std,
     )
     if (out / STORE_NAME).exists():
         with CampaignStore.open(out / STORE_NAME) as store:
@@ -175,7 +167,6 @@ def search(
             "known_label": known_label,
             "max_formation_energy": max_formation_energy,
             "n_components": pca_components,
-            "pred_as_feature": pred_feature or None,
         }
         given.update({k: v for k, v in optional.items() if v is not None})
         question = resume_differences(stored, given, RESUME_OPTION_NAMES)
@@ -228,7 +219,6 @@ def search(
                 batch,
                 StopRules(budget=budget, stop_on_hit=until != "budget"),
                 pca_components,
-                pred_as_feature=pred_feature,
                 known_path=known,
                 known_label=known_label,
                 max_formation_energy=max_formation_energy,
