@@ -13,9 +13,9 @@ import os
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from screening import __version__
+from screening.cli.help_screen import OneScreenGroup
 from screening.errors import MatscreenError
 
 EXIT_ERROR = 1
@@ -47,7 +47,7 @@ def _debug_requested(ctx: Any) -> bool:
     return bool(root.params.get("debug")) or os.environ.get("MATSCREEN_DEBUG", "") not in ("", "0")
 
 
-class ErrorBoundaryGroup(TyperGroup):
+class ErrorBoundaryGroup(OneScreenGroup):
     """A command group that turns errors raised by any sub-command into one readable line."""
 
     def invoke(self, ctx: Any) -> Any:
