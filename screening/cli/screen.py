@@ -24,12 +24,16 @@ def fetch_mp(
     max_sites: int = typer.Option(None, "--max-sites", metavar="N", help="Largest cell to download, sites"),
     ids: list[str] = typer.Option(None, "--ids", metavar="ID,ID", help="These ids instead of a search: mp-149,mp-2534"),
     ids_file: Path = typer.Option(None, "--ids-file", metavar="PATH", help="Text file of ids instead of a search"),
+    api_key_file: Path = typer.Option(
+        None, "--api-key-file", metavar="PATH", show_default="$MP_API_KEY", help="File holding the API key"
+    ),
     api_key: str = typer.Option(
         None,
         "--api-key",
         metavar="KEY",
-        show_default="$MP_API_KEY",
-        help="API key, never stored",
+        show_default=False,
+        rich_help_panel=ADVANCED,
+        help="The key itself: other users see it in ps",
     ),
     fields: list[str] = typer.Option(
         None, "--field", metavar="NAME", rich_help_panel=ADVANCED, help="Another summary field to store (repeat)"
@@ -57,12 +61,19 @@ def fetch_mp(
     )
 
     secrets: list[str] = [api_key or "", os.environ.get("MP_API_KEY", "")]
+    if api_key:
+        typer.secho(
+            "warning: --api-key shows the key to every user of this machine (process list, shell history); "
+            "set MP_API_KEY or use --api-key-file",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     try:
         listed = [i for item in (ids or []) for i in item.replace(",", " ").split()]
         if ids_file is not None:
             listed += read_ids_file(ids_file)
         material_ids = listed if (ids or ids_file is not None) else None
-        factory = MPClientFactory(resolve_api_key(api_key))
+        factory = MPClientFactory(resolve_api_key(api_key, api_key_file=api_key_file))
         els = [e for item in (elements or []) for e in item.replace(",", " ").split()]
         summary = fetch_materials_project(
             factory,
