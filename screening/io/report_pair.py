@@ -84,7 +84,7 @@ def recorded_report(output: str | Path) -> tuple[Path, str] | None:
         else:
             import pyarrow.parquet as pq
 
-            raw = (pq.read_schema(output).metadata or {}).get(STAMP_KEY.encode())
+            raw = (pq.read_metadata(output).metadata or {}).get(STAMP_KEY.encode())
             if raw is None:
                 return None
             value = json.loads(raw)
