@@ -15,8 +15,8 @@ cell (numbers are never touched):
 3. a cell that then starts with ``=``, ``+``, ``-``, ``@`` (a spreadsheet formula) or with ``'``
    gets one ``'`` in front, unless it is a plain number (``-1.5`` stays ``-1.5``).
 
-Decoding drops one leading ``'`` and reads the escapes back. The mapping is a bijection: ``=x``
-is written ``'=x``, ``'=x`` is written ``''=x``, and each reads back as itself.
+Decoding drops that one leading ``'`` and reads the escapes back. The mapping is a bijection:
+``=x`` is written ``'=x``, ``'=x`` is written ``''=x``, and each reads back as itself.
 
 Kept outside ``screening.io`` (whose readers import pymatgen) so that `campaign ask` stays fast.
 """
@@ -66,10 +66,15 @@ def encode_cell(value: Any) -> Any:
 
 
 def decode_cell(value: Any) -> Any:
-    """The value :func:`encode_cell` was given (``'=A`` is ``=A``, ``''=A`` is ``'=A``); non-text as given."""
+    """The value :func:`encode_cell` was given (``'=A`` is ``=A``, ``''=A`` is ``'=A``); non-text as given.
+
+    A leading ``'`` is dropped only before what the encoder protects (a formula prefix or another
+    ``'``): ``'x``, which the encoder never writes, stays ``'x`` when a person types it."""
     if not isinstance(value, str):
         return value
-    return unescape_control(value[1:] if value.startswith(QUOTE) else value)
+    if value.startswith(QUOTE) and value[1:].startswith((QUOTE, *FORMULA_PREFIXES)):
+        value = value[1:]
+    return unescape_control(value)
 
 
 # The names the ask-file code has always used.

@@ -386,6 +386,9 @@ class _ChunkTable:
         self.write = write
         self.metadata: dict[bytes, bytes] = {}
 
+    def __call__(self, frame: pd.DataFrame) -> None:
+        self.write(frame)
+
 
 @contextmanager
 def _chunk_table_writer(tmp: Path, output: Path) -> Iterator[_ChunkTable]:

@@ -155,6 +155,7 @@ def test_the_cell_encoding_is_a_bijection(text: str) -> None:
 def test_distinct_ids_stay_distinct_after_encoding() -> None:
     assert len({encode_cell(i) for i in HOSTILE}) == len(HOSTILE)
     assert encode_cell("=x") != encode_cell("'=x") and encode_cell("\r") != encode_cell("\\r")
+    assert decode_cell("'x") == "'x"  # never written by the encoder: a typed apostrophe stays
 
 
 def _nacl() -> dict:
