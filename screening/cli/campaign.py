@@ -205,9 +205,7 @@ def campaign_ask(
 @campaign_app.command("tell", cls=OneScreenCommand, short_help="Record measured results")
 def campaign_tell(
     directory: Path = DIR_ARGUMENT,
-    results: Path = typer.Argument(
-        ..., metavar="RESULTS", help="CSV: the ask file with band_gap_eV filled in (or id, band_gap); or inputs, y"
-    ),
+    results: Path = typer.Argument(..., metavar="RESULTS", help="The ask file, band_gap_eV filled in; or inputs and y"),
     allow_objective: list[str] = typer.Option(None, "--allow-objective", metavar="CLASS", help=ALLOW_HELP),
 ) -> None:
     """Record results; a malformed file, unknown point, impossible value or NaN changes nothing.
