@@ -183,12 +183,19 @@ def campaign_ask(
     again.
 
     Options in full: docs/options.md#campaign-ask"""
-    from screening.objectives.bandgap.campaign_dir import ask_into_file, map_line, open_campaign_dir
+    from screening.objectives.bandgap.campaign_dir import (
+        ASK_ERROR_COLUMN,
+        ASK_RESULT_COLUMN,
+        ask_into_file,
+        map_line,
+        open_campaign_dir,
+    )
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
     frame, out = ask_into_file(cd, out, n, fresh)
     show_notices(cd.campaign)
-    typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    shown = frame.drop(columns=[ASK_RESULT_COLUMN, ASK_ERROR_COLUMN], errors="ignore")  # empty: the lab's to fill
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     words, _ = map_line(cd)
     if words:
         typer.echo(f"learned map: {words}")
@@ -198,7 +205,7 @@ def campaign_ask(
 @campaign_app.command("tell", cls=OneScreenCommand, short_help="Record measured results")
 def campaign_tell(
     directory: Path = DIR_ARGUMENT,
-    results: Path = typer.Argument(..., metavar="RESULTS", help="CSV: id, band_gap (eV)[, error]; or inputs, y"),
+    results: Path = typer.Argument(..., metavar="RESULTS", help="The ask file, band_gap_eV filled in; or inputs and y"),
     allow_objective: list[str] = typer.Option(None, "--allow-objective", metavar="CLASS", help=ALLOW_HELP),
 ) -> None:
     """Record results; a malformed file, unknown point, impossible value or NaN changes nothing.
@@ -218,8 +225,20 @@ def campaign_tell(
         parts.append(f"{len(outcome.prior)} not asked, recorded as prior: {', '.join(outcome.prior[:5])}")
     if outcome.already_recorded:
         parts.append(f"{len(outcome.already_recorded)} already recorded with these values (skipped)")
-    best = info["best_loss"]
-    typer.echo("; ".join(parts) + f"; best loss {'none yet' if best is None else f'{best:.4g}'}; hit: {info['hit']}")
+    parts.append(best_line(info, cd.pool is not None))
+    parts.append(f"hit: {'yes' if info['hit'] else 'no'}")
+    typer.echo("; ".join(parts))
+
+
+def best_line(info: dict, band_gap: bool) -> str:
+    """The best result so far in a scientist's words: ``best |gap − target| 0.040 eV (mp-123, 2.574 eV)``
+    for a band-gap campaign (to 1 meV), ``best loss 0.0123 (…)`` for another objective."""
+    best, point = info["best_loss"], info["best_point"]
+    if best is None:
+        return "no result yet"
+    if band_gap:
+        return f"best |gap − target| {best:.3f} eV ({point}, {info['best_y']:.3f} eV)"
+    return f"best loss {best:.4g} ({point})"
 
 
 @campaign_app.command("status", cls=OneScreenCommand, short_help="Print where the campaign stands")
@@ -280,11 +299,16 @@ def campaign_run(
     from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_report
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
+    band_gap = cd.pool is not None
 
     def show(ev, loss, hit):
-        typer.echo(
-            f"{ev.point!s:<30} loss {loss if loss is not None else 'failed: ' + str(ev.error)}{'  HIT' if hit else ''}"
-        )
+        if loss is None:
+            said = f"failed: {ev.error}"
+        elif band_gap:
+            said = f"gap {ev.y:.3f} eV  |gap − target| {loss:.3f} eV"
+        else:
+            said = f"loss {loss:.6g}"
+        typer.echo(f"{ev.point!s:<30} {said}{'  HIT' if hit else ''}")
 
     cd.campaign.run(budget=budget, on_evaluation=show)
     show_notices(cd.campaign)

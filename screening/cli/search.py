@@ -278,7 +278,7 @@ def search(
             mark = "  [bold green]HIT[/]" if hit else ""
             progress.console.print(
                 f"{n:4d}  {ev.point:<{width}} {str(names.get(ev.point, '')):<14} gap {ev.y:7.3f} eV"
-                f"  |Δ| {loss:.3f}  best {best[0]:.3f}{mark}"
+                f"  |Δ| {loss:.3f} eV  best {best[0]:.3f} eV{mark}"
             )
             progress.update(task, description=f"best |Δ| {best[0]:.3f} eV")
 
