@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import featurised_mp, latency_known, resampled_pool  # noqa: E402
@@ -58,9 +59,15 @@ def cli_times(test, known_frame, n: int, workdir: Path) -> dict:
     rng = np.random.default_rng(0)
     pick = rng.integers(0, len(test), n)
     cols = emb_cols(test)
-    pool = test.iloc[pick][["pred_band_gap", "pred_band_gap_std"]].reset_index(drop=True)
     emb = test[cols].to_numpy(np.float32)[pick] + rng.normal(0, 0.02, (n, len(cols))).astype(np.float32)
-    pool = pool.assign(id=[f"c{i}" for i in range(n)], **{c: emb[:, j] for j, c in enumerate(cols)})
+    pool = pd.concat(
+        [
+            pd.DataFrame({"id": [f"c{i}" for i in range(n)]}),
+            test.iloc[pick][["pred_band_gap", "pred_band_gap_std"]].reset_index(drop=True),
+            pd.DataFrame(emb, columns=cols),
+        ],
+        axis=1,
+    )
     pool.to_parquet(workdir / "pool.parquet")
     known_frame[["id", "band_gap", "pred_band_gap", "pred_band_gap_std", *cols]].to_parquet(workdir / "known.parquet")
     env = {

@@ -161,13 +161,14 @@ def nearest_np(
     reloaded model never imports torch."""
     k_eff = min(k, points.shape[0])
     n = queries.shape[0]
-    if chunk is None:
-        chunk = int(min(max(2**22 // max(points.shape[0], 1), 16), 2**20))
+    large = n * points.shape[0] >= TORCH_DISTANCES
+    if chunk is None:  # torch's one buffer per block can be 4x numpy's three (128 MB)
+        chunk = int(min(max((2**24 if large else 2**22) // max(points.shape[0], 1), 16), 2**20))
     dists = np.empty((n, k_eff), dtype=np.float64)
     idxs = np.empty((n, k_eff), dtype=np.int64)
     if k_eff == 0:
         return dists, idxs
-    if n * points.shape[0] >= TORCH_DISTANCES:
+    if large:
         blocks = _blocks_torch(queries, points, k_eff, chunk)
     else:
         blocks = _blocks_np(queries, points, k_eff, chunk)
