@@ -200,3 +200,27 @@ def test_malformed_results_csv_names_file_and_line(tmp_path):
     with pytest.raises(RecordError) as err:
         read_droplet_spectra_csv(tmp_path / "bad.csv")
     assert "line 3" in str(err.value) and "500 nm" in str(err.value) and "bad.csv" in str(err.value)
+
+
+def test_the_best_spectrum_plot_draws_and_names_every_curve(tmp_path, monkeypatch) -> None:
+    """The legend names each curve drawn, and the absolute absorbance is visible even where it lies
+    on the scaled curve (it used to be named in the axis label but hidden under it)."""
+    import numpy as np
+
+    from screening.objectives.synthesis import plots
+
+    seen = {}
+
+    def keep(fig, path, dpi=120):
+        seen["fig"] = fig
+
+    monkeypatch.setattr(plots, "save_figure_atomic", keep)
+    n = len(plots.WAVELENGTHS_NM)
+    spectrum = np.linspace(0.0, 1.0, n) ** 2  # minimum 0: the two curves coincide
+    plots.plot_spectrum_vs_target(spectrum, spectrum[::-1], tmp_path / "b.png", label="best")
+    ax, ax2 = seen["fig"].axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["best (min-max)", "target (min-max)", "best (absorbance, right axis)"]
+    (absolute,) = ax2.get_lines()
+    assert absolute.get_linestyle() == ":" and absolute.get_zorder() > ax.get_lines()[0].get_zorder()
+    assert "red" not in ax2.get_ylabel()

@@ -74,10 +74,15 @@ def plot_spectrum_vs_target(
     ax.plot(WAVELENGTHS_NM, minmax(target), color="black", ls="--", lw=2, label="target (min-max)")
     ax.set_xlabel("wavelength (nm)")
     ax.set_ylabel("scaled absorbance")
+    # The measured absorbance on its own axis: dotted and drawn on top, because when the spectrum's
+    # minimum is near 0 it lies exactly on the scaled curve and a solid line there was invisible.
     ax2 = ax.twinx()
-    ax2.plot(WAVELENGTHS_NM, spectrum, color="tab:red", lw=0.8, alpha=0.6)
-    ax2.set_ylabel("absorbance (red)")
-    ax.legend(loc="upper left", fontsize=8)
+    (absolute,) = ax2.plot(
+        WAVELENGTHS_NM, spectrum, color="tab:red", ls=":", lw=1.5, zorder=3, label=f"{label} (absorbance, right axis)"
+    )
+    ax2.set_ylabel("absorbance")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend([*handles, absolute], [*labels, absolute.get_label()], loc="upper left", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     save_figure_atomic(fig, path, dpi=120)
