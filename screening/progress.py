@@ -1,33 +1,171 @@
-"""The progress bar every long job shows (featurize, screen, fetch-mp).
+"""The progress every long job shows (featurize, screen, fetch-mp), on a terminal or in a log.
 
-A context manager that yields ``advance(n)``, so the computing code only counts and the bar
-(rich) stays in this one shell-side place; disabled, it costs nothing and prints nothing.
+A context manager that yields ``advance(n)``, so the computing code only counts and the display
+stays in this one shell-side place. On a terminal (stderr is a TTY) it is a bar whose time columns
+say what they are::
+
+    screening (local, 1 worker) ━━━━━━━━━━━━╸━━━━━━━ 1200/2000 elapsed 0:00:14 ETA 0:00:09
+
+In a log (stderr redirected, where a bar would appear only at the end) it prints a plain line
+every ``interval`` seconds (default 15) and one at the end::
+
+    screening (local, 1 worker): 1,200 / 2,000 records (60%), 85 records/s, elapsed 14 s, ETA 9 s
+
+The rate is that of this run (work found done when it started does not count). Counts are
+exact: ``set_total`` corrects a total that was an estimate, and a count past the total raises
+the total. Disabled, it costs nothing and prints nothing. Everything goes to stderr, so stdout
+keeps only a command's results.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
+
+LOG_INTERVAL_S = 15.0
+
+
+def format_duration(seconds: float) -> str:
+    """``9 s``, ``2 min 05 s``, ``1 h 02 min``: a duration as a person reads it in a log."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 worker``, ``2 workers``, ``1,200 records``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def progress_line(
+    description: str, done: int, total: int | None, unit: str, rate: float | None, elapsed_s: float
+) -> str:
+    """One log line: done / total, percentage, rate, elapsed and ETA, each labelled (pure)."""
+    parts = [f"{done:,} / {total:,} {unit} ({100 * done / total:.0f}%)" if total else f"{done:,} {unit}"]
+    if rate is not None and rate > 0:
+        parts.append(f"{rate:,.1f} {unit}/s" if rate < 10 else f"{rate:,.0f} {unit}/s")
+    parts.append(f"elapsed {format_duration(elapsed_s)}")
+    if total and done < total:
+        parts.append(f"ETA {format_duration((total - done) / rate)}" if rate else "ETA unknown")
+    return f"{description}: {', '.join(parts)}"
+
+
+class ProgressCounter:
+    """``advance(n)``: n more items done; ``set_total(n)``: the exact total, once it is known."""
+
+    def __init__(
+        self,
+        total: int | None,
+        completed: int,
+        on_change: Callable[[ProgressCounter], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total, self.done, self.completed_at_start = total, completed, completed
+        self._on_change, self._clock = on_change, clock
+        self.started = clock()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.total is not None and self.done > self.total:
+            self.total = self.done  # the source held more than it counted
+        self._on_change(self)
+
+    def set_total(self, total: int) -> None:
+        self.total = max(total, self.done)
+        self._on_change(self)
+
+    @property
+    def elapsed_s(self) -> float:
+        return self._clock() - self.started
+
+    @property
+    def rate(self) -> float | None:
+        """Items per second done by this run."""
+        elapsed = self.elapsed_s
+        new = self.done - self.completed_at_start
+        return new / elapsed if elapsed > 0 and new > 0 else None
 
 
 class progress_bar:
-    """``with progress_bar(total, "featurizing") as advance: ... advance(k)``."""
+    """``with progress_bar(total, "featurizing") as advance: ... advance(k)``.
 
-    def __init__(self, total: int | None, description: str, enabled: bool = True, completed: int = 0) -> None:
+    ``unit`` names what is counted (records, batches) in the log lines; ``stream`` (default
+    stderr) and ``clock`` exist for tests.
+    """
+
+    def __init__(
+        self,
+        total: int | None,
+        description: str,
+        enabled: bool = True,
+        completed: int = 0,
+        unit: str = "records",
+        interval: float = LOG_INTERVAL_S,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total, self.description, self.enabled, self.completed = total, description, enabled, completed
+        self.unit, self.interval, self.stream, self.clock = unit, interval, stream, clock
 
-    def __enter__(self) -> Callable[[int], None]:
+    def __enter__(self) -> ProgressCounter:
         if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+            return ProgressCounter(self.total, self.completed, lambda c: None, self.clock)
+        stream = self.stream if self.stream is not None else sys.stderr
+        self._stream = stream
+        self._bar: Any = None
+        isatty = getattr(stream, "isatty", None)
+        if isatty is not None and isatty():
+            return self._start_bar(stream)
+        self._last_line = self.clock()
+        self._counter = ProgressCounter(self.total, self.completed, self._log_if_due, self.clock)
+        return self._counter
+
+    def _start_bar(self, stream: TextIO) -> ProgressCounter:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
         self._bar = Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            "elapsed",
+            TimeElapsedColumn(),
+            "ETA",
+            TimeRemainingColumn(),
+            console=Console(file=stream),
         )
         self._bar.start()
         task = self._bar.add_task(self.description, total=self.total or None, completed=self.completed)
-        return lambda n: self._bar.advance(task, n)
+
+        def show(counter: ProgressCounter) -> None:
+            self._bar.update(task, completed=counter.done, total=counter.total or None)
+
+        self._counter = ProgressCounter(self.total, self.completed, show, self.clock)
+        return self._counter
+
+    def _log_if_due(self, counter: ProgressCounter) -> None:
+        now = self.clock()
+        if now - self._last_line >= self.interval:
+            self._last_line = now
+            self._write_line(counter)
+
+    def _write_line(self, counter: ProgressCounter) -> None:
+        line = progress_line(self.description, counter.done, counter.total, self.unit, counter.rate, counter.elapsed_s)
+        self._stream.write(line + "\n")
+        self._stream.flush()
 
     def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self._bar is not None:
             self._bar.stop()
+        else:
+            self._write_line(self._counter)
+
+
+__all__ = ["LOG_INTERVAL_S", "ProgressCounter", "format_duration", "plural", "progress_bar", "progress_line"]

@@ -21,6 +21,7 @@ from screening.io.sources import iter_records
 from screening.models.cgcnn import CGCNNConfig, init_model, load_model, save_model
 from screening.screen.run import (
     ScreenError,
+    chunk_errors_path,
     chunk_path,
     rank_chunks,
     screen_database,
@@ -85,24 +86,22 @@ def _rec(k: int) -> StructureRecord:
     return StructureRecord(record_id=f"r{k}", source="s", text="x")
 
 
-def test_chunks_are_numbered_by_position_and_carry_their_errors() -> None:
+def test_chunks_are_ranges_of_stream_items_and_read_past_saved_ranges() -> None:
     err = lambda k: RecordError(f"e{k}", "bad", "s")  # noqa: E731
     items = [_rec(0), err(0), _rec(1), _rec(2), err(1), _rec(3), _rec(4), err(2)]
     stats: dict[str, int] = {}
-    chunks = list(split_into_chunks(items, 2, stats=stats))
-    assert [c.index for c in chunks] == [0, 1, 2]
+    chunks = list(split_into_chunks(items, 3, stats=stats))
+    assert [(c.index, c.start, c.end) for c in chunks] == [(0, 0, 3), (1, 3, 6), (2, 6, 8)]
     assert [[r.record_id for r in c.records] for c in chunks] == [["r0", "r1"], ["r2", "r3"], ["r4"]]
     assert [[e.record_id for e in c.errors] for c in chunks] == [["e0"], ["e1"], ["e2"]]
-    assert stats["n_chunks"] == 3
+    assert stats == {"n_items": 8, "n_chunks": 3}
 
-    skipped = list(split_into_chunks(items, 2, skip={0, 2}, stats=stats))
-    assert [c.index for c in skipped] == [1] and [r.record_id for r in skipped[0].records] == ["r2", "r3"]
-    assert stats["n_chunks"] == 3
+    # ranges saved by a run with other chunk sizes are read past; a new chunk never reaches into one
+    resumed = list(split_into_chunks(items, 3, done=[(4, 5), (0, 2)], stats=stats))
+    assert [(c.index, c.start, c.end) for c in resumed] == [(1, 2, 4), (3, 5, 8)]
+    assert [r.record_id for r in resumed[0].records] == ["r1", "r2"] and resumed[1].errors[0].record_id == "e2"
+    assert stats == {"n_items": 8, "n_chunks": 4}
 
-    trailing = list(split_into_chunks(items[:3] + [err(9)], 2, stats=stats))  # errors after the last full chunk
-    assert (
-        [c.index for c in trailing] == [0, 1] and trailing[1].records == [] and trailing[1].errors[0].record_id == "e9"
-    )
     assert list(split_into_chunks([], 3, stats=stats)) == [] and stats["n_chunks"] == 0
     with pytest.raises(ScreenError):
         list(split_into_chunks(items, 0))
@@ -143,21 +142,24 @@ def test_interrupted_run_resumes_from_the_last_finished_chunk(
     out = tmp_path / "ranked.parquet"
     target = _target(reference)
     first_run: list[int] = []
+    ranges: list[tuple[int, int]] = []
 
     def stop_after_three(result) -> None:
         first_run.append(result.index)
+        ranges.append((result.start, result.end))
         if len(first_run) == 3:
             raise KeyboardInterrupt("simulated interruption after chunk 3")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"3 chunks \(24 records\) saved in"):
         screen_database(
             db, target, 0.05, small_model, out, chunk_size=8, workers=0, progress=False, on_chunk_done=stop_after_three
         )
     work = work_dir_for(out)
     manifest = json.loads((work / "manifest.json").read_text())
-    assert sorted(int(k) for k in manifest["chunks"]) == first_run == [0, 1, 2]
+    assert sorted(manifest["chunks"]) == ["0-8", "16-24", "8-16"] and first_run == [0, 1, 2]
+    assert ranges == [(0, 8), (8, 16), (16, 24)]
     assert not manifest["complete"] and not out.exists()
-    stamps = {k: chunk_path(work, k).stat().st_mtime_ns for k in first_run}
+    stamps = {r: chunk_path(work, *r).stat().st_mtime_ns for r in ranges}
 
     second_run: list[int] = []
     s = screen_database(
@@ -173,7 +175,7 @@ def test_interrupted_run_resumes_from_the_last_finished_chunk(
     )
     assert second_run == s.chunks_computed == [3, 4, 5, 6, 7]  # nothing redone
     assert s.chunks_reused == 3
-    assert {k: chunk_path(work, k).stat().st_mtime_ns for k in first_run} == stamps  # files untouched
+    assert {r: chunk_path(work, *r).stat().st_mtime_ns for r in ranges} == stamps  # files untouched
     resumed = pd.read_parquet(out)
     assert resumed["id"].is_unique and len(resumed) == N_GOOD and s.errors == 1  # nothing duplicated
 
@@ -188,14 +190,48 @@ def test_chunks_committed_but_not_recorded_are_adopted(tmp_path: Path, db: Path,
     screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
     manifest_path = work_dir_for(out) / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    del manifest["chunks"]["2"]  # the driver died after the worker committed chunk 2
+    del manifest["chunks"]["32-48"]  # the driver died after the worker committed chunk 2
     manifest["complete"] = False
     manifest_path.write_text(json.dumps(manifest))
     s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
     assert s.chunks_computed == [] and s.rows == N_GOOD
-    chunk_path(work_dir_for(out), 1).unlink()  # a chunk deleted by hand is computed again
+    chunk_path(work_dir_for(out), 16, 32).unlink()  # a chunk deleted by hand is computed again
     s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
     assert s.chunks_computed == [1] and s.rows == N_GOOD and pd.read_parquet(out)["id"].is_unique
+
+
+def test_a_resumed_run_may_cut_chunks_of_another_size(
+    tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame
+) -> None:
+    """Chunks are stream ranges, so a run with other sizes fills the gaps and skips what is saved."""
+    out = tmp_path / "ranked.parquet"
+    s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=8, workers=0, progress=False)
+    assert s.chunks_total == 8
+    work = work_dir_for(out)
+    for gap in [(8, 16), (40, 48), (56, 61)]:  # lost, as if a run with --chunk-size 8 had stopped
+        chunk_path(work, *gap).unlink()
+        chunk_errors_path(work, *gap).unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in work.glob("chunk-*.parquet")}
+    computed: list[tuple[int, int]] = []
+    s = screen_database(
+        db,
+        1.0,
+        0.05,
+        small_model,
+        out,
+        chunk_size=5,
+        workers=0,
+        progress=False,
+        on_chunk_done=lambda r: computed.append((r.start, r.end)),
+    )
+    assert computed == [(8, 13), (13, 16), (40, 45), (45, 48), (56, 61)]
+    assert s.chunks_reused == 5 and s.chunks_total == 10
+    assert {p.name: p.stat().st_mtime_ns for p in work.glob("chunk-*.parquet") if p.name in kept} == kept
+    ranked = pd.read_parquet(out)
+    assert ranked["id"].is_unique and set(ranked["id"]) == set(reference.index) and s.errors == 1
+    straight = screen_database(db, 1.0, 0.05, small_model, tmp_path / "straight.parquet", workers=0, progress=False)
+    assert straight.chunks_total == 1  # adaptive sizes: 61 records fit in the first chunk
+    pd.testing.assert_frame_equal(ranked, pd.read_parquet(straight.output))
 
 
 def test_new_target_only_reranks(tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame) -> None:
@@ -211,8 +247,6 @@ def test_new_target_only_reranks(tmp_path: Path, db: Path, small_model: Path, re
 def test_a_work_folder_of_another_run_is_refused(tmp_path: Path, db: Path, small_model: Path) -> None:
     out = tmp_path / "ranked.parquet"
     screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
-    with pytest.raises(ScreenError, match="another run.*chunk_size"):
-        screen_database(db, 1.0, 0.05, small_model, out, chunk_size=8, workers=0, progress=False)
     other_model = tmp_path / "other.safetensors"
     save_model(
         init_model(CGCNNConfig(h_fea_len=16, atom_fea_len=16, n_conv=2), element_property_table(), seed=7), other_model
@@ -355,7 +389,7 @@ def test_cli_screen(tmp_path: Path, db: Path, small_model: Path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
-    assert f"{N_GOOD} ranked rows" in res.output and "1 errors" in res.output
+    assert f"{N_GOOD} ranked rows" in res.output and "1 error in" in res.output and "4 chunks computed" in res.output
     assert len(pd.read_parquet(out)) == N_GOOD
     res = CliRunner().invoke(
         app,

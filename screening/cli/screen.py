@@ -10,6 +10,8 @@ import typer
 
 from screening.cli.app import app
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a job stopped by Ctrl-C
+
 
 @app.command("fetch-mp")
 def fetch_mp(
@@ -120,10 +122,11 @@ def screen(
         "workers than chunks leave some idle (see --chunk-size).",
     ),
     chunk_size: int = typer.Option(
-        2048,
+        None,
         "--chunk-size",
-        help="Records per chunk: each worker takes one chunk at a time, and a stopped run restarts after the last "
-        "finished chunk.",
+        help="Records per chunk, the unit a worker takes and a stopped run keeps (default: about 30 s of work "
+        "each, at most 2048).",
+        show_default=False,
     ),
     batch_size: int = typer.Option(256, "--batch-size", help="Crystals per network call."),
     output: Path = typer.Option(
@@ -137,28 +140,40 @@ def screen(
         "this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
     ),
 ) -> None:
-    """Screen a whole database in resumable chunks and rank it by distance to TARGET."""
+    """Screen a whole database in resumable chunks and rank it by distance to TARGET.
+
+    Ctrl-C (or SIGTERM) stops within seconds, says how many chunks are saved and exits with code
+    130 (143 for SIGTERM); the same command then resumes."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from screening.screen.run import screen_database
+    from screening.progress import plural
+    from screening.screen.run import ScreenInterrupted, screen_database
 
-    s = screen_database(
-        db,
-        target,
-        tol,
-        model,
-        output,
-        chunk_size=chunk_size,
-        engine=engine,
-        workers=workers,
-        address=address,
-        batch_size=batch_size,
-        max_formation_energy=max_formation_energy,
-    )
+    try:
+        s = screen_database(
+            db,
+            target,
+            tol,
+            model,
+            output,
+            chunk_size=chunk_size,
+            engine=engine,
+            workers=workers,
+            address=address,
+            batch_size=batch_size,
+            max_formation_energy=max_formation_energy,
+        )
+    except ScreenInterrupted as stop:
+        typer.echo(str(stop), err=True)
+        raise typer.Exit(code=stop.exit_code) from None
+    except KeyboardInterrupt:  # before the run had its work folder: nothing to report
+        typer.echo("interrupted before any chunk was saved", err=True)
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
     typer.echo(
-        f"{s.rows} ranked rows in {s.output}, {s.errors} errors in {s.errors_path}; {s.within_tol} within ±{tol} of {target}; "
-        f"{len(s.chunks_computed)} chunks computed, {s.chunks_reused} reused; {s.wall_s:.1f} s ({s.records_per_s:.1f} records/s)"
+        f"{plural(s.rows, 'ranked row')} in {s.output}, {plural(s.errors, 'error')} in {s.errors_path}; "
+        f"{s.within_tol} within ±{tol} of {target}; {plural(len(s.chunks_computed), 'chunk')} computed, "
+        f"{s.chunks_reused} reused; {s.wall_s:.1f} s ({s.records_per_s:.1f} records/s)"
         + (f"; {s.filtered_out} left out by --max-formation-energy" if max_formation_energy is not None else "")
     )
     if s.note:
