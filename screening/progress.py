@@ -7,7 +7,7 @@ say what they are::
     screening (local, 1 worker) ━━━━━━━━━━━━╸━━━━━━━ 1200/2000 elapsed 0:00:14 ETA 0:00:09
 
 In a log (stderr redirected, where a bar would appear only at the end) it prints a plain line
-every ``interval`` seconds (default 15) and one at the end::
+at the first count after each ``interval`` seconds (default 15) and one when the job is done::
 
     screening (local, 1 worker): 1,200 / 2,000 records (60%), 85 records/s, elapsed 14 s, ETA 9 s
 
@@ -122,6 +122,7 @@ class progress_bar:
         if isatty is not None and isatty():
             return self._start_bar(stream)
         self._last_line = self.clock()
+        self._last_text = ""
         self._counter = ProgressCounter(self.total, self.completed, self._log_if_due, self.clock)
         return self._counter
 
@@ -156,15 +157,17 @@ class progress_bar:
 
     def _write_line(self, counter: ProgressCounter) -> None:
         line = progress_line(self.description, counter.done, counter.total, self.unit, counter.rate, counter.elapsed_s)
-        self._stream.write(line + "\n")
-        self._stream.flush()
+        if line != self._last_text:  # the closing line repeats nothing already said
+            self._last_text = line
+            self._stream.write(line + "\n")
+            self._stream.flush()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: Any) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
             self._bar.stop()
-        else:
+        elif kind is None:  # a job that stopped says so itself, with what it saved
             self._write_line(self._counter)
 
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,15 +20,19 @@ from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
 from screening.atom_features import element_property_table
+from screening.cli import app
 from screening.errors import RecordError, StructureReadError
 from screening.featurize.featurizer import featurize_records
 from screening.io.records import StructureRecord
 from screening.io.sources import iter_records
 from screening.models.cgcnn import CGCNNConfig, init_model, load_model, save_model
+from screening.progress import progress_bar
 from screening.screen.run import (
+    ChunkSizer,
     ScreenError,
     chunk_errors_path,
     chunk_path,
+    progress_description,
     rank_chunks,
     screen_database,
     split_into_chunks,
@@ -515,3 +525,194 @@ def test_cli_screen_two_workers_one_chunk_prints_a_note(tmp_path: Path, db: Path
     res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "one.parquet")])
     assert res.exit_code == 0, res.output
     assert f"only 1 of 2 workers had work; --chunk-size {-(-(N_GOOD + 1) // 2)}" in res.output
+
+
+# --- interruption, chunk sizes, progress -----------------------------------------------------
+
+SLOW_CLI = """
+import sys, time
+import screening.screen.run as run
+
+_screen = run.screen_database
+
+
+def slow_screen(*args, **kwargs):
+    kwargs["on_chunk_done"] = lambda result: time.sleep(2.0)  # the run is still going when the signal comes
+    return _screen(*args, **kwargs)
+
+
+run.screen_database = slow_screen
+if __name__ == "__main__":
+    from screening.cli import main
+
+    sys.argv[0] = "matscreen"
+    main()
+"""
+
+INTERRUPTED = re.compile(
+    r"interrupted: (\d+) chunks? \(([\d,]+) of 61 records\) saved in (.+)/; re-run the same command to resume"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "workers", "code"), [(signal.SIGINT, 1, 130), (signal.SIGTERM, 0, 143)])
+def test_a_signal_says_what_is_saved_and_the_same_command_resumes(
+    tmp_path: Path, db: Path, small_model: Path, sig: int, workers: int, code: int, record_property
+) -> None:
+    """Ctrl-C (or SIGTERM) after the first saved chunk: one line naming the chunks saved, exit
+    130 (143), no traceback; the same command then computes only the chunks that were not saved."""
+    out = tmp_path / "ranked.parquet"
+    args = ["screen", str(db), "--target", "2.5", "--model", str(small_model), "--chunk-size", "8"]
+    args += ["--workers", str(workers), "--top", "0", "-o", str(out)]
+    script = tmp_path / "slow_cli.py"
+    script.write_text(SLOW_CLI)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    manifest = work_dir_for(out) / "manifest.json"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if manifest.exists() and json.loads(manifest.read_text())["chunks"]:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    sent = time.perf_counter()
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    record_property("signal_to_exit_s", round(time.perf_counter() - sent, 2))  # reported, not asserted
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    found = INTERRUPTED.search(err.strip().splitlines()[-1])
+    assert found is not None, err
+    saved = json.loads(manifest.read_text())["chunks"]
+    assert int(found.group(1)) == len(saved) >= 1 and not out.exists()
+    assert int(found.group(2).replace(",", "")) == sum(c["end"] - c["start"] for c in saved.values())
+    assert Path(found.group(3)) == work_dir_for(out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in work_dir_for(out).glob("chunk-*")}
+
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert f"{8 - len(saved)} chunks computed, {len(saved)} reused" in res.output
+    assert {p.name: p.stat().st_mtime_ns for p in work_dir_for(out).glob("chunk-*") if p.name in stamps} == stamps
+    ranked = pd.read_parquet(out)
+    assert ranked["id"].is_unique and len(ranked) == N_GOOD
+
+
+class RepeatedRecords:
+    """``n`` records cycling through a few generated crystals (each with its own id): a large,
+    cheap database for the chunk-size tests."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.cifs = [s.to(fmt="cif") for _, s, _ in generated_structures(12, seed=3)]
+        self.key = f"repeated|{n}"
+
+    def __iter__(self):
+        for k in range(self.n):
+            yield StructureRecord(record_id=f"rep-{k:05d}", source="memory", text=self.cifs[k % len(self.cifs)])
+
+    def count(self) -> int:
+        return self.n
+
+
+def test_chunk_sizes_follow_the_measured_rate() -> None:
+    """A 2,000-record stream at 20 records/s of worker time: a 64-record first chunk, then chunks
+    of about 30 s of work (600 records), growing at most fourfold per chunk."""
+    sizer = ChunkSizer(maximum=2048, target_s=30.0)
+    sizes = []
+    for chunk in split_into_chunks((_rec(k) for k in range(2000)), sizer):
+        sizes.append(chunk.end - chunk.start)
+        sizer.observe(chunk.n_items, chunk.n_items / 20.0)  # the measured rate: 20 records/s
+    assert sizes == [64, 256, 600, 600, 480]
+
+    fast = ChunkSizer(maximum=2048, target_s=30.0)
+    grown = []
+    for _ in range(5):
+        grown.append(fast.next_size())
+        fast.observe(grown[-1], grown[-1] / 1000.0)  # 1,000 records/s: capped at the maximum
+    assert grown == [64, 256, 1024, 2048, 2048]
+    fast.observe(1000, 100.0)  # the work got slower: chunks shrink at once
+    assert fast.next_size() < 2048
+
+    fixed = ChunkSizer.fixed(100)
+    fixed.observe(100, 1000.0)
+    assert [fixed.next_size() for _ in range(3)] == [100, 100, 100]
+
+
+def test_a_large_database_is_cut_into_chunks_sized_by_the_rate(tmp_path: Path, small_model: Path) -> None:
+    """2,000 records with a short target time per chunk: many chunks, the first of 64 records,
+    each record ranked once."""
+    source = RepeatedRecords(2000)
+    out = tmp_path / "ranked.parquet"
+    ranges: list[tuple[int, int]] = []
+    s = screen_database(
+        source,
+        2.5,
+        0.05,
+        small_model,
+        out,
+        workers=0,
+        progress=False,
+        chunk_seconds=0.5,
+        on_chunk_done=lambda r: ranges.append((r.start, r.end)),
+    )
+    assert s.chunks_total == len(ranges) > 1 and ranges[0] == (0, 64)
+    assert all(b - a <= 2048 for a, b in ranges) and len({b - a for a, b in ranges}) > 1
+    assert sorted(ranges) == ranges and ranges[-1][1] == 2000
+    assert all(a == b for (_, a), (b, _) in zip(ranges, ranges[1:]))  # they tile the stream
+    ranked = pd.read_parquet(out, columns=["id"])
+    assert ranked["id"].is_unique and len(ranked) == 2000
+
+
+def test_progress_in_a_log_prints_plain_lines_with_exact_counts_and_an_eta() -> None:
+    stream = io.StringIO()  # not a TTY, as stderr is in a log
+    now = [0.0]
+    with progress_bar(2000, "screening (local, 1 worker)", stream=stream, clock=lambda: now[0]) as advance:
+        now[0] = 5.0
+        advance(500)  # within the interval: no line yet
+        now[0] = 15.0
+        advance(700)
+        now[0] = 20.0
+        advance(100)
+        now[0] = 31.0
+        advance(700)
+        advance.set_total(2000)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "screening (local, 1 worker): 1,200 / 2,000 records (60%), 80 records/s, elapsed 15 s, ETA 10 s",
+        "screening (local, 1 worker): 2,000 / 2,000 records (100%), 65 records/s, elapsed 31 s",
+    ]  # the closing line is not repeated
+
+    stream = io.StringIO()
+    with progress_bar(130, "featurizing", stream=stream, interval=1e9) as advance:
+        advance(133)  # the source held more than it counted: the total follows
+    assert stream.getvalue().startswith("featurizing: 133 / 133 records (100%)")
+    assert "133 / 130" not in stream.getvalue()
+
+
+def test_progress_on_a_terminal_labels_its_time_columns() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    with progress_bar(10, "screening", stream=stream) as advance:
+        advance(4)
+    shown = stream.getvalue()
+    assert "4/10" in shown and "elapsed" in shown and "ETA" in shown
+
+
+def test_progress_names_one_worker_in_the_singular(tmp_path: Path, db: Path, small_model: Path) -> None:
+    assert progress_description("local", 1) == "screening (local, 1 worker)"
+    assert progress_description("local", 2) == "screening (local, 2 workers)"
+    assert progress_description("local", 0) == "screening (in this process)"
+    assert progress_description("ray", 1) == "screening (ray, 1 worker)"
+    args = ["screen", str(db), "--target", "2.5", "--model", str(small_model), "--workers", "0", "--top", "0"]
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "ranked.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "screening (in this process): 61 / 61 records (100%)" in res.stderr
+    assert "records/s" in res.stderr and "1 workers" not in res.output
+    assert "60 ranked rows" in res.stdout and "1 error in" in res.stdout and "1 chunk computed" in res.stdout

@@ -123,16 +123,27 @@ def commit_chunk(work_dir: str | Path, output: ChunkOutput) -> ChunkResult:
     )
 
 
-def _init_local_worker() -> None:
+_WORKER_JOB: ChunkJob | None = None  # a local worker's job, received once when the worker starts
+
+
+def _init_local_worker(job: ChunkJob) -> None:
     import torch
 
     from screening.processes import die_with_parent
 
+    global _WORKER_JOB
     die_with_parent()  # a killed `screen` leaves no orphaned workers
     # Ctrl-C reaches the whole process group; the driver decides, and terminates the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
+    _WORKER_JOB = job
+
+
+def _featurize_in_worker(chunk: Chunk) -> ChunkOutput:
+    if _WORKER_JOB is None:
+        raise RuntimeError("a local screening worker started without its job")
+    return featurize_chunk(_WORKER_JOB, chunk)
 
 
 def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1) -> Iterator[ChunkOutput]:
@@ -147,7 +158,10 @@ def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1)
         for chunk in chunks:
             yield featurize_chunk(job, chunk)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_local_worker)
+    # The job (the model's tensors) goes to each worker once, when it starts, not with every chunk.
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_local_worker, initargs=(job,)
+    )
     pending: set[Any] = set()
     todo = iter(chunks)
     exhausted = False
@@ -158,7 +172,7 @@ def run_chunks_locally(job: ChunkJob, chunks: Iterable[Chunk], workers: int = 1)
                 if nxt is None:
                     exhausted = True
                     break
-                pending.add(pool.submit(featurize_chunk, job, nxt))
+                pending.add(pool.submit(_featurize_in_worker, nxt))
             if not pending:
                 break
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
