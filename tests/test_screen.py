@@ -269,6 +269,11 @@ def test_a_work_folder_of_another_run_is_refused(tmp_path: Path, db: Path, small
     write_db(changed, n=21)
     with pytest.raises(ScreenError, match="another run.*database"):
         screen_database(changed, 1.0, 0.05, small_model, out2, chunk_size=16, workers=0, progress=False)
+    old = tmp_path / "old.parquet"  # a work folder of fixed-size numbered chunks (an older matscreen)
+    work_dir_for(old).mkdir()
+    (work_dir_for(old) / "manifest.json").write_text(json.dumps({"format": "matscreen-screen-1", "chunks": {"0": {}}}))
+    with pytest.raises(ScreenError, match="older layout.*delete it to start over"):
+        screen_database(db, 1.0, 0.05, small_model, old, workers=0, progress=False)
 
 
 def test_bad_options_are_refused(tmp_path: Path, db: Path, small_model: Path) -> None:

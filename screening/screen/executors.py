@@ -3,7 +3,9 @@
 A chunk task (:func:`featurize_chunk`) touches no files, so it runs unchanged in a local worker
 process (:func:`run_chunks_locally`) or as a Ray task (:mod:`screening.screen.ray_executor`); the
 driver commits each result with :func:`commit_chunk` by atomic renames. Worker processes receive
-:func:`featurize_chunk` and :class:`ChunkJob` by reference, so both must stay importable from here.
+:func:`featurize_chunk` and :class:`ChunkJob` by reference, so both must stay importable from here;
+a local worker receives its job once, when it starts, and then only chunks. Chunk files are named by
+the stream range they hold (:func:`chunk_path`), which is what a resumed run goes by.
 """
 
 from __future__ import annotations
