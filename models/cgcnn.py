@@ -158,6 +158,13 @@ class CGCNNConv(MessagePassing):
     def message(self, self_part_i: Tensor, nbr_part_j: Tensor, edge_attr: Tensor, w_bond: Tensor, b: Tensor) -> Tensor:
         return self._gated(self_part_i + nbr_part_j + torch.addmm(b, edge_attr, w_bond.T))
 
+    def propagate(self, edge_index: Tensor, size: tuple[int, int] | None = None, **kwargs: Tensor) -> Tensor:
+        """PyG's generic ``propagate``, defined here so that PyG does not generate its jinja-templated
+        copy: that copy is written as ``screening.models.cgcnn_CGCNNConv_propagate_*.py`` into the temp
+        folder by every process that builds (or unpickles) a model, and never deleted. CGCNN graphs
+        take the ``nbr_idx`` path in :meth:`forward`, so the generic version costs nothing there."""
+        return MessagePassing.propagate(self, edge_index, size=size, **kwargs)
+
 
 class CrystalGraphConvNet(nn.Module):
     """CGCNN with the original's parameter names; ``forward`` returns every crystal-level vector."""

@@ -12,9 +12,11 @@ at the first count after each ``interval`` seconds (default 15) and one when the
     screening (local, 1 worker): 1,200 / 2,000 records (60%), 85 records/s, elapsed 14 s, ETA 9 s
 
 The rate is that of this run (work found done when it started does not count). Counts are
-exact: ``set_total`` corrects a total that was an estimate, and a count past the total raises
-the total. Disabled, it costs nothing and prints nothing. Everything goes to stderr, so stdout
-keeps only a command's results.
+exact: ``set_total`` corrects a total that was an estimate, a count past the total (an ASE file
+of many frames counts once in :func:`screening.io.sources.count_records`) raises the total, so
+nothing ever shows ``133/130``, and a job that finishes ends with ``total == completed``.
+Disabled, it prints nothing (and still counts). Everything goes to stderr, so stdout keeps only
+a command's results.
 """
 
 from __future__ import annotations
@@ -109,12 +111,23 @@ class progress_bar:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.total, self.description, self.enabled, self.completed = total, description, enabled, completed
+        self._total, self.description, self.enabled, self._completed = total, description, enabled, completed
         self.unit, self.interval, self.stream, self.clock = unit, interval, stream, clock
+        self._counter: ProgressCounter | None = None
+
+    @property
+    def completed(self) -> int:
+        """Items done so far (those done before the job started included)."""
+        return self._counter.done if self._counter is not None else self._completed
+
+    @property
+    def total(self) -> int | None:
+        return self._counter.total if self._counter is not None else self._total
 
     def __enter__(self) -> ProgressCounter:
         if not self.enabled:
-            return ProgressCounter(self.total, self.completed, lambda c: None, self.clock)
+            self._counter = ProgressCounter(self._total, self._completed, lambda c: None, self.clock)
+            return self._counter
         stream = self.stream if self.stream is not None else sys.stderr
         self._stream = stream
         self._bar: Any = None
@@ -123,7 +136,7 @@ class progress_bar:
             return self._start_bar(stream)
         self._last_line = self.clock()
         self._last_text = ""
-        self._counter = ProgressCounter(self.total, self.completed, self._log_if_due, self.clock)
+        self._counter = ProgressCounter(self._total, self._completed, self._log_if_due, self.clock)
         return self._counter
 
     def _start_bar(self, stream: TextIO) -> ProgressCounter:
@@ -141,12 +154,12 @@ class progress_bar:
             console=Console(file=stream),
         )
         self._bar.start()
-        task = self._bar.add_task(self.description, total=self.total or None, completed=self.completed)
+        task = self._bar.add_task(self.description, total=self._total or None, completed=self._completed)
 
         def show(counter: ProgressCounter) -> None:
             self._bar.update(task, completed=counter.done, total=counter.total or None)
 
-        self._counter = ProgressCounter(self.total, self.completed, show, self.clock)
+        self._counter = ProgressCounter(self._total, self._completed, show, self.clock)
         return self._counter
 
     def _log_if_due(self, counter: ProgressCounter) -> None:
@@ -163,12 +176,15 @@ class progress_bar:
             self._stream.flush()
 
     def __exit__(self, kind: type[BaseException] | None, *exc: Any) -> None:
+        counter = self._counter
+        if counter is not None and kind is None and counter.total:
+            counter.set_total(counter.done)  # finished: the total is what was done
         if not self.enabled:
             return
         if self._bar is not None:
             self._bar.stop()
-        elif kind is None:  # a job that stopped says so itself, with what it saved
-            self._write_line(self._counter)
+        elif kind is None and counter is not None:  # a job that stopped says so itself, with what it saved
+            self._write_line(counter)
 
 
 __all__ = ["LOG_INTERVAL_S", "ProgressCounter", "format_duration", "plural", "progress_bar", "progress_line"]

@@ -9,6 +9,11 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The user cache (embeddings, known-data fits) of a test run is its own, never the user's.
+if "MATSCREEN_TEST_KEEP_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="matscreen-test-cache-")
 
 import torch  # noqa: E402
 

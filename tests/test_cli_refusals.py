@@ -107,7 +107,7 @@ def test_a_report_before_the_first_result_writes_its_files(tmp_path: Path) -> No
     runner.invoke(app, ["campaign", "new", str(lab), "--pool", str(pool), "--target", "2.5"])
     res = runner.invoke(app, ["campaign", "report", str(lab)])
     assert res.exit_code == 0, res.output
-    assert list(pd.read_csv(lab / "history.csv").columns)[:3] == ["seq", "point", "formula"]
+    assert list(pd.read_csv(lab / "history.csv").columns)[:3] == ["seq", "id", "formula"]
     assert json.loads((lab / "summary.json").read_text())["evaluations_to_first_hit"] is None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 from test_objectives_bandgap import synthetic_pool_frame
@@ -100,7 +101,7 @@ def test_search_with_a_prior_file_and_loss_model(tmp_path) -> None:
     )
     assert res.exit_code == 0, res.output
     hist = pd.read_csv(tmp_path / "r" / "history.csv")
-    assert list(hist["point"].iloc[:30]) == list(frame["id"].iloc[100:130]) and len(hist) == 33
+    assert list(hist["id"].iloc[:30]) == list(frame["id"].iloc[100:130]) and len(hist) == 33
     assert "stopped: budget" in res.output
 
 
@@ -132,7 +133,10 @@ def test_campaign_ask_tell_status_report(tmp_path) -> None:
         "std_eV",
         "acquisition_score",
         "map_eV",
+        "band_gap_eV",
+        "error",
     ]
+    assert batch[["band_gap_eV", "error"]].isna().all().all()  # the lab's to fill in
     assert batch[["mean_eV", "std_eV", "acquisition_score"]].notna().all().all()
     assert (batch["std_eV"] > 0).all() and batch["acquisition_score"].between(0, 1).all()
     # A killed ask (pending saved, file lost) resumes to the same suggestions.
@@ -219,6 +223,10 @@ def test_campaign_with_a_user_objective_class(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     hist = pd.read_csv(lab / "history.csv")
     assert len(hist) == 8 and hist["best_loss"].iloc[-1] < 0.05
+    # one column per input (not the store's text key), the objective's y and loss; no float noise
+    assert list(hist.columns) == ["seq", "x0", "x1", "source", "y", "loss", "best_loss", "hit", "error", "told_at"]
+    numbers = re.findall(r"(?<![\d:T-])\d+\.\d+", (lab / "history.csv").read_text())  # not the told_at times
+    assert numbers and max(len(n.replace(".", "").lstrip("0")) for n in numbers) <= 10
     res = runner.invoke(app, ["campaign", "status", str(lab), "--json"], env={"MATSCREEN_ALLOW_OBJECTIVES": allow[1]})
     assert res.exit_code == 0 and json.loads(res.output)["search_evaluations"] == 8, res.output
     ask = runner.invoke(app, ["campaign", "ask", str(lab), "-n", "2", "-o", str(tmp_path / "q.csv"), *allow])
@@ -303,7 +311,7 @@ def test_tie_breaks_are_kept_with_the_campaign_and_seeds_spread_searches(tmp_pat
         args = ["search", "--pool", str(path), "--target", "9.0", "--budget", "4", "--seed", str(seed)]
         res = runner.invoke(app, [*args, "--tie-break", "0.04", "-o", str(tmp_path / name)])
         assert res.exit_code == 0, res.output
-        return pd.read_csv(tmp_path / name / "history.csv")["point"].tolist()
+        return pd.read_csv(tmp_path / name / "history.csv")["id"].tolist()
 
     first, again, other = order(1, "s1"), order(1, "s1b"), order(2, "s2")
     assert first == again and first != other
@@ -345,3 +353,40 @@ def test_a_search_that_spends_its_pool_without_a_hit_ends_with_its_results(tmp_p
     assert json.loads((out / "summary.json").read_text())["stop_reason"] == "exhausted"
     status = json.loads(runner.invoke(app, ["campaign", "status", str(out), "--json"]).output)
     assert status["stop_reason"] == "exhausted" and status["search_evaluations"] == 25
+
+
+def test_history_csv_names_its_columns_with_units_and_rounds_to_the_instrument(tmp_path) -> None:
+    """0.4 eV measured against a 0.1 eV target is |Δ| = 0.30000000000000004 in floating point: the
+    store keeps that, the files and the console say 0.3."""
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
+
+    path, _ = _pool(tmp_path)
+    lab = tmp_path / "lab"
+    res = runner.invoke(app, ["campaign", "new", str(lab), "--pool", str(path), "--target", "0.1", "--tol", "0.01"])
+    assert res.exit_code == 0, res.output
+    results = tmp_path / "r.csv"
+    results.write_text("id,band_gap_eV,error\nmp-1,0.4,\nmp-2,,no contact\n")
+    told = runner.invoke(app, ["campaign", "tell", str(lab), str(results)])
+    assert told.exit_code == 0, told.output
+    assert "best |gap − target| 0.300 eV (mp-1, 0.400 eV); hit: no" in told.output, told.output
+    assert runner.invoke(app, ["campaign", "report", str(lab)]).exit_code == 0
+    text = (lab / "history.csv").read_text()
+    assert "0.30000000000000004" not in text and "0.3000" in text
+    hist = pd.read_csv(lab / "history.csv")
+    assert list(hist.columns) == [
+        "seq",
+        "id",
+        "formula",
+        "source",
+        "band_gap_eV",
+        "abs_deviation_eV",
+        "best_abs_deviation_eV",
+        "hit",
+        "error",
+        "told_at",
+    ]
+    assert list(hist["id"]) == ["mp-1", "mp-2"] and list(hist["error"].fillna("")) == ["", "no contact"]
+    assert text.splitlines()[1].split(",")[4:7] == ["0.4000", "0.3000", "0.3000"]
+    cd = open_campaign_dir(lab)
+    assert cd.campaign.history().records[0].loss == 0.4 - 0.1 != 0.3  # the store keeps the exact value
+    cd.campaign.close()

@@ -50,7 +50,7 @@ def test_search_and_campaign_never_propose_an_unstable_crystal(tmp_path) -> None
     res = runner.invoke(app, [*args, "--until", "budget", "--max-formation-energy", "0", "-o", str(out)])
     assert res.exit_code == 0, res.output
     history = pd.read_csv(out / "history.csv")
-    assert len(history) == 25 and not set(history["point"].astype(str)) & unstable
+    assert len(history) == 25 and not set(history["id"].astype(str)) & unstable
     # the limit is stored with the campaign and applied again on reopening
     assert len(open_campaign_dir(out).pool.frame) == len(frame) - len(unstable)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,6 +220,10 @@ class Campaign:
             # the fitted neighbour model is kept beside the store, so each new process's ask reloads it
             self._hyper_cache["neighbour_state_path"] = Path(store.path).with_name(NEIGHBOUR_STATE_NAME)
             self._hyper_cache["neighbour_seal"] = _StoreSeal(store)
+            if os.environ.get("MATSCREEN_NO_CACHE", "") in ("", "0"):  # known-data fits, shared by campaigns
+                from screening.cache_dir import default_cache_dir
+
+                self._hyper_cache["known_fit_dir"] = default_cache_dir() / "known_fits"
         from screening.bo.strategy import StrategyError, Target
 
         spec = target_spec_of(objective)

@@ -39,6 +39,8 @@ from screening.errors import MatscreenError
 if TYPE_CHECKING:
     import hashlib
 
+    from screening.bo.known_fit import KnownFitCache
+
 
 # eV, added in quadrature to the network's std where that is the predictive std (predictive).
 NETWORK_STD_FLOOR = 0.05
@@ -179,6 +181,7 @@ def build_state(
     told_y: np.ndarray,
     seed: int,
     prior_std: np.ndarray | None = None,
+    known_cache: KnownFitCache | None = None,
 ) -> NeighbourState:
     """Fit the projection and hyper-parameters, index the pool, condition on every observation.
 
@@ -187,23 +190,29 @@ def build_state(
     network is less sure and the predictive std keeps the network's crystal-to-crystal spread:
     with no local structure the window acquisition then prefers, among predictions equally near
     the target, the crystals the network is surer of — the ranking by the prediction cannot.
+
+    With known data, their part of the model (projection, residuals, hyper-parameters, label
+    match) is :mod:`screening.bo.known_fit`'s, read from ``known_cache`` when it holds it.
     """
+    from screening.bo import known_fit as kf
+
     has_known = known is not None and len(known) > 0
     m = refit_count(len(told_rows), has_known)
     told_y = np.asarray(told_y, dtype=np.float64)
-    base = _prior_base(known, told_y[:m])
-    pool_prior = prior if prior is not None else np.full(embedding.shape[0], base)
-    pool_scale, known_scale = _scales(prior, prior_std, known if has_known else None)
     if has_known:
         assert known is not None
-        projection = Projection(settings.n_components, seed=seed).fit(np.vstack([known.embedding, embedding]))
-        k_points = projection.transform(known.embedding)
-        k_prior = known.prior_mean if known.prior_mean is not None and prior is not None else np.full(len(known), base)
-        k_res = (known.values - k_prior) / (known_scale if known_scale is not None else 1.0)
+        scaled = kf.uses_scales(known, prior is not None, prior_std is not None)
+        fit = kf.obtain(settings, known, prior is not None, scaled, seed, known_cache)
+        base = _prior_base(known, told_y[:m])
+        projection, k_points, k_res = fit.projection, fit.points, fit.residuals
+        pool_scale = np.asarray(prior_std, dtype=np.float64) / fit.unit if fit.unit is not None else None
     else:
+        base = _prior_base(None, told_y[:m])
         projection = Projection(settings.n_components, seed=seed).fit(embedding)
         k_points = np.zeros((0, projection.components_.shape[0]))
         k_res = np.zeros(0)
+        pool_scale, _ = _scales(prior, prior_std, None)
+    pool_prior = prior if prior is not None else np.full(embedding.shape[0], base)
     pool_points = projection.transform(embedding)
     state = NeighbourState(
         settings,
@@ -219,46 +228,51 @@ def build_state(
         pool_scale,
     )
     chain = fit_chain(m, has_known)
-    fit_points, fit_res, weights = _fit_data(state, list(told_rows)[: chain[0]], told_y[: chain[0]])
     gp = state.gp
-    if fit_points.shape[0] >= 3:
-        gp.fit(fit_points, fit_res, weights)
-    else:  # too little to fit: a broad prior around the network (or the labelled mean)
-        spread = max(float(np.std(fit_res)) if fit_res.size > 1 else 1.0, 0.3)
-        gp.fit(
-            fit_points.reshape(-1, pool_points.shape[1]),
-            fit_res,
-            params=NeighbourGPParams(0.5 * spread, 1.0, 0.3 * spread, 0.5 * spread),
-        )
-    gp.fit(k_points, k_res, params=gp.params)
-    if has_known:
+    if has_known:  # the known data carry the first fit (chain[0] is 0)
         assert known is not None
-        state.known_values = known.values.copy()
-        if settings.label_match_tolerance > 0:
-            state.label_match = _fit_label_match(state, k_prior, known_scale, settings.label_match_tolerance, seed)
+        gp.fit(k_points, k_res, params=fit.params)
+        state.known_values = np.asarray(known.values, dtype=np.float64).copy()
+        state.label_match = fit.label_match
+    else:
+        fit_points, fit_res, weights = _fit_data(state, list(told_rows)[: chain[0]], told_y[: chain[0]])
+        if fit_points.shape[0] >= 3:
+            gp.fit(fit_points, fit_res, weights)
+        else:  # too little to fit: a broad prior around the network (or the labelled mean)
+            spread = max(float(np.std(fit_res)) if fit_res.size > 1 else 1.0, 0.3)
+            gp.fit(
+                fit_points.reshape(-1, pool_points.shape[1]),
+                fit_res,
+                params=NeighbourGPParams(0.5 * spread, 1.0, 0.3 * spread, 0.5 * spread),
+            )
+        gp.fit(k_points, k_res, params=gp.params)
     gp.index(pool_points)
     state.fit_count = chain[0]
     _advance(state, list(told_rows), told_y, m)
     return state
 
 
-def _fit_label_match(
-    state: NeighbourState, k_prior: np.ndarray, k_scale: np.ndarray | None, tolerance: float, seed: int
+def fit_label_match(
+    gp: NeighbourGP,
+    values: np.ndarray,
+    k_prior: np.ndarray,
+    k_scale: np.ndarray | None,
+    settings: NeighbourSettings,
+    seed: int,
 ) -> lm.LabelMatchParams | None:
-    """The label-match mixture fitted on known crystals left out one at a time (a sample); not
-    below the labelled count the local GP needs (with fewer labels both fits find noise)."""
+    """The label-match mixture fitted on known crystals (``gp``'s labelled set, with ``values``)
+    left out one at a time (a sample); not below the labelled count the local GP needs (with
+    fewer labels both fits find noise)."""
     from screening.bo.neighbour_gp import _loo_neighbours_np
 
-    gp = state.gp
     n = gp.n_labelled
-    if n < max(state.settings.min_labelled, lm.MIN_FIT_ROWS) or gp.params is None:
+    if n < max(settings.min_labelled, lm.MIN_FIT_ROWS) or gp.params is None:
         return None
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(lm.FIT_ROWS, n), replace=False))
     d, i = _loo_neighbours_np(gp._lab_points, rows, gp.k)
     m, s = gp.loo_predict(rows)
     scale = k_scale[rows] if k_scale is not None else 1.0
-    values = state.known_values
-    return lm.fit(values[rows], k_prior[rows] + scale * m, scale * s, d, values[i], tolerance)
+    return lm.fit(values[rows], k_prior[rows] + scale * m, scale * s, d, values[i], settings.label_match_tolerance)
 
 
 def labelled_values(state: NeighbourState) -> np.ndarray:
@@ -358,6 +372,7 @@ def update_state(
     told_y: np.ndarray,
     seed: int,
     prior_std: np.ndarray | None = None,
+    known_cache: KnownFitCache | None = None,
 ) -> NeighbourState:
     """The state for these observations: extended incrementally when it can be, rebuilt otherwise.
 
@@ -378,7 +393,7 @@ def update_state(
         or (prior is None and m != state.fit_count)
         or (state.pool_scale is None) != (_scales(prior, prior_std, known if has_known else None)[0] is None)
     ):
-        return build_state(settings, embedding, prior, known, told_rows, told_y, seed, prior_std)
+        return build_state(settings, embedding, prior, known, told_rows, told_y, seed, prior_std, known_cache)
     _advance(state, told_rows, np.asarray(told_y, dtype=np.float64), m)
     return state
 

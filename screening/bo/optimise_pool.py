@@ -349,6 +349,7 @@ def neighbour_state(
         np.asarray(told_y, dtype=np.float64),
         seed=0,
         prior_std=prior_std,
+        known_cache=_known_cache(cache),
     )  # the model is a function of the data only (resume-safe); `rng` drives the draws
     # set for every use (not saved with the state); predictive reads it only without local structure
     use_network_std = strategy.trust_network_std and pool.prior_mean is not None
@@ -364,6 +365,17 @@ def neighbour_state(
             if cache.get("neighbour_seal") is not None:
                 cache["neighbour_seal"].write(seal)
     return state
+
+
+def _known_cache(cache: dict):
+    """The user cache of known-data fits the campaign named (``cache["known_fit_dir"]``), whose
+    notices join the campaign's; None: fit the known data in memory."""
+    from screening.bo.known_fit import KnownFitCache
+
+    directory = cache.get("known_fit_dir")
+    if directory is None:
+        return None
+    return KnownFitCache(directory, cache.setdefault("notices", []))
 
 
 def _load_saved(cache: dict, path, key: str, settings, n_pool: int) -> NeighbourState | None:

@@ -4,7 +4,10 @@ Commands are registered by the modules beside this one; each is parse → one li
 Library errors (:class:`MatscreenError`) and operating-system errors (unreadable, read-only or
 full disks) become one ``error:`` line and exit code 1 here, so no command repeats the handling;
 anything else is a bug and is reported as one, with ``--debug`` (or ``MATSCREEN_DEBUG=1``) showing
-the traceback.
+the traceback. A ``SystemExit`` raised by library code (a client that calls ``sys.exit(message)``)
+is an error line with exit code 1 too, never the bare message: typer's own exits are
+``click.exceptions.Exit``, not ``SystemExit``. Every line printed here has the registered secrets
+(the API key, in any case or encoding) masked (:mod:`screening.redaction`).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import os
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from screening import __version__
+from screening.cli.help_screen import OneScreenGroup
 from screening.errors import MatscreenError
+from screening.redaction import redact
 
 EXIT_ERROR = 1
 EXIT_BUG = 2
@@ -47,7 +51,7 @@ def _debug_requested(ctx: Any) -> bool:
     return bool(root.params.get("debug")) or os.environ.get("MATSCREEN_DEBUG", "") not in ("", "0")
 
 
-class ErrorBoundaryGroup(TyperGroup):
+class ErrorBoundaryGroup(OneScreenGroup):
     """A command group that turns errors raised by any sub-command into one readable line."""
 
     def invoke(self, ctx: Any) -> Any:
@@ -55,21 +59,29 @@ class ErrorBoundaryGroup(TyperGroup):
             return super().invoke(ctx)
         except _CONTROL_FLOW:
             raise
+        except SystemExit as exc:  # from library code (typer's own exits are click's Exit): never a success
+            if _debug_requested(ctx):
+                raise
+            reason = exc.code if isinstance(exc.code, str) else f"it called sys.exit({exc.code!r})"
+            _error_line(f"error: a library stopped the command: {reason}")
+            raise typer.Exit(code=EXIT_ERROR) from None
         except (MatscreenError, OSError) as exc:
             if _debug_requested(ctx):
                 raise
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            _error_line(f"error: {exc}")
             raise typer.Exit(code=EXIT_ERROR) from None
         except Exception as exc:  # noqa: BLE001 - the boundary: a bug, shown as one
             if _debug_requested(ctx):
                 raise
-            typer.secho(
+            _error_line(
                 f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback "
-                "and report it",
-                fg=typer.colors.RED,
-                err=True,
+                "and report it"
             )
             raise typer.Exit(code=EXIT_BUG) from None
+
+
+def _error_line(text: str) -> None:
+    typer.secho(redact(text), fg=typer.colors.RED, err=True)
 
 
 # No local variables in tracebacks: they could print an API key (fetch-mp) or a user's data.

@@ -28,57 +28,70 @@ from screening.cli.common import (
     strategy_from_options,
     warn_left_out,
 )
+from screening.cli.help_screen import ADVANCED, OneScreenCommand, OneScreenGroup
 
-CAMPAIGN_DIR_HELP = "Campaign directory made by `matscreen campaign new` (its state is DIR/campaign.sqlite)."
+CAMPAIGN_DIR_HELP = "Folder made by `campaign new`"
 campaign_app = typer.Typer(
+    cls=OneScreenGroup,
     no_args_is_help=True,
+    short_help="Ask/tell campaigns for a lab or a DFT code",
     help="Campaigns where a lab or a DFT code measures the suggested crystals: `new`, then `ask` for suggestions "
     "and `tell` the results, `status` and `report` at any time (state in DIR/campaign.sqlite).",
 )
 app.add_typer(campaign_app, name="campaign")
 
 
-@campaign_app.command("new")
+@campaign_app.command("new", cls=OneScreenCommand, short_help="Create a campaign over a pool or your own objective")
 def campaign_new(
-    directory: Path = typer.Argument(..., help="Campaign directory to create."),
-    pool: Path = typer.Option(
-        None,
-        "--pool",
-        help="Candidate crystals: a table from `matscreen featurize`, `reduce` or `screen` (Parquet, or CSV named "
-        ".csv / .csv.gz); the --label "
-        "column may be missing (your lab measures the gaps).",
+    directory: Path = typer.Argument(..., metavar="DIR", help="Campaign folder to create"),
+    pool: Path = typer.Option(None, "--pool", metavar="PATH", help="Candidate crystals: featurize/screen table"),
+    target: float = typer.Option(None, "--target", metavar="EV", help="Band gap to find, eV (with --pool)"),
+    tol: float = typer.Option(0.01, "--tol", metavar="EV", help="A hit is within ± this of the target, eV"),
+    batch: int = typer.Option(1, "--batch", min=1, metavar="N", help="Crystals suggested per ask"),
+    budget: int = typer.Option(
+        None, "--budget", min=1, metavar="N", help="Measurements `campaign run` may make (no limit)"
     ),
-    target: float = typer.Option(None, "--target", help="Target band gap (eV), with --pool."),
-    tol: float = typer.Option(0.01, "--tol", help="Hit tolerance (eV)."),
-    label: str = typer.Option(
-        "band_gap",
-        "--label",
-        help="Column of the pool (and of --known) holding band gaps already measured, in eV; 'target' for labels "
-        "from a CGCNN id_prop.csv.",
-    ),
-    objective: str = typer.Option(
-        None,
-        "--objective",
-        help="Instead of a pool: your objective class, package.module:ClassName. Imported for this run only: "
-        "later commands on the campaign need --allow-objective with the same name.",
-    ),
+    label: str = typer.Option("band_gap", "--label", metavar="COLUMN", help="Pool column of known gaps, eV"),
     known: Path = typer.Option(
+        None, "--known", metavar="PATH", help="Measured crystals to learn from (not candidates)"
+    ),
+    objective: str = typer.Option(None, "--objective", metavar="CLASS", help="Your objective class instead of a pool"),
+    max_formation_energy: float = typer.Option(
         None,
-        "--known",
-        help="Crystals with measured gaps that are not candidates (a `matscreen featurize` output with the --label "
-        "column); the campaign learns from them. With --pool.",
+        "--max-formation-energy",
+        metavar="EV",
+        rich_help_panel=ADVANCED,
+        help="Skip crystals predicted above, eV/atom",
     ),
     known_label: str = typer.Option(
-        None,
-        "--known-label",
-        help="Column of --known when it holds another quantity than --label (e.g. DFT band_gap while your lab "
-        "measures optical gaps): the search learns the map from one to the other.",
+        None, "--known-label", metavar="COLUMN", rich_help_panel=ADVANCED, help="Column of --known, if not --label"
     ),
+    strict: bool = typer.Option(False, "--strict", rich_help_panel=ADVANCED, help=STRICT_HELP),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=ADVANCED, help=SEED_HELP),
     surrogate: str = typer.Option(
         None,
         "--surrogate",
-        help="How untested points are predicted: neighbour (the network's prediction corrected by a small GP over "
-        "the nearest measured crystals; default with --pool) or gp (one GP; default with --objective).",
+        metavar="NAME",
+        rich_help_panel=ADVANCED,
+        show_default=False,
+        help="Predictor: neighbour (pool) or gp",
+    ),
+    model: str = typer.Option("value", "--model", metavar="NAME", rich_help_panel=ADVANCED, help=MODEL_HELP),
+    acq: str = typer.Option("window", "--acq", metavar="NAME", rich_help_panel=ADVANCED, help=ACQ_HELP),
+    batch_method: str = typer.Option(
+        "lp", "--batch-method", metavar="NAME", rich_help_panel=ADVANCED, help=BATCH_METHOD_HELP
+    ),
+    beta: float = typer.Option(4.0, "--beta", metavar="NUM", rich_help_panel=ADVANCED, help=BETA_HELP),
+    n_init: int = typer.Option(5, "--n-init", min=1, metavar="N", rich_help_panel=ADVANCED, help=N_INIT_HELP),
+    pca_components: int = typer.Option(
+        3, "--pca-components", min=1, metavar="N", rich_help_panel=ADVANCED, help=PCA_HELP
+    ),
+    prior_mean: bool = typer.Option(
+        None,
+        "--prior-mean/--no-prior-mean",
+        rich_help_panel=ADVANCED,
+        show_default=False,
+        help="Network's gap as GP prior (on for gp)",
     ),
     neighbours: int = NEIGHBOURS_OPTION,
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
@@ -86,32 +99,10 @@ def campaign_new(
     label_match: bool = LABEL_MATCH_OPTION,
     network_std: bool = NETWORK_STD_OPTION,
     tie_break: float | None = TIE_BREAK_OPTION,
-    model: str = typer.Option("value", "--model", help=MODEL_HELP),
-    acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
-    batch: int = typer.Option(1, "--batch", min=1, help="Points suggested per ask (measured together)."),
-    batch_method: str = typer.Option("lp", "--batch-method", help=BATCH_METHOD_HELP),
-    beta: float = typer.Option(4.0, "--beta", help=BETA_HELP),
-    prior_mean: bool = typer.Option(
-        None,
-        "--prior-mean/--no-prior-mean",
-        help="Use the network's pred_band_gap as the GP's prior mean (c + b*pred, fitted). Default, as in "
-        "`matscreen search`: on with --surrogate gp when the pool has pred_band_gap.",
-    ),
-    n_init: int = typer.Option(5, "--n-init", min=1, help=N_INIT_HELP),
-    budget: int = typer.Option(
-        None, "--budget", min=1, help="Measurements `campaign run` may make (no limit by default)."
-    ),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
-    pca_components: int = typer.Option(3, "--pca-components", min=1, help=PCA_HELP),
-    max_formation_energy: float = typer.Option(
-        None,
-        "--max-formation-energy",
-        help="Candidates only among crystals whose predicted formation energy (pred_formation_energy_per_atom) "
-        "is at most this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
-    ),
-    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP, rich_help_panel="Advanced"),
 ) -> None:
-    """Create a campaign over a pool (--pool, --target) or a user objective (--objective)."""
+    """Create a campaign over a pool (--pool, --target) or your own objective (--objective).
+
+    Options in full: docs/options.md#campaign-new"""
     from screening.bo.campaign import StopRules
     from screening.objectives.bandgap.campaign_dir import create_objective_campaign, create_pool_campaign
 
@@ -167,10 +158,9 @@ def campaign_new(
         )
 
 
-ALLOW_HELP = (
-    "Consent to import this objective class (package.module:ClassName) named in the campaign file; "
-    "repeatable. Needed for any objective outside screening.objectives (or set MATSCREEN_ALLOW_OBJECTIVES)."
-)
+ALLOW_HELP = "Allow the campaign to import this class (repeat)"
+# The campaign folder: one spelling for every command on an existing campaign.
+DIR_ARGUMENT = typer.Argument(..., metavar="DIR", help=CAMPAIGN_DIR_HELP)
 
 
 def _allowed(allow_objective: list[str] | None) -> set[str]:
@@ -179,48 +169,51 @@ def _allowed(allow_objective: list[str] | None) -> set[str]:
     return allowed_objectives(allow_objective or ())
 
 
-@campaign_app.command("ask")
+@campaign_app.command("ask", cls=OneScreenCommand, short_help="Suggest the next crystals to measure, as CSV")
 def campaign_ask(
-    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
-    n: int = typer.Option(None, "-n", min=1, help="Points to suggest (default: the campaign's batch size)."),
-    out: Path = typer.Option(None, "-o", "--out", help="CSV to write (default DIR/ask-<k>.csv)."),
-    fresh: bool = typer.Option(
-        False, "--new", help="Suggest new points even when earlier ones are still pending (a second batch)."
-    ),
-    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
+    directory: Path = DIR_ARGUMENT,
+    n: int = typer.Option(None, "-n", min=1, metavar="N", show_default="--batch", help="Points to suggest"),
+    out: Path = typer.Option(None, "-o", "--out", metavar="PATH", show_default="DIR/ask-K.csv", help="CSV to write"),
+    fresh: bool = typer.Option(False, "--new", help="New points even while others are pending"),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", metavar="CLASS", help=ALLOW_HELP),
 ) -> None:
     """Suggest the next batch and write it as CSV; the points stay pending until told.
 
-    Points still pending from an earlier ask come back first, so rerunning an ask that was
-    interrupted gives the same points.
-    """
-    from screening.objectives.bandgap.campaign_dir import ask_into_file, map_line, open_campaign_dir
+    Points still pending from an earlier ask come back first, so an interrupted ask gives the same points
+    again.
+
+    Options in full: docs/options.md#campaign-ask"""
+    from screening.objectives.bandgap.campaign_dir import (
+        ASK_ERROR_COLUMN,
+        ASK_RESULT_COLUMN,
+        ask_into_file,
+        map_line,
+        open_campaign_dir,
+    )
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
     frame, out = ask_into_file(cd, out, n, fresh)
     show_notices(cd.campaign)
-    typer.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    shown = frame.drop(columns=[ASK_RESULT_COLUMN, ASK_ERROR_COLUMN], errors="ignore")  # empty: the lab's to fill
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     words, _ = map_line(cd)
     if words:
         typer.echo(f"learned map: {words}")
     typer.echo(f"wrote {out}")
 
 
-@campaign_app.command("tell")
+@campaign_app.command("tell", cls=OneScreenCommand, short_help="Record measured results")
 def campaign_tell(
-    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
-    results: Path = typer.Argument(
-        ...,
-        help="CSV of results: id and band_gap in eV (pool campaigns) or the objective's input columns and y "
-        "(--objective campaigns); an optional error column marks failed measurements.",
-    ),
-    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
+    directory: Path = DIR_ARGUMENT,
+    results: Path = typer.Argument(..., metavar="RESULTS", help="The ask file, band_gap_eV filled in; or inputs and y"),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", metavar="CLASS", help=ALLOW_HELP),
 ) -> None:
     """Record results; a malformed file, unknown point, impossible value or NaN changes nothing.
 
-    Telling the same results again is harmless (they are already recorded); results for points
-    that were never asked are recorded as prior data.
-    """
+    Telling the same results again is harmless; results for points never asked are recorded as prior
+    data.
+
+    Options in full: docs/options.md#campaign-tell"""
     from screening.objectives.bandgap.campaign_dir import open_campaign_dir, summary, tell_results_file
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
@@ -232,17 +225,31 @@ def campaign_tell(
         parts.append(f"{len(outcome.prior)} not asked, recorded as prior: {', '.join(outcome.prior[:5])}")
     if outcome.already_recorded:
         parts.append(f"{len(outcome.already_recorded)} already recorded with these values (skipped)")
-    best = info["best_loss"]
-    typer.echo("; ".join(parts) + f"; best loss {'none yet' if best is None else f'{best:.4g}'}; hit: {info['hit']}")
+    parts.append(best_line(info, cd.pool is not None))
+    parts.append(f"hit: {'yes' if info['hit'] else 'no'}")
+    typer.echo("; ".join(parts))
 
 
-@campaign_app.command("status")
+def best_line(info: dict, band_gap: bool) -> str:
+    """The best result so far in a scientist's words: ``best |gap − target| 0.040 eV (mp-123, 2.574 eV)``
+    for a band-gap campaign (to 1 meV), ``best loss 0.0123 (…)`` for another objective."""
+    best, point = info["best_loss"], info["best_point"]
+    if best is None:
+        return "no result yet"
+    if band_gap:
+        return f"best |gap − target| {best:.3f} eV ({point}, {info['best_y']:.3f} eV)"
+    return f"best loss {best:.4g} ({point})"
+
+
+@campaign_app.command("status", cls=OneScreenCommand, short_help="Print where the campaign stands")
 def campaign_status(
-    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of the table."),
-    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
+    directory: Path = DIR_ARGUMENT,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of the table"),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", metavar="CLASS", help=ALLOW_HELP),
 ) -> None:
-    """Target, tolerance, counts, best point, pending points, hits and whether a stop rule has fired."""
+    """Print target, tolerance, counts, best point, pending points, hits and whether a stop rule has fired.
+
+    Options in full: docs/options.md#campaign-status"""
     import json
 
     from screening.bo.status import campaign_status as status_of
@@ -264,12 +271,14 @@ def campaign_status(
     typer.echo(json.dumps(info, indent=2, default=str) if as_json else text)
 
 
-@campaign_app.command("report")
+@campaign_app.command("report", cls=OneScreenCommand, short_help="Write history.csv, summary.json and plots")
 def campaign_report(
-    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
-    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
+    directory: Path = DIR_ARGUMENT,
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", metavar="CLASS", help=ALLOW_HELP),
 ) -> None:
-    """Write history.csv, summary.json and the plots into the campaign directory."""
+    """Write history.csv, summary.json and the plots into the campaign directory.
+
+    Options in full: docs/options.md#campaign-report"""
     from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_report
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
@@ -278,21 +287,28 @@ def campaign_report(
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-@campaign_app.command("run")
+@campaign_app.command("run", cls=OneScreenCommand, short_help="Run it with the campaign's own objective as the oracle")
 def campaign_run(
-    directory: Path = typer.Argument(..., help=CAMPAIGN_DIR_HELP),
-    budget: int = typer.Option(None, "--budget", help="Total search evaluations (default: the campaign's)."),
-    allow_objective: list[str] = typer.Option(None, "--allow-objective", help=ALLOW_HELP),
+    directory: Path = DIR_ARGUMENT,
+    budget: int = typer.Option(None, "--budget", metavar="N", show_default="the campaign's", help="Total measurements"),
+    allow_objective: list[str] = typer.Option(None, "--allow-objective", metavar="CLASS", help=ALLOW_HELP),
 ) -> None:
-    """Run the campaign with its own objective as the oracle (pool look-up, simulator) until a stop rule."""
+    """Run the campaign with its own objective as the oracle (pool look-up, simulator) until a stop rule.
+
+    Options in full: docs/options.md#campaign-run"""
     from screening.objectives.bandgap.campaign_dir import open_campaign_dir, write_report
 
     cd = open_campaign_dir(directory, _allowed(allow_objective))
+    band_gap = cd.pool is not None
 
     def show(ev, loss, hit):
-        typer.echo(
-            f"{ev.point!s:<30} loss {loss if loss is not None else 'failed: ' + str(ev.error)}{'  HIT' if hit else ''}"
-        )
+        if loss is None:
+            said = f"failed: {ev.error}"
+        elif band_gap:
+            said = f"gap {ev.y:.3f} eV  |gap − target| {loss:.3f} eV"
+        else:
+            said = f"loss {loss:.6g}"
+        typer.echo(f"{ev.point!s:<30} {said}{'  HIT' if hit else ''}")
 
     cd.campaign.run(budget=budget, on_evaluation=show)
     show_notices(cd.campaign)

@@ -7,62 +7,56 @@ from pathlib import Path
 import typer
 
 from screening.cli.app import app
+from screening.cli.help_screen import ADVANCED, OneScreenCommand
 
 
-@app.command()
+@app.command(cls=OneScreenCommand, short_help="Structures to CGCNN embeddings and predicted properties")
 def featurize(
-    source: Path = typer.Argument(
-        ...,
-        help="Structures to embed: a folder of CIF, POSCAR/CONTCAR/.vasp or ASE-readable files (.extxyz, .xyz, "
-        "...; an id_prop.csv adds labels), one such file, a CSV/CSV.GZ/Parquet table with a 'cif' column, or a "
-        "JSON of pymatgen structures.",
-    ),
-    output: Path = typer.Option(
-        ..., "-o", "--output", help="Table to write: Parquet, or CSV when the name ends .csv or .csv.gz."
-    ),
+    source: Path = typer.Argument(..., metavar="SOURCE", help="Structure folder or file, or a table with a cif column"),
+    output: Path = typer.Option(..., "-o", "--output", metavar="PATH", help="Table to write: .parquet or .csv"),
     model: str = typer.Option(
-        None,
-        "--model",
-        help="The network: the name of a shipped model (default cgcnn_bandgap_128) or a file, .safetensors or an "
-        "original CGCNN .pth.tar.",
+        None, "--model", metavar="NAME", show_default="cgcnn_bandgap_128", help="Model name or weights file"
     ),
+    workers: int = typer.Option(1, "--workers", metavar="N", help="Processes reading files (0: this one)"),
     atom_init: Path = typer.Option(
-        None,
-        "--atom-init",
-        help="The atom_init.json an original CGCNN .pth.tar was trained with. Default: the one in the SOURCE "
-        "folder, else the one beside the checkpoint.",
+        None, "--atom-init", metavar="PATH", rich_help_panel=ADVANCED, help="atom_init.json of a .pth.tar model"
     ),
     radius: float = typer.Option(
-        None, "--radius", help="Neighbour radius in Å (must match the model; default: the model's)."
+        None,
+        "--radius",
+        metavar="NUM",
+        rich_help_panel=ADVANCED,
+        show_default="the model's",
+        help="Neighbour radius, Å",
     ),
-    max_nbr: int = typer.Option(None, "--max-nbr", help="Neighbours per atom (default: the model's)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Crystals per network call (32 is fastest on a CPU)."),
-    workers: int = typer.Option(
-        1, "--workers", help="Processes that read the files and build the graphs (0: all in this process)."
+    max_nbr: int = typer.Option(
+        None, "--max-nbr", metavar="N", rich_help_panel=ADVANCED, show_default="the model's", help="Neighbours per atom"
+    ),
+    batch_size: int = typer.Option(
+        32, "--batch-size", metavar="N", rich_help_panel=ADVANCED, help="Crystals per network call"
     ),
     cache_dir: Path = typer.Option(
         None,
         "--cache-dir",
-        help="Where embeddings are kept for re-runs, by structure and model (default: $XDG_CACHE_HOME/matscreen or "
-        "~/.cache/matscreen).",
+        metavar="DIR",
+        rich_help_panel=ADVANCED,
+        show_default="~/.cache/matscreen",
+        help="Where embeddings are kept",
     ),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Compute every embedding again and store none."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", rich_help_panel=ADVANCED, help="Compute every embedding, store none"
+    ),
     single_model: bool = typer.Option(
-        False,
-        "--single-model",
-        help="Every column from --model alone. A shipped model may take some columns from companion networks "
-        "(the default's formation energy: the mean of the formation-energy networks, pretrained/MODEL_CARD.md); "
-        "this skips them: faster, and the model's own figures.",
+        False, "--single-model", rich_help_panel=ADVANCED, help="All columns from --model, no companions"
     ),
     compile_model: bool = typer.Option(
-        False,
-        "--compile",
-        help="Compile the network (torch.compile): about 3x faster after ~30 s of compiling; worth it for large "
-        "sources.",
+        False, "--compile", rich_help_panel=ADVANCED, help="torch.compile: faster on large sources"
     ),
 ) -> None:
-    """Embed every structure of SOURCE with a crystal graph network (CGCNN): one row per structure with its
-    predicted properties and embedding; structures that fail go to an error report beside the output."""
+    """Embed every structure of SOURCE with a crystal graph network: one row each, with its predicted
+    properties; failures go to an error report beside the output.
+
+    Options in full: docs/options.md#featurize"""
     from screening.featurize.cache import default_cache_dir
     from screening.featurize.featurizer import featurize_source
     from screening.featurize.registry import load_featurizer_model
@@ -99,27 +93,22 @@ def _apply_graph_settings(net, radius: float | None, max_nbr: int | None) -> Non
         cfg.max_num_nbr = max_nbr
 
 
-@app.command()
+@app.command(cls=OneScreenCommand, short_help="Embeddings to principal components")
 def reduce(
-    embeddings: Path = typer.Argument(
-        ..., help="Table written by `matscreen featurize`: Parquet, or CSV named .csv / .csv.gz."
-    ),
-    output: Path = typer.Option(
-        ...,
-        "-o",
-        "--output",
-        help="Table to write (Parquet, or CSV when the name ends .csv or .csv.gz): every input column "
-        "(embeddings included, so the file is still a pool for `search` and `campaign new`) plus pc_1 … pc_k.",
-    ),
-    n_components: int = typer.Option(3, "--n-components", "-k", help="Number of principal components to keep."),
+    embeddings: Path = typer.Argument(..., metavar="EMBEDDINGS", help="Table written by `matscreen featurize`"),
+    output: Path = typer.Option(..., "-o", "--output", metavar="PATH", help="Input columns plus pc_1 ... pc_k"),
+    n_components: int = typer.Option(3, "--n-components", "-k", metavar="K", help="Principal components to keep"),
     save_pca: Path = typer.Option(
         None,
         "--save-pca",
-        help="Where to save the fitted PCA (JSON). Default: beside the output, .parquet replaced by .pca.json "
-        "(pcs.parquet -> pcs.pca.json).",
+        metavar="PATH",
+        show_default="pcs.parquet -> pcs.pca.json",
+        help="Fitted PCA",
     ),
 ) -> None:
-    """Project embeddings to principal components and save the fitted PCA with the run."""
+    """Project embeddings to principal components and save the fitted PCA with the run.
+
+    Options in full: docs/options.md#reduce"""
     import re
 
     import numpy as np

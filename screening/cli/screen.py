@@ -9,48 +9,48 @@ from pathlib import Path
 import typer
 
 from screening.cli.app import app
+from screening.cli.help_screen import ADVANCED, OneScreenCommand
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a job stopped by Ctrl-C
 
 
-@app.command("fetch-mp")
+@app.command("fetch-mp", cls=OneScreenCommand, short_help="Download the Materials Project into a local folder")
 def fetch_mp(
     output: Path = typer.Option(
-        ..., "-o", "--output", help="Database folder to write; re-run the same command to resume."
+        ..., "-o", "--output", metavar="DIR", help="Database folder; rerun the command to resume"
     ),
-    band_gap: tuple[float, float] = typer.Option(None, "--band-gap", help="Band-gap window LO HI (eV)."),
+    band_gap: tuple[float, float] = typer.Option(None, "--band-gap", metavar="LO HI", help="Band-gap window, eV"),
     elements: list[str] = typer.Option(
-        None, "--elements", help="Elements every material must contain (Si,O or repeat the option)."
+        None, "--elements", metavar="EL,EL", help="Elements every material contains: Si,O"
     ),
-    max_sites: int = typer.Option(None, "--max-sites", help="Largest cell to download (sites)."),
-    ids: list[str] = typer.Option(
-        None,
-        "--ids",
-        help="Download these Materials Project ids instead of searching: mp-149,mp-2534 (or repeat the option).",
-    ),
-    ids_file: Path = typer.Option(
-        None,
-        "--ids-file",
-        help="Text file of Materials Project ids to download (one per line, or comma/space separated; # comments).",
-    ),
-    fields: list[str] = typer.Option(
-        None,
-        "--field",
-        help="Summary fields to store (repeatable); material_id, formula, structure and band_gap always are.",
+    max_sites: int = typer.Option(None, "--max-sites", metavar="N", help="Largest cell to download, sites"),
+    ids: list[str] = typer.Option(None, "--ids", metavar="ID,ID", help="These ids instead of a search: mp-149,mp-2534"),
+    ids_file: Path = typer.Option(None, "--ids-file", metavar="PATH", help="Text file of ids instead of a search"),
+    api_key_file: Path = typer.Option(
+        None, "--api-key-file", metavar="PATH", show_default="$MP_API_KEY", help="File holding the API key"
     ),
     api_key: str = typer.Option(
         None,
         "--api-key",
-        help="Materials Project API key (default: $MP_API_KEY). Never stored or printed.",
+        metavar="KEY",
         show_default=False,
+        rich_help_panel=ADVANCED,
+        help="The key itself: other users see it in ps",
     ),
-    batch_size: int = typer.Option(1000, "--batch-size", help="Materials per request and per Parquet part."),
+    fields: list[str] = typer.Option(
+        None, "--field", metavar="NAME", rich_help_panel=ADVANCED, help="Another summary field to store (repeat)"
+    ),
+    batch_size: int = typer.Option(
+        1000, "--batch-size", metavar="N", rich_help_panel=ADVANCED, help="Materials per request and file part"
+    ),
     max_retries: int = typer.Option(
-        5, "--max-retries", help="Retries (exponential backoff) on rate limits and network errors."
+        5, "--max-retries", metavar="N", rich_help_panel=ADVANCED, help="Retries on rate limits, network errors"
     ),
 ) -> None:
     """Download structures and properties from the Materials Project into a local database folder:
-    everything matching the filters, or a list of ids (--ids, --ids-file)."""
+    everything matching the filters, or a list of ids (--ids, --ids-file).
+
+    Options in full: docs/options.md#fetch-mp"""
     import os
 
     from screening.io.materials_project import (
@@ -63,12 +63,19 @@ def fetch_mp(
     )
 
     secrets: list[str] = [api_key or "", os.environ.get("MP_API_KEY", "")]
+    if api_key:
+        typer.secho(
+            "warning: --api-key shows the key to every user of this machine (process list, shell history); "
+            "set MP_API_KEY or use --api-key-file",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     try:
         listed = [i for item in (ids or []) for i in item.replace(",", " ").split()]
         if ids_file is not None:
             listed += read_ids_file(ids_file)
         material_ids = listed if (ids or ids_file is not None) else None
-        factory = MPClientFactory(resolve_api_key(api_key))
+        factory = MPClientFactory(resolve_api_key(api_key, api_key_file=api_key_file))
         els = [e for item in (elements or []) for e in item.replace(",", " ").split()]
         summary = fetch_materials_project(
             factory,
@@ -97,53 +104,49 @@ def fetch_mp(
     )
 
 
-@app.command()
+@app.command(cls=OneScreenCommand, short_help="Rank a whole database by predicted distance to a target")
 def screen(
-    db: Path = typer.Argument(
-        ...,
-        help="A folder from `matscreen fetch-mp`, or any source `matscreen featurize` reads (structure folder or "
-        "file, CSV/CSV.GZ/Parquet with a 'cif' column, JSON).",
+    db: Path = typer.Argument(..., metavar="DB", help="A fetch-mp folder, or any source featurize reads"),
+    target: float = typer.Option(..., "--target", metavar="EV", help="Value to rank by distance to, eV"),
+    tol: float = typer.Option(0.05, "--tol", metavar="EV", help="Rows within ± this get within_tol, eV"),
+    output: Path = typer.Option(
+        Path("ranked.parquet"), "-o", "--output", metavar="PATH", help="Ranked table (a search pool)"
     ),
-    target: float = typer.Option(..., "--target", help="Target value of the model's property (eV for band gaps)."),
-    tol: float = typer.Option(0.05, "--tol", help="Tolerance (eV): rows within it are flagged within_tol."),
     model: str = typer.Option(
+        None, "--model", metavar="NAME", show_default="cgcnn_bandgap_128", help="Model name or weights file"
+    ),
+    workers: int = typer.Option(1, "--workers", metavar="N", help="Worker processes (0: this one)"),
+    top: int = typer.Option(10, "--top", metavar="N", help="Best rows to print"),
+    max_formation_energy: float = typer.Option(
         None,
-        "--model",
-        help="The network: the name of a shipped model (default cgcnn_bandgap_128) or a .safetensors file.",
+        "--max-formation-energy",
+        metavar="EV",
+        rich_help_panel=ADVANCED,
+        help="Skip crystals predicted above, eV/atom",
     ),
     engine: str = typer.Option(
-        "local", "--engine", help="local: processes on this machine; ray: a Ray cluster (needs the ray extra)."
+        "local", "--engine", metavar="NAME", rich_help_panel=ADVANCED, help="local, or ray (a Ray cluster)"
     ),
-    address: str = typer.Option(None, "--address", help="Ray cluster address (default: start Ray on this machine)."),
-    workers: int = typer.Option(
-        1,
-        "--workers",
-        help="Worker processes (local engine) or CPUs for a Ray started here (0: all in this process). More "
-        "workers than chunks leave some idle (see --chunk-size).",
+    address: str = typer.Option(
+        None, "--address", metavar="ADDR", rich_help_panel=ADVANCED, help="Ray cluster address (default: start one)"
     ),
     chunk_size: int = typer.Option(
         None,
         "--chunk-size",
-        help="Records per chunk, the unit a worker takes and a stopped run keeps (default: about 30 s of work "
-        "each, at most 2048).",
-        show_default=False,
+        metavar="N",
+        rich_help_panel=ADVANCED,
+        show_default="~30 s of work",
+        help="Records per chunk",
     ),
-    batch_size: int = typer.Option(256, "--batch-size", help="Crystals per network call."),
-    output: Path = typer.Option(
-        Path("ranked.parquet"), "-o", "--output", help="Ranked Parquet (a pool for `matscreen search`)."
-    ),
-    top: int = typer.Option(10, "--top", help="Best rows to print."),
-    max_formation_energy: float = typer.Option(
-        None,
-        "--max-formation-energy",
-        help="Rank only crystals whose predicted formation energy (pred_formation_energy_per_atom) is at most "
-        "this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
+    batch_size: int = typer.Option(
+        256, "--batch-size", metavar="N", rich_help_panel=ADVANCED, help="Crystals per network call"
     ),
 ) -> None:
-    """Screen a whole database in resumable chunks and rank it by distance to TARGET.
+    """Screen a whole database in resumable chunks and rank it by predicted distance to --target.
 
-    Ctrl-C (or SIGTERM) stops within seconds, says how many chunks are saved and exits with code
-    130 (143 for SIGTERM); the same command then resumes."""
+    Ctrl-C keeps the finished chunks and exits 130 (SIGTERM: 143); rerun to resume.
+
+    Options in full: docs/options.md#screen"""
     import pandas as pd
     import pyarrow.parquet as pq
 

@@ -31,6 +31,7 @@ from screening.cli.common import (
     strategy_from_options,
     warn_left_out,
 )
+from screening.cli.help_screen import ADVANCED, OneScreenCommand
 
 DEFAULT_TOL = 0.01  # eV
 
@@ -45,46 +46,70 @@ RESUME_OPTION_NAMES = {
     "known_label": "--known-label",
     "max_formation_energy": "--max-formation-energy",
     "n_components": "--pca-components",
-    "pred_as_feature": "--pred-feature",
 }
 
 
-@app.command()
+@app.command(cls=OneScreenCommand, short_help="Find a crystal near a target band gap in a known pool")
 def search(
-    pool: Path = typer.Option(
-        ...,
-        "--pool",
-        help="Candidate crystals: a table from `matscreen featurize`, `reduce` or `screen`, Parquet or CSV (columns id, "
-        "emb_0 ..., the --label column; pred_band_gap optional).",
-    ),
-    target: float = typer.Option(..., "--target", help="Target band gap (eV)."),
+    pool: Path = typer.Option(..., "--pool", metavar="PATH", help="Candidate crystals: featurize/screen table"),
+    target: float = typer.Option(..., "--target", metavar="EV", help="Band gap to find, eV"),
     tol: float | None = typer.Option(
-        None, "--tol", help=f"Hit tolerance (eV); default {DEFAULT_TOL}, or the campaign's own when -o resumes one."
+        None, "--tol", metavar="EV", show_default=str(DEFAULT_TOL), help="A hit is within ± this of the target, eV"
+    ),
+    budget: int = typer.Option(50, "--budget", min=1, metavar="N", help="Measurements after the prior data"),
+    out: Path = typer.Option(
+        Path("search-out"), "-o", "--out", metavar="DIR", help="Run folder (resumed if it exists)"
     ),
     label: str | None = typer.Option(
-        None,
-        "--label",
-        help="Column of the pool (and of --known) holding the measured band gaps in eV; 'target' for labels "
-        "from a CGCNN id_prop.csv. Default band_gap, or the campaign's own when -o resumes one.",
+        None, "--label", metavar="COLUMN", show_default="band_gap", help="Pool column of known gaps, eV"
     ),
     known: Path = typer.Option(
+        None, "--known", metavar="PATH", help="Measured crystals to learn from (not candidates)"
+    ),
+    prior: Path = typer.Option(None, "--prior", metavar="PATH", help="CSV of gaps already measured: id[, band_gap]"),
+    n_prior: int = typer.Option(0, "--n-prior", min=0, metavar="N", help="Start with N random misses as prior data"),
+    until: str | None = typer.Option(
+        None, "--until", metavar="hit|budget", show_default="hit", help="Stop at the first hit, or use the budget"
+    ),
+    max_formation_energy: float = typer.Option(
         None,
-        "--known",
-        help="Crystals with measured gaps that are not candidates (a `matscreen featurize` output with the --label "
-        "column, Parquet or CSV named .csv / .csv.gz); the search learns from them.",
+        "--max-formation-energy",
+        metavar="EV",
+        rich_help_panel=ADVANCED,
+        help="Skip crystals predicted above, eV/atom",
     ),
     known_label: str = typer.Option(
-        None,
-        "--known-label",
-        help="Column of --known when it holds another quantity than --label (e.g. DFT band_gap while your lab "
-        "measures optical gaps): the search learns the map from one to the other.",
+        None, "--known-label", metavar="COLUMN", rich_help_panel=ADVANCED, help="Column of --known, if not --label"
+    ),
+    strict: bool = typer.Option(False, "--strict", rich_help_panel=ADVANCED, help=STRICT_HELP),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=ADVANCED, help=SEED_HELP),
+    batch: int = typer.Option(
+        1, "--batch", min=1, metavar="N", rich_help_panel=ADVANCED, help="Crystals suggested per round"
     ),
     surrogate: str = typer.Option(
         None,
         "--surrogate",
-        help="How the gaps of crystals not yet measured are predicted. neighbour: the network's prediction, "
-        "corrected by a small GP fitted to the nearest crystals already measured (default with --model value and "
-        "--acq window or thompson). gp: one GP over the PCA coordinates (the original pipeline; default otherwise).",
+        metavar="NAME",
+        rich_help_panel=ADVANCED,
+        show_default="neighbour",
+        help="Predictor: neighbour, gp",
+    ),
+    model: str = typer.Option("value", "--model", metavar="NAME", rich_help_panel=ADVANCED, help=MODEL_HELP),
+    acq: str = typer.Option("window", "--acq", metavar="NAME", rich_help_panel=ADVANCED, help=ACQ_HELP),
+    batch_method: str = typer.Option(
+        "lp", "--batch-method", metavar="NAME", rich_help_panel=ADVANCED, help=BATCH_METHOD_HELP
+    ),
+    beta: float = typer.Option(4.0, "--beta", metavar="NUM", rich_help_panel=ADVANCED, help=BETA_HELP),
+    n_init: int = typer.Option(5, "--n-init", min=1, metavar="N", rich_help_panel=ADVANCED, help=N_INIT_HELP),
+    pca_components: int | None = typer.Option(
+        None, "--pca-components", min=1, metavar="N", rich_help_panel=ADVANCED, show_default="3", help=PCA_HELP
+    ),
+    prior_mean: bool = typer.Option(
+        None,
+        "--prior-mean/--no-prior-mean",
+        rich_help_panel=ADVANCED,
+        show_default=False,
+        help="Network's gap as GP prior (on for gp)",
     ),
     neighbours: int = NEIGHBOURS_OPTION,
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
@@ -92,72 +117,11 @@ def search(
     label_match: bool = LABEL_MATCH_OPTION,
     network_std: bool = NETWORK_STD_OPTION,
     tie_break: float | None = TIE_BREAK_OPTION,
-    until: str | None = typer.Option(
-        None,
-        "--until",
-        help="hit: stop at the first crystal in the window; budget: use the whole budget and report every hit. "
-        "Default hit; on resume the campaign's own, and a value given here applies to this run.",
-    ),
-    prior: Path = typer.Option(
-        None,
-        "--prior",
-        help="CSV of results you already have: an id column, and band_gap (eV; without it the pool's value is used).",
-    ),
-    n_prior: int = typer.Option(
-        0,
-        "--n-prior",
-        min=0,
-        help="Start as if this many random crystals (none in the target window) were already measured; ignored "
-        "with --prior.",
-    ),
-    budget: int = typer.Option(50, "--budget", min=1, help="Measurements the search may make after the prior data."),
-    model: str = typer.Option(
-        "value",
-        "--model",
-        help=MODEL_HELP,
-    ),
-    acq: str = typer.Option("window", "--acq", help=ACQ_HELP),
-    batch: int = typer.Option(1, "--batch", min=1, help="Crystals suggested per round (measured together)."),
-    batch_method: str = typer.Option("lp", "--batch-method", help=BATCH_METHOD_HELP),
-    beta: float = typer.Option(4.0, "--beta", help=BETA_HELP),
-    prior_mean: bool = typer.Option(
-        None,
-        "--prior-mean/--no-prior-mean",
-        help="Use the network's pred_band_gap as the GP's prior mean (c + b*pred, fitted). Default: on with "
-        "--surrogate gp when the pool has pred_band_gap (the neighbour surrogate always starts from the prediction).",
-    ),
-    fixed_prior_slope: bool = typer.Option(
-        False, "--fixed-prior-slope", help="With --prior-mean: keep b = 1 (fit only the offset c)."
-    ),
-    pred_feature: bool = typer.Option(
-        False, "--pred-feature", help="Also give the GP the network's pred_band_gap as one more coordinate."
-    ),
-    n_init: int = typer.Option(5, "--n-init", min=1, help=N_INIT_HELP),
-    max_formation_energy: float = typer.Option(
-        None,
-        "--max-formation-energy",
-        help="Search only crystals whose predicted formation energy (pred_formation_energy_per_atom) is at most "
-        "this many eV/atom, e.g. 0.0 for predicted-stable compounds.",
-    ),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
-    pca_components: int | None = typer.Option(
-        None, "--pca-components", min=1, help=PCA_HELP + " Default 3, or the campaign's own when -o resumes one."
-    ),
-    out: Path = typer.Option(
-        Path("search-out"),
-        "-o",
-        "--out",
-        help="Run directory (campaign.sqlite, pca.json, history.csv, plots). An existing one is resumed.",
-    ),
-    strict: bool = typer.Option(
-        False,
-        "--strict",
-        help=STRICT_HELP,
-        rich_help_panel="Advanced",
-    ),
 ) -> None:
-    """Find a crystal whose band gap is within TOL of TARGET, looking up the pool's known gaps (the --label
-    column) as if each look-up were a measurement."""
+    """Find a crystal with a band gap within --tol of --target in a pool whose gaps are known, each look-up
+    counting as one measurement.
+
+    Options in full: docs/options.md#search"""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -187,14 +151,13 @@ def search(
         beta,
         prior_mean,
         n_init,
-        fixed_prior_slope,
-        surrogate,
-        neighbours,
-        neighbour_components,
-        min_labelled,
-        label_match,
-        tie_break,
-        network_std,
+        surrogate=surrogate,
+        neighbours=neighbours,
+        neighbour_components=neighbour_components,
+        min_labelled=min_labelled,
+        label_match=label_match,
+        tie_break=tie_break,
+        network_std=network_std,
     )
     if (out / STORE_NAME).exists():
         with CampaignStore.open(out / STORE_NAME) as store:
@@ -208,7 +171,6 @@ def search(
             "known_label": known_label,
             "max_formation_energy": max_formation_energy,
             "n_components": pca_components,
-            "pred_as_feature": pred_feature or None,
         }
         given.update({k: v for k, v in optional.items() if v is not None})
         question = resume_differences(stored, given, RESUME_OPTION_NAMES)
@@ -261,7 +223,6 @@ def search(
                 batch,
                 StopRules(budget=budget, stop_on_hit=until != "budget"),
                 pca_components,
-                pred_as_feature=pred_feature,
                 known_path=known,
                 known_label=known_label,
                 max_formation_energy=max_formation_energy,
@@ -317,7 +278,7 @@ def search(
             mark = "  [bold green]HIT[/]" if hit else ""
             progress.console.print(
                 f"{n:4d}  {ev.point:<{width}} {str(names.get(ev.point, '')):<14} gap {ev.y:7.3f} eV"
-                f"  |Δ| {loss:.3f}  best {best[0]:.3f}{mark}"
+                f"  |Δ| {loss:.3f} eV  best {best[0]:.3f} eV{mark}"
             )
             progress.update(task, description=f"best |Δ| {best[0]:.3f} eV")
 

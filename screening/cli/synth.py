@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING
 import typer
 
 from screening.cli.app import app
+from screening.cli.help_screen import ADVANCED, OneScreenCommand, OneScreenGroup
 from screening.errors import MatscreenError
 
 if TYPE_CHECKING:  # the synthesis stack loads only when a synth command runs
     from screening.objectives.synthesis.rounds import RoundLog, SynthesisCampaign
 
 synth_app = typer.Typer(
+    cls=OneScreenGroup,
     no_args_is_help=True,
+    short_help="Flow-synthesis campaigns for a target UV-Vis spectrum",
     help=(
         "Find flow-synthesis conditions whose silver-nanoparticle UV-Vis spectrum matches a target spectrum, "
         "on the built-in simulated lab or on a real reactor that exchanges CSV files."
@@ -76,75 +79,64 @@ def _units(sc: SynthesisCampaign) -> list[str]:
     return [f" {u}" for u in INPUT_UNITS] if tuple(names) == INPUT_NAMES else [""] * len(names)
 
 
-@synth_app.command("run")
+@synth_app.command("run", cls=OneScreenCommand, short_help="Run a synthesis campaign (simulated lab or reactor files)")
 def synth_run(
-    rounds: int = typer.Option(
-        8, "--rounds", help="Total rounds of experiments; round 1 spreads conditions evenly over the search range."
+    rounds: int = typer.Option(8, "--rounds", metavar="N", help="Rounds of experiments"),
+    batch: int = typer.Option(15, "--batch", metavar="N", help="Conditions per round"),
+    lab: str = typer.Option("virtual", "--lab", metavar="NAME", help="virtual (simulated) or csv (reactor files)"),
+    method: str = typer.Option("bo+dnn", "--method", metavar="NAME", help="bo+dnn (optimiser + network), bo or random"),
+    target: Path = typer.Option(
+        None, "--target", metavar="PATH", show_default="published", help="Target spectrum: CSV (nm, absorbance)"
     ),
-    batch: int = typer.Option(15, "--batch", help="Conditions per round chosen by the optimiser (or at random)."),
-    lab: str = typer.Option(
-        "virtual",
-        "--lab",
-        help="virtual: the built-in simulated lab. csv: a real reactor; each round writes DIR/ask-RR.csv "
-        "and waits for DIR/results-RR.csv.",
+    out: Path = typer.Option(
+        Path("synth-out"), "-o", "--out", metavar="DIR", help="Campaign folder (continued if it exists)"
     ),
-    method: str = typer.Option(
-        "bo+dnn",
-        "--method",
-        help="bo: Bayesian optimisation. bo+dnn: the same, plus a neural network trained on the measured spectra "
-        "that proposes extra conditions from round --dnn-from. random: random conditions (a baseline).",
-    ),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed: same seed and data, same conditions"),
     dnn_from: int = typer.Option(
-        3, "--dnn-from", help="First round in which the neural network proposes conditions (with --method bo+dnn)."
+        3, "--dnn-from", metavar="N", rich_help_panel=ADVANCED, help="First round the network proposes in"
     ),
     dnn_batch: int = typer.Option(
-        None, "--dnn-batch", help="Conditions the neural network proposes per round (default: --batch)."
+        None,
+        "--dnn-batch",
+        metavar="N",
+        rich_help_panel=ADVANCED,
+        show_default="--batch",
+        help="Conditions from the network a round",
     ),
     box: str = typer.Option(
-        "paper",
-        "--box",
-        help="Starting search range. paper: the narrower ranges the published study started from "
-        "(Q_AgNO3 4-20 %, Q_PVA 10-40 %, Q_TSC 4-20 %, Q_seed 4-20 %, Q_tot 200-1000 uL/min), widened when the "
-        "best conditions reach an edge. full: the widest ranges the study used, from the start.",
+        "paper", "--box", metavar="NAME", rich_help_panel=ADVANCED, help="Start ranges: paper (narrow) or full"
     ),
     expand: bool = typer.Option(
-        True,
-        "--expand/--no-expand",
-        help="Widen a range (up to the widest allowed) when the best conditions sit at its edge.",
+        True, "--expand/--no-expand", rich_help_panel=ADVANCED, help="Widen a range if the best is at its edge"
     ),
     replicates: int = typer.Option(
-        21, "--replicates", help="Droplets measured per condition (simulated lab); the loss is their median."
-    ),
-    target: Path = typer.Option(
-        None,
-        "--target",
-        help="Target spectrum file: CSV of wavelength (nm) and absorbance, or JSON. Default: the published target. "
-        "Stored with the campaign; a rerun may leave it out, and a different one is refused.",
+        21, "--replicates", metavar="N", rich_help_panel=ADVANCED, help="Droplets per condition (simulated)"
     ),
     objective: str = typer.Option(
-        None,
-        "--objective",
-        help="Your own objective class as package.module:ClassName, used instead of --lab.",
+        None, "--objective", metavar="CLASS", rich_help_panel=ADVANCED, help="Your objective class instead of --lab"
     ),
     compare_random: bool = typer.Option(
         True,
         "--compare-random/--no-compare-random",
-        help="Also run random conditions on the simulated lab, as a baseline in the plot.",
+        rich_help_panel=ADVANCED,
+        help="Random baseline in the plot",
     ),
     shap: bool = typer.Option(
-        True,
-        "--shap/--no-shap",
-        help='Rank the inputs by their influence on the predicted spectrum (SHAP; needs pip install "matscreen\\[shap]").',
+        True, "--shap/--no-shap", rich_help_panel=ADVANCED, help="Rank the inputs (needs matscreen[shap])"
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and data give the same conditions."),
     poll: float = typer.Option(
-        5.0, "--poll", min=0.01, help="Seconds between checks for the reactor's results file (with --lab csv)."
-    ),
-    out: Path = typer.Option(
-        Path("synth-out"), "-o", "--out", help="Campaign directory; an existing one is continued where it stopped."
+        5.0,
+        "--poll",
+        min=0.01,
+        metavar="S",
+        rich_help_panel=ADVANCED,
+        help="Seconds between checks for results (csv)",
     ),
 ) -> None:
-    """Run a synthesis campaign; write the conditions tried, per-round results, plots and input importance."""
+    """Run a synthesis campaign over flow rates (Q_AgNO3, Q_PVA, Q_TSC, Q_seed in %, Q_tot in uL/min); write
+    the conditions tried, per-round results, plots and input importance.
+
+    Options in full: docs/options.md#synth-run"""
     from screening.objectives.synthesis.rounds import (
         SynthesisCampaign,
         build_objective,
@@ -208,32 +200,24 @@ def synth_run(
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-@synth_app.command("ask")
+@synth_app.command("ask", cls=OneScreenCommand, short_help="Write the next conditions for a real reactor")
 def synth_ask(
-    directory: Path = typer.Argument(..., help="Campaign directory (created by the first ask)."),
-    batch: int = typer.Option(
-        15, "--batch", help="Conditions per round chosen by the optimiser (set when the campaign is created)."
-    ),
-    dnn: int = typer.Option(
-        0, "--dnn", help="Also add this many conditions proposed by a neural network trained on the measured spectra."
-    ),
-    box: str = typer.Option(
-        "paper",
-        "--box",
-        help="Starting search range when the campaign is created. paper: the published study's starting ranges, "
-        "widened when the best conditions reach an edge. full: the widest ranges it used.",
-    ),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Campaign folder (made by the first ask)"),
+    batch: int = typer.Option(15, "--batch", metavar="N", help="Conditions per round (fixed at creation)"),
+    dnn: int = typer.Option(0, "--dnn", metavar="N", help="Extra conditions from the neural network"),
+    box: str = typer.Option("paper", "--box", metavar="NAME", help="Start ranges: paper (narrow) or full"),
     target: Path = typer.Option(
-        None,
-        "--target",
-        help="Target spectrum file (CSV of wavelength in nm and absorbance, or JSON) when the campaign is created; "
-        "default: the published target. Later asks may leave it out; a different one is refused.",
+        None, "--target", metavar="PATH", show_default="published", help="Target spectrum: CSV (nm, absorbance)"
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed and data give the same conditions."),
-    out: Path = typer.Option(None, "-o", "--out", help="CSV file to write (default: DIR/ask-RR.csv, RR the round)."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed: same seed and data, same conditions"),
+    out: Path = typer.Option(
+        None, "-o", "--out", metavar="PATH", show_default="DIR/ask-RR.csv", help="CSV file to write"
+    ),
 ) -> None:
     """Write the next conditions for a real reactor (condition_id and one column per input); they stay pending
-    until told."""
+    until told. --batch, --box and --target are fixed by the first ask.
+
+    Options in full: docs/options.md#synth-ask"""
     from screening.objectives.synthesis.rounds import SynthesisCampaign, build_objective
 
     _at_least_one(batch=batch)
@@ -252,21 +236,19 @@ def synth_ask(
     )
 
 
-@synth_app.command("tell")
+@synth_app.command("tell", cls=OneScreenCommand, short_help="Record the reactor's droplet spectra")
 def synth_tell(
-    directory: Path = typer.Argument(..., help="Campaign directory (the one given to synth ask)."),
-    results: Path = typer.Argument(
-        ..., help="Reactor results CSV: condition_id, then absorbance at 380 ... 800 nm, one row per droplet."
-    ),
+    directory: Path = typer.Argument(..., metavar="DIR", help="Campaign folder (the one given to synth ask)"),
+    results: Path = typer.Argument(..., metavar="RESULTS", help="CSV: condition_id, absorbance at 380 ... 800 nm"),
     target: Path = typer.Option(
-        None,
-        "--target",
-        help="Not needed: the campaign uses the target stored at creation. If given, it must be that same spectrum.",
+        None, "--target", metavar="PATH", help="Not needed; if given, must be the stored target"
     ),
 ) -> None:
     """Record the reactor's droplet spectra for the pending conditions; droplets without a spectrum are counted
     and left out. Telling the same file again is harmless: conditions already recorded with the same spectra
-    are skipped."""
+    are skipped.
+
+    Options in full: docs/options.md#synth-tell"""
     from screening.objectives.synthesis.rounds import SynthesisCampaign, build_objective
 
     sc = SynthesisCampaign(

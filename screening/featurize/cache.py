@@ -8,18 +8,13 @@ the same weights and graph settings; the key is (:func:`structure_fingerprint`,
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-
-def default_cache_dir() -> Path:
-    """Where the embedding cache lives unless told otherwise (XDG convention)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "matscreen"
+from screening.cache_dir import default_cache_dir  # noqa: F401  (where the embedding cache lives by default)
 
 
 def structure_fingerprint(structure) -> str:

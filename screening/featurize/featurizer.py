@@ -16,6 +16,7 @@ databases of any size.
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,7 +41,15 @@ from screening.featurize.cache import EmbeddingCache, structure_fingerprint
 from screening.featurize.registry import featurizer_model, load_featurizer_model, model_fingerprint
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph, structure_to_graph
-from screening.io.atomic import atomic_path, check_output_apart, sweep_stale_temporaries, write_csv_atomic
+from screening.io.atomic import (
+    atomic_path,
+    check_output_apart,
+    sweep_stale_temporaries,
+    temporary_path,
+    write_csv_atomic,
+    write_text_atomic,
+)
+from screening.io.report_pair import parquet_stamp, stamp_path, stamp_text
 from screening.io.tables import beside, csv_chunk_writer, is_csv
 from screening.io.time_budget import DEFAULT_RECORD_SECONDS
 from screening.models.cgcnn import check_elements, output_names
@@ -369,13 +378,25 @@ def featurize_records(
     return result
 
 
+class _ChunkTable:
+    """``write(chunk)`` appends to the table being written; ``metadata`` set before the writer
+    closes goes into a Parquet file's footer (:mod:`screening.io.report_pair`)."""
+
+    def __init__(self, write: Callable[[pd.DataFrame], None]) -> None:
+        self.write = write
+        self.metadata: dict[bytes, bytes] = {}
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        self.write(frame)
+
+
 @contextmanager
-def _chunk_table_writer(tmp: Path, output: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
-    """``write(chunk)`` appending to ``tmp`` in the format ``output``'s name says; every chunk takes
-    the first chunk's columns and types, so a later chunk cannot change the table's shape."""
+def _chunk_table_writer(tmp: Path, output: Path) -> Iterator[_ChunkTable]:
+    """A :class:`_ChunkTable` appending to ``tmp`` in the format ``output``'s name says; every chunk
+    takes the first chunk's columns and types, so a later chunk cannot change the table's shape."""
     if is_csv(output):
         with csv_chunk_writer(tmp, output.name.lower().endswith(".gz")) as csv_writer:
-            yield csv_writer.write
+            yield _ChunkTable(csv_writer.write)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -395,8 +416,11 @@ def _chunk_table_writer(tmp: Path, output: Path) -> Iterator[Callable[[pd.DataFr
             raise MatscreenError(_type_change_message(frame, schema, output)) from exc
         writer.write_table(table)
 
+    chunk_table = _ChunkTable(write)
     try:
-        yield write
+        yield chunk_table
+        if writer is not None and chunk_table.metadata:
+            writer.add_key_value_metadata(chunk_table.metadata)
     finally:
         if writer is not None:
             writer.close()
@@ -442,7 +466,8 @@ def featurize_source(
     errors_path = Path(errors_path) if errors_path else beside(output, ".errors.csv")
     check_output_apart(output, source)
     check_output_apart(errors_path, source)
-    sweep_stale_temporaries(output)  # what a killed earlier run of this command left beside it
+    for written in (output, errors_path, stamp_path(output)):
+        sweep_stale_temporaries(written)  # what a killed earlier run of this command left beside it
     model = featurizer_model(model)
     output.parent.mkdir(parents=True, exist_ok=True)
     featurizer = Featurizer(model, batch_size=batch_size, workers=workers, cache_dir=cache_dir, compile=compile)
@@ -450,27 +475,42 @@ def featurize_source(
 
     n_rows = 0
     total = count_records(source) if progress else 0
-    # Written to a temporary name and renamed at the end: a killed or failing re-run leaves the
+    # Output and error report are written to temporary names; the report is renamed first, then
+    # the output, which records the report's hash, so a kill between the two renames leaves a
+    # detectable mismatch (screening.io.report_pair) and a killed or failing re-run leaves the
     # previous output whole (screening.io.atomic).
-    with atomic_path(output) as tmp_output, _chunk_table_writer(tmp_output, output) as write_chunk:
-        with progress_bar(total, f"featurizing {Path(source).name}", enabled=progress) as advance:
+    errors_tmp = temporary_path(errors_path)
+    stamp_tmp = temporary_path(stamp_path(output))
+    try:
+        with atomic_path(output) as tmp_output:
+            with _chunk_table_writer(tmp_output, output) as table:
+                with progress_bar(total, f"featurizing {Path(source).name}", enabled=progress) as advance:
 
-            def records() -> Iterator[Any]:
-                for item in iter_records(source):
-                    if isinstance(item, RecordError):
-                        errors.append(item)
-                        advance(1)  # a record that failed to read still counts as done
-                    else:
-                        yield item
+                    def records() -> Iterator[Any]:
+                        for item in iter_records(source):
+                            if isinstance(item, RecordError):
+                                errors.append(item)
+                                advance(1)  # a record that failed to read still counts as done
+                            else:
+                                yield item
 
-            for frame, errs in featurizer.iter_chunks(records(), advance):
-                errors.extend(errs)
-                if not frame.empty:
-                    write_chunk(frame)
-                    n_rows += len(frame)
-        if n_rows == 0:  # nothing featurized: still leave a valid (empty) table with the columns
-            write_chunk(featurizer._empty_frame())
-    write_csv_atomic(errors_to_frame(errors), errors_path, index=False)
+                    for frame, errs in featurizer.iter_chunks(records(), advance):
+                        errors.extend(errs)
+                        if not frame.empty:
+                            table.write(frame)
+                            n_rows += len(frame)
+                if n_rows == 0:  # nothing featurized: still leave a valid (empty) table with the columns
+                    table.write(featurizer._empty_frame())
+                write_csv_atomic(errors_to_frame(errors), errors_tmp, index=False)
+                table.metadata = parquet_stamp(output, errors_path, errors_tmp)
+            if is_csv(output):
+                write_text_atomic(stamp_text(output, errors_path, errors_tmp), stamp_tmp)
+            os.replace(errors_tmp, errors_path)  # the report first; atomic_path renames the output next
+        if is_csv(output):
+            os.replace(stamp_tmp, stamp_path(output))
+    finally:
+        for leftover in (errors_tmp, stamp_tmp):
+            leftover.unlink(missing_ok=True)
     return {
         "rows": n_rows,
         "errors": len(errors),

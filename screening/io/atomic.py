@@ -131,9 +131,12 @@ def write_parquet_atomic(frame: Any, path: str | Path) -> Path:
 
 
 def write_csv_atomic(frame: Any, path: str | Path, **to_csv: Any) -> Path:
-    """``frame.to_csv(path, **to_csv)`` atomically (``index=False`` unless told otherwise)."""
-    to_csv.setdefault("index", False)
-    return write_atomic(path, lambda tmp: frame.to_csv(tmp, **to_csv))
+    """``frame.to_csv(path, **to_csv)`` atomically (``index=False`` unless told otherwise), its
+    text cells encoded by the project's one CSV writer (:mod:`screening.safe_csv`: no formulas,
+    one line per row, read back exactly with ``decode_frame``)."""
+    from screening.safe_csv import write_csv_chunk
+
+    return write_atomic(path, lambda tmp: write_csv_chunk(frame, tmp, **to_csv))
 
 
 def write_text_atomic(text: str, path: str | Path, encoding: str = "utf-8") -> Path:

@@ -3,8 +3,9 @@
 ``ask`` files are CSV with one row per suggested point: ``id`` (plus descriptive columns such as
 ``formula``) for a pool, or one column per input (the box's names, else ``x0``, ``x1`` …) for a
 box. ``results`` files are CSV with the same identifying columns plus the measured value (for a
-pool: ``band_gap`` or ``y``; for a box: ``y``) and an optional ``error`` column whose non-empty
-text marks a failed evaluation.
+pool: ``band_gap_eV``, the ask file's own empty column, or ``band_gap``, ``y`` …; for a box: ``y``)
+and an optional ``error`` column whose non-empty text marks a failed evaluation: a band-gap ask
+file filled in by the lab is a results file.
 
 A malformed results file raises :class:`ResultsFileError` naming the file, the row and the
 reason; nothing is told in that case.
@@ -76,7 +77,9 @@ def _value(text: str, row_id: str, column: str, path: Path, line: int | None = N
     where = f"line {line}: " if line is not None else ""
     if not text:
         raise ResultsFileError(
-            row_id, f"{where}{column} is empty (a failed measurement says why in an error column)", str(path)
+            row_id,
+            f"{where}{column} is empty (a failed measurement says why in an error column; leave out rows not measured yet)",
+            str(path),
         )
     try:
         v = parse_number(text)

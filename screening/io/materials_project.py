@@ -38,6 +38,8 @@ from typing import Any
 
 from screening.errors import MatscreenError, RecordError
 from screening.progress import progress_bar
+from screening.redaction import redact as redact_text
+from screening.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +76,30 @@ class MPRateLimitError(MaterialsProjectError):
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_api_key(api_key: str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """The key from ``--api-key`` or else ``MP_API_KEY``; a clear :class:`MPAuthError` if neither."""
+def resolve_api_key(
+    api_key: str | None = None, environ: Mapping[str, str] | None = None, api_key_file: str | Path | None = None
+) -> str:
+    """The key from ``--api-key-file``, else ``--api-key``, else ``MP_API_KEY``; a clear
+    :class:`MPAuthError` if none. The key is registered for redaction (:mod:`screening.redaction`),
+    so no ``error:`` line of the command line can print it."""
     env: Mapping[str, str] = os.environ if environ is None else environ
-    key = (api_key or env.get(API_KEY_ENV) or "").strip()
+    if api_key_file is not None:
+        try:
+            key = Path(api_key_file).read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError:
+            raise MPAuthError(f"the API key file {api_key_file} is not UTF-8 text") from None
+        except OSError as exc:
+            raise MPAuthError(f"cannot read the API key file {api_key_file}: {exc.strerror or exc}") from None
+        if not key:
+            raise MPAuthError(f"the API key file {api_key_file} is empty")
+    else:
+        key = (api_key or env.get(API_KEY_ENV) or "").strip()
     if not key:
         raise MPAuthError(
-            f"no Materials Project API key: set the {API_KEY_ENV} environment variable or pass --api-key "
+            f"no Materials Project API key: set the {API_KEY_ENV} environment variable or pass --api-key-file "
             "(keys are at https://materialsproject.org/api)"
         )
+    register_secret(key)
     return key
 
 
@@ -124,11 +141,9 @@ class MPClientFactory:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret (of 4 characters or more) in ``text`` by ``***``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+    """Replace every secret (of 4 characters or more) in ``text`` by ``***``: in any letter case,
+    URL-encoded or base64-encoded (:func:`screening.redaction.redact`)."""
+    return redact_text(text, secrets)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +206,11 @@ def call_with_retry(
             return call()
         except MaterialsProjectError:
             raise
+        except SystemExit as exc:  # a client that exits with a message: an error, its text redacted
+            hint = f" {resume_hint}" if resume_hint else ""
+            raise MaterialsProjectError(
+                f"{what}: the Materials Project client stopped ({redactor(str(exc.code))}).{hint}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - mp-api / requests raise many kinds
             kind = classify_error(exc)
             detail = redactor(f"{type(exc).__name__}: {exc}")
@@ -217,7 +237,7 @@ def call_with_retry(
             if kind == "auth":
                 raise MPAuthError(
                     f"{what}: the Materials Project API rejected the API key ({detail}); check MP_API_KEY / "
-                    f"--api-key (new-style keys are 32 characters, from https://materialsproject.org/api).{hint}"
+                    f"--api-key-file (new-style keys are 32 characters, from https://materialsproject.org/api).{hint}"
                 ) from None
             raise MaterialsProjectError(f"{what}: the Materials Project query failed ({detail}).{hint}") from None
 

@@ -40,6 +40,7 @@ import gzip
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -168,17 +169,23 @@ def iter_records(
 def count_records(source: str | Path) -> int:
     """How many items :func:`iter_records` yields for ``source`` (records and errors), cheaply.
 
-    Meant for progress bars: it reads file names, the id column or Parquet metadata, not CIFs.
+    Meant for progress bars: it reads file names, the id column or Parquet metadata, and counts
+    the ``data_`` lines of CIF files (one regex pass over the text, no parsing), so a multi-block
+    CIF counts as its blocks. An ASE file of several frames counts once.
     """
     path = Path(source)
     kind = source_kind(path)
-    if kind == "cif_dir":  # an ASE file with several frames counts once here
+    if kind == "cif_dir":  # an ASE file with several frames counts once here (the bar's total then grows)
         files = _structure_files(path)
         listed = [row[0] for _, row in id_prop_rows(path, files)[1]] if (path / ID_PROP_FILE).is_file() else []
         by_name = {p.name: record_id for record_id, p in files.items()}
-        matched = {by_name.get(i, i) for i in listed}
-        return len(listed) + len(set(files) - matched) + len(_unread_subfolders(path))
-    if kind in ("cif_file", "poscar_file", "ase_file"):
+        matched = {i if i in files else by_name.get(i, i) for i in listed} & set(files)
+        n = len(listed) - len(matched)  # rows that become one error each (no such file, a repeated row)
+        n += sum(_items_in_file(p) for p in files.values())  # a CIF file: one item per data block
+        return n + len(_unread_subfolders(path))
+    if kind == "cif_file":
+        return _items_in_file(path)
+    if kind in ("poscar_file", "ase_file"):
         return 1
     if kind == "parquet":
         import pyarrow.parquet as pq
@@ -188,6 +195,20 @@ def count_records(source: str | Path) -> int:
         first = _table_columns(path)[0]
         return sum(len(chunk) for chunk in pd.read_csv(path, usecols=[first], chunksize=1 << 16))
     return len(_load_json_entries(path))
+
+
+_DATA_LINE = re.compile(r"^[ \t]*data_", flags=re.MULTILINE)  # screening.io.cif's block header
+
+
+def _items_in_file(path: Path) -> int:
+    """How many items a structure file yields: one per ``data_`` block of a readable CIF (the
+    same boundaries as :func:`screening.io.cif.split_data_blocks`), else one (a record or an error)."""
+    if path.suffix.lower() != ".cif" or _entry_problem(path) is not None:
+        return 1
+    try:
+        return max(1, len(_DATA_LINE.findall(path.read_text(encoding="utf-8", errors="replace"))))
+    except OSError:
+        return 1
 
 
 # --- folders of CIFs -------------------------------------------------------------------------

@@ -18,6 +18,8 @@ import pandas as pd
 
 from screening.errors import MatscreenError
 from screening.io.atomic import atomic_path
+from screening.io.report_pair import warn_if_unpaired
+from screening.safe_csv import decode_frame, write_csv_chunk
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 
@@ -82,17 +84,22 @@ def read_table(path: str | Path, what: str, error: type[MatscreenError] = Matscr
     try:
         if is_csv(path):
             columns = list(pd.read_csv(path, nrows=0).columns)
-            return pd.read_csv(
+            frame = pd.read_csv(
                 path, dtype={"id": str}, float_precision="round_trip", **csv_missing_values(columns, {"id"})
             )
-        return pd.read_parquet(path)
+            frame = decode_frame(frame)  # the project wrote it encoded (screening.safe_csv)
+        else:
+            frame = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pandas / pyarrow raise many types for unreadable files
         hint = "" if is_csv(path) else " (a CSV table must be named .csv or .csv.gz)"
         raise error(f"{path}: cannot read {what} as {table_format(path)}{hint} ({exc})") from exc
+    warn_if_unpaired(path)  # an error report beside it from another run (screening.io.report_pair)
+    return frame
 
 
 class CsvChunkWriter:
-    """Append DataFrame chunks to one CSV (gzip-compressed for ``.csv.gz``), the header once."""
+    """Append DataFrame chunks to one CSV (gzip-compressed for ``.csv.gz``), the header once;
+    text cells encoded (:mod:`screening.safe_csv`), so :func:`read_table` reads them back exactly."""
 
     def __init__(self, handle: IO[str]):
         self._handle = handle
@@ -102,7 +109,7 @@ class CsvChunkWriter:
         first = self.columns is None
         if first:
             self.columns = list(frame.columns)
-        frame.reindex(columns=self.columns).to_csv(self._handle, header=first, index=False)
+        write_csv_chunk(frame.reindex(columns=self.columns), self._handle, header=first)
 
 
 @contextmanager

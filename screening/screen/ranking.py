@@ -8,6 +8,7 @@ target or formation-energy limit re-ranks without featurizing again.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ def rank_chunks(
     scratch_dir: str | Path,
     bucket_rows: int = 65536,
     max_formation_energy: float | None = None,
+    metadata: dict[bytes, bytes] | None = None,
+    before_publish: Callable[[], None] | None = None,
 ) -> dict[str, int]:
     """Merge chunk files into ``output`` sorted by ``|pred − target|`` (ties by id), in bounded memory.
 
@@ -97,6 +100,10 @@ def rank_chunks(
     ``max_formation_energy`` (eV/atom) leaves out the rows whose ``pred_formation_energy_per_atom``
     is above it (or missing): the ranking is then among crystals predicted stable enough, and
     ``filtered_out`` in the result counts the rest.
+
+    ``metadata`` goes into the output's Parquet footer; ``before_publish()`` runs just before the
+    output is renamed into place (``screen`` publishes its error report there first:
+    :mod:`screening.io.report_pair`).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -140,8 +147,8 @@ def rank_chunks(
                 "within_tol": pa.array([], pa.bool_()),
             }
         )
-        pq.write_table(empty, tmp_out)
-        os.replace(tmp_out, output)
+        pq.write_table(empty.replace_schema_metadata(metadata), tmp_out)
+        _publish(tmp_out, output, before_publish)
         return {"rows": 0, "within_tol": 0, "filtered_out": filtered_out}
     offsets = np.cumsum([0] + [len(k) for k in keys])
     all_keys = pa.concat_tables(keys)
@@ -188,7 +195,7 @@ def rank_chunks(
     del rank, distance
 
     # pass 3: each bucket sorted by rank, in bucket order
-    out_schema = bucket_schema.append(pa.field("within_tol", pa.bool_()))
+    out_schema = bucket_schema.append(pa.field("within_tol", pa.bool_())).with_metadata(metadata or {})
     hits = 0
     with pq.ParquetWriter(tmp_out, out_schema, use_dictionary=dictionary_columns(out_schema)) as writer:
         for path in bucket_paths:
@@ -200,8 +207,17 @@ def rank_chunks(
             writer.write_table(table.append_column("within_tol", within), row_group_size=16384)
             del table
             path.unlink()
-    os.replace(tmp_out, output)
+    _publish(tmp_out, output, before_publish)
     return {"rows": n, "within_tol": hits, "filtered_out": filtered_out}
+
+
+def _publish(tmp: Path, output: Path, before_publish: Callable[[], None] | None) -> None:
+    try:
+        if before_publish is not None:
+            before_publish()
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_errors_csv(error_parts: list[Path], path: Path) -> int:
@@ -212,6 +228,8 @@ def write_errors_csv(error_parts: list[Path], path: Path) -> int:
     """
     import pandas as pd
 
+    from screening.safe_csv import write_csv_chunk
+
     n = 0
     header = True
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
@@ -220,7 +238,7 @@ def write_errors_csv(error_parts: list[Path], path: Path) -> int:
             if frame.empty and not header:
                 continue
             frame = frame.reindex(columns=["id", "source", "error", "reason"])
-            frame.to_csv(handle, index=False, header=header)
+            write_csv_chunk(frame, handle, header=header)
             header = False
             n += len(frame)
         if header:

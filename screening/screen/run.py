@@ -41,6 +41,7 @@ Work folder layout (beside the output, ``<output stem>.chunks/``)::
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -48,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from screening.io.atomic import sweep_temporary_files, write_json_atomic
+from screening.io.atomic import sweep_stale_temporaries, sweep_temporary_files, temporary_path, write_json_atomic
+from screening.io.report_pair import parquet_stamp
 from screening.io.tables import is_csv
 from screening.processes import Terminated, sigterm_as_interrupt
 from screening.progress import plural, progress_bar
@@ -330,17 +332,27 @@ def screen_database(
                 )
             ranges = _saved_ranges(manifest)
             rank_start = time.perf_counter()
-            ranked = rank_chunks(
-                [chunk_path(work_dir, a, b) for a, b in ranges],
-                pred_col,
-                target,
-                tol,
-                output,
-                work_dir / "merge",
-                max_formation_energy=max_formation_energy,
-            )
+            # The error report is written first under a temporary name; the ranked output records its
+            # hash and is renamed right after it, so a kill between the two is detectable
+            # (screening.io.report_pair).
             errors_path = output.with_name(f"{output.stem}.errors.csv")
-            n_errors = write_errors_csv([chunk_errors_path(work_dir, a, b) for a, b in ranges], errors_path)
+            sweep_stale_temporaries(errors_path)
+            errors_tmp = temporary_path(errors_path)
+            try:
+                n_errors = write_errors_csv([chunk_errors_path(work_dir, a, b) for a, b in ranges], errors_tmp)
+                ranked = rank_chunks(
+                    [chunk_path(work_dir, a, b) for a, b in ranges],
+                    pred_col,
+                    target,
+                    tol,
+                    output,
+                    work_dir / "merge",
+                    max_formation_energy=max_formation_energy,
+                    metadata=parquet_stamp(output, errors_path, errors_tmp),
+                    before_publish=lambda: os.replace(errors_tmp, errors_path),
+                )
+            finally:
+                errors_tmp.unlink(missing_ok=True)
     except KeyboardInterrupt as stop:
         saved = _saved_ranges(manifest)
         raise ScreenInterrupted(

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from screening.bo.baselines import expected_best_loss_curve, expected_draws_to_first_hit
-from screening.bo.campaign import Campaign, StopRules, TellOutcome
+from screening.bo.campaign import Campaign, History, StopRules, TellOutcome
 from screening.bo.domain import DiscretePool
 from screening.bo.objective import load_objective_class, load_stored_objective_class
 from screening.bo.strategy import Strategy
+from screening.columns import PRED_BAND_GAP, PRED_BAND_GAP_STD, PRED_FORMATION_ENERGY
 from screening.errors import MatscreenError, RecordError
 from screening.objectives.bandgap.objective import (
     BandGapPool,
@@ -395,42 +396,117 @@ def add_prior_data(cd: CampaignDir, prior_csv: str | Path | None = None, n_prior
 
 
 ASK_COLUMNS_DOC = (
-    "id; formula; pred_band_gap_eV: the network's predicted gap; mean_eV, std_eV: the surrogate's predictive "
-    "mean and standard deviation of the measured gap (eV) given everything told so far (with known data: of the "
-    "label-match mixture); acquisition_score: how much the search wants this point (for --acq window: the "
-    "probability that the gap lies in target ± tol); map_eV: the network's prediction carried to the measured "
-    "scale by the map learned from the results so far (see `campaign status`)"
+    "id; formula, prototype, space_group, n_sites: what the pool says of the crystal (each when the pool has "
+    "it); pred_band_gap_eV, pred_band_gap_std_eV, pred_formation_energy_eV_per_atom: the network's predictions; "
+    "mean_eV, std_eV: the surrogate's predictive mean and standard deviation of the measured gap (eV) given "
+    "everything told so far (with known data: of the label-match mixture); acquisition_score: how much the search "
+    "wants this point (for --acq window: the probability that the gap lies in target ± tol); map_eV: the "
+    "network's prediction carried to the measured scale by the map learned from the results so far (see "
+    "`campaign status`); band_gap_eV, error: empty, for the lab to fill in and `campaign tell`"
 )
+
+#: Decimals of the eV values in the files a lab reads (ask files, history.csv): 0.1 meV, finer
+#: than any band-gap measurement. The campaign store keeps the exact values.
+EV_DECIMALS = 4
+
+#: The ask file's column the lab fills in with the measured gap (read back by
+#: :func:`screening.io.lab_files.read_pool_results`), and the one for a failed measurement's reason.
+ASK_RESULT_COLUMN = "band_gap_eV"
+ASK_ERROR_COLUMN = "error"
+
+#: What an ask file says of each crystal, when the pool has it: (ask-file column, pool columns in
+#: order of preference, decimals for a value in eV or eV/atom; None for text and counts).
+ASK_POOL_COLUMNS: tuple[tuple[str, tuple[str, ...], int | None], ...] = (
+    ("formula", ("formula",), None),
+    ("prototype", ("prototype",), None),
+    ("space_group", ("space_group", "spacegroup", "space_group_symbol", "spacegroup_symbol"), None),
+    ("space_group_number", ("space_group_number", "spacegroup_number"), None),
+    ("n_sites", ("n_sites", "nsites", "num_sites"), None),
+    ("pred_band_gap_eV", (PRED_BAND_GAP,), EV_DECIMALS),
+    ("pred_band_gap_std_eV", (PRED_BAND_GAP_STD,), EV_DECIMALS),
+    ("pred_formation_energy_eV_per_atom", (PRED_FORMATION_ENERGY,), EV_DECIMALS),
+    ("formation_energy_eV_per_atom", ("formation_energy_per_atom",), EV_DECIMALS),
+    ("energy_above_hull_eV_per_atom", ("energy_above_hull",), EV_DECIMALS),
+)
+
+#: Every column a pool campaign's ask file has held, this version's and earlier ones' (which had
+#: id, formula, pred_band_gap_eV, the surrogate's columns and map_eV): a file whose header uses
+#: only these is an ask file that ``campaign ask -o`` may replace (:func:`check_ask_path`).
+POOL_ASK_FILE_COLUMNS = frozenset(
+    {
+        "id",
+        *(name for name, _, _ in ASK_POOL_COLUMNS),
+        "mean_eV",
+        "std_eV",
+        "mean_abs_dev_eV",
+        "std_abs_dev_eV",
+        "acquisition_score",
+        "map_eV",
+        ASK_RESULT_COLUMN,
+        ASK_ERROR_COLUMN,
+    }
+)
+
+
+def _pool_source_columns(frame: pd.DataFrame) -> list[tuple[str, str, int | None]]:
+    """(ask-file column, the pool's column, decimals) for each descriptive column the pool has."""
+    out = []
+    for name, candidates, decimals in ASK_POOL_COLUMNS:
+        found = next((c for c in candidates if c in frame.columns), None)
+        if found is not None:
+            out.append((name, found, decimals))
+    return out
+
+
+def _pool_cells(values: pd.Series, decimals: int | None) -> np.ndarray:
+    """A pool column as an ask file shows it: eV values rounded to ``decimals``, whole counts as
+    integers (``8``, not ``8.0``), text as it is."""
+    if decimals is not None:
+        return np.round(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64), decimals)
+    if pd.api.types.is_float_dtype(values.dtype):
+        finite = values.dropna()
+        if (finite == np.round(finite)).all():
+            return values.astype("Int64").to_numpy()
+    return values.to_numpy()
 
 
 def ask_frame(cd: CampaignDir, points: Sequence[Any]) -> pd.DataFrame:
     """The rows of an ask file for ``points``: what a lab needs to judge each suggestion.
 
-    Pool campaigns: ``id``, ``formula``, ``pred_band_gap_eV``, ``mean_eV``, ``std_eV``,
-    ``acquisition_score`` (see :data:`ASK_COLUMNS_DOC`; with ``--model loss`` the mean and std are
-    of |gap − target| and named ``mean_abs_dev_eV`` / ``std_abs_dev_eV``). Box campaigns: one
-    column per input. Units are in the column names, so the file stays a plain CSV.
+    Pool campaigns: ``id``, what the pool says of each crystal (``formula``, ``prototype``,
+    ``space_group``, ``n_sites``, the network's ``pred_band_gap_eV`` and
+    ``pred_formation_energy_eV_per_atom``, each when the pool has it: :data:`ASK_POOL_COLUMNS`),
+    the surrogate's ``mean_eV``, ``std_eV``, ``acquisition_score`` (and ``map_eV``), then the empty
+    ``band_gap_eV`` and ``error`` the lab fills in (see :data:`ASK_COLUMNS_DOC`; with
+    ``--model loss`` the mean and std are of |gap − target| and named ``mean_abs_dev_eV`` /
+    ``std_abs_dev_eV``). eV values are rounded to :data:`EV_DECIMALS`. Box campaigns: one column
+    per input. Units are in the column names, so the file stays a plain CSV.
     """
     from screening.io.lab_files import box_columns
 
     c = cd.campaign
     if not isinstance(c.domain, DiscretePool):
         return pd.DataFrame(np.atleast_2d(np.asarray(points, dtype=np.float64)), columns=box_columns(c.domain))
+    columns = ask_columns(cd)
     ids = [str(p) for p in points]
-    frame = cd.pool.frame.set_index("id").loc[ids].reset_index() if cd.pool is not None else pd.DataFrame()
     out = pd.DataFrame({"id": ids})
-    if "formula" in frame.columns:
-        out["formula"] = frame["formula"].astype(str).to_numpy()
-    if "pred_band_gap" in frame.columns:
-        out["pred_band_gap_eV"] = pd.to_numeric(frame["pred_band_gap"], errors="coerce").to_numpy()
+    if cd.pool is not None:
+        frame = cd.pool.frame.set_index("id").loc[ids].reset_index()
+        for name, source, decimals in _pool_source_columns(frame):
+            out[name] = _pool_cells(frame[source], decimals)
+    # rounded only where a lab reads eV (a band-gap campaign); a user objective's values as they are
+    rounded = (lambda v: np.round(np.asarray(v, dtype=np.float64), EV_DECIMALS)) if cd.pool is not None else np.asarray
     post = c.predictive(ids)
     value = c.strategy.model == "value"
-    out["mean_eV" if value else "mean_abs_dev_eV"] = post["mean"]
-    out["std_eV" if value else "std_abs_dev_eV"] = post["std"]
+    out["mean_eV" if value else "mean_abs_dev_eV"] = rounded(post["mean"])
+    out["std_eV" if value else "std_abs_dev_eV"] = rounded(post["std"])
     out["acquisition_score"] = post["acquisition"]
-    if "map_eV" in ask_columns(cd):
-        out["map_eV"] = post["map"]
-    return out[ask_columns(cd)]
+    if "map_eV" in columns:
+        out["map_eV"] = rounded(post["map"])
+    if ASK_RESULT_COLUMN in columns:
+        out[ASK_RESULT_COLUMN] = np.nan
+        out[ASK_ERROR_COLUMN] = ""
+    return out[columns]
 
 
 def ask_columns(cd: CampaignDir) -> list[str]:
@@ -440,17 +516,17 @@ def ask_columns(cd: CampaignDir) -> list[str]:
     c = cd.campaign
     if not isinstance(c.domain, DiscretePool):
         return list(box_columns(c.domain))
-    present = set(cd.pool.frame.columns) if cd.pool is not None else set()
     value = c.strategy.model == "value"
     return [
         "id",
-        *(["formula"] if "formula" in present else []),
-        *(["pred_band_gap_eV"] if "pred_band_gap" in present else []),
+        *(name for name, _, _ in (_pool_source_columns(cd.pool.frame) if cd.pool is not None else [])),
         "mean_eV" if value else "mean_abs_dev_eV",
         "std_eV" if value else "std_abs_dev_eV",
         "acquisition_score",
         # the network's prediction carried to the measured scale (empty where no map is learned)
         *(["map_eV"] if c.strategy.learns_map else []),
+        # for the lab to fill in: a band-gap campaign reads them back with `campaign tell`
+        *([ASK_RESULT_COLUMN, ASK_ERROR_COLUMN] if cd.pool is not None else []),
     ]
 
 
@@ -495,11 +571,15 @@ def ask_into_file(
 
 
 def check_ask_path(cd: CampaignDir, path: Path) -> None:
-    """Refuse an ask file path that would replace something other than an earlier ask file.
+    """Refuse an ask file path that would replace something other than an earlier, unfilled ask file.
 
     Why: ``campaign ask -o`` replaced whatever it was given; ``-o DIR/campaign.sqlite`` lost every
     observation, and ``-o`` naming the pool made every later command refuse the campaign. A path
-    is free when nothing is there, or when the file there starts with this ask file's header."""
+    is free when nothing is there, or when the file there is an ask file of this campaign: its
+    header is this version's (:func:`ask_columns`) or, for a pool campaign, uses only the columns
+    ask files have held (:data:`POOL_ASK_FILE_COLUMNS`: files written before the descriptive and
+    fill-in columns were added), and its ``band_gap_eV`` and ``error`` cells are still empty (a
+    lab's filled-in file holds its measurements: never replaced)."""
     if path.is_dir():
         raise MatscreenError(f"{path} is a folder; -o names the ask file to write (e.g. {path / 'ask.csv'})")
     if not path.exists():
@@ -508,15 +588,37 @@ def check_ask_path(cd: CampaignDir, path: Path) -> None:
     protected = [cd.path / STORE_NAME, *(Path(extra[k]) for k in ("pool_path", "known_path") if extra.get(k))]
     if any(path.resolve() == p.resolve() for p in protected):
         raise MatscreenError(f"{path} is one of this campaign's own files; write the ask file somewhere else")
+    import csv
+
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            header = handle.readline().strip()
-    except (OSError, UnicodeDecodeError):
-        header = ""
-    if header != ",".join(ask_columns(cd)):
+            header = next(csv.reader([handle.readline()]), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        header = []
+    earlier = (
+        isinstance(cd.campaign.domain, DiscretePool)
+        and cd.pool is not None
+        and header[:1] == ["id"]
+        and set(header) <= POOL_ASK_FILE_COLUMNS
+    )
+    if header != ask_columns(cd) and not earlier:
         raise MatscreenError(
             f"{path} exists and is not an ask file of this campaign; name a new file (or remove it first)"
         )
+    if not {ASK_RESULT_COLUMN, ASK_ERROR_COLUMN} & set(header):
+        return
+    try:  # an ask file is small: read whole only once its header says it is one
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+        raise MatscreenError(f"{path} exists and cannot be read as an ask file ({exc}); name a new file") from exc
+    for column in (ASK_RESULT_COLUMN, ASK_ERROR_COLUMN):
+        if column in frame.columns:
+            filled = [n for n, cell in enumerate(frame[column], start=2) if cell.strip()]
+            if filled:
+                raise MatscreenError(
+                    f"{path} holds results ({column} filled in on line {filled[0]}); name a new file for the next "
+                    "ask (tell these results with `matscreen campaign tell` if you have not)"
+                )
 
 
 def tell_results_file(cd: CampaignDir, path: str | Path) -> TellOutcome:
@@ -572,6 +674,50 @@ def summary(cd: CampaignDir) -> dict[str, Any]:
     return out
 
 
+HISTORY_COLUMNS_DOC = (
+    "band-gap campaigns: seq, id, formula, source (prior/search), band_gap_eV (measured), abs_deviation_eV "
+    "(|band_gap_eV − target|), best_abs_deviation_eV (the smallest so far), hit, error, told_at; eV values to "
+    "4 decimals (0.1 meV). Campaigns over your own objective: seq, id (a pool) or one column per input (a box), "
+    "source, y, loss (the objective's loss(y): 0 at the goal, smaller is better), best_loss, hit, error, "
+    "told_at; numbers to 10 significant digits"
+)
+
+
+def history_file_frame(cd: CampaignDir, history: History | None = None) -> tuple[pd.DataFrame, str]:
+    """The rows of ``history.csv`` and the float format to write them with (:data:`HISTORY_COLUMNS_DOC`).
+
+    Why: a lab reads this file; ``point, y, loss`` and ``0.30000000000000004`` said nothing to it.
+    Band-gap campaigns get plain names with units and eV values rounded to :data:`EV_DECIMALS`
+    (written as ``%.4f``); other objectives keep ``y`` and ``loss`` (units are the objective's),
+    written to 10 significant digits. The campaign store keeps the exact values."""
+    from screening.io.lab_files import box_columns
+
+    h = history if history is not None else cd.campaign.history()
+    frame = h.to_frame()
+    dom = cd.campaign.domain
+    if cd.pool is None:
+        if isinstance(dom, DiscretePool):
+            frame = frame.rename(columns={"point": "id"})
+        else:  # one column per input instead of the store's text key ("0.30000000000000004,1.5")
+            names = box_columns(dom)
+            xs = [r.x if r.x is not None and len(r.x) == len(names) else [np.nan] * len(names) for r in h.records]
+            inputs = pd.DataFrame(np.array(xs, dtype=np.float64).reshape(len(xs), len(names)), columns=names)
+            frame = pd.concat([frame[["seq"]], inputs, frame.drop(columns=["seq", "point"])], axis=1)
+        frame["y"] = [
+            "[" + ", ".join(f"{v:.10g}" for v in r.y) + "]" if isinstance(r.y, list) else r.y for r in h.records
+        ]
+        return frame, "%.10g"
+    frame = frame.rename(
+        columns={"point": "id", "y": "band_gap_eV", "loss": "abs_deviation_eV", "best_loss": "best_abs_deviation_eV"}
+    )
+    for column in ("band_gap_eV", "abs_deviation_eV", "best_abs_deviation_eV"):
+        frame[column] = np.round(pd.to_numeric(frame[column], errors="coerce").astype(np.float64), EV_DECIMALS)
+    if "formula" in cd.pool.frame.columns:
+        formulas = dict(zip(cd.pool.frame["id"].astype(str), cd.pool.frame["formula"]))
+        frame.insert(2, "formula", frame["id"].map(formulas))
+    return frame, f"%.{EV_DECIMALS}f"
+
+
 def write_report(cd: CampaignDir) -> dict[str, Path]:
     """history.csv, convergence.png, pool_map.png (pool campaigns) and summary.json in the directory."""
     from screening.io.atomic import write_json_atomic
@@ -580,12 +726,9 @@ def write_report(cd: CampaignDir) -> dict[str, Path]:
 
     c, out = cd.campaign, cd.path
     h = c.history()
-    frame = h.to_frame()
-    if cd.pool is not None and "formula" in cd.pool.frame.columns:
-        formulas = dict(zip(cd.pool.frame["id"].astype(str), cd.pool.frame["formula"]))
-        frame.insert(2, "formula", frame["point"].map(formulas))
+    frame, float_format = history_file_frame(cd, h)
     paths = {"history": out / "history.csv", "summary": out / "summary.json", "convergence": out / "convergence.png"}
-    write_text_csv(frame, paths["history"], float_format=None)  # ids and errors come from users' files
+    write_text_csv(frame, paths["history"], float_format=float_format)  # ids and errors come from users' files
     learned = c.learned_map() if cd.pool is not None else None  # once: summary.json and the plot
     info = summary(cd)
     info["learned_map"] = learned.to_dict() if learned is not None else None

@@ -51,6 +51,7 @@ from screening.objectives.synthesis.spectral_loss import (
     spectrum_losses,
     unusable_reason,
 )
+from screening.safe_csv import restore_cell, write_text_csv
 
 INPUT_NAMES = ("Q_AgNO3", "Q_PVA", "Q_TSC", "Q_seed", "Q_tot")
 INPUT_UNITS = ("%", "%", "%", "%", "uL/min")
@@ -204,9 +205,7 @@ def write_conditions_csv(path: str | Path, points: Sequence[Sequence[float]]) ->
     X = np.atleast_2d(np.asarray(points, dtype=float))
     frame = pd.DataFrame(X, columns=list(INPUT_NAMES))
     frame.insert(0, "condition_id", [condition_id(x) for x in X])
-    path = Path(path)
-    frame.to_csv(path, index=False, float_format="%.17g")
-    return path
+    return write_text_csv(frame, path, float_format="%.17g")
 
 
 def read_droplet_spectra_csv(
@@ -234,7 +233,7 @@ def read_droplet_spectra_csv(
         raise RecordError("<file>", "no droplet rows", str(path))
     out: dict[str, list[np.ndarray]] = {}
     for line, row in enumerate(frame.to_dict("records"), start=2):
-        cid = row["condition_id"].strip()
+        cid = restore_cell(row["condition_id"].strip())
         if not cid:
             raise RecordError(f"line {line}", "empty condition_id", str(path))
         values = _absorbances(row, f"line {line}", path)
