@@ -1,9 +1,10 @@
-"""Worker processes that do not outlive the process that started them.
+"""Worker processes that do not outlive the process that started them, and SIGTERM as Ctrl-C.
 
 Why: a `kill -9` of `matscreen screen` or `featurize` used to leave its spawned workers running
 (they sat on a closed pipe, holding memory and a CPU). On Linux a worker asks the kernel to send
 it SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``); elsewhere this is a no-op and the
-workers end when they next touch the broken pipe.
+workers end when they next touch the broken pipe. :func:`sigterm_as_interrupt` lets a long run
+stop on SIGTERM as it stops on Ctrl-C: workers terminated, what is saved reported.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 
@@ -34,6 +39,36 @@ def die_with_parent() -> bool:
     if parent is not None and os.getppid() != parent.pid:
         os.kill(os.getpid(), signal.SIGTERM)
     return True
+
+
+# --------------------------------------------------------------------------- SIGTERM as Ctrl-C
+# A batch scheduler or `kill` stops a job with SIGTERM, whose default ends the process on the spot:
+# no clean-up, no word on what was saved. Raised as an exception, it takes Ctrl-C's path instead.
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; raised like Ctrl-C's KeyboardInterrupt so the same clean-up runs."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread; the previous
+    handler comes back afterwards. Outside the main thread (where Python cannot set a handler)
+    it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------- process-tree watchdog

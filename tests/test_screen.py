@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,14 +20,19 @@ from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
 from screening.atom_features import element_property_table
+from screening.cli import app
 from screening.errors import RecordError, StructureReadError
 from screening.featurize.featurizer import featurize_records
 from screening.io.records import StructureRecord
 from screening.io.sources import iter_records
 from screening.models.cgcnn import CGCNNConfig, init_model, load_model, save_model
+from screening.progress import progress_bar
 from screening.screen.run import (
+    ChunkSizer,
     ScreenError,
+    chunk_errors_path,
     chunk_path,
+    progress_description,
     rank_chunks,
     screen_database,
     split_into_chunks,
@@ -85,24 +96,22 @@ def _rec(k: int) -> StructureRecord:
     return StructureRecord(record_id=f"r{k}", source="s", text="x")
 
 
-def test_chunks_are_numbered_by_position_and_carry_their_errors() -> None:
+def test_chunks_are_ranges_of_stream_items_and_read_past_saved_ranges() -> None:
     err = lambda k: RecordError(f"e{k}", "bad", "s")  # noqa: E731
     items = [_rec(0), err(0), _rec(1), _rec(2), err(1), _rec(3), _rec(4), err(2)]
     stats: dict[str, int] = {}
-    chunks = list(split_into_chunks(items, 2, stats=stats))
-    assert [c.index for c in chunks] == [0, 1, 2]
+    chunks = list(split_into_chunks(items, 3, stats=stats))
+    assert [(c.index, c.start, c.end) for c in chunks] == [(0, 0, 3), (1, 3, 6), (2, 6, 8)]
     assert [[r.record_id for r in c.records] for c in chunks] == [["r0", "r1"], ["r2", "r3"], ["r4"]]
     assert [[e.record_id for e in c.errors] for c in chunks] == [["e0"], ["e1"], ["e2"]]
-    assert stats["n_chunks"] == 3
+    assert stats == {"n_items": 8, "n_chunks": 3}
 
-    skipped = list(split_into_chunks(items, 2, skip={0, 2}, stats=stats))
-    assert [c.index for c in skipped] == [1] and [r.record_id for r in skipped[0].records] == ["r2", "r3"]
-    assert stats["n_chunks"] == 3
+    # ranges saved by a run with other chunk sizes are read past; a new chunk never reaches into one
+    resumed = list(split_into_chunks(items, 3, done=[(4, 5), (0, 2)], stats=stats))
+    assert [(c.index, c.start, c.end) for c in resumed] == [(1, 2, 4), (3, 5, 8)]
+    assert [r.record_id for r in resumed[0].records] == ["r1", "r2"] and resumed[1].errors[0].record_id == "e2"
+    assert stats == {"n_items": 8, "n_chunks": 4}
 
-    trailing = list(split_into_chunks(items[:3] + [err(9)], 2, stats=stats))  # errors after the last full chunk
-    assert (
-        [c.index for c in trailing] == [0, 1] and trailing[1].records == [] and trailing[1].errors[0].record_id == "e9"
-    )
     assert list(split_into_chunks([], 3, stats=stats)) == [] and stats["n_chunks"] == 0
     with pytest.raises(ScreenError):
         list(split_into_chunks(items, 0))
@@ -143,21 +152,24 @@ def test_interrupted_run_resumes_from_the_last_finished_chunk(
     out = tmp_path / "ranked.parquet"
     target = _target(reference)
     first_run: list[int] = []
+    ranges: list[tuple[int, int]] = []
 
     def stop_after_three(result) -> None:
         first_run.append(result.index)
+        ranges.append((result.start, result.end))
         if len(first_run) == 3:
             raise KeyboardInterrupt("simulated interruption after chunk 3")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"3 chunks \(24 records\) saved in"):
         screen_database(
             db, target, 0.05, small_model, out, chunk_size=8, workers=0, progress=False, on_chunk_done=stop_after_three
         )
     work = work_dir_for(out)
     manifest = json.loads((work / "manifest.json").read_text())
-    assert sorted(int(k) for k in manifest["chunks"]) == first_run == [0, 1, 2]
+    assert sorted(manifest["chunks"]) == ["0-8", "16-24", "8-16"] and first_run == [0, 1, 2]
+    assert ranges == [(0, 8), (8, 16), (16, 24)]
     assert not manifest["complete"] and not out.exists()
-    stamps = {k: chunk_path(work, k).stat().st_mtime_ns for k in first_run}
+    stamps = {r: chunk_path(work, *r).stat().st_mtime_ns for r in ranges}
 
     second_run: list[int] = []
     s = screen_database(
@@ -173,7 +185,7 @@ def test_interrupted_run_resumes_from_the_last_finished_chunk(
     )
     assert second_run == s.chunks_computed == [3, 4, 5, 6, 7]  # nothing redone
     assert s.chunks_reused == 3
-    assert {k: chunk_path(work, k).stat().st_mtime_ns for k in first_run} == stamps  # files untouched
+    assert {r: chunk_path(work, *r).stat().st_mtime_ns for r in ranges} == stamps  # files untouched
     resumed = pd.read_parquet(out)
     assert resumed["id"].is_unique and len(resumed) == N_GOOD and s.errors == 1  # nothing duplicated
 
@@ -188,14 +200,48 @@ def test_chunks_committed_but_not_recorded_are_adopted(tmp_path: Path, db: Path,
     screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
     manifest_path = work_dir_for(out) / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    del manifest["chunks"]["2"]  # the driver died after the worker committed chunk 2
+    del manifest["chunks"]["32-48"]  # the driver died after the worker committed chunk 2
     manifest["complete"] = False
     manifest_path.write_text(json.dumps(manifest))
     s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
     assert s.chunks_computed == [] and s.rows == N_GOOD
-    chunk_path(work_dir_for(out), 1).unlink()  # a chunk deleted by hand is computed again
+    chunk_path(work_dir_for(out), 16, 32).unlink()  # a chunk deleted by hand is computed again
     s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
     assert s.chunks_computed == [1] and s.rows == N_GOOD and pd.read_parquet(out)["id"].is_unique
+
+
+def test_a_resumed_run_may_cut_chunks_of_another_size(
+    tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame
+) -> None:
+    """Chunks are stream ranges, so a run with other sizes fills the gaps and skips what is saved."""
+    out = tmp_path / "ranked.parquet"
+    s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=8, workers=0, progress=False)
+    assert s.chunks_total == 8
+    work = work_dir_for(out)
+    for gap in [(8, 16), (40, 48), (56, 61)]:  # lost, as if a run with --chunk-size 8 had stopped
+        chunk_path(work, *gap).unlink()
+        chunk_errors_path(work, *gap).unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in work.glob("chunk-*.parquet")}
+    computed: list[tuple[int, int]] = []
+    s = screen_database(
+        db,
+        1.0,
+        0.05,
+        small_model,
+        out,
+        chunk_size=5,
+        workers=0,
+        progress=False,
+        on_chunk_done=lambda r: computed.append((r.start, r.end)),
+    )
+    assert computed == [(8, 13), (13, 16), (40, 45), (45, 48), (56, 61)]
+    assert s.chunks_reused == 5 and s.chunks_total == 10
+    assert {p.name: p.stat().st_mtime_ns for p in work.glob("chunk-*.parquet") if p.name in kept} == kept
+    ranked = pd.read_parquet(out)
+    assert ranked["id"].is_unique and set(ranked["id"]) == set(reference.index) and s.errors == 1
+    straight = screen_database(db, 1.0, 0.05, small_model, tmp_path / "straight.parquet", workers=0, progress=False)
+    assert straight.chunks_total == 1  # adaptive sizes: 61 records fit in the first chunk
+    pd.testing.assert_frame_equal(ranked, pd.read_parquet(straight.output))
 
 
 def test_new_target_only_reranks(tmp_path: Path, db: Path, small_model: Path, reference: pd.DataFrame) -> None:
@@ -211,8 +257,6 @@ def test_new_target_only_reranks(tmp_path: Path, db: Path, small_model: Path, re
 def test_a_work_folder_of_another_run_is_refused(tmp_path: Path, db: Path, small_model: Path) -> None:
     out = tmp_path / "ranked.parquet"
     screen_database(db, 1.0, 0.05, small_model, out, chunk_size=16, workers=0, progress=False)
-    with pytest.raises(ScreenError, match="another run.*chunk_size"):
-        screen_database(db, 1.0, 0.05, small_model, out, chunk_size=8, workers=0, progress=False)
     other_model = tmp_path / "other.safetensors"
     save_model(
         init_model(CGCNNConfig(h_fea_len=16, atom_fea_len=16, n_conv=2), element_property_table(), seed=7), other_model
@@ -225,6 +269,11 @@ def test_a_work_folder_of_another_run_is_refused(tmp_path: Path, db: Path, small
     write_db(changed, n=21)
     with pytest.raises(ScreenError, match="another run.*database"):
         screen_database(changed, 1.0, 0.05, small_model, out2, chunk_size=16, workers=0, progress=False)
+    old = tmp_path / "old.parquet"  # a work folder of fixed-size numbered chunks (an older matscreen)
+    work_dir_for(old).mkdir()
+    (work_dir_for(old) / "manifest.json").write_text(json.dumps({"format": "matscreen-screen-1", "chunks": {"0": {}}}))
+    with pytest.raises(ScreenError, match="older layout.*delete it to start over"):
+        screen_database(db, 1.0, 0.05, small_model, old, workers=0, progress=False)
 
 
 def test_bad_options_are_refused(tmp_path: Path, db: Path, small_model: Path) -> None:
@@ -355,7 +404,7 @@ def test_cli_screen(tmp_path: Path, db: Path, small_model: Path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
-    assert f"{N_GOOD} ranked rows" in res.output and "1 errors" in res.output
+    assert f"{N_GOOD} ranked rows" in res.output and "1 error in" in res.output and "4 chunks computed" in res.output
     assert len(pd.read_parquet(out)) == N_GOOD
     res = CliRunner().invoke(
         app,
@@ -440,7 +489,7 @@ def test_a_killed_run_resumes_without_duplicates(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    done_before = {int(k) for k in json.loads(manifest.read_text())["chunks"]}
+    done_before = {c["start"] // 4 for c in json.loads(manifest.read_text())["chunks"].values()}  # chunk numbers
     assert 3 <= len(done_before) < 16 and not out.exists()  # 61 records (the broken CIF fails later) = 16 chunks
     s = screen_database(db, 1.0, 0.05, small_model, out, chunk_size=4, workers=0, progress=False)
     assert not set(s.chunks_computed) & done_before
@@ -481,3 +530,194 @@ def test_cli_screen_two_workers_one_chunk_prints_a_note(tmp_path: Path, db: Path
     res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "one.parquet")])
     assert res.exit_code == 0, res.output
     assert f"only 1 of 2 workers had work; --chunk-size {-(-(N_GOOD + 1) // 2)}" in res.output
+
+
+# --- interruption, chunk sizes, progress -----------------------------------------------------
+
+SLOW_CLI = """
+import sys, time
+import screening.screen.run as run
+
+_screen = run.screen_database
+
+
+def slow_screen(*args, **kwargs):
+    kwargs["on_chunk_done"] = lambda result: time.sleep(2.0)  # the run is still going when the signal comes
+    return _screen(*args, **kwargs)
+
+
+run.screen_database = slow_screen
+if __name__ == "__main__":
+    from screening.cli import main
+
+    sys.argv[0] = "matscreen"
+    main()
+"""
+
+INTERRUPTED = re.compile(
+    r"interrupted: (\d+) chunks? \(([\d,]+) of 61 records\) saved in (.+)/; re-run the same command to resume"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "workers", "code"), [(signal.SIGINT, 1, 130), (signal.SIGTERM, 0, 143)])
+def test_a_signal_says_what_is_saved_and_the_same_command_resumes(
+    tmp_path: Path, db: Path, small_model: Path, sig: int, workers: int, code: int, record_property
+) -> None:
+    """Ctrl-C (or SIGTERM) after the first saved chunk: one line naming the chunks saved, exit
+    130 (143), no traceback; the same command then computes only the chunks that were not saved."""
+    out = tmp_path / "ranked.parquet"
+    args = ["screen", str(db), "--target", "2.5", "--model", str(small_model), "--chunk-size", "8"]
+    args += ["--workers", str(workers), "--top", "0", "-o", str(out)]
+    script = tmp_path / "slow_cli.py"
+    script.write_text(SLOW_CLI)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    manifest = work_dir_for(out) / "manifest.json"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if manifest.exists() and json.loads(manifest.read_text())["chunks"]:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    sent = time.perf_counter()
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    record_property("signal_to_exit_s", round(time.perf_counter() - sent, 2))  # reported, not asserted
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    found = INTERRUPTED.search(err.strip().splitlines()[-1])
+    assert found is not None, err
+    saved = json.loads(manifest.read_text())["chunks"]
+    assert int(found.group(1)) == len(saved) >= 1 and not out.exists()
+    assert int(found.group(2).replace(",", "")) == sum(c["end"] - c["start"] for c in saved.values())
+    assert Path(found.group(3)) == work_dir_for(out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in work_dir_for(out).glob("chunk-*")}
+
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert f"{8 - len(saved)} chunks computed, {len(saved)} reused" in res.output
+    assert {p.name: p.stat().st_mtime_ns for p in work_dir_for(out).glob("chunk-*") if p.name in stamps} == stamps
+    ranked = pd.read_parquet(out)
+    assert ranked["id"].is_unique and len(ranked) == N_GOOD
+
+
+class RepeatedRecords:
+    """``n`` records cycling through a few generated crystals (each with its own id): a large,
+    cheap database for the chunk-size tests."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.cifs = [s.to(fmt="cif") for _, s, _ in generated_structures(12, seed=3)]
+        self.key = f"repeated|{n}"
+
+    def __iter__(self):
+        for k in range(self.n):
+            yield StructureRecord(record_id=f"rep-{k:05d}", source="memory", text=self.cifs[k % len(self.cifs)])
+
+    def count(self) -> int:
+        return self.n
+
+
+def test_chunk_sizes_follow_the_measured_rate() -> None:
+    """A 2,000-record stream at 20 records/s of worker time: a 64-record first chunk, then chunks
+    of about 30 s of work (600 records), growing at most fourfold per chunk."""
+    sizer = ChunkSizer(maximum=2048, target_s=30.0)
+    sizes = []
+    for chunk in split_into_chunks((_rec(k) for k in range(2000)), sizer):
+        sizes.append(chunk.end - chunk.start)
+        sizer.observe(chunk.n_items, chunk.n_items / 20.0)  # the measured rate: 20 records/s
+    assert sizes == [64, 256, 600, 600, 480]
+
+    fast = ChunkSizer(maximum=2048, target_s=30.0)
+    grown = []
+    for _ in range(5):
+        grown.append(fast.next_size())
+        fast.observe(grown[-1], grown[-1] / 1000.0)  # 1,000 records/s: capped at the maximum
+    assert grown == [64, 256, 1024, 2048, 2048]
+    fast.observe(1000, 100.0)  # the work got slower: chunks shrink at once
+    assert fast.next_size() < 2048
+
+    fixed = ChunkSizer.fixed(100)
+    fixed.observe(100, 1000.0)
+    assert [fixed.next_size() for _ in range(3)] == [100, 100, 100]
+
+
+def test_a_large_database_is_cut_into_chunks_sized_by_the_rate(tmp_path: Path, small_model: Path) -> None:
+    """2,000 records with a short target time per chunk: many chunks, the first of 64 records,
+    each record ranked once."""
+    source = RepeatedRecords(2000)
+    out = tmp_path / "ranked.parquet"
+    ranges: list[tuple[int, int]] = []
+    s = screen_database(
+        source,
+        2.5,
+        0.05,
+        small_model,
+        out,
+        workers=0,
+        progress=False,
+        chunk_seconds=0.5,
+        on_chunk_done=lambda r: ranges.append((r.start, r.end)),
+    )
+    assert s.chunks_total == len(ranges) > 1 and ranges[0] == (0, 64)
+    assert all(b - a <= 2048 for a, b in ranges) and len({b - a for a, b in ranges}) > 1
+    assert sorted(ranges) == ranges and ranges[-1][1] == 2000
+    assert all(a == b for (_, a), (b, _) in zip(ranges, ranges[1:]))  # they tile the stream
+    ranked = pd.read_parquet(out, columns=["id"])
+    assert ranked["id"].is_unique and len(ranked) == 2000
+
+
+def test_progress_in_a_log_prints_plain_lines_with_exact_counts_and_an_eta() -> None:
+    stream = io.StringIO()  # not a TTY, as stderr is in a log
+    now = [0.0]
+    with progress_bar(2000, "screening (local, 1 worker)", stream=stream, clock=lambda: now[0]) as advance:
+        now[0] = 5.0
+        advance(500)  # within the interval: no line yet
+        now[0] = 15.0
+        advance(700)
+        now[0] = 20.0
+        advance(100)
+        now[0] = 31.0
+        advance(700)
+        advance.set_total(2000)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "screening (local, 1 worker): 1,200 / 2,000 records (60%), 80 records/s, elapsed 15 s, ETA 10 s",
+        "screening (local, 1 worker): 2,000 / 2,000 records (100%), 65 records/s, elapsed 31 s",
+    ]  # the closing line is not repeated
+
+    stream = io.StringIO()
+    with progress_bar(130, "featurizing", stream=stream, interval=1e9) as advance:
+        advance(133)  # the source held more than it counted: the total follows
+    assert stream.getvalue().startswith("featurizing: 133 / 133 records (100%)")
+    assert "133 / 130" not in stream.getvalue()
+
+
+def test_progress_on_a_terminal_labels_its_time_columns() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    with progress_bar(10, "screening", stream=stream) as advance:
+        advance(4)
+    shown = stream.getvalue()
+    assert "4/4" in shown and "elapsed" in shown and "ETA" in shown  # a finished job ends at what it did
+
+
+def test_progress_names_one_worker_in_the_singular(tmp_path: Path, db: Path, small_model: Path) -> None:
+    assert progress_description("local", 1) == "screening (local, 1 worker)"
+    assert progress_description("local", 2) == "screening (local, 2 workers)"
+    assert progress_description("local", 0) == "screening (in this process)"
+    assert progress_description("ray", 1) == "screening (ray, 1 worker)"
+    args = ["screen", str(db), "--target", "2.5", "--model", str(small_model), "--workers", "0", "--top", "0"]
+    res = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "ranked.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "screening (in this process): 61 / 61 records (100%)" in res.stderr
+    assert "records/s" in res.stderr and "1 workers" not in res.output
+    assert "60 ranked rows" in res.stdout and "1 error in" in res.stdout and "1 chunk computed" in res.stdout

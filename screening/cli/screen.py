@@ -11,6 +11,8 @@ import typer
 from screening.cli.app import app
 from screening.cli.help_screen import ADVANCED, OneScreenCommand
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a job stopped by Ctrl-C
+
 
 @app.command("fetch-mp", cls=OneScreenCommand, short_help="Download the Materials Project into a local folder")
 def fetch_mp(
@@ -129,7 +131,12 @@ def screen(
         None, "--address", metavar="ADDR", rich_help_panel=ADVANCED, help="Ray cluster address (default: start one)"
     ),
     chunk_size: int = typer.Option(
-        2048, "--chunk-size", metavar="N", rich_help_panel=ADVANCED, help="Records per chunk (resume unit)"
+        None,
+        "--chunk-size",
+        metavar="N",
+        rich_help_panel=ADVANCED,
+        show_default="~30 s of work",
+        help="Records per chunk",
     ),
     batch_size: int = typer.Option(
         256, "--batch-size", metavar="N", rich_help_panel=ADVANCED, help="Crystals per network call"
@@ -137,28 +144,39 @@ def screen(
 ) -> None:
     """Screen a whole database in resumable chunks and rank it by predicted distance to --target.
 
+    Ctrl-C keeps the finished chunks and exits 130 (SIGTERM: 143); rerun to resume.
+
     Options in full: docs/options.md#screen"""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from screening.screen.run import screen_database
+    from screening.progress import plural
+    from screening.screen.run import ScreenInterrupted, screen_database
 
-    s = screen_database(
-        db,
-        target,
-        tol,
-        model,
-        output,
-        chunk_size=chunk_size,
-        engine=engine,
-        workers=workers,
-        address=address,
-        batch_size=batch_size,
-        max_formation_energy=max_formation_energy,
-    )
+    try:
+        s = screen_database(
+            db,
+            target,
+            tol,
+            model,
+            output,
+            chunk_size=chunk_size,
+            engine=engine,
+            workers=workers,
+            address=address,
+            batch_size=batch_size,
+            max_formation_energy=max_formation_energy,
+        )
+    except ScreenInterrupted as stop:
+        typer.echo(str(stop), err=True)
+        raise typer.Exit(code=stop.exit_code) from None
+    except KeyboardInterrupt:  # before the run had its work folder: nothing to report
+        typer.echo("interrupted before any chunk was saved", err=True)
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
     typer.echo(
-        f"{s.rows} ranked rows in {s.output}, {s.errors} errors in {s.errors_path}; {s.within_tol} within ±{tol} of {target}; "
-        f"{len(s.chunks_computed)} chunks computed, {s.chunks_reused} reused; {s.wall_s:.1f} s ({s.records_per_s:.1f} records/s)"
+        f"{plural(s.rows, 'ranked row')} in {s.output}, {plural(s.errors, 'error')} in {s.errors_path}; "
+        f"{s.within_tol} within ±{tol} of {target}; {plural(len(s.chunks_computed), 'chunk')} computed, "
+        f"{s.chunks_reused} reused; {s.wall_s:.1f} s ({s.records_per_s:.1f} records/s)"
         + (f"; {s.filtered_out} left out by --max-formation-energy" if max_formation_energy is not None else "")
     )
     if s.note:

@@ -586,7 +586,7 @@ def fetch_materials_project(
             _write_json_atomic(ids_path, ids)
         batches = _batches(ids, batch_size)
         done = {int(k) for k in manifest["parts"]}
-        with progress_bar(len(batches), f"Materials Project -> {out.name}", progress) as advance:
+        with progress_bar(len(batches), f"Materials Project -> {out.name}", progress, unit="batches") as advance:
             advance(len(done & set(range(len(batches)))))
             for b, batch in enumerate(batches):
                 if b in done:

@@ -1,7 +1,8 @@
-"""Databases as record streams, cut into numbered chunks: the units of work and of resumption.
+"""Databases as record streams, cut into chunks of consecutive items: the units of work and of resumption.
 
-A chunk's number depends only on the stream (see :func:`split_into_chunks`), so a resumed run, or
-one with another number of workers, finds the same chunks and skips the ones already committed.
+A chunk is a range of stream positions (see :func:`split_into_chunks`), so a resumed run, one with
+another number of workers or one whose chunks have another size skips the ranges already committed
+and cuts only the rest.
 :class:`ScreenError` lives here, in the module every other part of a screening run imports.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from screening.errors import MatscreenError, RecordError
+from screening.screen.chunk_sizing import ChunkSizer
 
 
 class ScreenError(MatscreenError):
@@ -101,11 +103,17 @@ def open_database(db: str | Path | RecordSource) -> RecordSource:
 
 @dataclass
 class Chunk:
-    """Records ``index * size`` … ``(index + 1) * size - 1`` of the stream and the bad ones read among them."""
+    """Stream items ``start`` … ``end - 1`` (records and the bad ones read among them).
+
+    ``index`` numbers the chunk in stream order, chunks saved by earlier runs included; a chunk
+    is identified by its range, since chunk sizes may differ between runs.
+    """
 
     index: int
     records: list[Any]
     errors: list[RecordError] = field(default_factory=list)
+    start: int = 0
+    end: int = 0
 
     @property
     def n_items(self) -> int:
@@ -113,39 +121,61 @@ class Chunk:
 
 
 def split_into_chunks(
-    items: Iterable[Any], chunk_size: int, skip: Iterable[int] = (), stats: dict[str, int] | None = None
+    items: Iterable[Any],
+    chunk_size: int | ChunkSizer,
+    done: Iterable[tuple[int, int]] = (),
+    stats: dict[str, int] | None = None,
 ) -> Iterator[Chunk]:
-    """Cut a record stream into numbered chunks; chunks in ``skip`` are read past, not kept.
+    """Cut a record stream into chunks of consecutive items; items in ``done`` ranges are read past.
 
-    Chunk k holds good records k·size … (k+1)·size − 1; an error item belongs to the chunk of
-    the next good record (errors after the last record form a final chunk of their own), so the
-    numbering depends only on the stream and is the same on every read. When the stream ends,
-    ``stats["n_chunks"]`` is set to the number of chunks the stream has.
+    An item is a record or a :class:`RecordError` (a record that could not be read), and its
+    position in the stream is its identity: the source yields the same items in the same order
+    on every read. ``done`` holds the ``[start, end)`` ranges saved by earlier runs; a new chunk
+    never reaches into one, so chunks of different sizes (another run's, or a sizer's that grew)
+    tile the stream without overlap. ``chunk_size`` is a fixed size or a :class:`ChunkSizer`,
+    asked for the size of each chunk when the chunk is started. When the stream ends,
+    ``stats["n_items"]`` is the number of items it held and ``stats["n_chunks"]`` the number of
+    chunks, the done ones included.
     """
-    if chunk_size < 1:
-        raise ScreenError(f"chunk size must be at least 1, got {chunk_size}")
-    skip = set(skip)
-    index, n_in_chunk, errors_in_chunk = 0, 0, 0
-    records: list[Any] = []
-    errors: list[RecordError] = []
+    if isinstance(chunk_size, ChunkSizer):
+        sizer = chunk_size
+    else:
+        if chunk_size < 1:
+            raise ScreenError(f"chunk size must be at least 1, got {chunk_size}")
+        sizer = ChunkSizer.fixed(chunk_size)
+    saved = sorted((int(a), int(b)) for a, b in done)
+    d = 0  # the first saved range that does not end at or before the current position
+    index, pos = 0, 0
+    current: Chunk | None = None
+    limit = 0
     for item in items:
-        if isinstance(item, RecordError):
-            errors_in_chunk += 1
-            if index not in skip:
-                errors.append(item)
+        while d < len(saved) and pos >= saved[d][1]:
+            d += 1
+        if d < len(saved) and saved[d][0] <= pos:  # inside a saved range: read past
+            if pos == saved[d][0]:
+                index += 1
+            pos += 1
             continue
-        n_in_chunk += 1
-        if index not in skip:
-            records.append(item)
-        if n_in_chunk == chunk_size:
-            if index not in skip:
-                yield Chunk(index, records, errors)
-            index, n_in_chunk, errors_in_chunk, records, errors = index + 1, 0, 0, [], []
-    has_tail = n_in_chunk > 0 or errors_in_chunk > 0
+        if current is None:
+            room = saved[d][0] - pos if d < len(saved) else None
+            size = sizer.next_size()
+            limit = size if room is None else min(size, room)
+            current = Chunk(index, [], [], start=pos, end=pos)
+        if isinstance(item, RecordError):
+            current.errors.append(item)
+        else:
+            current.records.append(item)
+        pos += 1
+        current.end = pos
+        if pos - current.start == limit:
+            yield current
+            index, current = index + 1, None
+    if current is not None:
+        yield current
+        index += 1
     if stats is not None:
-        stats["n_chunks"] = index + (1 if has_tail else 0)
-    if has_tail and index not in skip:
-        yield Chunk(index, records, errors)
+        stats["n_items"] = pos
+        stats["n_chunks"] = index
 
 
 __all__ = ["Chunk", "PathSource", "RecordSource", "ScreenError", "open_database", "split_into_chunks"]

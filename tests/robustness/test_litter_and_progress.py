@@ -7,6 +7,7 @@ folder in every process that built a model, and never removed it. A progress bar
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -99,8 +100,13 @@ def test_the_featurize_bar_ends_exactly_at_its_total(tmp_path: Path, small_model
 def test_a_bar_never_shows_more_done_than_its_total() -> None:
     """A total that is only an estimate (an ASE file of many frames counts once) grows with the
     work instead of being overtaken, and a finished job ends at ``total == completed``."""
+
+    class Terminal(io.StringIO):  # the bar is drawn on a terminal; a log gets plain lines
+        def isatty(self) -> bool:
+            return True
+
     shown: list[tuple[float, float | None]] = []
-    bar = progress_bar(2, "probe")
+    bar = progress_bar(2, "probe", stream=Terminal())
     with bar as advance:
         for _ in range(3):
             advance(1)
