@@ -44,8 +44,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from screening.bo.domain import DiscretePool  # noqa: E402
-from screening.bo.neighbour_search import KnownData  # noqa: E402
-from screening.bo.strategy import Strategy, Target, suggest_pool  # noqa: E402
+from screening.bo.known_fit import KnownData  # noqa: E402
+from screening.bo.strategy import Strategy, Target  # noqa: E402
+from screening.bo.suggest import suggest_pool  # noqa: E402
 
 SHAPES = ("linear", "nonlinear", "offset", "identity")
 STRATS = {

@@ -2,7 +2,7 @@
 
 Pool: test-split crystals (``pretrained/split.csv``) with a gap > 0, featurised by the shipped
 model; known data: the train + val crystals (labels and the network's predictions). Every
-strategy runs through ``screening.bo.strategy.suggest_pool`` with a per-run cache, as a campaign
+strategy runs through ``screening.bo.suggest.suggest_pool`` with a per-run cache, as a campaign
 does. Settings (issue 9):
 
   a  known data (33,064 labelled crystals), no pool priors
@@ -50,9 +50,11 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from screening.bo.domain import DiscretePool  # noqa: E402
-from screening.bo.neighbour_search import KnownData, base_path, calibration, window_calibration  # noqa: E402
+from screening.bo.known_fit import KnownData  # noqa: E402
+from screening.bo.neighbour_search import base_path, calibration, window_calibration  # noqa: E402
 from screening.bo.optimise_pool import neighbour_state  # noqa: E402
-from screening.bo.strategy import Strategy, Target, suggest_pool  # noqa: E402
+from screening.bo.strategy import Strategy, Target  # noqa: E402
+from screening.bo.suggest import suggest_pool  # noqa: E402
 from screening.columns import PRED_BAND_GAP_STD  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

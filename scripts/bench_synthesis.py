@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from screening.bo.strategy import suggest_box
+from screening.bo.suggest import suggest_box
 from screening.objectives.synthesis.objective import (
     PAPER_BEST_BO_LOSS,
     PAPER_BEST_DNN_LOSS,

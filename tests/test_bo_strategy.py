@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from screening.bo.domain import Box, DiscretePool, LinearConstraint
-from screening.bo.strategy import Strategy, StrategyError, Target, suggest_box, suggest_pool
+from screening.bo.strategy import Strategy, StrategyError, Target
+from screening.bo.suggest import suggest_box, suggest_pool
 
 TARGET = Target(2.5, 0.01)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from screening.bo import label_match as lm
+from screening.bo.known_fit import KnownData
+from screening.bo.neighbour_gp import NeighbourSettings
 from screening.bo.neighbour_search import (
-    KnownData,
-    NeighbourSettings,
     build_state,
     calibration,
     load_state,

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from screening.bo.campaign import StopRules
 from screening.bo.domain import DiscretePool
-from screening.bo.neighbour_search import KnownData
-from screening.bo.strategy import Strategy, Target, suggest_pool
+from screening.bo.known_fit import KnownData
+from screening.bo.strategy import Strategy, Target
+from screening.bo.suggest import suggest_pool
 from screening.cli import app
 from screening.objectives.bandgap.campaign_dir import create_pool_campaign, open_campaign_dir, write_report
 

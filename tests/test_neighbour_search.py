@@ -12,7 +12,8 @@ import torch
 from screening.bo import neighbour_gp as ng
 from screening.bo import neighbour_search as ns
 from screening.bo.domain import DiscretePool
-from screening.bo.strategy import Strategy, StrategyError, Target, suggest_pool
+from screening.bo.strategy import Strategy, StrategyError, Target
+from screening.bo.suggest import suggest_pool
 from screening.errors import RecordError
 
 

@@ -7,7 +7,9 @@ import pytest
 from test_neighbour_search import _pool
 
 from screening.bo import neighbour_search as ns
-from screening.bo.strategy import Strategy, Target, suggest_pool
+from screening.bo.strategy import Strategy, Target
+from screening.bo.suggest import suggest_pool
+from screening.io.array_file import HASH_BLOCK
 
 STRATEGY = Strategy(surrogate="neighbour", acquisition="window", n_neighbours=8, neighbour_components=6)
 TARGET = Target(2.0, 0.01)
@@ -111,7 +113,7 @@ def test_the_state_key_sees_every_block_of_a_large_embedding() -> None:
     """Large arrays are hashed in parallel blocks: a change in any block, or a reshaped array,
     must still change the key (else a stale model would be reused silently)."""
     settings = ns.NeighbourSettings(8, 6, label_match_tolerance=TARGET.tolerance)  # what the strategy builds
-    emb = np.random.default_rng(0).normal(size=(3 * ns.HASH_BLOCK // (8 * 16) + 5, 16))
+    emb = np.random.default_rng(0).normal(size=(3 * HASH_BLOCK // (8 * 16) + 5, 16))
     key = ns.state_key(settings, emb, None, None, None)
     assert key == ns.state_key(settings, emb.copy(), None, None, None)
     for row in (0, emb.shape[0] // 2, emb.shape[0] - 1):

@@ -7,7 +7,8 @@ import pytest
 
 from screening.bo import neighbour_search as ns
 from screening.bo.domain import DiscretePool, DomainError
-from screening.bo.neighbour_search import KnownData, NeighbourSettings
+from screening.bo.known_fit import KnownData
+from screening.bo.neighbour_gp import NeighbourSettings
 
 SETTINGS = NeighbourSettings(n_neighbours=8, n_components=4, fit_sample=2000)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from screening.bo.strategy import suggest_box
+from screening.bo.suggest import suggest_box
 from screening.errors import MatscreenError, RecordError
 from screening.objectives.synthesis.objective import SPECTRUM_COLUMNS, SynthesisObjective, synthesis_box
 from screening.objectives.synthesis.rounds import (

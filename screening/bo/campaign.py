@@ -377,7 +377,7 @@ class Campaign:
 
     def _propose(self, n: int) -> list[Point]:
         """Suggest ``n`` new points (not told, not pending); :meth:`ask` records them as pending."""
-        from screening.bo.strategy import suggest_box, suggest_pool
+        from screening.bo.suggest import suggest_box, suggest_pool
 
         records = self.store.observations()
         pending = self.store.pending()

@@ -94,7 +94,7 @@ class DiscretePool:
         self.prior_mean = prior_mean
         self.prior_std = prior_std
         # Full-dimensional descriptors for neighbour models (the GP's ``features`` may be PCA-3),
-        # and labelled non-candidates (``screening.bo.neighbour_search.KnownData``) as prior knowledge.
+        # and labelled non-candidates (``screening.bo.known_fit.KnownData``) as prior knowledge.
         self.embedding = embedding
         self.known = known
         self._index = index

@@ -21,9 +21,9 @@ import numpy as np
 
 from screening.bo import acquisition as acq
 from screening.bo.objective import TargetSpec
+from screening.bo.strategy import Strategy
 
-if TYPE_CHECKING:  # strategy.py imports this module to dispatch; the dataclass is only a type here
-    from screening.bo.strategy import Strategy
+if TYPE_CHECKING:
     from screening.bo.surrogate import GPSurrogate  # gpytorch: imported where a GP is built
 
 

@@ -9,6 +9,9 @@ table's content and the settings, and checks a file's contents before trusting i
 
 The projection is fitted on the known crystals alone (not the pool), and residuals are measured
 in units of the known crystals' median network std, so the fit is the same for every pool.
+
+The known data themselves (:class:`KnownData`) are defined here too; :mod:`screening.bo.neighbour_search`
+builds its pool state on this module and is never imported by it.
 """
 
 from __future__ import annotations
@@ -16,17 +19,53 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from screening.bo import label_match as lm
-from screening.bo.neighbour_gp import NeighbourGP, NeighbourGPParams, Projection
-
-if TYPE_CHECKING:
-    from screening.bo.neighbour_search import KnownData, NeighbourSettings
+from screening.bo.neighbour_gp import NeighbourGP, NeighbourGPParams, NeighbourSettings, Projection
+from screening.errors import MatscreenError
 
 FORMAT = 1
+
+
+class KnownDataError(MatscreenError):
+    """Known (labelled, non-candidate) data are unusable with the pool given."""
+
+
+@dataclass
+class KnownData:
+    """Labelled crystals that are not candidates: embeddings, values and (optionally) predictions."""
+
+    ids: list[str]
+    embedding: np.ndarray
+    values: np.ndarray
+    prior_mean: np.ndarray | None = None
+    prior_std: np.ndarray | None = None  # the network's per-crystal std of prior_mean
+    # False: the values are another quantity than the campaign measures (DFT gaps as known data,
+    # a lab as the oracle: ``--known-label``); they shape the base prediction and the campaign's
+    # results teach the map from it to what is measured (measured_search.py).
+    same_quantity: bool = True
+
+    def __post_init__(self) -> None:
+        self.embedding = np.atleast_2d(np.asarray(self.embedding, dtype=np.float64))
+        self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
+        if self.embedding.shape[0] != self.values.shape[0] or len(self.ids) != self.values.shape[0]:
+            raise KnownDataError(
+                f"{len(self.ids)} ids, {self.embedding.shape[0]} embeddings and "
+                f"{self.values.shape[0]} values in the known data"
+            )
+        if self.prior_mean is not None:
+            self.prior_mean = np.asarray(self.prior_mean, dtype=np.float64).reshape(-1)
+        if self.prior_std is not None:
+            self.prior_std = np.asarray(self.prior_std, dtype=np.float64).reshape(-1)
+            if self.prior_std.shape[0] != self.values.shape[0] or not np.all(
+                np.isfinite(self.prior_std) & (self.prior_std > 0)
+            ):
+                raise KnownDataError("the known data's prior_std needs one positive value per crystal")
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
 
 
 @dataclass
@@ -63,8 +102,6 @@ def prior_of_known(known: KnownData, has_prior: bool) -> np.ndarray:
 
 def fit_known(settings: NeighbourSettings, known: KnownData, has_prior: bool, scaled: bool, seed: int) -> KnownFit:
     """Fit the known-data part from scratch (the minute :func:`obtain` saves)."""
-    from screening.bo import neighbour_search as ns
-
     projection = Projection(settings.n_components, seed=seed).fit(known.embedding)
     points = projection.transform(known.embedding)
     unit = float(np.median(known.prior_std)) if scaled and known.prior_std is not None else None
@@ -80,7 +117,7 @@ def fit_known(settings: NeighbourSettings, known: KnownData, has_prior: bool, sc
     assert gp.params is not None
     match = None
     if settings.label_match_tolerance > 0:
-        match = ns.fit_label_match(
+        match = fit_label_match(
             gp,
             np.asarray(known.values, dtype=np.float64),
             k_prior,
@@ -91,15 +128,38 @@ def fit_known(settings: NeighbourSettings, known: KnownData, has_prior: bool, sc
     return KnownFit(projection, points, residuals, gp.params, match, unit)
 
 
+def fit_label_match(
+    gp: NeighbourGP,
+    values: np.ndarray,
+    k_prior: np.ndarray,
+    k_scale: np.ndarray | None,
+    settings: NeighbourSettings,
+    seed: int,
+) -> lm.LabelMatchParams | None:
+    """The label-match mixture fitted on known crystals (``gp``'s labelled set, with ``values``)
+    left out one at a time (a sample); not below the labelled count the local GP needs (with
+    fewer labels both fits find noise)."""
+    from screening.bo.neighbour_gp import _loo_neighbours_np
+
+    n = gp.n_labelled
+    if n < max(settings.min_labelled, lm.MIN_FIT_ROWS) or gp.params is None:
+        return None
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(lm.FIT_ROWS, n), replace=False))
+    d, i = _loo_neighbours_np(gp._lab_points, rows, gp.k)
+    m, s = gp.loo_predict(rows)
+    scale = k_scale[rows] if k_scale is not None else 1.0
+    return lm.fit(values[rows], k_prior[rows] + scale * m, scale * s, d, values[i], settings.label_match_tolerance)
+
+
 def cache_key(settings: NeighbourSettings, known: KnownData, has_prior: bool, scaled: bool, seed: int) -> str:
     """Hash of everything :func:`fit_known` reads: the known arrays, the settings, the flags."""
-    from screening.bo.neighbour_search import _hash_array
+    from screening.io.array_file import hash_array
 
     h = hashlib.sha1(usedforsecurity=False)
     fields = (settings.n_neighbours, settings.n_components, settings.fit_sample, settings.min_labelled)
     h.update(f"{FORMAT}|{fields}|{settings.label_match_tolerance!r}|{has_prior}|{scaled}|{seed}".encode())
     for arr in (known.embedding, known.values, known.prior_mean, known.prior_std):
-        _hash_array(h, arr)
+        hash_array(h, arr)
     return h.hexdigest()
 
 
@@ -145,8 +205,7 @@ def _arrays(fit: KnownFit) -> dict[str, np.ndarray]:
 
 def save(fit: KnownFit, path: Path, key: str) -> None:
     """Write ``fit`` (an array file, atomically) with its key and its content digest."""
-    from screening.bo.neighbour_search import content_digest
-    from screening.io.array_file import write_arrays
+    from screening.io.array_file import content_digest, write_arrays
 
     arrays = _arrays(fit)
     meta = {
@@ -162,8 +221,7 @@ def save(fit: KnownFit, path: Path, key: str) -> None:
 
 def load(path: Path, key: str, settings: NeighbourSettings, n_known: int) -> tuple[KnownFit | None, str | None]:
     """``(fit, None)`` from ``path``, or ``(None, why)`` when its key, digest, shapes or values are off."""
-    from screening.bo.neighbour_search import content_digest
-    from screening.io.array_file import open_arrays
+    from screening.io.array_file import content_digest, open_arrays
 
     try:
         meta, arrays = open_arrays(path)

@@ -599,3 +599,17 @@ class NeighbourGP:
         d, i = _loo_neighbours_np(self._lab_points, np.asarray(rows), self.k)
         m, v = local_predict_np(self.params, self._lab_points, self._lab_res, d, i)
         return m, np.sqrt(v)
+
+
+@dataclass(frozen=True)
+class NeighbourSettings:
+    """How a neighbour model is built (:mod:`screening.bo.neighbour_search`, :mod:`screening.bo.known_fit`):
+    neighbours per prediction, principal components of the embedding, the hyper-parameter fit's
+    sample size, the labelled count below which no local structure is fitted."""
+
+    n_neighbours: int = 16
+    n_components: int = 16
+    fit_sample: int = 5000
+    min_labelled: int = MIN_LABELLED  # fewer labelled crystals: no local structure (fit_params)
+    # The search tolerance the label-match mixture is fitted for (label_match.py); 0: no mixture.
+    label_match_tolerance: float = 0.0

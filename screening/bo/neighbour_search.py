@@ -23,76 +23,21 @@ function of their number, so a resumed campaign makes the same choices.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from screening.bo import acquisition as acq
+from screening.bo import known_fit as kf
 from screening.bo import label_match as lm
-from screening.bo.neighbour_gp import MIN_LABELLED, NeighbourGP, NeighbourGPParams, Projection
-from screening.errors import MatscreenError
-
-if TYPE_CHECKING:
-    import hashlib
-
-    from screening.bo.known_fit import KnownFitCache
-
+from screening.bo.known_fit import KnownData, KnownFitCache
+from screening.bo.neighbour_gp import NeighbourGP, NeighbourGPParams, NeighbourSettings, Projection
+from screening.io.array_file import content_digest, hash_array
 
 # eV, added in quadrature to the network's std where that is the predictive std (predictive).
 NETWORK_STD_FLOOR = 0.05
-
-
-class KnownDataError(MatscreenError):
-    """Known (labelled, non-candidate) data are unusable with the pool given."""
-
-
-@dataclass
-class KnownData:
-    """Labelled crystals that are not candidates: embeddings, values and (optionally) predictions."""
-
-    ids: list[str]
-    embedding: np.ndarray
-    values: np.ndarray
-    prior_mean: np.ndarray | None = None
-    prior_std: np.ndarray | None = None  # the network's per-crystal std of prior_mean
-    # False: the values are another quantity than the campaign measures (DFT gaps as known data,
-    # a lab as the oracle: ``--known-label``); they shape the base prediction and the campaign's
-    # results teach the map from it to what is measured (measured_search.py).
-    same_quantity: bool = True
-
-    def __post_init__(self) -> None:
-        self.embedding = np.atleast_2d(np.asarray(self.embedding, dtype=np.float64))
-        self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
-        if self.embedding.shape[0] != self.values.shape[0] or len(self.ids) != self.values.shape[0]:
-            raise KnownDataError(
-                f"{len(self.ids)} ids, {self.embedding.shape[0]} embeddings and "
-                f"{self.values.shape[0]} values in the known data"
-            )
-        if self.prior_mean is not None:
-            self.prior_mean = np.asarray(self.prior_mean, dtype=np.float64).reshape(-1)
-        if self.prior_std is not None:
-            self.prior_std = np.asarray(self.prior_std, dtype=np.float64).reshape(-1)
-            if self.prior_std.shape[0] != self.values.shape[0] or not np.all(
-                np.isfinite(self.prior_std) & (self.prior_std > 0)
-            ):
-                raise KnownDataError("the known data's prior_std needs one positive value per crystal")
-
-    def __len__(self) -> int:
-        return int(self.values.shape[0])
-
-
-@dataclass(frozen=True)
-class NeighbourSettings:
-    n_neighbours: int = 16
-    n_components: int = 16
-    fit_sample: int = 5000
-    min_labelled: int = MIN_LABELLED  # fewer labelled crystals: no local structure (fit_params)
-    # The search tolerance the label-match mixture is fitted for (label_match.py); 0: no mixture.
-    label_match_tolerance: float = 0.0
 
 
 def refit_count(n_told: int, has_known: bool) -> int:
@@ -194,8 +139,6 @@ def build_state(
     With known data, their part of the model (projection, residuals, hyper-parameters, label
     match) is :mod:`screening.bo.known_fit`'s, read from ``known_cache`` when it holds it.
     """
-    from screening.bo import known_fit as kf
-
     has_known = known is not None and len(known) > 0
     m = refit_count(len(told_rows), has_known)
     told_y = np.asarray(told_y, dtype=np.float64)
@@ -250,29 +193,6 @@ def build_state(
     state.fit_count = chain[0]
     _advance(state, list(told_rows), told_y, m)
     return state
-
-
-def fit_label_match(
-    gp: NeighbourGP,
-    values: np.ndarray,
-    k_prior: np.ndarray,
-    k_scale: np.ndarray | None,
-    settings: NeighbourSettings,
-    seed: int,
-) -> lm.LabelMatchParams | None:
-    """The label-match mixture fitted on known crystals (``gp``'s labelled set, with ``values``)
-    left out one at a time (a sample); not below the labelled count the local GP needs (with
-    fewer labels both fits find noise)."""
-    from screening.bo.neighbour_gp import _loo_neighbours_np
-
-    n = gp.n_labelled
-    if n < max(settings.min_labelled, lm.MIN_FIT_ROWS) or gp.params is None:
-        return None
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(lm.FIT_ROWS, n), replace=False))
-    d, i = _loo_neighbours_np(gp._lab_points, rows, gp.k)
-    m, s = gp.loo_predict(rows)
-    scale = k_scale[rows] if k_scale is not None else 1.0
-    return lm.fit(values[rows], k_prior[rows] + scale * m, scale * s, d, values[i], settings.label_match_tolerance)
 
 
 def labelled_values(state: NeighbourState) -> np.ndarray:
@@ -583,38 +503,6 @@ def window_calibration(
 STATE_FORMAT = 4
 
 
-HASH_BLOCK = 1 << 24  # bytes per SHA-1 block of a large array (16 MiB)
-
-
-def _hash_array(h: hashlib._Hash, arr: np.ndarray | None) -> None:
-    """Feed ``arr`` (dtype, shape, then its bytes, read in place) to hash ``h``.
-
-    A large array is cut into :data:`HASH_BLOCK` blocks hashed on parallel threads (hashlib
-    releases the GIL), and their digests are fed to ``h`` in order: the key still depends on
-    every byte, and on 2 cores it costs about half the time of one pass."""
-    import hashlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    if arr is None:
-        h.update(b"-")
-        return
-    a = np.asarray(arr, order="C")
-    h.update(f"{a.dtype.str}{a.shape}|".encode())
-    if not a.size:
-        return
-    data = memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
-    if data.nbytes <= HASH_BLOCK:
-        h.update(data)
-        return
-
-    def digest(start: int) -> bytes:
-        return hashlib.sha1(data[start : start + HASH_BLOCK], usedforsecurity=False).digest()
-
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for d in pool.map(digest, range(0, data.nbytes, HASH_BLOCK)):
-            h.update(d)
-
-
 def state_key(
     settings: NeighbourSettings,
     embedding: np.ndarray,
@@ -633,10 +521,10 @@ def state_key(
     h = hashlib.sha1(usedforsecurity=False)
     h.update(f"{STATE_FORMAT}|{settings}".encode())
     for arr in (embedding, prior, prior_std):
-        _hash_array(h, arr)
+        hash_array(h, arr)
     if known is not None and len(known):
         for arr in (known.embedding, known.values, known.prior_mean, known.prior_std):
-            _hash_array(h, arr)
+            hash_array(h, arr)
         h.update("\x1f".join(known.ids).encode())
         h.update(b"same" if known.same_quantity else b"other")
     return h.hexdigest()
@@ -646,22 +534,6 @@ def base_path(path) -> Path:
     """The file beside ``path`` that holds the arrays fixed when the model is built."""
     path = Path(path)
     return path.with_name(f"{path.stem}_base{path.suffix}")
-
-
-def content_digest(meta: dict, arrays: dict[str, np.ndarray]) -> str:
-    """SHA-1 of a saved file's meta (as canonical JSON) and every array (name, dtype, shape, bytes).
-
-    Why: the campaign keeps this digest in its own store (:class:`Seal`), not beside the arrays,
-    so an edited, swapped or foreign state file is noticed before a suggestion reads it."""
-    import hashlib
-    import json
-
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-    for name in sorted(arrays):
-        h.update(f"|{name}|".encode())
-        _hash_array(h, arrays[name])
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Picking ``q`` points in a continuous box with linear constraints: the box optimisers.
 
-The candidates are a dense feasible random design (drawn by :func:`screening.bo.strategy.suggest_box`);
+The candidates are a dense feasible random design (drawn by :func:`screening.bo.suggest.suggest_box`);
 :func:`box_scores` scores any rows, and :func:`locally_penalised_box_batch` picks a batch by
 local penalisation, refining each pick with SLSQP under the bounds and constraints. Thompson
 sampling and qLogEI over the design reuse the finite-set optimisers of
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import minimize
@@ -23,10 +22,8 @@ from screening.bo import acquisition as acq
 from screening.bo.domain import Box
 from screening.bo.fitting import AcquisitionScores, acquisition_scores
 from screening.bo.objective import TargetSpec
+from screening.bo.strategy import Strategy
 from screening.bo.surrogate import GPSurrogate
-
-if TYPE_CHECKING:  # strategy.py imports this module to dispatch; the dataclass is only a type here
-    from screening.bo.strategy import Strategy
 
 
 def box_scores(

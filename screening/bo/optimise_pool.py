@@ -23,12 +23,12 @@ from screening.bo import acquisition as acq
 from screening.bo.domain import DiscretePool
 from screening.bo.fitting import AcquisitionScores, acquisition_scores
 from screening.bo.objective import TargetSpec
+from screening.bo.strategy import Strategy
 
-if TYPE_CHECKING:  # strategy.py imports this module to dispatch; the dataclass is only a type here
+if TYPE_CHECKING:
     import torch  # imported in qlogei_rows: the neighbour path (a command-line ask) never needs it
 
     from screening.bo.neighbour_search import NeighbourState
-    from screening.bo.strategy import Strategy
     from screening.bo.surrogate import GPSurrogate  # gpytorch: imported where a GP is built
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from screening.featurize.featurizer import DEFAULT_BATCH_SIZE, check_finite_outputs, embed_graphs
+from screening.featurize.embed import DEFAULT_BATCH_SIZE, check_finite_outputs, embed_graphs
 from screening.featurize.registry import featurizer_model
 from screening.graphs import structure_to_graph
 from screening.models.cgcnn import check_elements

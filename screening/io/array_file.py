@@ -17,13 +17,17 @@ Written atomically (:mod:`screening.io.atomic`): a crash leaves the previous fil
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from screening.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import hashlib
 
 MAGIC = b"MSARRAY1"
 LEAD = len(MAGIC) + 8  # the magic, then the header's length
@@ -114,3 +118,51 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any], int, int]:
     if not isinstance(meta, dict) or not isinstance(layout, dict):
         raise ArrayFileError(f"{path}: damaged header (not a mapping)")
     return meta, layout, _padded(LEAD + n), size
+
+
+HASH_BLOCK = 1 << 24  # bytes per SHA-1 block of a large array (16 MiB)
+
+
+def hash_array(h: hashlib._Hash, arr: np.ndarray | None) -> None:
+    """Feed ``arr`` (dtype, shape, then its bytes, read in place) to hash ``h``.
+
+    A large array is cut into :data:`HASH_BLOCK` blocks hashed on parallel threads (hashlib
+    releases the GIL), and their digests are fed to ``h`` in order: the key still depends on
+    every byte, and on 2 cores it costs about half the time of one pass."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    if arr is None:
+        h.update(b"-")
+        return
+    a = np.asarray(arr, order="C")
+    h.update(f"{a.dtype.str}{a.shape}|".encode())
+    if not a.size:
+        return
+    data = memoryview(a.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    if data.nbytes <= HASH_BLOCK:
+        h.update(data)
+        return
+
+    def digest(start: int) -> bytes:
+        return hashlib.sha1(data[start : start + HASH_BLOCK], usedforsecurity=False).digest()
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for d in pool.map(digest, range(0, data.nbytes, HASH_BLOCK)):
+            h.update(d)
+
+
+def content_digest(meta: dict, arrays: dict[str, np.ndarray]) -> str:
+    """SHA-1 of a saved file's meta (as canonical JSON) and every array (name, dtype, shape, bytes).
+
+    Why: a campaign keeps this digest in its own store (:class:`screening.bo.neighbour_search.Seal`), not beside the arrays,
+    so an edited, swapped or foreign state file is noticed before a suggestion reads it."""
+    import hashlib
+    import json
+
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name in sorted(arrays):
+        h.update(f"|{name}|".encode())
+        hash_array(h, arrays[name])
+    return h.hexdigest()

@@ -34,7 +34,7 @@ def check_output_apart(output: str | Path, *inputs: str | Path) -> None:
     ``-o`` naming a CIF of the input folder) turned the user's structures into a table without
     them, with no way back. Checked before any work, so a long run does not end in the error."""
     from screening.errors import MatscreenError
-    from screening.io.sources import ID_PROP_FILE, structure_file_kind
+    from screening.io.file_kinds import ID_PROP_FILE, structure_file_kind
 
     out = Path(output)
     if out.is_dir():

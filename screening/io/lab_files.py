@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,17 @@ from screening.errors import RecordError
 from screening.io.tables import parse_number
 from screening.safe_csv import escape_control, neutralise_cell, restore_cell, write_text_csv  # noqa: F401  (part of this API)
 
-if TYPE_CHECKING:  # the domain pulls in scipy; reading a CSV does not need it
-    from screening.bo.domain import Box
+
+class BoxShape(Protocol):
+    """What a box file needs of a box domain (:class:`screening.bo.domain.Box`): its input names
+    (None: ``x0``, ``x1`` ...) and how many inputs. A protocol, so that the file readers import
+    nothing of the acquisition framework (which pulls in scipy)."""
+
+    @property
+    def names(self) -> Sequence[str] | None: ...
+
+    @property
+    def dim(self) -> int: ...
 
 
 class ResultsFileError(RecordError):
@@ -43,11 +52,11 @@ class Results:
     errors: list[str | None]
 
 
-def box_columns(box: Box) -> list[str]:
+def box_columns(box: BoxShape) -> list[str]:
     return list(box.names) if box.names else [f"x{i}" for i in range(box.dim)]
 
 
-def write_box_batch(path: str | Path, box: Box, points: Sequence[np.ndarray]) -> Path:
+def write_box_batch(path: str | Path, box: BoxShape, points: Sequence[np.ndarray]) -> Path:
     """The asked box points as CSV, one column per input."""
     frame = pd.DataFrame(np.atleast_2d(np.asarray(points, dtype=np.float64)), columns=box_columns(box))
     return write_text_csv(frame, path)
@@ -150,7 +159,7 @@ def read_pool_results(
     return out
 
 
-def read_box_results(path: str | Path, box: Box) -> Results:
+def read_box_results(path: str | Path, box: BoxShape) -> Results:
     """Read input columns + ``y`` (+ ``error``) rows for a box campaign."""
     path = Path(path)
     frame = _read_csv(path)

@@ -50,6 +50,7 @@ import pandas as pd
 from pymatgen.core import Structure
 
 from screening.errors import MatscreenError, RecordError, StructureReadError
+from screening.io.file_kinds import ASE_SUFFIXES, ID_PROP_FILE, structure_file_id, structure_file_kind
 from screening.io.records import StructureRecord, parse_record, record_from_atoms
 from screening.io.tables import csv_missing_values, parse_number
 
@@ -57,13 +58,9 @@ ID_COLUMNS = ("material_id", "id", "cif_id", "name", "idx")
 CIF_COLUMN = "cif"
 STRUCTURE_FIELD = "structure"
 NOT_LABELS = frozenset({CIF_COLUMN, STRUCTURE_FIELD, "formula"})
-ID_PROP_FILE = "id_prop.csv"
 DEFAULT_CHUNKSIZE = 2048
 
 ATOM_INIT_FILE = "atom_init.json"
-POSCAR_NAMES = ("POSCAR", "CONTCAR")
-POSCAR_SUFFIXES = (".vasp", ".poscar")
-ASE_SUFFIXES = (".extxyz", ".xyz", ".traj", ".xsf", ".cell", ".gen")
 
 SUPPORTED = (
     "a folder of structure files, a .cif / POSCAR / CONTCAR / .vasp file, an ASE-readable file "
@@ -77,25 +74,6 @@ def _suffix(path: Path) -> str:
     if len(suffixes) >= 2 and suffixes[-1] == ".gz":
         return "".join(suffixes[-2:])
     return suffixes[-1] if suffixes else ""
-
-
-def structure_file_kind(path: Path) -> str | None:
-    """``cif_file``, ``poscar_file`` or ``ase_file`` for a single structure file, else None."""
-    suffix = path.suffix.lower()
-    if suffix == ".cif":
-        return "cif_file"
-    if suffix in POSCAR_SUFFIXES or path.name.startswith(POSCAR_NAMES):
-        return "poscar_file"
-    if suffix in ASE_SUFFIXES:
-        return "ase_file"
-    return None
-
-
-def structure_file_id(path: Path) -> str:
-    """The record id of a structure file: its stem, but ``POSCAR_mp-1`` keeps its whole name."""
-    if path.suffix.lower() in POSCAR_SUFFIXES or path.name.startswith(POSCAR_NAMES):
-        return path.name[: -len(path.suffix)] if path.suffix.lower() in POSCAR_SUFFIXES else path.name
-    return path.stem
 
 
 def folder_atom_init(source: str | Path) -> Path | None:

@@ -279,7 +279,7 @@ class BandGapPool:
     def domain(self, use_prior: bool = False, pred_as_feature: bool = False, known=None) -> DiscretePool:
         """The candidates as a DiscretePool: PCA features, optionally with the CGCNN-predicted gap
         (eV) as the prior-mean covariate and/or as one more input feature of the GP; the full
-        embeddings and any ``known`` data (:class:`~screening.bo.neighbour_search.KnownData`)
+        embeddings and any ``known`` data (:class:`~screening.bo.known_fit.KnownData`)
         ride along for the neighbour surrogate."""
         pred = None
         if use_prior or pred_as_feature:
@@ -534,7 +534,7 @@ def load_known(
     left_out: list[LeftOutRow] | None = None,
 ):
     """Known data for a pool: a featurised table (Parquet or CSV) of labelled crystals that are
-    not candidates, as :class:`~screening.bo.neighbour_search.KnownData`.
+    not candidates, as :class:`~screening.bo.known_fit.KnownData`.
 
     Refused, naming the file and row: an unreadable file, missing ``id`` / ``label`` / embedding
     columns, embedding columns other than the pool's, ids the pool would refuse (missing, blank,
@@ -546,7 +546,7 @@ def load_known(
     ``strict=False`` leaves invalid rows out instead (:func:`invalid_rows`), appending them to
     ``left_out``; a table with no valid row, and known crystals that are candidates, still refuse.
     """
-    from screening.bo.neighbour_search import KnownData
+    from screening.bo.known_fit import KnownData
 
     path = Path(path)
     frame = read_table(path, "known-data", PoolFileError)
