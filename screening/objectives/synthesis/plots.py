@@ -82,7 +82,7 @@ def plot_spectrum_vs_target(
     )
     ax2.set_ylabel("absorbance")
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend([*handles, absolute], [*labels, absolute.get_label()], loc="upper left", fontsize=8)
+    ax.legend(handles=[*handles, absolute], labels=[*labels, str(absolute.get_label())], loc="upper left", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     save_figure_atomic(fig, path, dpi=120)
