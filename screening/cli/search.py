@@ -277,8 +277,9 @@ def search(
             best[0] = min(best[0], loss)
             mark = "  [bold green]HIT[/]" if hit else ""
             progress.console.print(
-                f"{n:4d}  {ev.point:<{width}} {str(names.get(ev.point, '')):<14} gap {ev.y:7.3f} eV"
-                f"  |Δ| {loss:.3f} eV  best {best[0]:.3f} eV{mark}"
+                f"{n:4d}  {ev.point:<{width}} {str(names.get(ev.point, '')):<10} {ev.y:6.3f} eV"
+                f"  |Δ| {loss:.3f}  best {best[0]:.3f}{mark}",
+                no_wrap=True,
             )
             progress.update(task, description=f"best |Δ| {best[0]:.3f} eV")
 
