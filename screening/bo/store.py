@@ -104,21 +104,19 @@ class _NamedConnection:
             return StoreError(f"{self.path}: another command holds the campaign ({text}); try again when it ends")
         return StoreError(f"{self.path}: the campaign file is damaged ({text}); restore it from a copy")
 
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    def _run(self, method: Any, sql: str, args: Any) -> sqlite3.Cursor:
         try:
-            return self.raw.execute(sql, params)
+            return method(sql, args)
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:
             raise self._named(exc) from exc
 
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self._run(self.raw.execute, sql, params)
+
     def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
-        try:
-            return self.raw.executemany(sql, rows)
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.Error as exc:
-            raise self._named(exc) from exc
+        return self._run(self.raw.executemany, sql, rows)
 
     @property
     def in_transaction(self) -> bool:
