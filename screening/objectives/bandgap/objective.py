@@ -80,6 +80,8 @@ def id_problem(candidate_id: str) -> str | None:
     Blank ids, ids with leading or trailing whitespace and ids with control characters (CR, LF,
     tab …) can be proposed but never told back through a CSV (readers strip or split them).
     """
+    if candidate_id.isprintable() and candidate_id.strip() == candidate_id and candidate_id:
+        return None  # the usual id, at the cost of two C calls (a pool of 10^6 checks each on every command)
     if not candidate_id.strip():
         return "blank id"
     if candidate_id != candidate_id.strip():
@@ -97,17 +99,15 @@ def check_pool_ids(ids: pd.Series, source: str, what: str = "pool") -> None:
     values = ids.to_numpy(dtype=object)
     seen: dict[str, int] = {}
     for i, raw in enumerate(values):
-        where = row_label(source, i)
         if raw is None or (isinstance(raw, float) and not np.isfinite(raw)):
-            raise RecordError(where, "missing id", source)
+            raise RecordError(row_label(source, i), "missing id", source)
         cid = str(raw)
         problem = id_problem(cid)
         if problem is not None:
-            raise RecordError(cid, f"{where}: {problem}", source)
+            raise RecordError(cid, f"{row_label(source, i)}: {problem}", source)
         if cid in seen:
-            raise RecordError(
-                cid, f"{where}: duplicate id in the {what} (first at {row_label(source, seen[cid])})", source
-            )
+            where, first = row_label(source, i), row_label(source, seen[cid])
+            raise RecordError(cid, f"{where}: duplicate id in the {what} (first at {first})", source)
         seen[cid] = i
 
 
