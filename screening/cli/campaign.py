@@ -8,17 +8,18 @@ import typer
 
 from screening.cli.app import app
 from screening.cli.common import (
-    ACQ_HELP,
-    BATCH_METHOD_HELP,
-    BETA_HELP,
+    ACQ_OPTION,
+    BATCH_METHOD_OPTION,
+    BETA_OPTION,
     LABEL_MATCH_OPTION,
     MIN_LABELLED_OPTION,
-    MODEL_HELP,
-    N_INIT_HELP,
+    MODEL_OPTION,
+    N_INIT_OPTION,
     NEIGHBOUR_COMPONENTS_OPTION,
     NEIGHBOURS_OPTION,
     NETWORK_STD_OPTION,
     PCA_HELP,
+    PRIOR_MEAN_OPTION,
     SEED_HELP,
     STRICT_HELP,
     TIE_BREAK_OPTION,
@@ -76,23 +77,15 @@ def campaign_new(
         show_default=False,
         help="Predictor: neighbour (pool) or gp",
     ),
-    model: str = typer.Option("value", "--model", metavar="NAME", rich_help_panel=ADVANCED, help=MODEL_HELP),
-    acq: str = typer.Option("window", "--acq", metavar="NAME", rich_help_panel=ADVANCED, help=ACQ_HELP),
-    batch_method: str = typer.Option(
-        "lp", "--batch-method", metavar="NAME", rich_help_panel=ADVANCED, help=BATCH_METHOD_HELP
-    ),
-    beta: float = typer.Option(4.0, "--beta", metavar="NUM", rich_help_panel=ADVANCED, help=BETA_HELP),
-    n_init: int = typer.Option(5, "--n-init", min=1, metavar="N", rich_help_panel=ADVANCED, help=N_INIT_HELP),
+    model: str = MODEL_OPTION,
+    acq: str = ACQ_OPTION,
+    batch_method: str = BATCH_METHOD_OPTION,
+    beta: float = BETA_OPTION,
+    n_init: int = N_INIT_OPTION,
     pca_components: int = typer.Option(
         3, "--pca-components", min=1, metavar="N", rich_help_panel=ADVANCED, help=PCA_HELP
     ),
-    prior_mean: bool = typer.Option(
-        None,
-        "--prior-mean/--no-prior-mean",
-        rich_help_panel=ADVANCED,
-        show_default=False,
-        help="Network's gap as GP prior (on for gp)",
-    ),
+    prior_mean: bool = PRIOR_MEAN_OPTION,
     neighbours: int = NEIGHBOURS_OPTION,
     neighbour_components: int = NEIGHBOUR_COMPONENTS_OPTION,
     min_labelled: int = MIN_LABELLED_OPTION,

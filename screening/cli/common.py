@@ -35,6 +35,22 @@ SEED_HELP = "Seed for the random picks"
 PCA_HELP = "PCA size the GP works in"
 STRICT_HELP = "Refuse a table at its first invalid row"
 
+# The strategy options `search` and `campaign new` share, declared once.
+MODEL_OPTION = typer.Option("value", "--model", metavar="NAME", rich_help_panel=ADVANCED, help=MODEL_HELP)
+ACQ_OPTION = typer.Option("window", "--acq", metavar="NAME", rich_help_panel=ADVANCED, help=ACQ_HELP)
+BATCH_METHOD_OPTION = typer.Option(
+    "lp", "--batch-method", metavar="NAME", rich_help_panel=ADVANCED, help=BATCH_METHOD_HELP
+)
+BETA_OPTION = typer.Option(4.0, "--beta", metavar="NUM", rich_help_panel=ADVANCED, help=BETA_HELP)
+N_INIT_OPTION = typer.Option(5, "--n-init", min=1, metavar="N", rich_help_panel=ADVANCED, help=N_INIT_HELP)
+PRIOR_MEAN_OPTION = typer.Option(
+    None,
+    "--prior-mean/--no-prior-mean",
+    rich_help_panel=ADVANCED,
+    show_default=False,
+    help="Network's gap as GP prior (on for gp)",
+)
+
 
 def warn_left_out(cd) -> None:
     """One warning line on stderr per input table whose invalid rows a new campaign left out."""
