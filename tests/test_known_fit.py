@@ -84,39 +84,49 @@ def test_a_tampered_cache_file_is_refused_and_refitted(tmp_path, damage) -> None
     assert kf.load(path, meta["key"], SETTINGS, len(pool.known))[0] is not None  # rewritten whole
 
 
+def _new_campaign(folder, tmp_path, strategy):
+    from screening.bo.campaign import StopRules
+    from screening.objectives.bandgap.campaign_dir import create_pool_campaign
+
+    return create_pool_campaign(
+        folder, tmp_path / "pool.parquet", 2.5, 0.01, strategy, stop=StopRules(), known_path=tmp_path / "known.parquet"
+    )
+
+
 def test_a_campaign_with_known_data_keeps_the_fit_in_the_user_cache(tmp_path, monkeypatch) -> None:
     from test_objectives_bandgap import synthetic_pool_frame
 
-    from screening.bo.campaign import StopRules
     from screening.bo.strategy import Strategy
-    from screening.objectives.bandgap.campaign_dir import create_pool_campaign
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     frame = synthetic_pool_frame(400, seed=3)
     frame.iloc[:300].to_parquet(tmp_path / "pool.parquet")
     frame.iloc[300:].to_parquet(tmp_path / "known.parquet")
     strategy = Strategy(surrogate="neighbour", acquisition="window", n_neighbours=8, neighbour_components=6)
-    cd = create_pool_campaign(
-        tmp_path / "a",
-        tmp_path / "pool.parquet",
-        2.5,
-        0.01,
-        strategy,
-        stop=StopRules(),
-        known_path=tmp_path / "known.parquet",
-    )
+    cd = _new_campaign(tmp_path / "a", tmp_path, strategy)
     first = cd.campaign.ask(2)
     cd.campaign.close()
-    assert len(list((tmp_path / "xdg" / "matscreen" / "known_fits").glob("known-*.arrays"))) == 1
+    cached = tmp_path / "xdg" / "matscreen" / "known_fits"
+    assert len(list(cached.glob("known-*.arrays"))) == 1
+    # the second campaign over the same pool and table starts from the cached zero-result model:
+    # no known-data fit and no build at all
     _no_fit(monkeypatch)
-    cd = create_pool_campaign(
-        tmp_path / "b",
-        tmp_path / "pool.parquet",
-        2.5,
-        0.01,
-        strategy,
-        stop=StopRules(),
-        known_path=tmp_path / "known.parquet",
-    )
+    monkeypatch.setattr(ns, "build_state", lambda *a, **k: pytest.fail("the model was built again"))
+    cd = _new_campaign(tmp_path / "b", tmp_path, strategy)
     assert cd.campaign.ask(2) == first
+    assert cd.campaign.notices() == []
     cd.campaign.close()
+    assert (tmp_path / "b" / "neighbour_state.arrays").is_file()  # and keeps its own copy
+    # a damaged cached start is not used: the model is built again, with a note
+    (start,) = [p for p in cached.glob("start-*.arrays") if not p.stem.endswith("_base")]
+    meta, arrays = open_arrays(start)
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    arrays["gp_mean"] = arrays["gp_mean"] + 0.3
+    write_arrays(start, arrays, meta)
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cd = _new_campaign(tmp_path / "c", tmp_path, strategy)
+    assert cd.campaign.ask(2) == first
+    notes = cd.campaign.notices()
+    cd.campaign.close()
+    assert len(notes) == 1 and "cached start" in notes[0], notes

@@ -324,6 +324,8 @@ def neighbour_state(
         cache["neighbour_key"] = key
         if cache.get("neighbour") is None:
             cache["neighbour"] = _load_saved(cache, state_path, key, settings, len(embedding))
+        if cache.get("neighbour") is None and known is not None:
+            cache["neighbour"] = _load_shared_start(cache, key, settings, len(embedding))
     if strategy.learns_map and known is not None and not known.same_quantity:
         # known data of another quantity: the base speaks their scale, the results teach the map
         told_ids, told_y = [], np.zeros(0)
@@ -339,6 +341,8 @@ def neighbour_state(
             "rebuilt the search model: the saved one was built from other results than this campaign's"
         )
     before_mark = None if before is None else (id(before), len(before.told_rows), before.fit_count)
+    if cache.pop("neighbour_from_shared", False):
+        before_mark = None  # read from the user cache: the campaign keeps its own copy too
     state = ns.update_state(
         cache.get("neighbour"),
         settings,
@@ -357,6 +361,8 @@ def neighbour_state(
     cache["neighbour"] = state
     if target is not None:
         ns.prepared_match(state, target)
+    if before is None and state_path is not None and key is not None and known is not None and not state.told_rows:
+        _save_shared_start(cache, state, key)
     if state_path is not None and key is not None and before_mark != (id(state), len(state.told_rows), state.fit_count):
         if cache.get("neighbour_defer_save"):  # an in-process loop: saved once, when it ends
             cache["neighbour_unsaved"] = True
@@ -365,6 +371,67 @@ def neighbour_state(
             if cache.get("neighbour_seal") is not None:
                 cache["neighbour_seal"].write(seal)
     return state
+
+
+# A model with known data and no results yet depends on the pool, the known table and the settings
+# only (the state key): a second campaign or search over the same pool and table starts from it
+# (user cache, beside the known-data fits) instead of indexing every candidate again. Kept for
+# pools up to this size: above it the file (hundreds of MB at 10^6) costs more than it saves.
+SHARED_START_MAX = 200_000
+
+
+def _shared_start_path(cache: dict, key: str):
+    from pathlib import Path
+
+    directory = cache.get("known_fit_dir")
+    return None if directory is None else Path(directory) / f"start-{key[:20]}.arrays"
+
+
+def _load_shared_start(cache: dict, key: str, settings, n_pool: int) -> NeighbourState | None:
+    """The zero-result model for this state key from the user cache, if one passes its checks
+    (the seal written beside it: a cache, safe to delete, refitted when anything is off)."""
+    import json
+
+    from screening.bo import neighbour_search as ns
+
+    path = _shared_start_path(cache, key)
+    if path is None or n_pool > SHARED_START_MAX or not path.exists():
+        return None
+    try:
+        seal = ns.Seal.from_dict(json.loads(path.with_suffix(".seal.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        seal = None
+    state, why = ns.load_checked(path, key, settings, seal, sealed=True)
+    if state is not None and (state.told_rows or len(state.pool_prior) != n_pool):
+        state, why = None, "it holds results or another pool"
+    if state is None:
+        cache.setdefault("notices", []).append(f"rebuilt the search model: the cached start {path.name} {why}")
+        return None
+    state.base_token = None  # its base file is the cache's: the campaign writes its own
+    state.base_digest = None
+    cache["neighbour_from_shared"] = True
+    return state
+
+
+def _save_shared_start(cache: dict, state: NeighbourState, key: str) -> None:
+    """Keep a freshly built zero-result model in the user cache (see :data:`SHARED_START_MAX`)."""
+    import json
+
+    from screening.bo import neighbour_search as ns
+
+    path = _shared_start_path(cache, key)
+    if path is None or len(state.pool_prior) > SHARED_START_MAX or path.exists():
+        return
+    token, digest = state.base_token, state.base_digest
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state.base_token = state.base_digest = None
+        seal = ns.save_state(state, path, key)
+        path.with_suffix(".seal.json").write_text(json.dumps(seal.to_dict()), encoding="utf-8")
+    except OSError as exc:
+        cache.setdefault("notices", []).append(f"could not keep the search model's start in {path.parent} ({exc})")
+    finally:
+        state.base_token, state.base_digest = token, digest
 
 
 def _known_cache(cache: dict):
