@@ -669,7 +669,13 @@ def load_state(path, key: str, settings: NeighbourSettings, seal: Seal | None = 
 
 
 def load_checked(
-    path, key: str, settings: NeighbourSettings, seal: Seal | None, *, sealed: bool = True
+    path,
+    key: str,
+    settings: NeighbourSettings,
+    seal: Seal | None,
+    *,
+    sealed: bool = True,
+    n_pool: int | None = None,
 ) -> tuple[NeighbourState | None, str | None]:
     """``(state, None)`` for the state saved at ``path``, or ``(None, why)`` when it is not used.
 
@@ -678,7 +684,7 @@ def load_checked(
     ``seal``'s — a campaign with no seal trusts no file. The arrays are memory-mapped
     (:mod:`screening.io.array_file`): a suggestion reads only the pages it needs, the digest reads
     each once. Every state is checked for finite values and consistent shapes
-    (:func:`check_state`).
+    (:func:`check_state`), against a pool of ``n_pool`` candidates when the caller knows it.
     """
     from screening.io.array_file import open_arrays
 
@@ -711,7 +717,7 @@ def load_checked(
         return None, f"{path.name} is damaged ({exc})"
     if sealed and seal is not None:
         state.base_digest = seal.base
-    problem = check_state(state, len(state.pool_prior))
+    problem = check_state(state, len(state.pool_prior) if n_pool is None else n_pool)
     return (None, f"{path.name}: {problem}") if problem else (state, None)
 
 

@@ -401,9 +401,9 @@ def _load_shared_start(cache: dict, key: str, settings, n_pool: int) -> Neighbou
         seal = ns.Seal.from_dict(json.loads(path.with_suffix(".seal.json").read_text(encoding="utf-8")))
     except (OSError, ValueError):
         seal = None
-    state, why = ns.load_checked(path, key, settings, seal, sealed=True)
-    if state is not None and (state.told_rows or len(state.pool_prior) != n_pool):
-        state, why = None, "it holds results or another pool"
+    state, why = ns.load_checked(path, key, settings, seal, sealed=True, n_pool=n_pool)
+    if state is not None and state.told_rows:
+        state, why = None, "it holds results"
     if state is None:
         cache.setdefault("notices", []).append(f"rebuilt the search model: the cached start {path.name} {why}")
         return None
@@ -453,10 +453,7 @@ def _load_saved(cache: dict, path, key: str, settings, n_pool: int) -> Neighbour
 
     sealer = cache.get("neighbour_seal")
     seal = sealer.read() if sealer is not None else None
-    state, why = ns.load_checked(path, key, settings, seal, sealed=sealer is not None)
-    if state is not None and len(state.pool_prior) != n_pool:
-        why = f"{path.name} is for a pool of {len(state.pool_prior)} candidates, not {n_pool}"
-        state = None
+    state, why = ns.load_checked(path, key, settings, seal, sealed=sealer is not None, n_pool=n_pool)
     if why:
         cache.setdefault("notices", []).append(f"rebuilt the search model: {why}")
     return state

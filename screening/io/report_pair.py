@@ -18,7 +18,6 @@ recorded hash (written before this check existed) is not checked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -26,20 +25,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from screening.io.file_digest import file_sha256
+
 STAMP_KEY = "matscreen.errors_report"
 STAMP_SUFFIX = ".errors.sha256"
 
 
 class ReportMismatchWarning(UserWarning):
     """An output and the error report beside it come from different runs."""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_csv(path: Path) -> bool:

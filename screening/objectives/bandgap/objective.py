@@ -13,7 +13,6 @@ oracle's answers).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from screening.bo.domain import DiscretePool
 from screening.bo.objective import Evaluation
 from screening.columns import PRED_BAND_GAP, PRED_BAND_GAP_STD, PRED_FORMATION_ENERGY
 from screening.errors import MatscreenError, RecordError
+from screening.io.file_digest import file_sha256
 from screening.io.tables import read_table, row_label
 from screening.reduce import PCAReducer, embedding_columns
 
@@ -298,14 +298,6 @@ class BandGapPool:
             known=known,
             prior_std=std,
         )
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pool_from_frame(
