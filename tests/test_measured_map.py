@@ -102,3 +102,12 @@ def test_results_on_the_base_scale_keep_the_identity_and_a_lab_scale_learns_the_
     learned = model(inp, rows, lab)
     assert not isinstance(learned, IdentityMap)
     assert learned.summary().slope == pytest.approx(1.35, abs=0.1)
+
+
+def test_the_words_give_the_predicted_range_without_a_negative_zero() -> None:
+    """A range from -0.04 to 5.0 eV read "predicted -0.0-5.0 eV" in the demo's closing line."""
+    from screening.bo.measured_map import MapSummary
+
+    z = np.zeros(3)
+    m = MapSummary(-0.1, 1.0, 0.44, 60, (-0.04, 4.96), 0.1, 0.1, z, z, z)
+    assert m.words().endswith("predicted 0.0 to 5.0 eV)")

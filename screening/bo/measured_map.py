@@ -118,7 +118,7 @@ class MapSummary:
         return (
             f"measured ≈ {self.intercept:.2f} {sign} {abs(self.slope):.2f} × predicted (±{self.band:.2f} {unit}, "
             f"from {self.n} result{'s' if self.n != 1 else ''}; "
-            f"predicted {self.g_range[0]:.1f}-{self.g_range[1]:.1f} {unit})"
+            f"predicted {_tenths(self.g_range[0])} to {_tenths(self.g_range[1])} {unit})"
         )
 
     def to_dict(self) -> dict:
@@ -520,3 +520,8 @@ class IdentityMap:
             np.zeros(points),
             identity=True,
         )
+
+
+def _tenths(x: float) -> str:
+    """``x`` to 0.1, never "-0.0" (a range read "-0.0-5.0")."""
+    return f"{round(float(x), 1) + 0.0:.1f}"
