@@ -16,6 +16,8 @@ quantity (``KnownData.same_quantity = False``, what ``--known-label band_gap`` g
 Strategies: ``random`` (exact (N+1)/(K+1)), ``rank`` (sort by |pred - t|, the naive ranking),
 ``map-rank`` (sort by |map(pred) - t| with the true map: what a ranking could reach),
 ``default`` (the learned map), ``frozen`` (the default before it: ``learn_map=False``),
+``true-map`` (the default told the true map from the start: its base prediction and std put
+through the map, what learning the map could reach at best),
 ``botorch`` (a BoTorch SingleTaskGP on the residual y - pred over PCA-3, window probability)
 and ``physbo`` (PHYSBO's GP over PCA-12, EI on -|y - t|; needs ``pip install physbo``).
 
@@ -31,6 +33,7 @@ prediction: the embeddings only (``--dp-features emb``) or their first 12 princi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -84,6 +87,31 @@ def apply_map(m: dict, g: np.ndarray) -> np.ndarray:
 def lab_values(m: dict, sigma: float, dft: np.ndarray, shape: str, draw: int) -> np.ndarray:
     rng = np.random.default_rng([SHAPES.index(shape), draw, 11])
     return np.maximum(apply_map(m, dft) + rng.normal(0.0, sigma, dft.shape[0]), 0.0)
+
+
+@contextlib.contextmanager
+def told_the_map(m: dict):
+    """The default search with the true map given: the measured model's base prediction g becomes
+    map(g) and its std is scaled by the map's local slope (the base model itself is unchanged, so
+    the neighbour model built once per pool is reused)."""
+    from screening.bo import measured_search as ms
+
+    original = ms.inputs
+
+    def mapped(state, pool, coords, has_prediction):
+        inp = original(state, pool, coords, has_prediction)
+        slope = m["s"] * m["p"] * np.power(np.maximum(inp.g, 1e-3), m["p"] - 1.0)
+        if inp.s is not None:
+            inp.s = inp.s * slope
+        inp.g = apply_map(m, inp.g)
+        inp.g0 = float(np.median(inp.g))
+        return inp
+
+    ms.inputs = mapped
+    try:
+        yield
+    finally:
+        ms.inputs = original
 
 
 def first_hit_in_order(order: np.ndarray, hits: np.ndarray) -> int:
@@ -237,15 +265,17 @@ def bench_e(
                     if name in run:
                         continue
                     seed = d * 1000 + int(t * 100)
-                    if name in STRATS:
-                        if name not in base:
-                            base[name] = {}
+                    if name in STRATS or name == "true-map":
+                        strat = "default" if name == "true-map" else name
+                        if strat not in base:
+                            base[strat] = {}
                             bs.run_search(
-                                name, pool, y, t, tol, [], seed, 1, cache=base[name]
+                                strat, pool, y, t, tol, [], seed, 1, cache=base[strat]
                             )  # builds the base model once
-                            base[name] = {k_: v for k_, v in base[name].items() if k_ == "neighbour"}
-                        cache = copy.deepcopy(base[name])
-                        run[name] = bs.run_search(name, pool, y, t, tol, [], seed, budget, cache=cache)[0]
+                            base[strat] = {k_: v for k_, v in base[strat].items() if k_ == "neighbour"}
+                        cache = copy.deepcopy(base[strat])
+                        with told_the_map(m) if name == "true-map" else contextlib.nullcontext():
+                            run[name] = bs.run_search(strat, pool, y, t, tol, [], seed, budget, cache=cache)[0]
                     elif name == "botorch":
                         run[name] = botorch_residual(pool, y, t, tol, budget, [])[0]
                     elif name == "physbo":
@@ -433,7 +463,7 @@ def summarise(results: dict, budget: int) -> str:
             runs = list(res["runs"].values())
             names = [
                 n
-                for n in ("default", "default-thompson", "frozen", "botorch", "physbo", "rank", "map-rank")
+                for n in ("default", "default-thompson", "frozen", "true-map", "botorch", "physbo", "rank", "map-rank")
                 if n in runs[0]
             ]
             shapes = sorted({r_id.split("/")[0] for r_id in res["runs"]}, key=SHAPES.index)

@@ -111,3 +111,82 @@ def test_the_words_give_the_predicted_range_without_a_negative_zero() -> None:
     z = np.zeros(3)
     m = MapSummary(-0.1, 1.0, 0.44, 60, (-0.04, 4.96), 0.1, 0.1, z, z, z)
     assert m.words().endswith("predicted 0.0 to 5.0 eV)")
+
+
+def _inputs(n: int = 400, seed: int = 5):
+    from screening.bo.measured_search import MeasuredInputs
+
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(0.5, 5.0, n)
+    s = rng.uniform(0.1, 0.3, n)
+    z = rng.normal(size=(n, 3))
+    return MeasuredInputs(g, s, z, 2.5, 1.0, np.zeros(0), np.zeros(0), np.zeros((0, 3)), np.zeros(0)), rng
+
+
+def test_the_identity_pays_for_explaining_an_offset_as_noise() -> None:
+    """One result 1.6 eV above its prediction: the identity, its two noise parameters free, fits
+    1.6 eV of noise at a likelihood above the map's, so the old rule kept it (setting e searched
+    the wrong crystals for the next picks); its noise prior now makes it pay, and the map carries
+    most of the weight."""
+    from screening.bo.measured_map import IdentityMap, MeasuredGP
+    from screening.bo.measured_search import MapAverage, map_weight, model
+
+    inp, _ = _inputs()
+    rows = np.array([0])
+    y = inp.g[rows] + 1.6
+    identity, nll0 = IdentityMap.fit(inp.g[rows], inp.s[rows], y)
+    assert np.all(identity.predict(inp.g[rows], inp.s[rows], inp.z[rows])[1] > 0.5)  # it did stretch its noise
+    gp = MeasuredGP(g0=2.5, z_scale=1.0, residual_needs_evidence=True).fit(inp.g[rows], inp.s[rows], inp.z[rows], y)
+    assert map_weight(nll0, gp.negative_log_likelihood(), 1) < 0.5  # the likelihoods alone: the identity
+    paid = map_weight(nll0 + identity.hyper_penalty(), gp.negative_log_likelihood() + gp.hyper_penalty(), 1)
+    assert paid > 0.8
+    chosen = model(inp, rows, y)
+    assert isinstance(chosen, MapAverage) and chosen.weight == pytest.approx(paid)
+
+
+def test_near_even_odds_the_search_averages_the_two_scales() -> None:
+    """Where neither model is clearly better the measured model is a mixture: its window
+    probability is the weighted sum of the two models', its moments the mixture's, and a draw
+    comes from either model by its weight."""
+    from screening.bo import acquisition as acq
+    from screening.bo.measured_map import IdentityMap, MeasuredGP
+    from screening.bo.measured_search import MapAverage, map_weight, window_probability
+
+    assert map_weight(10.0, 10.0 - np.log(5.0), 5) == pytest.approx(0.5)  # the prior odds: ln n
+    inp, rng = _inputs()
+    rows = np.arange(5)
+    y = inp.g[rows] + 0.3 + 0.1 * rng.normal(size=5)
+    gp = MeasuredGP(g0=2.5, z_scale=1.0).fit(inp.g[rows], inp.s[rows], inp.z[rows], y)
+    identity, _ = IdentityMap.fit(inp.g[rows], inp.s[rows], y)
+    avg = MapAverage(gp, identity, 0.3)
+    q = np.arange(5, 60)
+    g, s, z = inp.g[q], inp.s[q], inp.z[q]
+    m1, s1 = gp.predict(g, s, z)
+    m0, s0 = identity.predict(g, s, z)
+    p = window_probability(avg, inp, 2.0, 0.05, q)
+    expected = 0.3 * np.exp(acq.log_probability_in_window(m1, s1, 2.0, 0.05)) + 0.7 * np.exp(
+        acq.log_probability_in_window(m0, s0, 2.0, 0.05)
+    )
+    np.testing.assert_allclose(p, expected, rtol=1e-10)
+    mean, std = avg.predict(g, s, z)
+    np.testing.assert_allclose(mean, 0.3 * m1 + 0.7 * m0)
+    assert np.all(std >= np.minimum(s1, s0) - 1e-12)
+    draws = np.array([avg.sample(g[:1], s[:1], z[:1], np.random.default_rng(k))[0] for k in range(4000)])
+    assert np.mean(draws) == pytest.approx(mean[0], abs=0.05)
+    words = avg.summary().words()
+    assert "30% on this map, the rest on measured ≈ predicted" in words
+    assert avg.summary().to_dict()["weight"] == pytest.approx(0.3)
+
+
+def test_a_cached_model_pays_the_same_penalty() -> None:
+    """The hyper-parameters are cached between suggestions; the penalty is a function of them,
+    so a model rebuilt from the cache weighs the two scales as the fitted one did."""
+    from screening.bo.measured_map import MeasuredGP
+
+    inp, rng = _inputs()
+    rows = np.arange(12)
+    y = 0.9 + 1.35 * inp.g[rows] + 0.1 * rng.normal(size=12)
+    fitted = MeasuredGP(g0=2.5, z_scale=1.0).fit(inp.g[rows], inp.s[rows], inp.z[rows], y)
+    rebuilt = MeasuredGP(g0=2.5, z_scale=1.0).fit(inp.g[rows], inp.s[rows], inp.z[rows], y, params=fitted.params)
+    assert fitted.hyper_penalty() > 0
+    assert rebuilt.hyper_penalty() == fitted.hyper_penalty()

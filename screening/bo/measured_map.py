@@ -107,6 +107,9 @@ class MapSummary:
     points_g: np.ndarray = field(default_factory=lambda: np.zeros(0))
     points_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     identity: bool = False  # the null model (IdentityMap): the results do not pay for a map
+    # the posterior probability of the learned map against measured ≈ predicted, where the search
+    # averages the two (1.0: the map alone; the line and band are then the average's)
+    weight: float = 1.0
 
     def words(self, unit: str = "eV") -> str:
         if self.identity:
@@ -115,10 +118,11 @@ class MapSummary:
                 "another map)"
             )
         sign = "+" if self.slope >= 0 else "-"
+        odds = "" if self.weight >= 1.0 else f"; {self.weight:.0%} on this map, the rest on measured ≈ predicted"
         return (
             f"measured ≈ {self.intercept:.2f} {sign} {abs(self.slope):.2f} × predicted (±{self.band:.2f} {unit}, "
             f"from {self.n} result{'s' if self.n != 1 else ''}; "
-            f"predicted {_tenths(self.g_range[0])} to {_tenths(self.g_range[1])} {unit})"
+            f"predicted {_tenths(self.g_range[0])} to {_tenths(self.g_range[1])} {unit}{odds})"
         )
 
     def to_dict(self) -> dict:
@@ -131,6 +135,7 @@ class MapSummary:
             "residual_sd": self.residual_sd,
             "noise_sd": self.noise_sd,
             "identity": self.identity,
+            "weight": self.weight,
             "text": self.words(),
         }
 
@@ -250,29 +255,49 @@ class MeasuredGP:
             0.5 * float((self.y_ - self.g_) @ self.alpha_) + float(np.log(np.diag(self.L_)).sum()) + 0.5 * n * LOG_2PI
         )
 
-    def _fit_params(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray, y: np.ndarray) -> MeasuredParams:
-        """MAP hyper-parameters; with fewer than 3 results, the prior's medians."""
+    def _hyper_prior(self, use_s: bool, has_z: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The log-normal priors of the six log hyper-parameters (smooth sd and length, residual
+        sd and length, noise sd, base weight): medians ``mu0``, spreads ``sd``, and which are free."""
         pr = self.prior
-        use_s = s is not None and (s.size == 0 or float(np.max(s)) > 0)
-        start = np.log(
+        mu0 = np.log(
             [
                 pr.smooth_sd,
                 pr.smooth_length,
                 pr.residual_sd,
-                self.z_scale if z.shape[1] else 1.0,
+                self.z_scale if has_z else 1.0,
                 pr.noise_sd,
                 pr.base_weight if use_s else 1.0,
             ]
         )
-        free = np.array([True, True, z.shape[1] > 0, z.shape[1] > 0, True, use_s])
+        sd = np.full(6, pr.log_sd)
+        sd[1] = 0.5  # the non-linear map stays smooth (lengthscale ~ eV, not ~ the scatter)
+        sd[5] = pr.base_weight_log_sd
+        return mu0, sd, np.array([True, True, has_z, has_z, True, use_s])
+
+    def hyper_penalty(self) -> float:
+        """Minus the log prior density of the fitted hyper-parameters (up to a constant): what the
+        model paid to fit them, compared with :meth:`IdentityMap.hyper_penalty` (a pure function
+        of the parameters, so a model rebuilt from cached parameters pays the same)."""
+        p = self.params
+        assert p is not None
+        has_z = self.z_.shape[1] > 0 and p.residual_sd > 0
+        mu0, sd, free = self._hyper_prior(p.base_weight > 0, has_z)
+        v = np.log(
+            np.maximum(
+                [p.smooth_sd, p.smooth_length, p.residual_sd, p.residual_length, p.noise_sd, p.base_weight], 1e-300
+            )
+        )
+        return float((0.5 * ((v - mu0) / sd) ** 2)[free].sum())
+
+    def _fit_params(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray, y: np.ndarray) -> MeasuredParams:
+        """MAP hyper-parameters; with fewer than 3 results, the prior's medians."""
+        use_s = s is not None and (s.size == 0 or float(np.max(s)) > 0)
+        mu0, sd, free = self._hyper_prior(use_s, z.shape[1] > 0)
+        start = mu0.copy()
         if g.shape[0] < 3:
             return self._params_from(start, use_s)
         from scipy.optimize import minimize
 
-        mu0 = start.copy()
-        sd = np.full(6, pr.log_sd)
-        sd[1] = 0.5  # the non-linear map stays smooth (lengthscale ~ eV, not ~ the scatter)
-        sd[5] = pr.base_weight_log_sd
         lo = mu0 - 3.0 * sd
         hi = mu0 + 3.0 * sd
         lo[4] = max(lo[4], math.log(1e-3))
@@ -457,11 +482,21 @@ class IdentityMap:
     this model unless the results' marginal likelihood pays for the map.
     """
 
-    def __init__(self, noise_sd: float, kappa: float, n: int) -> None:
+    def __init__(self, noise_sd: float, kappa: float, n: int, prior: MapPrior | None = None) -> None:
         self.noise_sd = float(noise_sd)
         self.kappa = float(kappa)
         self.n = int(n)
+        self.prior = prior or MapPrior()
         self.params = None
+
+    def hyper_penalty(self) -> float:
+        """Minus the log prior density of the fitted noise and weight (as
+        :meth:`MeasuredGP.hyper_penalty`): the price of explaining results as noise."""
+        pr = self.prior
+        v = np.log([self.noise_sd, self.kappa])
+        mu0 = np.log([pr.noise_sd, pr.base_weight])
+        sd = np.array([pr.log_sd, pr.base_weight_log_sd])
+        return float(np.sum(0.5 * ((v - mu0) / sd) ** 2))
 
     @staticmethod
     def fit(g: np.ndarray, s: np.ndarray, y: np.ndarray, prior: MapPrior | None = None) -> tuple[IdentityMap, float]:
@@ -490,7 +525,7 @@ class IdentityMap:
                 )
             if np.all(np.isfinite(res.x)):
                 v = res.x
-        return IdentityMap(math.exp(v[0]), math.exp(v[1]), r.size), nll(v)
+        return IdentityMap(math.exp(v[0]), math.exp(v[1]), r.size, pr), nll(v)
 
     def predict(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = np.asarray(g, dtype=np.float64).reshape(-1)

@@ -23,6 +23,7 @@ Deterministic: the hyper-parameters are a function of the first :func:`fit_count
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
@@ -38,8 +39,6 @@ from screening.bo.measured_map import (
     MeasuredGP,
     MeasuredParams,
 )
-
-MeasuredModel = MeasuredGP | IdentityMap  # what the search reads: the learned map, or the null model
 
 # Same-quantity known crystals the exact GP holds at most (a deterministic sample beyond): known
 # data larger than this have local structure at the default min_labelled, and an exact solve
@@ -202,16 +201,110 @@ def model(
     if s is None:
         return gp
     identity, nll0 = IdentityMap.fit(g, s, y)
-    if nll0 - gp.negative_log_likelihood() < MAP_EVIDENCE * math.log(max(len(y), 2)):
+    weight = map_weight(nll0 + identity.hyper_penalty(), gp.negative_log_likelihood() + gp.hyper_penalty(), len(y))
+    if weight < MIN_WEIGHT:
         return identity
-    return gp
+    if weight > 1.0 - MIN_WEIGHT:
+        return gp
+    return MapAverage(gp, identity, weight)
 
 
-# The learned map replaces the identity when the results' log marginal likelihood gains at least
-# MAP_EVIDENCE x ln n nats over it (BIC's price of 2 x MAP_EVIDENCE parameters). 1.0, chosen on
-# subsets of settings b and e: with 2.0 the same look-ups on b (1.72x against 1.69x the ranking)
-# and more on e (4.7x against 5.1x random): the lab map paid for later.
+# The learned map's prior odds against the identity: MAP_EVIDENCE x ln n nats (BIC's price of
+# 2 x MAP_EVIDENCE parameters). 1.0, chosen on subsets of settings b and e: with 2.0 the same
+# look-ups on b (1.72x against 1.69x the ranking) and more on e (4.7x against 5.1x random).
 MAP_EVIDENCE = 1.0
+MIN_WEIGHT = 1e-3  # below it, a model's share of the average is dropped (its picks would not change)
+
+
+def map_weight(identity_cost: float, map_cost: float, n: int) -> float:
+    """The posterior probability of the learned map against the identity, from each model's cost
+    (negative log marginal likelihood plus :meth:`hyper_penalty`) and the prior odds.
+
+    Why the penalties: each model fits its own noise, and the identity, with two noise parameters
+    free, explains a lab's 1.6 eV offset as 1.6 eV of noise at almost the map's likelihood; the
+    hyper-parameters' prior makes it pay for that (setting e with known DFT data: 0.91x the
+    look-ups; docs/benchmarks.md). Why a probability, not a switch: near even odds the search
+    hedges between the two scales instead of betting on one."""
+    log_odds = identity_cost - map_cost - MAP_EVIDENCE * math.log(max(n, 2))
+    return 1.0 / (1.0 + math.exp(-min(max(log_odds, -50.0), 50.0)))
+
+
+class MapAverage:
+    """The learned map and the identity averaged by their posterior probabilities (``weight`` on
+    the map): a mixture of two Gaussians per candidate. It reads as either model does
+    (``predict`` gives the mixture's moments); :func:`select` scores the window by the mixture
+    itself."""
+
+    def __init__(self, gp: MeasuredGP, identity: IdentityMap, weight: float) -> None:
+        self.gp, self.identity, self.weight = gp, identity, float(weight)
+        self.params = gp.params
+
+    def components(
+        self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray
+    ) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(weight, mean, std) of each model at each query."""
+        return [(self.weight, *self.gp.predict(g, s, z)), (1.0 - self.weight, *self.identity.predict(g, s, z))]
+
+    def predict(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _moments(self.components(g, s, z))
+
+    def log_window(
+        self,
+        g: np.ndarray,
+        s: np.ndarray | None,
+        z: np.ndarray,
+        target: float,
+        tolerance: float,
+        shift: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """log P(|measured - target| <= tolerance) under the mixture (``shift``: each component's
+        mean moved by ``shift`` of its own std, the seeded tie-break)."""
+        terms = [
+            math.log(w) + acq.log_probability_in_window(m if shift is None else m + shift * sd, sd, target, tolerance)
+            for w, m, sd in self.components(g, s, z)
+        ]
+        return np.logaddexp(terms[0], terms[1])
+
+    def sample(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One draw per query: a model by its weight, then its Gaussian."""
+        (w, m1, s1), (_, m0, s0) = self.components(g, s, z)
+        on_map = rng.random(m1.shape[0]) < w
+        return np.where(on_map, rng.normal(m1, s1), rng.normal(m0, s0))
+
+    def with_fantasies(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray, y: np.ndarray) -> MapAverage:
+        return MapAverage(self.gp.with_fantasies(g, s, z, y), self.identity, self.weight)
+
+    def map_posterior(self, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _moments(
+            [(self.weight, *self.gp.map_posterior(grid)), (1.0 - self.weight, *self.identity.map_posterior(grid))]
+        )
+
+    def summary(self, g_range: tuple[float, float] | None = None, points: int = 41) -> MapSummary:
+        """The learned map's summary with the average's line and band, and its weight."""
+        own = self.gp.summary(g_range, points)
+        mean, std = self.map_posterior(own.grid)
+        slope, intercept = np.polyfit(own.grid, mean, 1)
+        return dataclasses.replace(
+            own,
+            intercept=float(intercept),
+            slope=float(slope),
+            band=float(np.mean(std)),
+            mean=mean,
+            std=std,
+            weight=self.weight,
+        )
+
+
+# what the search reads: the learned map, the null model, or the two averaged
+MeasuredModel = MeasuredGP | IdentityMap | MapAverage
+
+
+def _moments(parts: list[tuple[float, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of a mixture of Gaussians given as (weight, mean, std)."""
+    mean = sum(w * m for w, m, _ in parts)
+    var = sum(w * (sd * sd + (m - mean) ** 2) for w, m, sd in parts)
+    return np.asarray(mean), np.sqrt(np.asarray(var))
+
 
 MAX_FIT_ROWS = 400  # rows the hyper-parameters are fitted on at most (each likelihood is an n^3 solve)
 
@@ -238,6 +331,9 @@ def predictive(gp: MeasuredModel, inp: MeasuredInputs, rows: np.ndarray | None =
 def window_probability(
     gp: MeasuredModel, inp: MeasuredInputs, target: float, tolerance: float, rows: np.ndarray | None = None
 ) -> np.ndarray:
+    if isinstance(gp, MapAverage):
+        sel = slice(None) if rows is None else rows
+        return np.exp(gp.log_window(inp.g[sel], None if inp.s is None else inp.s[sel], inp.z[sel], target, tolerance))
     mean, std = predictive(gp, inp, rows)
     return np.exp(acq.log_probability_in_window(mean, std, target, tolerance))
 
@@ -270,9 +366,12 @@ def select(
     available = np.ones(free.size, dtype=bool)
     picks: list[int] = []
     for _ in range(min(q, free.size)):
+        mixture = model_now if isinstance(model_now, MapAverage) else None
         if acquisition == "thompson":
-            draw = rng.normal(mean, std)
+            draw = rng.normal(mean, std) if mixture is None else mixture.sample(*_rows_of(inp, free), rng)
             score = -np.abs(draw - target)
+        elif mixture is not None:
+            score = mixture.log_window(*_rows_of(inp, free), target, tolerance, shift)
         else:
             centre = mean if shift is None else mean + shift * std
             score = acq.log_probability_in_window(centre, std, target, tolerance)
@@ -285,6 +384,10 @@ def select(
             model_now = _believe(gp, inp, believed)
             mean, std = predictive(model_now, inp, free)
     return picks
+
+
+def _rows_of(inp: MeasuredInputs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    return inp.g[rows], None if inp.s is None else inp.s[rows], inp.z[rows]
 
 
 def _believe(gp: MeasuredModel, inp: MeasuredInputs, rows: list[int]) -> MeasuredModel:
