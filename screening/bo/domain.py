@@ -16,7 +16,7 @@ so the campaign store can recognise it again after a crash.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,14 @@ class DiscretePool:
     band gap in eV), and ``prior_std`` that prediction's own uncertainty (the network's
     per-crystal standard deviation), which the neighbour surrogate uses to scale its residuals.
     Ids must be unique strings.
+
+    ``embedding_loader`` (with ``embedding_dim``) stands for an ``embedding`` not read yet: it is
+    called, and its result checked, the first time :attr:`embedding` is read. Why: a campaign's
+    later commands never need the (n, 128) embeddings of a large pool unless the search model is
+    built again; reading them cost seconds per command at 10^6 candidates.
+    ``content_token``: a digest that stands for every array of the pool and its known data, set
+    by whoever checked them (the campaign's pool snapshot), so that what is computed from them
+    (the neighbour model's key) can be remembered under it; None where nobody vouches.
     """
 
     def __init__(
@@ -51,6 +59,8 @@ class DiscretePool:
         embedding: np.ndarray | None = None,
         known: Any = None,
         prior_std: np.ndarray | None = None,
+        embedding_loader: Callable[[], np.ndarray] | None = None,
+        embedding_dim: int | None = None,
     ) -> None:
         ids = [str(i) for i in ids]
         features = np.asarray(features, dtype=np.float64)
@@ -82,22 +92,45 @@ class DiscretePool:
             if not np.all(np.isfinite(prior_std) & (prior_std > 0)):
                 bad = int(np.flatnonzero(~(np.isfinite(prior_std) & (prior_std > 0)))[0])
                 raise DomainError(f"candidate {ids[bad]!r} has a prior_std that is not a positive number")
-        if embedding is not None:
-            embedding = np.asarray(embedding, dtype=np.float64)
-            if embedding.ndim != 2 or embedding.shape[0] != len(ids):
-                raise DomainError(f"embedding needs one row per candidate, got shape {embedding.shape}")
-            if not np.all(np.isfinite(embedding)):
-                bad = int(np.flatnonzero(~np.all(np.isfinite(embedding), axis=1))[0])
-                raise DomainError(f"candidate {ids[bad]!r} has a non-finite embedding value")
         self.ids = ids
         self.features = features
         self.prior_mean = prior_mean
         self.prior_std = prior_std
         # Full-dimensional descriptors for neighbour models (the GP's ``features`` may be PCA-3),
         # and labelled non-candidates (``screening.bo.known_fit.KnownData``) as prior knowledge.
-        self.embedding = embedding
+        self._embedding = None if embedding is None else self._checked_embedding(embedding)
+        self._embedding_loader = embedding_loader if embedding is None else None
+        self._embedding_dim = embedding_dim
         self.known = known
+        self.content_token: str | None = None
         self._index = index
+
+    def _checked_embedding(self, embedding: np.ndarray) -> np.ndarray:
+        embedding = np.asarray(embedding, dtype=np.float64)
+        if embedding.ndim != 2 or embedding.shape[0] != len(self.ids):
+            raise DomainError(f"embedding needs one row per candidate, got shape {embedding.shape}")
+        if not np.all(np.isfinite(embedding)):
+            bad = int(np.flatnonzero(~np.all(np.isfinite(embedding), axis=1))[0])
+            raise DomainError(f"candidate {self.ids[bad]!r} has a non-finite embedding value")
+        return embedding
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        """The full-dimensional descriptors (n, d), read through ``embedding_loader`` on first use."""
+        if self._embedding is None and self._embedding_loader is not None:
+            self._embedding = self._checked_embedding(self._embedding_loader())
+            self._embedding_loader = None
+        return self._embedding
+
+    @property
+    def embedding_dim(self) -> int:
+        """Columns of :attr:`embedding` (of ``features`` without one), without reading it."""
+        if self._embedding is not None:
+            return int(self._embedding.shape[1])
+        if self._embedding_loader is not None and self._embedding_dim is not None:
+            return int(self._embedding_dim)
+        embedding = self.embedding
+        return int((embedding if embedding is not None else self.features).shape[1])
 
     def __len__(self) -> int:
         return len(self.ids)
