@@ -107,6 +107,8 @@ class NeighbourState:
     told_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     base_digest: str | None = field(default=None, repr=False, compare=False)  # the base file's, for the seal
     base_stamp: list[int] | None = field(default=None, repr=False, compare=False)  # and its file stamp
+    # the state file's stamp when it was read and found to be what the seal says (load_checked)
+    state_stamp: list[int] | None = field(default=None, repr=False, compare=False)
 
     def scale(self, rows: np.ndarray | list[int] | slice) -> np.ndarray:
         if self.pool_scale is None:
@@ -750,9 +752,27 @@ def load_checked(
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return None, f"{path.name} is damaged ({exc})"
     if sealed and seal is not None:
-        state.base_digest, state.base_stamp = seal.base, stamps[1]
+        state.base_digest, state.base_stamp, state.state_stamp = seal.base, stamps[1], stamps[0]
+    if gp_without_norms(state):  # a base written before it kept them: written again at the next save
+        state.base_token = None
     problem = check_state(state, len(state.pool_prior) if n_pool is None else n_pool)
     return (None, f"{path.name}: {problem}") if problem else (state, None)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every value of ``a`` is finite. A NaN or infinity makes the sum NaN or infinite, so a
+    finite sum answers in one pass without a boolean temporary (the 10^6 x 64 projected pool is
+    0.5 GiB); only a sum that overflowed is checked value by value."""
+    if a.dtype.kind in "iub":
+        return True
+    if np.isfinite(np.sum(a, dtype=np.float64)):
+        return True
+    return bool(np.all(np.isfinite(a)))
+
+
+def gp_without_norms(state: NeighbourState) -> bool:
+    """Whether the state's base file lacked the candidates' squared norms (``pool_sq``)."""
+    return state.gp._cand_sq is None
 
 
 def check_state(state: NeighbourState, n_pool: int) -> str | None:
@@ -784,7 +804,7 @@ def check_state(state: NeighbourState, n_pool: int) -> str | None:
         "known_res": state.known_res,
         "told_y": state.told_y,
     }.items():
-        if arr is not None and np.asarray(arr).size and not np.all(np.isfinite(arr)):
+        if arr is not None and np.asarray(arr).size and not _all_finite(np.asarray(arr)):
             return f"{name} holds values that are not finite"
     if np.any(np.asarray(gp._pred_var) < 0) or (state.pool_scale is not None and np.any(state.pool_scale <= 0)):
         return "a variance or scale is negative"

@@ -14,6 +14,7 @@ All randomness comes from the ``rng`` / ``seed`` passed in, so picks repeat for 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from screening.bo.domain import DiscretePool
 from screening.bo.fitting import AcquisitionScores, acquisition_scores
 from screening.bo.objective import TargetSpec
 from screening.bo.strategy import Strategy
+from screening.errors import MatscreenError
 
 if TYPE_CHECKING:
     import torch  # imported in qlogei_rows: the neighbour path (a command-line ask) never needs it
@@ -488,4 +490,11 @@ def _load_saved(cache: dict, path, key: str, settings, n_pool: int) -> Neighbour
     state, why = ns.load_checked(path, key, settings, seal, sealed=sealer is not None, n_pool=n_pool)
     if why:
         cache.setdefault("notices", []).append(f"rebuilt the search model: {why}")
+    if state is not None and sealer is not None and seal is not None:
+        stamps = (state.state_stamp, state.base_stamp)
+        if stamps != (seal.state_stamp, seal.base_stamp):  # checked by digest this time (copied, touched)
+            try:  # its new stamps spare the next command the digests
+                sealer.write(dataclasses.replace(seal, state_stamp=stamps[0], base_stamp=stamps[1]))
+            except MatscreenError:  # a read-only campaign checks by digest again next time
+                pass
     return state

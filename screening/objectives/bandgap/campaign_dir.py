@@ -618,7 +618,7 @@ def ask_frame(cd: CampaignDir, points: Sequence[Any]) -> pd.DataFrame:
     ids = [str(p) for p in points]
     out = pd.DataFrame({"id": ids})
     if cd.pool is not None:
-        frame = cd.pool.frame.set_index("id").loc[ids].reset_index()
+        frame = cd.pool.frame.iloc[c.domain.indices_of(ids)]  # the pool's rows, in the domain's order
         for name, source, decimals in _pool_source_columns(frame):
             out[name] = _pool_cells(frame[source], decimals)
     # rounded only where a lab reads eV (a band-gap campaign); a user objective's values as they are
