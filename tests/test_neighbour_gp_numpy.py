@@ -228,3 +228,8 @@ def test_pair_distances_in_blocks_equal_one_pass_over_all_queries_to_the_last_bi
     for c in coords:  # the former computation: every query at once, one coordinate at a time
         expected += (c[:, :, None] - c[:, None, :]) ** 2
     np.testing.assert_array_equal(ng.neighbour_pair_distances(points, idx), expected)
+
+
+def test_squared_norms_in_blocks_equal_one_pass_to_the_last_bit() -> None:
+    x = np.random.default_rng(2).normal(size=(1000, 64)) * 40
+    np.testing.assert_array_equal(ng.squared_norms(x, rows=97), (x * x).sum(axis=1))
