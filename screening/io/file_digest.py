@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
+
+#: A stamp is kept for a file the user names (the pool, the known data) only once the file has not
+#: changed for this long (ns): a write in the same clock tick as the stamp would not move it (git's
+#: "racily clean" files), so a younger file is hashed again next time instead.
+SETTLE_NS = 2_000_000_000
 
 
 def file_sha256(path: str | Path) -> str:
@@ -43,3 +49,11 @@ def check_sha256(path: str | Path, sha256: str, stamp: list[int] | None) -> tupl
     if stamp is not None and list(stamp) == now:
         return True, now
     return file_sha256(path) == sha256, now
+
+
+def settled(stamp: list[int] | None) -> list[int] | None:
+    """``stamp`` when its file's modification and status-change times are :data:`SETTLE_NS` or
+    more in the past, else None (record nothing: the next check hashes the file)."""
+    if stamp is None or time.time_ns() - max(stamp[1], stamp[2]) < SETTLE_NS:
+        return None
+    return stamp

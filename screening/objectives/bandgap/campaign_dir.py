@@ -30,7 +30,7 @@ from screening.bo.objective import load_objective_class, load_stored_objective_c
 from screening.bo.strategy import Strategy
 from screening.columns import PRED_BAND_GAP, PRED_BAND_GAP_STD, PRED_FORMATION_ENERGY
 from screening.errors import MatscreenError, RecordError
-from screening.io.file_digest import file_stamp
+from screening.io.file_digest import file_stamp, settled
 from screening.objectives.bandgap.objective import (
     BandGapPool,
     BandGapPoolObjective,
@@ -197,7 +197,7 @@ def create_pool_campaign(
         },
         extra=extra,
     )
-    inputs = {"pool": file_stamp(pool_path), "known": file_stamp(known_path) if known_path is not None else None}
+    inputs = {"pool": settled(file_stamp(pool_path)), "known": settled(file_stamp(known_path)) if known_path else None}
     _keep_snapshot(campaign, outdir, pool, known, inputs, [])
     return CampaignDir(outdir, campaign, pool, [r for r in reports if r.rows])
 
@@ -352,9 +352,10 @@ def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) 
     return CampaignDir(outdir, campaign, pool)
 
 
-def _checked_input(outdir: Path, path: Path, sha256: str, stamp: list | None, what: str) -> list[int]:
+def _checked_input(outdir: Path, path: Path, sha256: str, stamp: list | None, what: str) -> list[int] | None:
     """The stamp of the campaign's ``what`` file (pool or known data) once its content is checked
-    against the SHA-256 recorded at ``campaign new`` (by stamp first: :func:`check_sha256`)."""
+    against the SHA-256 recorded at ``campaign new`` (by stamp first: :func:`check_sha256`);
+    None while the file is too young to be trusted by its stamp (:func:`settled`)."""
     from screening.io.file_digest import check_sha256
 
     if not path.is_file():
@@ -362,7 +363,7 @@ def _checked_input(outdir: Path, path: Path, sha256: str, stamp: list | None, wh
     ok, now = check_sha256(path, sha256, stamp)
     if not ok:
         raise MatscreenError(f"{outdir}: the {what} file {path} changed since the campaign was created")
-    return now
+    return settled(now)
 
 
 def _read_snapshot(
