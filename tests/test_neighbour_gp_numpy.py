@@ -176,3 +176,60 @@ def test_reloading_a_saved_model_and_choosing_needs_no_torch(tmp_path):
         assert picks == {expected!r}, picks
         """
     )
+
+
+# ---------------------------------------------------------------- a new observation, updated in place
+
+
+def _reference_add(gp: ng.NeighbourGP, P: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What ``add`` computed before it re-merged only the candidates a new point reaches: every
+    list merged, every changed row predicted again (the rule the faster path must equal)."""
+    base = gp.n_labelled
+    lab_points, lab_res = np.concatenate([gp._lab_points, P]), np.concatenate([gp._lab_res, r])
+    d_new, i_new = ng.nearest_np(gp._cand_points, P, gp.k)
+    d = np.concatenate([gp._nbr_dist, d_new], axis=1)
+    i = np.concatenate([gp._nbr_idx, i_new + base], axis=1)
+    order = np.argsort(d, axis=1, kind="stable")[:, : gp.k]
+    nd, ni = np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+    rows = np.flatnonzero((ni != gp._nbr_idx).any(axis=1)) if ni.shape == gp._nbr_idx.shape else np.arange(len(nd))
+    mean, var = gp._pred_mean.copy(), gp._pred_var.copy()
+    m, v = ng.local_predict_np(gp.params, lab_points, lab_res, nd[rows], ni[rows])
+    mean[rows], var[rows] = m, v
+    return rows, nd, ni, mean, var
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_add_and_preview_equal_merging_every_list_to_the_last_bit(seed) -> None:
+    rng = np.random.default_rng(seed)
+    d, k = 6, 5
+    lab = np.round(rng.normal(size=(40 if seed % 2 else 3, d)), 1)  # few labelled: lists not full yet
+    cand = np.round(rng.normal(size=(500, d)), 1)  # rounded: ties between distances occur
+    gp = ng.NeighbourGP(k, seed=0)
+    gp.fit(lab, rng.normal(size=len(lab)), params=ng.NeighbourGPParams(0.8, 1.3, 0.4, 0.3))
+    gp.index(cand)
+    for step in range(3):
+        P = np.concatenate([cand[rng.integers(0, len(cand), 1)], np.round(rng.normal(size=(step, d)), 1)])
+        r = rng.normal(size=len(P))
+        rows, nd, ni, mean, var = _reference_add(gp, P, r)
+        p_rows, p_mean, p_std = gp.preview_add(P, r)
+        np.testing.assert_array_equal(p_rows, rows)
+        np.testing.assert_array_equal(p_mean, mean[rows])
+        np.testing.assert_array_equal(p_std, np.sqrt(var[rows]))
+        np.testing.assert_array_equal(gp.add(P, r), rows)
+        for got, want in ((gp._nbr_dist, nd), (gp._nbr_idx, ni), (gp._pred_mean, mean), (gp._pred_var, var)):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_pair_distances_in_blocks_equal_one_pass_over_all_queries_to_the_last_bit() -> None:
+    rng = np.random.default_rng(1)
+    points, idx = rng.normal(size=(300, 64)) * 30, rng.integers(0, 300, (ng.PAIR_ROWS * 2 + 17, 8))
+    coords = np.ascontiguousarray(points.T)[:, idx]
+    expected = np.zeros((len(idx), 8, 8))
+    for c in coords:  # the former computation: every query at once, one coordinate at a time
+        expected += (c[:, :, None] - c[:, None, :]) ** 2
+    np.testing.assert_array_equal(ng.neighbour_pair_distances(points, idx), expected)
+
+
+def test_squared_norms_in_blocks_equal_one_pass_to_the_last_bit() -> None:
+    x = np.random.default_rng(2).normal(size=(1000, 64)) * 40
+    np.testing.assert_array_equal(ng.squared_norms(x, rows=97), (x * x).sum(axis=1))

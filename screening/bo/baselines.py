@@ -13,7 +13,6 @@ known in closed form — no simulation noise in the yardstick:
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln
 
 
 def expected_draws_to_first_hit(n_candidates: int, n_hits: int) -> float:
@@ -27,6 +26,8 @@ def expected_draws_to_first_hit(n_candidates: int, n_hits: int) -> float:
 
 def probability_no_hit_within(n_candidates: int, n_hits: int, draws: np.ndarray) -> np.ndarray:
     """P(no hit among the first ``draws`` random draws) = C(n-k, m) / C(n, m)."""
+    from scipy.special import gammaln  # here: scipy.special costs ~0.5 s to import, and `campaign ask` never calls this
+
     m = np.asarray(draws, dtype=np.float64)
     n, k = float(n_candidates), float(n_hits)
     with np.errstate(invalid="ignore"):
@@ -56,6 +57,8 @@ def expected_best_loss_curve(losses: np.ndarray, max_draws: int, start: float = 
 
 
 def _log_comb(n: np.ndarray | int, k: int) -> np.ndarray:
+    from scipy.special import gammaln
+
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         val = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)

@@ -191,6 +191,28 @@ class _StoreSeal:
         self.store.set_meta(self.META_KEY, seal.to_dict())
 
 
+class _StoreKeyMemo:
+    """The neighbour model's key remembered under the inputs it was computed for
+    (:func:`screening.bo.optimise_pool._state_key`), kept in the campaign's store."""
+
+    META_KEY = "neighbour_key_memo"
+
+    def __init__(self, store: CampaignStore) -> None:
+        self.store = store
+
+    def read(self, inputs: str) -> str | None:
+        memo = self.store.get_meta(self.META_KEY)
+        if isinstance(memo, dict) and memo.get("inputs") == inputs and isinstance(memo.get("key"), str):
+            return memo["key"]
+        return None
+
+    def write(self, inputs: str, key: str) -> None:
+        try:
+            self.store.set_meta(self.META_KEY, {"inputs": inputs, "key": key})
+        except MatscreenError:  # a read-only campaign computes it again next time
+            pass
+
+
 class Campaign:
     """Ask / tell / run over an objective, persisted in a :class:`CampaignStore`.
 
@@ -220,6 +242,7 @@ class Campaign:
             # the fitted neighbour model is kept beside the store, so each new process's ask reloads it
             self._hyper_cache["neighbour_state_path"] = Path(store.path).with_name(NEIGHBOUR_STATE_NAME)
             self._hyper_cache["neighbour_seal"] = _StoreSeal(store)
+            self._hyper_cache["neighbour_key_memo"] = _StoreKeyMemo(store)
             if os.environ.get("MATSCREEN_NO_CACHE", "") in ("", "0"):  # known-data fits, shared by campaigns
                 from screening.cache_dir import default_cache_dir
 

@@ -16,7 +16,7 @@ so the campaign store can recognise it again after a crash.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,14 @@ class DiscretePool:
     band gap in eV), and ``prior_std`` that prediction's own uncertainty (the network's
     per-crystal standard deviation), which the neighbour surrogate uses to scale its residuals.
     Ids must be unique strings.
+
+    ``embedding_loader`` (with ``embedding_dim``) stands for an ``embedding`` not read yet: it is
+    called, and its result checked, the first time :attr:`embedding` is read. Why: a campaign's
+    later commands never need the (n, 128) embeddings of a large pool unless the search model is
+    built again; reading them cost seconds per command at 10^6 candidates.
+    ``content_token``: a digest that stands for every array of the pool and its known data, set
+    by whoever checked them (the campaign's pool snapshot), so that what is computed from them
+    (the neighbour model's key) can be remembered under it; None where nobody vouches.
     """
 
     def __init__(
@@ -51,6 +59,8 @@ class DiscretePool:
         embedding: np.ndarray | None = None,
         known: Any = None,
         prior_std: np.ndarray | None = None,
+        embedding_loader: Callable[[], np.ndarray] | None = None,
+        embedding_dim: int | None = None,
     ) -> None:
         ids = [str(i) for i in ids]
         features = np.asarray(features, dtype=np.float64)
@@ -61,8 +71,8 @@ class DiscretePool:
         if not np.all(np.isfinite(features)):
             bad = int(np.flatnonzero(~np.all(np.isfinite(features), axis=1))[0])
             raise DomainError(f"candidate {ids[bad]!r} has a non-finite feature value")
-        index = {cid: i for i, cid in enumerate(ids)}
-        if len(index) != len(ids):
+        index = _IdIndex(ids)
+        if not index.unique:
             seen: set[str] = set()
             for dup in ids:  # the first id met a second time
                 if dup in seen:
@@ -82,22 +92,45 @@ class DiscretePool:
             if not np.all(np.isfinite(prior_std) & (prior_std > 0)):
                 bad = int(np.flatnonzero(~(np.isfinite(prior_std) & (prior_std > 0)))[0])
                 raise DomainError(f"candidate {ids[bad]!r} has a prior_std that is not a positive number")
-        if embedding is not None:
-            embedding = np.asarray(embedding, dtype=np.float64)
-            if embedding.ndim != 2 or embedding.shape[0] != len(ids):
-                raise DomainError(f"embedding needs one row per candidate, got shape {embedding.shape}")
-            if not np.all(np.isfinite(embedding)):
-                bad = int(np.flatnonzero(~np.all(np.isfinite(embedding), axis=1))[0])
-                raise DomainError(f"candidate {ids[bad]!r} has a non-finite embedding value")
         self.ids = ids
         self.features = features
         self.prior_mean = prior_mean
         self.prior_std = prior_std
         # Full-dimensional descriptors for neighbour models (the GP's ``features`` may be PCA-3),
         # and labelled non-candidates (``screening.bo.known_fit.KnownData``) as prior knowledge.
-        self.embedding = embedding
+        self._embedding = None if embedding is None else self._checked_embedding(embedding)
+        self._embedding_loader = embedding_loader if embedding is None else None
+        self._embedding_dim = embedding_dim
         self.known = known
+        self.content_token: str | None = None
         self._index = index
+
+    def _checked_embedding(self, embedding: np.ndarray) -> np.ndarray:
+        embedding = np.asarray(embedding, dtype=np.float64)
+        if embedding.ndim != 2 or embedding.shape[0] != len(self.ids):
+            raise DomainError(f"embedding needs one row per candidate, got shape {embedding.shape}")
+        if not np.all(np.isfinite(embedding)):
+            bad = int(np.flatnonzero(~np.all(np.isfinite(embedding), axis=1))[0])
+            raise DomainError(f"candidate {self.ids[bad]!r} has a non-finite embedding value")
+        return embedding
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        """The full-dimensional descriptors (n, d), read through ``embedding_loader`` on first use."""
+        if self._embedding is None and self._embedding_loader is not None:
+            self._embedding = self._checked_embedding(self._embedding_loader())
+            self._embedding_loader = None
+        return self._embedding
+
+    @property
+    def embedding_dim(self) -> int:
+        """Columns of :attr:`embedding` (of ``features`` without one), without reading it."""
+        if self._embedding is not None:
+            return int(self._embedding.shape[1])
+        if self._embedding_loader is not None and self._embedding_dim is not None:
+            return int(self._embedding_dim)
+        embedding = self.embedding
+        return int((embedding if embedding is not None else self.features).shape[1])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -115,23 +148,26 @@ class DiscretePool:
 
     def index_of(self, candidate_id: str) -> int:
         """Row of ``candidate_id``; raises :class:`DomainError` for an unknown id."""
-        try:
-            return self._index[str(candidate_id)]
-        except KeyError:
-            raise DomainError(f"unknown candidate {candidate_id!r}: not in the pool") from None
+        row = self._index.rows([str(candidate_id)])[0]
+        if row < 0:
+            raise DomainError(f"unknown candidate {candidate_id!r}: not in the pool")
+        return int(row)
 
     def indices_of(self, candidate_ids: Iterable[str]) -> np.ndarray:
-        return np.array([self.index_of(c) for c in candidate_ids], dtype=np.int64)
+        keys = [str(c) for c in candidate_ids]
+        rows = self._index.rows(keys)
+        if rows.size and rows.min() < 0:
+            raise DomainError(f"unknown candidate {keys[int(np.argmin(rows))]!r}: not in the pool")
+        return rows
 
     def contains(self, candidate_id: str) -> bool:
-        return str(candidate_id) in self._index
+        return bool(self._index.rows([str(candidate_id)])[0] >= 0)
 
     def available_mask(self, excluded: Iterable[str]) -> np.ndarray:
         """Boolean mask of the candidates that may still be proposed (not in ``excluded``)."""
         mask = np.ones(len(self.ids), dtype=bool)
-        idx = [self._index[c] for c in excluded if c in self._index]
-        if idx:
-            mask[np.asarray(idx, dtype=np.int64)] = False
+        rows = self._index.rows([str(c) for c in excluded])
+        mask[rows[rows >= 0]] = False
         return mask
 
     def random_ids(self, n: int, rng: np.random.Generator, excluded: Iterable[str] = ()) -> list[str]:
@@ -181,6 +217,28 @@ class DiscretePool:
         h.update("\n".join(self.ids).encode())
         h.update(np.ascontiguousarray(self.features).tobytes())
         return h.hexdigest()
+
+
+class _IdIndex:
+    """Row of each candidate id, for a pool's ids (a hash table in pandas' C code).
+
+    Why not a dict: building a dict of 10^6 ids cost 0.3-1 s in every campaign command (twice
+    what pandas' table costs), and a command looks up a few ids (the told and pending ones)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        import pandas as pd  # here: `campaign status` imports this module without building a pool
+
+        self._table = pd.Index(np.array(ids, dtype=object))
+
+    @property
+    def unique(self) -> bool:
+        return bool(self._table.is_unique)
+
+    def rows(self, keys: list[str]) -> np.ndarray:
+        """The row of each key; -1 where the pool has no such id."""
+        if not keys:
+            return np.zeros(0, dtype=np.int64)
+        return np.asarray(self._table.get_indexer(np.array(keys, dtype=object)), dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- continuous box

@@ -144,7 +144,11 @@ def nearest(
 
 
 def nearest_np(
-    queries: np.ndarray, points: np.ndarray, k: int, chunk: int | None = None
+    queries: np.ndarray,
+    points: np.ndarray,
+    k: int,
+    chunk: int | None = None,
+    queries_sq: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`nearest` in numpy: (distances, indices), ``k`` nearest ``points`` per query, nearest
     first; equal distances in index order.
@@ -158,41 +162,105 @@ def nearest_np(
     ``addmm`` and ``topk`` on the arrays, zero-copy): the numpy expression makes three block-sized
     temporaries, and 10^4 queries against 33,064 points in 64-d took 13 s where this takes 1.8 s
     (2 cores). A small one (a new observation against the pool: each ask) stays in numpy, so a
-    reloaded model never imports torch."""
+    reloaded model never imports torch.
+
+    ``queries_sq``: the queries' squared norms, ``(queries * queries).sum(axis=1)``, when the
+    caller keeps them (the pool's candidates are the queries of every new observation: at 10^6
+    candidates in 64-d, squaring them again cost 0.3 s and a 0.5 GB temporary per observation).
+    They are the same numbers the blocks compute, so the result is the same to the last bit."""
     k_eff = min(k, points.shape[0])
     n = queries.shape[0]
-    large = n * points.shape[0] >= TORCH_DISTANCES
-    if chunk is None:  # torch's one buffer per block can be 4x numpy's three (128 MB)
-        chunk = int(min(max((2**24 if large else 2**22) // max(points.shape[0], 1), 16), 2**20))
     dists = np.empty((n, k_eff), dtype=np.float64)
     idxs = np.empty((n, k_eff), dtype=np.int64)
     if k_eff == 0:
         return dists, idxs
-    if large:
-        blocks = _blocks_torch(queries, points, k_eff, chunk)
-    else:
-        blocks = _blocks_np(queries, points, k_eff, chunk)
-    for s, val, idx in blocks:
-        order = np.lexsort((idx, val), axis=1)
-        dists[s : s + chunk] = np.sqrt(np.take_along_axis(val, order, axis=1))
-        idxs[s : s + chunk] = np.take_along_axis(idx, order, axis=1)
+    for s, val, idx in _blocks(queries, points, k_eff, chunk, queries_sq):
+        dists[s : s + val.shape[0]], idxs[s : s + val.shape[0]] = _ordered(val, idx)
     return dists, idxs
+
+
+def nearest_below(
+    queries: np.ndarray, points: np.ndarray, k: int, bound: np.ndarray, queries_sq: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, distances, indices)``: the queries whose nearest point is nearer than ``bound``
+    (one distance per query, strictly), and their rows of :func:`nearest_np`'s result, to the
+    last bit.
+
+    Why: a new observation changes the neighbour lists of the candidates it comes nearer than
+    their k-th neighbour only (0.6-13 % of 10^6 candidates); ordering the distances of all the
+    others was most of the search for it."""
+    k_eff = min(k, points.shape[0])
+    rows, dists, idxs = [np.zeros(0, dtype=np.int64)], [np.zeros((0, k_eff))], [np.zeros((0, k_eff), np.int64)]
+    if k_eff == 0:
+        return rows[0], dists[0], idxs[0]
+    for s, val, idx in _blocks(queries, points, k_eff, None, queries_sq):
+        near = np.flatnonzero(np.sqrt(val.min(axis=1)) < bound[s : s + val.shape[0]])
+        d, i = _ordered(val[near], idx[near])
+        rows.append(near + s)
+        dists.append(d)
+        idxs.append(i)
+    return np.concatenate(rows), np.concatenate(dists), np.concatenate(idxs)
+
+
+def _blocks(queries: np.ndarray, points: np.ndarray, k: int, chunk: int | None, queries_sq: np.ndarray | None):
+    """Each block's ``k`` nearest (:func:`_blocks_np`, or torch's for a large search)."""
+    large = queries.shape[0] * points.shape[0] >= TORCH_DISTANCES
+    if chunk is None:  # torch's one buffer per block can be 4x numpy's three (128 MB)
+        chunk = int(min(max((2**24 if large else 2**22) // max(points.shape[0], 1), 16), 2**20))
+    if large:
+        return _blocks_torch(queries, points, k, chunk)
+    return _blocks_np(queries, points, k, chunk, queries_sq)
+
+
+def _ordered(val: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A block's distances (nearest first, equal ones in index order) and indices."""
+    order = np.lexsort((idx, val), axis=1)
+    return np.sqrt(np.take_along_axis(val, order, axis=1)), np.take_along_axis(idx, order, axis=1)
 
 
 TORCH_DISTANCES = 1 << 24  # query-point pairs from which nearest_np computes in torch
 
 
-def _blocks_np(queries: np.ndarray, points: np.ndarray, k: int, chunk: int):
+def squared_norms(x: np.ndarray, rows: int = 65536) -> np.ndarray:
+    """Each row's squared norm, summed as :func:`nearest_np`'s blocks sum it, ``rows`` rows at a
+    time (a row's sum does not depend on the block: no (n, d) temporary, 0.5 GiB at 10^6 x 64)."""
+    out = np.empty(x.shape[0], dtype=np.result_type(x.dtype, np.float64))
+    for s in range(0, x.shape[0], rows):
+        q = x[s : s + rows]
+        out[s : s + rows] = (q * q).sum(axis=1)
+    return out
+
+
+def _blocks_np(queries: np.ndarray, points: np.ndarray, k: int, chunk: int, queries_sq: np.ndarray | None = None):
     """(start, squared distances, indices) of each block's ``k`` nearest, unordered (numpy)."""
-    p2 = (points * points).sum(axis=1)
+    p2 = squared_norms(points)
     for s in range(0, queries.shape[0], chunk):
         q = queries[s : s + chunk]
-        d2 = np.maximum((q * q).sum(axis=1, keepdims=True) + p2 - 2.0 * q @ points.T, 0.0)
+        q2 = squared_norms(q) if queries_sq is None else queries_sq[s : s + chunk]
+        d2 = np.maximum(q2[:, None] + p2 - 2.0 * _product(q, points), 0.0)
         if k < d2.shape[1]:
             idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
         else:
             idx = np.broadcast_to(np.arange(d2.shape[1]), d2.shape)
         yield s, np.take_along_axis(d2, idx, axis=1), idx
+
+
+SKINNY_POINTS = 64  # up to this many points, the queries' product with them runs on one BLAS thread
+
+
+def _product(q: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``q @ points.T``; on one BLAS thread for a few points (new observations against the pool).
+
+    Why: that product reads every candidate once and is bound by memory, not arithmetic: one
+    thread does 10^6 x 64 against 2 points in 0.07-0.14 s, where OpenBLAS's two threads took
+    0.4 s on this project's shared 2-core machine (other processes' load). Each row's sum is one
+    thread's either way, so the result is the same to the last bit."""
+    if points.shape[0] > SKINNY_POINTS:
+        return q @ points.T
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    with threadpool_limits(1, user_api="blas"):
+        return q @ points.T
 
 
 def _blocks_torch(queries: np.ndarray, points: np.ndarray, k: int, chunk: int):
@@ -267,13 +335,7 @@ def local_predict_np(
     n, k = nbr_idx.shape
     if k == 0:
         return np.zeros(n, dtype=np.float64), np.full(n, s1 + s0 + sn, dtype=np.float64)
-    coords = np.ascontiguousarray(points.T)[:, nbr_idx]  # (d, n, k): the neighbours, one coordinate each
-    D2 = np.zeros((n, k, k), dtype=np.float64)
-    diff = np.empty((n, k, k), dtype=np.float64)
-    for c in coords:  # one coordinate at a time: no (n, k, k, d) temporary
-        np.subtract(c[:, :, None], c[:, None, :], out=diff)
-        np.multiply(diff, diff, out=diff)
-        D2 += diff
+    D2 = neighbour_pair_distances(points, nbr_idx)
     K = s1 * np.exp(-0.5 * D2 / ell**2) + s0
     K = K + (sn + 1e-9) * np.eye(k)
     ks = s1 * np.exp(-0.5 * nbr_dist**2 / ell**2) + s0
@@ -288,6 +350,30 @@ def local_predict_np(
     mean = (ks * alpha).sum(axis=-1)
     var = np.maximum(s1 + s0 + sn - (v * v).sum(axis=-1), 1e-6 * sn + 1e-12)
     return mean, var
+
+
+PAIR_ROWS = 256  # queries per block of neighbour_pair_distances: its (k, k) temporaries stay in cache
+
+
+def neighbour_pair_distances(points: np.ndarray, nbr_idx: np.ndarray) -> np.ndarray:
+    """(n, k, k) squared distances between each query's ``k`` neighbours (rows of ``points``).
+
+    Summed one coordinate at a time (no (n, k, k, d) temporary), in blocks of :data:`PAIR_ROWS`
+    queries. Why blocks: over all queries at once each coordinate's pass streamed (n, k, k)
+    arrays through memory, and this was most of a re-prediction (20,000 queries in 64-d: 1.1 s
+    against 0.5 s in blocks); each entry is the same sum in the same order either way."""
+    n, k = nbr_idx.shape
+    coords = np.ascontiguousarray(points.T)  # (d, n_points): one coordinate per row
+    D2 = np.zeros((n, k, k), dtype=np.float64)
+    diff = np.empty((min(n, PAIR_ROWS), k, k), dtype=np.float64)
+    for s in range(0, n, PAIR_ROWS):
+        block = coords[:, nbr_idx[s : s + PAIR_ROWS]]  # (d, m, k): the block's neighbours
+        out, buf = D2[s : s + PAIR_ROWS], diff[: block.shape[1]]
+        for c in block:
+            np.subtract(c[:, :, None], c[:, None, :], out=buf)
+            np.multiply(buf, buf, out=buf)
+            out += buf
+    return D2
 
 
 def _solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -450,6 +536,7 @@ class NeighbourGP:
         self._lab_points = np.zeros((0, 0), dtype=np.float64)  # labelled points (n_labelled, d)
         self._lab_res = np.zeros(0, dtype=np.float64)  # their residuals
         self._cand_points: np.ndarray | None = None  # candidates (n, d), once indexed
+        self._cand_sq: np.ndarray | None = None  # their squared norms (squared_norms), kept for add
         self._nbr_dist = np.zeros((0, 0), dtype=np.float64)  # each candidate's k nearest labelled
         self._nbr_idx = np.zeros((0, 0), dtype=np.int64)  # points: distances and rows
         self._pred_mean = np.zeros(0, dtype=np.float64)  # each candidate's residual mean
@@ -480,7 +567,7 @@ class NeighbourGP:
         )
         self._lab_points = P
         self._lab_res = r
-        self._cand_points = None
+        self._cand_points = self._cand_sq = None
         return self
 
     def refit(self, points: np.ndarray, residuals: np.ndarray, weights: np.ndarray | None = None) -> NeighbourGPParams:
@@ -503,6 +590,7 @@ class NeighbourGP:
     def index(self, candidates: np.ndarray) -> NeighbourGP:
         """Find every candidate's nearest labelled points (the one-off cost of a large pool)."""
         self._cand_points = np.atleast_2d(np.asarray(candidates, dtype=np.float64))
+        self._cand_sq = None
         n = self._cand_points.shape[0]
         if self.n_labelled:
             self._nbr_dist, self._nbr_idx = nearest_np(self._cand_points, self._lab_points, self.k)
@@ -535,19 +623,39 @@ class NeighbourGP:
         self._lab_res = np.concatenate([self._lab_res, r])
         if self._cand_points is None:
             return np.zeros(0, dtype=np.int64)
-        d_new, i_new = nearest_np(self._cand_points, P, self.k)
+        full = self._nbr_dist.shape[1] == self.k
+        rows, d_new, i_new = self._reached(P)
         i_new = i_new + base
-        d = np.concatenate([self._nbr_dist, d_new], axis=1)
-        i = np.concatenate([self._nbr_idx, i_new], axis=1)
-        order = np.argsort(d, axis=1, kind="stable")[:, : self.k]
-        nd, ni = np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
-        changed = (ni != self._nbr_idx).any(axis=1) if ni.shape == self._nbr_idx.shape else np.ones(ni.shape[0], bool)
-        self._nbr_dist, self._nbr_idx = nd, ni
-        rows = np.flatnonzero(changed)
+        nd, ni = _merge(self._nbr_dist[rows], self._nbr_idx[rows], d_new, i_new, self.k)
+        if full:  # the candidates reached: merged and predicted again alone
+            self._nbr_dist, self._nbr_idx = _writable(self._nbr_dist), _writable(self._nbr_idx)
+            self._nbr_dist[rows], self._nbr_idx[rows] = nd, ni
+        else:  # fewer labelled points than k so far: every list grows
+            self._nbr_dist, self._nbr_idx = nd, ni
         if rows.size:
             m, v = self._predict_rows(rows)
+            self._pred_mean, self._pred_var = _writable(self._pred_mean), _writable(self._pred_var)
             self._pred_mean[rows], self._pred_var[rows] = m, v
         return rows
+
+    def _reached(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates whose neighbour lists new points ``P`` change, with their distances to
+        and indices in ``P`` (nearest first): every candidate while the lists are not full, else
+        those ``P`` comes nearer than their k-th neighbour (on a tie the stable merge keeps the
+        old neighbour first, so the list does not change)."""
+        assert self._cand_points is not None
+        sq = self.candidate_sq_norms()
+        if self._nbr_dist.shape[1] == self.k:
+            return nearest_below(self._cand_points, P, self.k, self._nbr_dist[:, -1], queries_sq=sq)
+        d_new, i_new = nearest_np(self._cand_points, P, self.k, queries_sq=sq)
+        return np.arange(d_new.shape[0]), d_new, i_new
+
+    def candidate_sq_norms(self) -> np.ndarray:
+        """The candidates' squared norms (:func:`squared_norms`), computed once per model."""
+        assert self._cand_points is not None
+        if self._cand_sq is None or self._cand_sq.shape[0] != self._cand_points.shape[0]:
+            self._cand_sq = squared_norms(self._cand_points)
+        return self._cand_sq
 
     def preview_add(self, points: np.ndarray, residuals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What :meth:`add` would change, without changing anything: (rows, mean, std).
@@ -559,23 +667,15 @@ class NeighbourGP:
         r = np.asarray(residuals, dtype=np.float64).reshape(-1)
         if self._cand_points is None or P.shape[0] == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
-        d_new, i_new = nearest_np(self._cand_points, P, self.k)
-        if self._nbr_dist.shape[1] == self.k:
-            rows = np.flatnonzero(d_new[:, 0] < self._nbr_dist[:, -1])
-        else:
-            rows = np.arange(self._cand_points.shape[0])
+        rows, d_new, i_new = self._reached(P)
         if rows.size == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
         base = self.n_labelled
         points_all = np.concatenate([self._lab_points.reshape(base, P.shape[1]), P])
         res_all = np.concatenate([self._lab_res, r])
-        d = np.concatenate([self._nbr_dist[rows], d_new[rows]], axis=1)
-        i = np.concatenate([self._nbr_idx[rows], i_new[rows] + base], axis=1)
-        order = np.argsort(d, axis=1, kind="stable")[:, : self.k]
+        nd, ni = _merge(self._nbr_dist[rows], self._nbr_idx[rows], d_new, i_new + base, self.k)
         assert self.params is not None
-        m, v = local_predict_np(
-            self.params, points_all, res_all, np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
-        )
+        m, v = local_predict_np(self.params, points_all, res_all, nd, ni)
         return rows, m, np.sqrt(v)
 
     def predict(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -599,6 +699,21 @@ class NeighbourGP:
         d, i = _loo_neighbours_np(self._lab_points, np.asarray(rows), self.k)
         m, v = local_predict_np(self.params, self._lab_points, self._lab_res, d, i)
         return m, np.sqrt(v)
+
+
+def _merge(
+    dist: np.ndarray, idx: np.ndarray, d_new: np.ndarray, i_new: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest of each row's old neighbours and new points (old first on ties)."""
+    d = np.concatenate([dist, d_new], axis=1)
+    i = np.concatenate([idx, i_new], axis=1)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """``a``, or a copy of it where it cannot be written in place (a read-only view)."""
+    return a if a.flags.writeable else a.copy()
 
 
 @dataclass(frozen=True)

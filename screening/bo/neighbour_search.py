@@ -23,9 +23,10 @@ function of their number, so a resumed campaign makes the same choices.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +106,9 @@ class NeighbourState:
     # the ones it holds, values included (a campaign re-created with corrected values rebuilds).
     told_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     base_digest: str | None = field(default=None, repr=False, compare=False)  # the base file's, for the seal
+    base_stamp: list[int] | None = field(default=None, repr=False, compare=False)  # and its file stamp
+    # the state file's stamp when it was read and found to be what the seal says (load_checked)
+    state_stamp: list[int] | None = field(default=None, repr=False, compare=False)
 
     def scale(self, rows: np.ndarray | list[int] | slice) -> np.ndarray:
         if self.pool_scale is None:
@@ -285,7 +289,7 @@ def _prior_base(known: KnownData | None, fit_y: np.ndarray) -> float:
 def update_state(
     state: NeighbourState | None,
     settings: NeighbourSettings,
-    embedding: np.ndarray,
+    embedding: np.ndarray | Callable[[], np.ndarray],
     prior: np.ndarray | None,
     known: KnownData | None,
     told_rows: Sequence[int],
@@ -298,7 +302,8 @@ def update_state(
 
     Extending gives the same model as a rebuild: the same labelled set, and hyper-parameters
     refitted at the same observation counts (warm-started, so a rebuilt campaign can differ in
-    the last digits of a hyper-parameter, not in its data).
+    the last digits of a hyper-parameter, not in its data). ``embedding`` may be a function that
+    returns it: it is then called only for a rebuild (a large pool's embedding is read on demand).
     """
     told_rows = list(told_rows)
     has_known = known is not None and len(known) > 0
@@ -313,7 +318,8 @@ def update_state(
         or (prior is None and m != state.fit_count)
         or (state.pool_scale is None) != (_scales(prior, prior_std, known if has_known else None)[0] is None)
     ):
-        return build_state(settings, embedding, prior, known, told_rows, told_y, seed, prior_std, known_cache)
+        emb = embedding() if callable(embedding) else embedding
+        return build_state(settings, emb, prior, known, told_rows, told_y, seed, prior_std, known_cache)
     _advance(state, told_rows, np.asarray(told_y, dtype=np.float64), m)
     return state
 
@@ -540,20 +546,39 @@ def base_path(path) -> Path:
 class Seal:
     """What a campaign records of the state files it wrote: the inputs' key and both files'
     content digests. A state file is used only when it matches the seal of the campaign reading
-    it, so a campaign re-created in the same folder never reads the previous one's model."""
+    it, so a campaign re-created in the same folder never reads the previous one's model.
+
+    ``state_stamp`` / ``base_stamp``: each file's :func:`~screening.io.file_digest.file_stamp`
+    when its digest was last known to hold. Why: hashing both files (680 MiB at 10^6 candidates)
+    cost every ``ask``; a file whose stamp is unchanged has not been written since, and only a
+    file with another stamp (edited, replaced, copied in) is hashed again."""
 
     key: str
     state: str
     base: str
+    state_stamp: list[int] | None = None
+    base_stamp: list[int] | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        return {"key": self.key, "state": self.state, "base": self.base}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "state": self.state, "base": self.base}
+        if self.state_stamp is not None:
+            out["state_stamp"] = list(self.state_stamp)
+        if self.base_stamp is not None:
+            out["base_stamp"] = list(self.base_stamp)
+        return out
 
     @classmethod
     def from_dict(cls, d: object) -> Seal | None:
         if not isinstance(d, dict) or not all(isinstance(d.get(k), str) for k in ("key", "state", "base")):
             return None
-        return cls(d["key"], d["state"], d["base"])
+        return cls(d["key"], d["state"], d["base"], _stamp(d.get("state_stamp")), _stamp(d.get("base_stamp")))
+
+
+def _stamp(value: object) -> list[int] | None:
+    """A stamp read back from JSON, or None when it is not one (a damaged seal hashes the files)."""
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return list(value)
+    return None
 
 
 def save_state(state: NeighbourState, path, key: str) -> Seal:
@@ -570,6 +595,7 @@ def save_state(state: NeighbourState, path, key: str) -> Seal:
     import uuid
 
     from screening.io.array_file import write_arrays
+    from screening.io.file_digest import file_stamp
 
     gp = state.gp
     assert gp.params is not None and gp._cand_points is not None
@@ -586,10 +612,14 @@ def save_state(state: NeighbourState, path, key: str) -> Seal:
             "proj_scale": state.projection.scale_,
             "proj_centre": state.projection.centre_,
             "proj_components": state.projection.components_,
+            # what each new observation's neighbour search reads (neighbour_gp.nearest_np): kept,
+            # so that a later command need not square every candidate again
+            "pool_sq": gp.candidate_sq_norms(),
         }
         base_meta = {"format": STATE_FORMAT, "key": key, "token": token}
         write_arrays(base_path(path), base, base_meta)
         state.base_token, state.base_digest = token, content_digest(base_meta, base)
+        state.base_stamp = file_stamp(base_path(path))
     meta = {
         "format": STATE_FORMAT,
         "key": key,
@@ -617,11 +647,13 @@ def save_state(state: NeighbourState, path, key: str) -> Seal:
         arrays["match_gp_weight"] = state.match_prepared.gp_weight
         arrays["match_label_part"] = state.match_prepared.label_part
     write_arrays(path, arrays, meta)
+    state_stamp = file_stamp(path)
     if state.base_digest is None:  # a state loaded without a seal: its base file, read once
         from screening.io.array_file import open_arrays
 
+        state.base_stamp = file_stamp(base_path(path))
         state.base_digest = content_digest(*open_arrays(base_path(path)))
-    return Seal(key, content_digest(meta, arrays), state.base_digest)
+    return Seal(key, content_digest(meta, arrays), state.base_digest, state_stamp, state.base_stamp)
 
 
 def _base_token(path: Path, key: str) -> str | None:
@@ -687,6 +719,7 @@ def load_checked(
     (:func:`check_state`), against a pool of ``n_pool`` candidates when the caller knows it.
     """
     from screening.io.array_file import open_arrays
+    from screening.io.file_digest import file_stamp
 
     path = Path(path)
     if not path.exists():
@@ -696,12 +729,15 @@ def load_checked(
     if sealed and seal is not None and seal.key != key:
         return None, f"{path.name} was made from other inputs (pool, known data or settings)"
     try:
+        # stamped before reading: a file written while it is checked has another stamp next time
+        stamps = file_stamp(path), file_stamp(base_path(path))
         meta, data = open_arrays(path)
         base_meta, base = open_arrays(base_path(path))
     except (OSError, ValueError) as exc:
         return None, f"{path.name} could not be read ({exc})"
     if sealed and seal is not None:
-        if content_digest(meta, data) != seal.state or content_digest(base_meta, base) != seal.base:
+        same_state = seal.state_stamp == stamps[0] or content_digest(meta, data) == seal.state
+        if not same_state or not (seal.base_stamp == stamps[1] or content_digest(base_meta, base) == seal.base):
             return None, f"{path.name} is not what this campaign wrote (edited, copied in, or its save was interrupted)"
     if (
         meta.get("format") != STATE_FORMAT
@@ -716,9 +752,27 @@ def load_checked(
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return None, f"{path.name} is damaged ({exc})"
     if sealed and seal is not None:
-        state.base_digest = seal.base
+        state.base_digest, state.base_stamp, state.state_stamp = seal.base, stamps[1], stamps[0]
+    if gp_without_norms(state):  # a base written before it kept them: written again at the next save
+        state.base_token = None
     problem = check_state(state, len(state.pool_prior) if n_pool is None else n_pool)
     return (None, f"{path.name}: {problem}") if problem else (state, None)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every value of ``a`` is finite. A NaN or infinity makes the sum NaN or infinite, so a
+    finite sum answers in one pass without a boolean temporary (the 10^6 x 64 projected pool is
+    0.5 GiB); only a sum that overflowed is checked value by value."""
+    if a.dtype.kind in "iub":
+        return True
+    if np.isfinite(np.sum(a, dtype=np.float64)):
+        return True
+    return bool(np.all(np.isfinite(a)))
+
+
+def gp_without_norms(state: NeighbourState) -> bool:
+    """Whether the state's base file lacked the candidates' squared norms (``pool_sq``)."""
+    return state.gp._cand_sq is None
 
 
 def check_state(state: NeighbourState, n_pool: int) -> str | None:
@@ -738,6 +792,8 @@ def check_state(state: NeighbourState, n_pool: int) -> str | None:
     }
     if state.pool_scale is not None:
         per_pool["pool_scale"] = state.pool_scale
+    if gp._cand_sq is not None:
+        per_pool["pool_sq"] = gp._cand_sq
     for name, arr in per_pool.items():
         if arr is None or len(arr) != n_pool:
             return f"{name} has {0 if arr is None else len(arr)} rows for {n_pool} candidates"
@@ -748,7 +804,7 @@ def check_state(state: NeighbourState, n_pool: int) -> str | None:
         "known_res": state.known_res,
         "told_y": state.told_y,
     }.items():
-        if arr is not None and np.asarray(arr).size and not np.all(np.isfinite(arr)):
+        if arr is not None and np.asarray(arr).size and not _all_finite(np.asarray(arr)):
             return f"{name} holds values that are not finite"
     if np.any(np.asarray(gp._pred_var) < 0) or (state.pool_scale is not None and np.any(state.pool_scale <= 0)):
         return "a variance or scale is negative"
@@ -774,6 +830,7 @@ def _state_from(meta: dict, data: dict[str, np.ndarray], settings: NeighbourSett
     gp.params = NeighbourGPParams(*params)
     gp._lab_points, gp._lab_res = data["gp_points"], data["gp_res"]
     gp._cand_points = data["pool_points"]
+    gp._cand_sq = data.get("pool_sq")  # absent from files written before it was kept: computed on use
     gp._nbr_dist, gp._nbr_idx = data["gp_nd"], data["gp_ni"]
     gp._pred_mean, gp._pred_var = data["gp_mean"], data["gp_var"]
     match = meta.get("label_match")

@@ -14,6 +14,8 @@ All randomness comes from the ``rng`` / ``seed`` passed in, so picks repeat for 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from screening.bo.domain import DiscretePool
 from screening.bo.fitting import AcquisitionScores, acquisition_scores
 from screening.bo.objective import TargetSpec
 from screening.bo.strategy import Strategy
+from screening.errors import MatscreenError
 
 if TYPE_CHECKING:
     import torch  # imported in qlogei_rows: the neighbour path (a command-line ask) never needs it
@@ -305,7 +308,6 @@ def neighbour_state(
     """
     from screening.bo import neighbour_search as ns
 
-    embedding = pool.embedding if pool.embedding is not None else pool.features
     known = pool.known
     settings = ns.NeighbourSettings(
         strategy.n_neighbours,
@@ -320,12 +322,12 @@ def neighbour_state(
     state_path = cache.get("neighbour_state_path")
     key = None
     if state_path is not None:
-        key = cache.get("neighbour_key") or ns.state_key(settings, embedding, pool.prior_mean, prior_std, known)
+        key = cache.get("neighbour_key") or _state_key(cache, settings, pool, prior_std)
         cache["neighbour_key"] = key
         if cache.get("neighbour") is None:
-            cache["neighbour"] = _load_saved(cache, state_path, key, settings, len(embedding))
+            cache["neighbour"] = _load_saved(cache, state_path, key, settings, len(pool))
         if cache.get("neighbour") is None and known is not None:
-            cache["neighbour"] = _load_shared_start(cache, key, settings, len(embedding))
+            cache["neighbour"] = _load_shared_start(cache, key, settings, len(pool))
     if strategy.learns_map and known is not None and not known.same_quantity:
         # known data of another quantity: the base speaks their scale, the results teach the map
         told_ids, told_y = [], np.zeros(0)
@@ -346,7 +348,7 @@ def neighbour_state(
     state = ns.update_state(
         cache.get("neighbour"),
         settings,
-        embedding,
+        lambda: _embedding(pool),  # read only if the model is built here
         pool.prior_mean,
         known,
         [int(r) for r in pool.indices_of(told_ids)],
@@ -371,6 +373,38 @@ def neighbour_state(
             if cache.get("neighbour_seal") is not None:
                 cache["neighbour_seal"].write(seal)
     return state
+
+
+def _embedding(pool: DiscretePool) -> np.ndarray:
+    """What the neighbour model projects: the pool's embeddings (read now if they were not), or its features."""
+    embedding = pool.embedding
+    return embedding if embedding is not None else pool.features
+
+
+def _state_key(cache: dict, settings, pool: DiscretePool, prior_std: np.ndarray | None) -> str:
+    """The saved model's key (:func:`~screening.bo.neighbour_search.state_key`) for this pool.
+
+    Why remembered: the key hashes every input array (the 10^6 x 128 embedding is 1 GiB) and
+    the pool's embedding need not even be read in a later command. Where a checker vouches for
+    the pool's arrays (``pool.content_token``) and the campaign keeps a memo
+    (``cache["neighbour_key_memo"]``), the key computed once is read back under the token, the
+    settings and which inputs are used; anything else computes it from the arrays."""
+    from screening import __version__
+    from screening.bo import neighbour_search as ns
+
+    memo = cache.get("neighbour_key_memo")
+    inputs = None
+    if memo is not None and pool.content_token is not None:
+        words = [ns.STATE_FORMAT, __version__, settings, pool.content_token, len(pool)]
+        words += [pool.prior_mean is None, prior_std is None, pool.known is None]
+        inputs = hashlib.sha256("|".join(map(str, words)).encode()).hexdigest()
+        key = memo.read(inputs)
+        if key is not None:
+            return key
+    key = ns.state_key(settings, _embedding(pool), pool.prior_mean, prior_std, pool.known)
+    if memo is not None and inputs is not None:
+        memo.write(inputs, key)
+    return key
 
 
 # A model with known data and no results yet depends on the pool, the known table and the settings
@@ -408,7 +442,7 @@ def _load_shared_start(cache: dict, key: str, settings, n_pool: int) -> Neighbou
         cache.setdefault("notices", []).append(f"rebuilt the search model: the cached start {path.name} {why}")
         return None
     state.base_token = None  # its base file is the cache's: the campaign writes its own
-    state.base_digest = None
+    state.base_digest = state.base_stamp = None
     cache["neighbour_from_shared"] = True
     return state
 
@@ -422,16 +456,16 @@ def _save_shared_start(cache: dict, state: NeighbourState, key: str) -> None:
     path = _shared_start_path(cache, key)
     if path is None or len(state.pool_prior) > SHARED_START_MAX or path.exists():
         return
-    token, digest = state.base_token, state.base_digest
+    token, digest, stamp = state.base_token, state.base_digest, state.base_stamp
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        state.base_token = state.base_digest = None
+        state.base_token = state.base_digest = state.base_stamp = None
         seal = ns.save_state(state, path, key)
         path.with_suffix(".seal.json").write_text(json.dumps(seal.to_dict()), encoding="utf-8")
     except OSError as exc:
         cache.setdefault("notices", []).append(f"could not keep the search model's start in {path.parent} ({exc})")
     finally:
-        state.base_token, state.base_digest = token, digest
+        state.base_token, state.base_digest, state.base_stamp = token, digest, stamp
 
 
 def _known_cache(cache: dict):
@@ -456,4 +490,11 @@ def _load_saved(cache: dict, path, key: str, settings, n_pool: int) -> Neighbour
     state, why = ns.load_checked(path, key, settings, seal, sealed=sealer is not None, n_pool=n_pool)
     if why:
         cache.setdefault("notices", []).append(f"rebuilt the search model: {why}")
+    if state is not None and sealer is not None and seal is not None:
+        stamps = (state.state_stamp, state.base_stamp)
+        if stamps != (seal.state_stamp, seal.base_stamp):  # checked by digest this time (copied, touched)
+            try:  # its new stamps spare the next command the digests
+                sealer.write(dataclasses.replace(seal, state_stamp=stamps[0], base_stamp=stamps[1]))
+            except MatscreenError:  # a read-only campaign checks by digest again next time
+                pass
     return state

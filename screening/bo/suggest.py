@@ -70,10 +70,9 @@ def suggest_pool(
     if strategy.surrogate == "neighbour":
         if target is None:
             raise StrategyError("the neighbour surrogate needs a target value and tolerance")
-        embedding = pool.embedding if pool.embedding is not None else pool.features
-        if pool.known is not None and pool.known.embedding.shape[1] != embedding.shape[1]:
+        if pool.known is not None and pool.known.embedding.shape[1] != pool.embedding_dim:
             raise StrategyError(
-                f"known data have {pool.known.embedding.shape[1]} descriptor columns, the pool {embedding.shape[1]}"
+                f"known data have {pool.known.embedding.shape[1]} descriptor columns, the pool {pool.embedding_dim}"
             )
         return optimise_pool.suggest_neighbour(
             strategy,

@@ -13,6 +13,7 @@ is consent for that run only; nothing about consent is stored.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from screening.bo.objective import load_objective_class, load_stored_objective_c
 from screening.bo.strategy import Strategy
 from screening.columns import PRED_BAND_GAP, PRED_BAND_GAP_STD, PRED_FORMATION_ENERGY
 from screening.errors import MatscreenError, RecordError
+from screening.io.file_digest import file_stamp, settled
 from screening.objectives.bandgap.objective import (
     BandGapPool,
     BandGapPoolObjective,
@@ -195,7 +197,50 @@ def create_pool_campaign(
         },
         extra=extra,
     )
+    inputs = {"pool": settled(file_stamp(pool_path)), "known": settled(file_stamp(known_path)) if known_path else None}
+    _keep_snapshot(campaign, outdir, pool, known, inputs, [])
     return CampaignDir(outdir, campaign, pool, [r for r in reports if r.rows])
+
+
+def _keep_snapshot(campaign: Campaign, outdir: Path, pool: BandGapPool, known: Any, inputs: dict, notes: list) -> None:
+    """Write the pool snapshot (:mod:`pool_snapshot`) of a pool just read and checked, and record
+    it in the store; the objective's domain gets the token that vouches for it. Where it cannot
+    be kept (a read-only folder, a table Parquet cannot hold) the campaign reads the pool file in
+    each command, as it did before snapshots, and says why once."""
+    from screening.objectives.bandgap import pool_snapshot as ps
+    from screening.reduce import embedding_columns
+
+    try:
+        files = {ps.POOL_SNAPSHOT_NAME: ps.write_pool_snapshot(
+            outdir, pool.frame, pool.features, embedding_columns(pool.frame.columns)
+        )}  # fmt: skip
+        if known is not None:
+            files[ps.KNOWN_SNAPSHOT_NAME] = ps.write_known_snapshot(outdir, known)
+        record = {"format": ps.FORMAT, "files": files, "inputs": inputs, "emb_dim": _emb_dim(pool)}
+        campaign.store.set_meta(ps.META_KEY, record)
+    except (ps.SnapshotUnusable, OSError, MatscreenError) as exc:
+        notes.append(f"the pool is read from its file in every command: no snapshot kept ({exc})")
+        return
+    _vouch(campaign, pool, record)
+
+
+def _emb_dim(pool: BandGapPool) -> int:
+    if pool.embedding is not None:
+        return int(pool.embedding.shape[1])
+    return int(pool.embedding_dim or 0)
+
+
+def _vouch(campaign: Campaign, pool: BandGapPool, record: dict) -> None:
+    """Give the pool (and the campaign's domain) the token of the checked files it comes from."""
+    import hashlib
+
+    extra = campaign.store.config.get("extra", {})
+    parts = [extra.get("pool_file_sha256"), extra.get("known_file_sha256")]
+    parts += [f"{name}={f['sha256']}" for name, f in sorted(record["files"].items())]
+    token = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+    pool.content_token = token
+    if isinstance(campaign.domain, DiscretePool):
+        campaign.domain.content_token = token
 
 
 def create_objective_campaign(
@@ -256,10 +301,12 @@ def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) 
     :class:`~screening.bo.objective.ObjectiveError` before any import.
     """
     from screening.bo.store import CampaignStore
+    from screening.objectives.bandgap import pool_snapshot as ps
 
     outdir = Path(outdir)
     with CampaignStore.open(outdir / STORE_NAME) as store:
         cfg = store.config
+        record = store.get_meta(ps.META_KEY)
     extra = cfg.get("extra", {})
     strategy = Strategy.from_dict(cfg["strategy"])
     if extra.get("kind") == "objective":
@@ -267,35 +314,23 @@ def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) 
         return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, cls()), None)
     if extra.get("kind") != "bandgap-pool":
         raise MatscreenError(f"{outdir}: unknown campaign kind {extra.get('kind')!r}")
+    record = copy.deepcopy(record) if isinstance(record, dict) and record.get("format") == ps.FORMAT else None
+    recorded = copy.deepcopy(record)
+    inputs = dict(record.get("inputs") or {}) if record is not None else {}
     pool_path = Path(extra["pool_path"])
-    if not pool_path.is_file():
-        raise MatscreenError(f"{outdir}: its pool file {pool_path} is gone")
-    if file_sha256(pool_path) != extra["pool_file_sha256"]:
-        raise MatscreenError(f"{outdir}: the pool file {pool_path} changed since the campaign was created")
+    inputs["pool"] = _checked_input(outdir, pool_path, extra["pool_file_sha256"], inputs.get("pool"), "pool")
+    kp = Path(extra["known_path"]) if extra.get("known_path") else None
+    if kp is not None:
+        inputs["known"] = _checked_input(outdir, kp, extra["known_file_sha256"], inputs.get("known"), "known-data")
     reducer = PCAReducer.load(outdir / PCA_NAME)
-    pool = load_pool(
-        pool_path,
-        reducer=reducer,
-        require_band_gap=extra.get("require_band_gap", True),
-        max_formation_energy=extra.get("max_formation_energy"),
-        label=extra.get("label", "band_gap"),
-        strict=False,  # the rows it left out when created (the file is unchanged: its hash is checked)
-    )
-    known = None
-    if extra.get("known_path"):
-        kp = Path(extra["known_path"])
-        if not kp.is_file():
-            raise MatscreenError(f"{outdir}: its known-data file {kp} is gone")
-        if file_sha256(kp) != extra["known_file_sha256"]:
-            raise MatscreenError(f"{outdir}: the known-data file {kp} changed since the campaign was created")
-        known_label = extra.get("known_label")
-        known = load_known(
-            kp,
-            pool,
-            label=known_label or extra.get("label", "band_gap"),
-            same_quantity=known_label is None,
-            strict=False,
-        )
+    notes: list[str] = []
+    snapshot = _read_snapshot(outdir, record, reducer, extra, kp is not None, notes)
+    if snapshot is not None:
+        pool, known = snapshot
+        pool.load_embedding = _embedding_reader(outdir, pool_path, reducer, extra, pool.ids)
+    else:
+        pool = _load_pool_file(pool_path, reducer, extra)
+        known = _load_known_file(kp, pool, extra) if kp is not None else None
     objective = _pool_objective(
         pool,
         extra["target"],
@@ -304,7 +339,100 @@ def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) 
         extra.get("pred_as_feature", False),
         known,
     )
-    return CampaignDir(outdir, Campaign.open(outdir / STORE_NAME, objective), pool)
+    campaign = Campaign.open(outdir / STORE_NAME, objective)
+    campaign.store.notices.extend(notes)
+    if snapshot is None:  # written again (first command of a campaign made before snapshots: silently)
+        _keep_snapshot(campaign, outdir, pool, known, inputs, campaign.store.notices if record is not None else [])
+        return CampaignDir(outdir, campaign, pool)
+    assert record is not None
+    _vouch(campaign, pool, record)
+    record["inputs"] = inputs
+    if record != recorded:  # a file checked by its digest this time: its new stamp saves the next check
+        _set_meta_quietly(campaign, ps.META_KEY, record)
+    return CampaignDir(outdir, campaign, pool)
+
+
+def _checked_input(outdir: Path, path: Path, sha256: str, stamp: list | None, what: str) -> list[int] | None:
+    """The stamp of the campaign's ``what`` file (pool or known data) once its content is checked
+    against the SHA-256 recorded at ``campaign new`` (by stamp first: :func:`check_sha256`);
+    None while the file is too young to be trusted by its stamp (:func:`settled`)."""
+    from screening.io.file_digest import check_sha256
+
+    if not path.is_file():
+        raise MatscreenError(f"{outdir}: its {what} file {path} is gone")
+    ok, now = check_sha256(path, sha256, stamp)
+    if not ok:
+        raise MatscreenError(f"{outdir}: the {what} file {path} changed since the campaign was created")
+    return settled(now)
+
+
+def _read_snapshot(
+    outdir: Path, record: dict | None, reducer: PCAReducer, extra: dict, has_known: bool, notes: list[str]
+) -> tuple[BandGapPool, Any] | None:
+    """The pool (and known data) from the campaign's snapshot, or None (with a note in ``notes``
+    when one was recorded but cannot be used: the caller reads the files and writes it again)."""
+    from screening.objectives.bandgap import pool_snapshot as ps
+
+    if record is None:
+        return None
+    files = record.get("files") or {}
+    try:
+        frame, features = ps.read_pool_snapshot(outdir, files.get(ps.POOL_SNAPSHOT_NAME))
+        known = ps.read_known_snapshot(outdir, files.get(ps.KNOWN_SNAPSHOT_NAME)) if has_known else None
+    except ps.SnapshotUnusable as exc:
+        notes.append(f"read the pool file again: the pool snapshot {exc}")
+        return None
+    source = str(extra["pool_path"])
+    pool = BandGapPool(frame, features, reducer, source, extra["pool_file_sha256"], None)
+    pool.embedding_dim = int(record.get("emb_dim") or 0) or None
+    return pool, known
+
+
+def _load_pool_file(pool_path: Path, reducer: PCAReducer, extra: dict) -> BandGapPool:
+    return load_pool(
+        pool_path,
+        reducer=reducer,
+        require_band_gap=extra.get("require_band_gap", True),
+        max_formation_energy=extra.get("max_formation_energy"),
+        label=extra.get("label", "band_gap"),
+        strict=False,  # the rows it left out when created (the file is unchanged: its hash is checked)
+    )
+
+
+def _load_known_file(path: Path, pool: BandGapPool, extra: dict) -> Any:
+    known_label = extra.get("known_label")
+    return load_known(
+        path,
+        pool,
+        label=known_label or extra.get("label", "band_gap"),
+        same_quantity=known_label is None,
+        strict=False,
+    )
+
+
+def _embedding_reader(outdir: Path, pool_path: Path, reducer: PCAReducer, extra: dict, ids: list[str]):
+    """Reads the embeddings of a snapshot's pool from the pool file (when the model is built):
+    the file checked by its full SHA-256 again, its rows those of the snapshot."""
+
+    def read() -> np.ndarray:
+        if not pool_path.is_file() or file_sha256(pool_path) != extra["pool_file_sha256"]:
+            raise MatscreenError(f"{outdir}: the pool file {pool_path} changed since the campaign was created")
+        pool = _load_pool_file(pool_path, reducer, extra)
+        if pool.ids != ids or pool.embedding is None:
+            raise MatscreenError(
+                f"{outdir}: the pool snapshot does not match {pool_path}; delete {outdir}/pool_snapshot.parquet"
+            )
+        return pool.embedding
+
+    return read
+
+
+def _set_meta_quietly(campaign: Campaign, key: str, value: Any) -> None:
+    """Record ``value`` where the store can be written (a read-only campaign checks files again next time)."""
+    try:
+        campaign.store.set_meta(key, value)
+    except MatscreenError:
+        pass
 
 
 def _uses_prediction(strategy: Strategy, pool: BandGapPool) -> bool:
@@ -491,7 +619,7 @@ def ask_frame(cd: CampaignDir, points: Sequence[Any]) -> pd.DataFrame:
     ids = [str(p) for p in points]
     out = pd.DataFrame({"id": ids})
     if cd.pool is not None:
-        frame = cd.pool.frame.set_index("id").loc[ids].reset_index()
+        frame = cd.pool.frame.iloc[c.domain.indices_of(ids)]  # the pool's rows, in the domain's order
         for name, source, decimals in _pool_source_columns(frame):
             out[name] = _pool_cells(frame[source], decimals)
     # rounded only where a lab reads eV (a band-gap campaign); a user objective's values as they are

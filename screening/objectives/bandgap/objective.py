@@ -13,7 +13,7 @@ oracle's answers).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,9 +268,15 @@ class BandGapPool:
     reducer: PCAReducer
     source: str
     file_hash: str
-    embedding: np.ndarray  # the full embeddings (n, d) the PCA features come from
+    embedding: np.ndarray | None  # the full embeddings (n, d) the PCA features come from
     left_out: list[LeftOutRow] = field(default_factory=list)  # invalid rows of the file, not candidates
     n_rows: int = 0  # rows of the file, left-out ones included
+    # A pool read from a campaign's snapshot (pool_snapshot.py) has no embedding in memory: this
+    # reads it from the pool file when the search model needs it, and ``embedding_dim`` says its width.
+    load_embedding: Callable[[], np.ndarray] | None = None
+    embedding_dim: int | None = None
+    # What vouches for the arrays (DiscretePool.content_token); set by the campaign that checked them.
+    content_token: str | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -290,14 +296,18 @@ class BandGapPool:
             np.hstack([self.features, pred.reshape(-1, 1)]) if pred is not None and pred_as_feature else self.features
         )
         std = _prediction_std(self.frame, self.source) if use_prior else None
-        return DiscretePool(
+        domain = DiscretePool(
             self.ids,
             feats,
             prior_mean=pred if use_prior else None,
             embedding=self.embedding,
             known=known,
             prior_std=std,
+            embedding_loader=self.load_embedding,
+            embedding_dim=self.embedding_dim,
         )
+        domain.content_token = self.content_token
+        return domain
 
 
 def pool_from_frame(
