@@ -572,7 +572,14 @@ def test_a_signal_says_what_is_saved_and_the_same_command_resumes(
     script = tmp_path / "slow_cli.py"
     script.write_text(SLOW_CLI)
     proc = subprocess.Popen(
-        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as at a terminal: a test runner started in the background (`cmd &`) ignores SIGINT,
+        # its children inherit that, and Python then installs no Ctrl-C handler (as it should: a
+        # user's `nohup matscreen screen ... &` must not stop on Ctrl-C either)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     manifest = work_dir_for(out) / "manifest.json"
     deadline = time.time() + 120
