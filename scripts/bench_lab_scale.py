@@ -122,8 +122,17 @@ def first_hit_in_order(order: np.ndarray, hits: np.ndarray) -> int:
 # ----------------------------------------------------------------------------- baselines that learn
 
 
-def botorch_residual(pool: DiscretePool, y: np.ndarray, target: float, tol: float, budget: int, prior: list[int]):
-    """A BoTorch SingleTaskGP over PCA-3 on the residual y - pred; window probability."""
+def botorch_residual(
+    pool: DiscretePool,
+    y: np.ndarray,
+    target: float,
+    tol: float,
+    budget: int,
+    prior: list[int],
+    stop_on_hit: bool = True,
+):
+    """A BoTorch SingleTaskGP over PCA-3 on the residual y - pred (on y itself without a
+    prediction, as in d'); window probability."""
     import torch
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
@@ -157,7 +166,7 @@ def botorch_residual(pool: DiscretePool, y: np.ndarray, target: float, tol: floa
         told.append(i)
         b = min(b, abs(y[i] - target))
         best.append(b)
-        if abs(y[i] - target) <= tol + 1e-12:
+        if stop_on_hit and abs(y[i] - target) <= tol + 1e-12:
             return step, best
     return None, best
 
@@ -335,6 +344,8 @@ def bench_dp(
                 _, c = bs.run_search("random", pool, gaps, target, 0.01, prior, s, trials, stop_on_hit=False)
             elif name == "physbo":
                 c = _physbo_curve(X, gaps, target, trials, prior, s)
+            elif name == "botorch":  # over PCA-3 of the embedding (pool.features), whatever --dp-features
+                _, c = botorch_residual(pool, gaps, target, 0.01, trials, list(prior), stop_on_hit=False)
             else:
                 _, c = bs.run_search(name, pool, gaps, target, 0.01, prior, s, trials, cache={}, stop_on_hit=False)
             curves.append([float(v) for v in c])
