@@ -232,8 +232,8 @@ def map_weight(identity_cost: float, map_cost: float, n: int) -> float:
 class MapAverage:
     """The learned map and the identity averaged by their posterior probabilities (``weight`` on
     the map): a mixture of two Gaussians per candidate. It reads as either model does
-    (``predict`` gives the mixture's moments); :func:`select` scores the window by the mixture
-    itself."""
+    (``predict`` gives the mixture's moments); :func:`select` and :func:`window_probability`
+    score the window by the mixture itself (:func:`_components`)."""
 
     def __init__(self, gp: MeasuredGP, identity: IdentityMap, weight: float) -> None:
         self.gp, self.identity, self.weight = gp, identity, float(weight)
@@ -248,28 +248,9 @@ class MapAverage:
     def predict(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _moments(self.components(g, s, z))
 
-    def log_window(
-        self,
-        g: np.ndarray,
-        s: np.ndarray | None,
-        z: np.ndarray,
-        target: float,
-        tolerance: float,
-        shift: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """log P(|measured - target| <= tolerance) under the mixture (``shift``: each component's
-        mean moved by ``shift`` of its own std, the seeded tie-break)."""
-        terms = [
-            math.log(w) + acq.log_probability_in_window(m if shift is None else m + shift * sd, sd, target, tolerance)
-            for w, m, sd in self.components(g, s, z)
-        ]
-        return np.logaddexp(terms[0], terms[1])
-
     def sample(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One draw per query: a model by its weight, then its Gaussian."""
-        (w, m1, s1), (_, m0, s0) = self.components(g, s, z)
-        on_map = rng.random(m1.shape[0]) < w
-        return np.where(on_map, rng.normal(m1, s1), rng.normal(m0, s0))
+        return _draw(self.components(g, s, z), rng)
 
     def with_fantasies(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray, y: np.ndarray) -> MapAverage:
         return MapAverage(self.gp.with_fantasies(g, s, z, y), self.identity, self.weight)
@@ -324,18 +305,45 @@ def _fit_rows(n_known: int, m: int) -> np.ndarray:
 
 def predictive(gp: MeasuredModel, inp: MeasuredInputs, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of a new measurement at every candidate (or at pool ``rows``)."""
-    sel = slice(None) if rows is None else rows
-    return gp.predict(inp.g[sel], None if inp.s is None else inp.s[sel], inp.z[sel])
+    return gp.predict(*_rows_of(inp, slice(None) if rows is None else rows))
 
 
 def window_probability(
     gp: MeasuredModel, inp: MeasuredInputs, target: float, tolerance: float, rows: np.ndarray | None = None
 ) -> np.ndarray:
+    parts = _components(gp, *_rows_of(inp, slice(None) if rows is None else rows))
+    return np.exp(_log_window(parts, target, tolerance))
+
+
+def _components(
+    gp: MeasuredModel, g: np.ndarray, s: np.ndarray | None, z: np.ndarray
+) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """(weight, mean, std) of each Gaussian of the model's predictive: one, or a MapAverage's two."""
     if isinstance(gp, MapAverage):
-        sel = slice(None) if rows is None else rows
-        return np.exp(gp.log_window(inp.g[sel], None if inp.s is None else inp.s[sel], inp.z[sel], target, tolerance))
-    mean, std = predictive(gp, inp, rows)
-    return np.exp(acq.log_probability_in_window(mean, std, target, tolerance))
+        return gp.components(g, s, z)
+    return [(1.0, *gp.predict(g, s, z))]
+
+
+def _log_window(
+    parts: list[tuple[float, np.ndarray, np.ndarray]], target: float, tolerance: float, shift: np.ndarray | None = None
+) -> np.ndarray:
+    """log P(|measured - target| <= tolerance) under the mixture ``parts`` (``shift``: each
+    Gaussian's mean moved by ``shift`` of its own std, the seeded tie-break)."""
+    terms = [
+        math.log(w) + acq.log_probability_in_window(m if shift is None else m + shift * sd, sd, target, tolerance)
+        for w, m, sd in parts
+    ]
+    return terms[0] if len(terms) == 1 else np.logaddexp.reduce(terms)
+
+
+def _draw(parts: list[tuple[float, np.ndarray, np.ndarray]], rng: np.random.Generator) -> np.ndarray:
+    """One draw per query from the mixture ``parts``: a Gaussian by its weight, then its value."""
+    if len(parts) == 1:
+        _, m, sd = parts[0]
+        return rng.normal(m, sd)
+    (w, m1, s1), (_, m0, s0) = parts
+    on_first = rng.random(m1.shape[0]) < w
+    return np.where(on_first, rng.normal(m1, s1), rng.normal(m0, s0))
 
 
 def summary(gp: MeasuredModel) -> MapSummary:
@@ -361,20 +369,16 @@ def select(
     free = np.asarray(free, dtype=np.int64)
     believed = [int(r) for r in pending_rows]
     model_now = _believe(gp, inp, believed)
-    mean, std = predictive(model_now, inp, free)
+    rows = _rows_of(inp, free)
     shift = tie_break * rng.standard_normal(free.size) if tie_break > 0 and acquisition == "window" else None
     available = np.ones(free.size, dtype=bool)
     picks: list[int] = []
     for _ in range(min(q, free.size)):
-        mixture = model_now if isinstance(model_now, MapAverage) else None
+        parts = _components(model_now, *rows)
         if acquisition == "thompson":
-            draw = rng.normal(mean, std) if mixture is None else mixture.sample(*_rows_of(inp, free), rng)
-            score = -np.abs(draw - target)
-        elif mixture is not None:
-            score = mixture.log_window(*_rows_of(inp, free), target, tolerance, shift)
+            score = -np.abs(_draw(parts, rng) - target)
         else:
-            centre = mean if shift is None else mean + shift * std
-            score = acq.log_probability_in_window(centre, std, target, tolerance)
+            score = _log_window(parts, target, tolerance, shift)
         score = np.where(available, score, -np.inf)
         j = int(np.argmax(score))
         picks.append(int(free[j]))
@@ -382,11 +386,11 @@ def select(
         if len(picks) < q:
             believed.append(int(free[j]))
             model_now = _believe(gp, inp, believed)
-            mean, std = predictive(model_now, inp, free)
     return picks
 
 
-def _rows_of(inp: MeasuredInputs, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def _rows_of(inp: MeasuredInputs, rows: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The model's inputs (base prediction, its std, residual coordinates) at pool ``rows``."""
     return inp.g[rows], None if inp.s is None else inp.s[rows], inp.z[rows]
 
 
@@ -395,4 +399,4 @@ def _believe(gp: MeasuredModel, inp: MeasuredInputs, rows: list[int]) -> Measure
         return gp
     r = np.asarray(rows, dtype=np.int64)
     mean, _ = predictive(gp, inp, r)
-    return gp.with_fantasies(inp.g[r], None if inp.s is None else inp.s[r], inp.z[r], mean)
+    return gp.with_fantasies(*_rows_of(inp, r), mean)
