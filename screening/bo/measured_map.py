@@ -287,7 +287,7 @@ class MeasuredGP:
                 [p.smooth_sd, p.smooth_length, p.residual_sd, p.residual_length, p.noise_sd, p.base_weight], 1e-300
             )
         )
-        return float((0.5 * ((v - mu0) / sd) ** 2)[free].sum())
+        return _log_normal_cost(v[free], mu0[free], sd[free])
 
     def _fit_params(self, g: np.ndarray, s: np.ndarray | None, z: np.ndarray, y: np.ndarray) -> MeasuredParams:
         """MAP hyper-parameters; with fewer than 3 results, the prior's medians."""
@@ -309,9 +309,8 @@ class MeasuredGP:
                 v = base.copy()
                 v[mask] = v_free
                 nll, grad = self._nll_grad(v, g, s_fit, z, y)
-                pen = 0.5 * ((v - mu0) / sd) ** 2
                 gpen = (v - mu0) / sd**2
-                return nll + float(pen[mask].sum()), (grad + gpen)[mask]
+                return nll + _log_normal_cost(v[mask], mu0[mask], sd[mask]), (grad + gpen)[mask]
 
             with np.errstate(all="ignore"):
                 res = minimize(
@@ -492,11 +491,13 @@ class IdentityMap:
     def hyper_penalty(self) -> float:
         """Minus the log prior density of the fitted noise and weight (as
         :meth:`MeasuredGP.hyper_penalty`): the price of explaining results as noise."""
-        pr = self.prior
-        v = np.log([self.noise_sd, self.kappa])
-        mu0 = np.log([pr.noise_sd, pr.base_weight])
-        sd = np.array([pr.log_sd, pr.base_weight_log_sd])
-        return float(np.sum(0.5 * ((v - mu0) / sd) ** 2))
+        mu0, sd = IdentityMap._noise_prior(self.prior)
+        return _log_normal_cost(np.log([self.noise_sd, self.kappa]), mu0, sd)
+
+    @staticmethod
+    def _noise_prior(pr: MapPrior) -> tuple[np.ndarray, np.ndarray]:
+        """Medians and spreads of the log noise sd and log weight (the fit's and the penalty's)."""
+        return np.log([pr.noise_sd, pr.base_weight]), np.array([pr.log_sd, pr.base_weight_log_sd])
 
     @staticmethod
     def fit(g: np.ndarray, s: np.ndarray, y: np.ndarray, prior: MapPrior | None = None) -> tuple[IdentityMap, float]:
@@ -507,8 +508,7 @@ class IdentityMap:
         pr = prior or MapPrior()
         r = np.asarray(y, dtype=np.float64) - np.asarray(g, dtype=np.float64)
         s2 = np.asarray(s, dtype=np.float64) ** 2
-        mu0 = np.log([pr.noise_sd, pr.base_weight])
-        sd = np.array([pr.log_sd, pr.base_weight_log_sd])
+        mu0, sd = IdentityMap._noise_prior(pr)
 
         def nll(v: np.ndarray) -> float:
             var = math.exp(2 * v[0]) + math.exp(2 * v[1]) * s2 + 1e-12
@@ -518,7 +518,7 @@ class IdentityMap:
         if r.size:
             with np.errstate(all="ignore"):
                 res = minimize(
-                    lambda v: nll(v) + float(np.sum(0.5 * ((v - mu0) / sd) ** 2)),
+                    lambda v: nll(v) + _log_normal_cost(v, mu0, sd),
                     mu0,
                     method="L-BFGS-B",
                     bounds=list(zip(mu0 - 3 * sd, mu0 + 3 * sd)),
@@ -555,6 +555,12 @@ class IdentityMap:
             np.zeros(points),
             identity=True,
         )
+
+
+def _log_normal_cost(v: np.ndarray, mu0: np.ndarray, sd: np.ndarray) -> float:
+    """Minus the log density, up to a constant, of log hyper-parameters ``v`` under independent
+    normal priors (medians ``mu0``, spreads ``sd``): what fitting and comparing the models charge."""
+    return float(np.sum(0.5 * ((v - mu0) / sd) ** 2))
 
 
 def _tenths(x: float) -> str:
