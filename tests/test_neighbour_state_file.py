@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 from test_neighbour_search import _pool
+from test_pool_snapshot import write_tables
 
 from screening.bo import neighbour_search as ns
 from screening.bo.strategy import Strategy, Target
@@ -121,3 +124,112 @@ def test_the_state_key_sees_every_block_of_a_large_embedding() -> None:
         changed[row, 3] = np.nextafter(changed[row, 3], np.inf)
         assert ns.state_key(settings, changed, None, None, None) != key
     assert ns.state_key(settings, emb.reshape(-1, 8), None, None, None) != key
+
+
+# --------------------------------------------------------------------------- tell extends the model
+# `campaign tell` takes the results into the saved model (Campaign.extend_saved_model), so the next
+# ask only reads it; the picks must be those of an ask that takes them in itself, and of a rebuild.
+
+
+@pytest.fixture()
+def tables(tmp_path, monkeypatch):
+    monkeypatch.setenv("MATSCREEN_NO_CACHE", "1")  # no user cache: each campaign builds its own model
+    return write_tables(tmp_path)
+
+
+def _campaign_with_results(folder, tables, extend: bool) -> list:
+    """A new campaign (pool_snapshot's tables), its first ask of 2, then their results told: the
+    model extended by the tell (``extend``) or left for the next ask. Returns the first picks."""
+    from test_pool_snapshot import _new
+
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
+
+    _new(folder, tables)
+    cd = open_campaign_dir(folder)
+    first = cd.campaign.ask(2)
+    cd.campaign.close()
+    cd = open_campaign_dir(folder)
+    cd.campaign.tell(first, [2.45, 2.6])
+    if extend:
+        assert cd.campaign.extend_saved_model()
+    cd.campaign.close()
+    return first
+
+
+def _next_picks(folder) -> tuple[list, list, list, list[str]]:
+    """The next ask of 2, its predicted means, then an ask of 1 more while those are pending; the
+    notices of both (each a new open, as a new process)."""
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
+
+    cd = open_campaign_dir(folder)
+    second = cd.campaign.ask(2)
+    mean = list(cd.campaign.predictive(second)["mean"])
+    notes = cd.campaign.notices()
+    cd.campaign.close()
+    cd = open_campaign_dir(folder)
+    third = cd.campaign.ask(1, fresh=True)
+    notes += cd.campaign.notices()
+    cd.campaign.close()
+    return second, third, mean, notes
+
+
+def test_tell_extends_the_saved_model_and_the_next_ask_only_reads_it(tmp_path, tables, monkeypatch) -> None:
+    from screening.bo.neighbour_gp import NeighbourGP
+
+    _campaign_with_results(tmp_path / "told", tables, extend=True)
+    _campaign_with_results(tmp_path / "plain", tables, extend=False)
+    plain = _next_picks(tmp_path / "plain")  # the ask takes the results in itself
+    rebuilt_dir = tmp_path / "rebuilt"
+    _campaign_with_results(rebuilt_dir, tables, extend=False)
+    for name in ("neighbour_state.arrays", "neighbour_state_base.arrays"):
+        (rebuilt_dir / name).unlink()
+    rebuilt = _next_picks(rebuilt_dir)  # built from scratch with both results
+    # the extended model holds both results: the ask predicts no candidate again for them
+    adds: list[int] = []
+    real_add = NeighbourGP.add
+    monkeypatch.setattr(NeighbourGP, "add", lambda self, *a: adds.append(len(a[0])) or real_add(self, *a))
+    second, third, mean, notes = _next_picks(tmp_path / "told")
+    assert adds == [] and notes == []
+    assert (second, third) == plain[:2] == rebuilt[:2]
+    np.testing.assert_array_equal(mean, plain[2])
+    np.testing.assert_allclose(mean, rebuilt[2], rtol=1e-9)
+
+
+def test_a_tampered_extended_model_is_rebuilt_with_a_note_and_picks_the_same(tmp_path, tables) -> None:
+    from screening.io.array_file import open_arrays, write_arrays
+
+    _campaign_with_results(tmp_path / "told", tables, extend=True)
+    _campaign_with_results(tmp_path / "plain", tables, extend=False)
+    path = tmp_path / "told" / "neighbour_state.arrays"
+    meta, arrays = open_arrays(path)
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    best = int(np.argmax(arrays["gp_mean"]))
+    arrays["gp_mean"][best] += 1.0  # a well-formed file with one predicted mean moved
+    write_arrays(path, arrays, meta)
+    second, third, mean, notes = _next_picks(tmp_path / "told")
+    assert any("rebuilt the search model" in n and "not what this campaign wrote" in n for n in notes), notes
+    plain = _next_picks(tmp_path / "plain")
+    assert (second, third) == plain[:2]
+    np.testing.assert_allclose(mean, plain[2], rtol=1e-9)
+
+
+def test_tell_never_builds_a_model_nor_extends_one_from_other_results(tmp_path, tables, monkeypatch) -> None:
+    from test_pool_snapshot import _new
+
+    from screening.objectives.bandgap.campaign_dir import open_campaign_dir
+
+    _new(tmp_path / "c", tables)
+    monkeypatch.setattr(ns, "build_state", lambda *a, **k: pytest.fail("tell built a model"))
+    cd = open_campaign_dir(tmp_path / "c")
+    assert cd.campaign.extend_saved_model() is False  # no model yet: the first ask builds it
+    assert cd.campaign.notices() == []
+    cd.campaign.close()
+    monkeypatch.undo()
+    first = _campaign_with_results(tmp_path / "d", tables, extend=True)
+    # a stale model: the store now holds other results than the saved model (a campaign remade)
+    with sqlite3.connect(tmp_path / "d" / "campaign.sqlite") as conn:
+        conn.execute("UPDATE observations SET y = ? WHERE key = ?", ("2.5", first[0]))
+    monkeypatch.setattr(ns, "build_state", lambda *a, **k: pytest.fail("tell built a model"))
+    cd = open_campaign_dir(tmp_path / "d")
+    assert cd.campaign.extend_saved_model() is False and cd.campaign.notices() == []
+    cd.campaign.close()

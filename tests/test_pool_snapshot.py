@@ -38,6 +38,11 @@ STRATEGY = Strategy(
 @pytest.fixture()
 def tables(tmp_path, monkeypatch) -> tuple[Path, Path, pd.DataFrame]:
     monkeypatch.setenv("MATSCREEN_NO_CACHE", "1")  # no user cache: each campaign builds its own model
+    return write_tables(tmp_path)
+
+
+def write_tables(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
+    """A pool of 300 synthetic crystals and 100 known ones, as Parquet files in ``tmp_path``."""
     frame = synthetic_pool_frame(400, seed=5)
     pool, known = tmp_path / "pool.parquet", tmp_path / "known.parquet"
     frame.iloc[:300].to_parquet(pool)

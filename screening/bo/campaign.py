@@ -550,6 +550,31 @@ class Campaign:
         )
         return state, measured
 
+    def extend_saved_model(self) -> bool:
+        """Extend the saved search model with every result told so far and save it; False where
+        there is none to extend (not a neighbour pool campaign, no model built yet, or one the
+        next ``ask`` must rebuild: it says why then).
+
+        Why: each ``campaign ask`` runs in a new process; the candidates a new result comes near
+        are predicted again when the model takes it in (seconds at 10^6 candidates). ``campaign
+        tell`` calls this after recording the results, so the next ``ask`` reads the updated,
+        sealed predictions instead: the same model, hence the same suggestions, sooner."""
+        if self.strategy.surrogate != "neighbour" or not _is_pool(self.domain):
+            return False
+        from screening.bo.optimise_pool import extend_saved_state
+
+        ok = [r for r in self.store.observations() if r.ok]
+        target = self.target
+        return extend_saved_state(
+            self.strategy,
+            self.domain,
+            told_ids=[r.key for r in ok],
+            told_y=np.array([_scalar_or_nan(r.y) for r in ok], dtype=np.float64),
+            hyper_cache=self._hyper_cache,
+            tolerance=target.tolerance if target is not None else None,
+            target=target.target if target is not None else None,
+        )
+
     def learned_map(self) -> Any:
         """The map the search has learned from the base prediction to the measured value
         (:class:`~screening.bo.measured_map.MapSummary`), or None where none is learned (not a

@@ -306,22 +306,39 @@ def update_state(
     returns it: it is then called only for a rebuild (a large pool's embedding is read on demand).
     """
     told_rows = list(told_rows)
-    has_known = known is not None and len(known) > 0
-    m = refit_count(len(told_rows), has_known)
-    chain = fit_chain(m, has_known)
-    if (
-        state is None
-        or state.settings != settings
-        or not holds_prefix(state, told_rows, told_y)
-        or m < state.fit_count
-        or state.fit_count not in chain
-        or (prior is None and m != state.fit_count)
-        or (state.pool_scale is None) != (_scales(prior, prior_std, known if has_known else None)[0] is None)
-    ):
+    if state is None or not extends(state, settings, prior, prior_std, known, told_rows, told_y):
         emb = embedding() if callable(embedding) else embedding
         return build_state(settings, emb, prior, known, told_rows, told_y, seed, prior_std, known_cache)
-    _advance(state, told_rows, np.asarray(told_y, dtype=np.float64), m)
+    has_known = known is not None and len(known) > 0
+    _advance(state, told_rows, np.asarray(told_y, dtype=np.float64), refit_count(len(told_rows), has_known))
     return state
+
+
+def extends(
+    state: NeighbourState,
+    settings: NeighbourSettings,
+    prior: np.ndarray | None,
+    prior_std: np.ndarray | None,
+    known: KnownData | None,
+    told_rows: Sequence[int],
+    told_y: np.ndarray,
+) -> bool:
+    """Whether :func:`update_state` extends ``state`` to these observations (rather than
+    rebuilding): the same settings and inputs, observations that start with the ones it holds,
+    and a refit count on the chain it was fitted along.
+
+    Why apart: ``campaign tell`` extends a saved model with its results so the next ``ask`` only
+    reads it, but must never start a build (minutes at 10^6 candidates) to do so."""
+    has_known = known is not None and len(known) > 0
+    m = refit_count(len(told_rows), has_known)
+    return not (
+        state.settings != settings
+        or not holds_prefix(state, told_rows, told_y)
+        or m < state.fit_count
+        or state.fit_count not in fit_chain(m, has_known)
+        or (prior is None and m != state.fit_count)
+        or (state.pool_scale is None) != (_scales(prior, prior_std, known if has_known else None)[0] is None)
+    )
 
 
 def holds_prefix(state: NeighbourState, told_rows: Sequence[int], told_y: np.ndarray) -> bool:

@@ -212,6 +212,10 @@ def campaign_tell(
     cd = open_campaign_dir(directory, _allowed(allow_objective))
     show_notices(cd.campaign)
     outcome = tell_results_file(cd, results)
+    # the next ask reads the model with these results in it (also after a retried tell: the one
+    # killed after recording them may not have saved it)
+    cd.campaign.extend_saved_model()
+    show_notices(cd.campaign)
     info = summary(cd)
     parts = [f"told {len(outcome.search)} asked result(s)"]
     if outcome.prior:
