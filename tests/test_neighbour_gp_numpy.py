@@ -220,12 +220,14 @@ def test_add_and_preview_equal_merging_every_list_to_the_last_bit(seed) -> None:
             np.testing.assert_array_equal(got, want)
 
 
-def test_pair_distances_in_blocks_equal_one_pass_over_all_queries_to_the_last_bit() -> None:
+@pytest.mark.parametrize("k", [8, 2, 1, 0])
+def test_pair_distances_of_distinct_pairs_equal_every_entry_summed_to_the_last_bit(k: int) -> None:
     rng = np.random.default_rng(1)
-    points, idx = rng.normal(size=(300, 64)) * 30, rng.integers(0, 300, (ng.PAIR_ROWS * 2 + 17, 8))
+    # queries sharing neighbours (and a list holding one point twice), as the reached ones do
+    points, idx = rng.normal(size=(300, 64)) * 30, rng.integers(0, 300, (529, k))
     coords = np.ascontiguousarray(points.T)[:, idx]
-    expected = np.zeros((len(idx), 8, 8))
-    for c in coords:  # the former computation: every query at once, one coordinate at a time
+    expected = np.zeros((len(idx), k, k))
+    for c in coords:  # the former computation: every entry, one coordinate at a time
         expected += (c[:, :, None] - c[:, None, :]) ** 2
     np.testing.assert_array_equal(ng.neighbour_pair_distances(points, idx), expected)
 

@@ -352,27 +352,37 @@ def local_predict_np(
     return mean, var
 
 
-PAIR_ROWS = 256  # queries per block of neighbour_pair_distances: its (k, k) temporaries stay in cache
-
-
 def neighbour_pair_distances(points: np.ndarray, nbr_idx: np.ndarray) -> np.ndarray:
     """(n, k, k) squared distances between each query's ``k`` neighbours (rows of ``points``).
 
-    Summed one coordinate at a time (no (n, k, k, d) temporary), in blocks of :data:`PAIR_ROWS`
-    queries. Why blocks: over all queries at once each coordinate's pass streamed (n, k, k)
-    arrays through memory, and this was most of a re-prediction (20,000 queries in 64-d: 1.1 s
-    against 0.5 s in blocks); each entry is the same sum in the same order either way."""
+    Each distinct pair of neighbours is computed once: the queries a result reaches lie together
+    and share most of their neighbours (89,000 candidates reached by one pick at 10^6 held 2.5
+    million neighbour pairs, 340,000 of them distinct), so this is 2.4x faster than summing all
+    k x k entries per query (0.30 against 0.72 s there). Every entry is the same sum as before, in
+    the same order (one coordinate at a time; (a - b)^2 equals (b - a)^2 bit for bit): the same
+    bits, hence the same predictions and picks."""
+    import pandas as pd  # its hash table finds the distinct pairs in one pass (np.unique sorts)
+
     n, k = nbr_idx.shape
-    coords = np.ascontiguousarray(points.T)  # (d, n_points): one coordinate per row
     D2 = np.zeros((n, k, k), dtype=np.float64)
-    diff = np.empty((min(n, PAIR_ROWS), k, k), dtype=np.float64)
-    for s in range(0, n, PAIR_ROWS):
-        block = coords[:, nbr_idx[s : s + PAIR_ROWS]]  # (d, m, k): the block's neighbours
-        out, buf = D2[s : s + PAIR_ROWS], diff[: block.shape[1]]
-        for c in block:
-            np.subtract(c[:, :, None], c[:, None, :], out=buf)
-            np.multiply(buf, buf, out=buf)
-            out += buf
+    if n == 0 or k < 2:
+        return D2
+    first, second = np.triu_indices(k, 1)
+    a, b = nbr_idx[:, first], nbr_idx[:, second]
+    size = np.int64(points.shape[0])
+    pair_code = (np.minimum(a, b).astype(np.int64) * size + np.maximum(a, b)).reshape(-1)
+    which, codes = pd.factorize(pair_code)
+    lo, hi = np.divmod(np.asarray(codes, dtype=np.int64), size)
+    coords = np.ascontiguousarray(points.T)  # (d, n_points): one coordinate per row
+    sums = np.zeros(lo.shape[0], dtype=np.float64)
+    diff = np.empty_like(sums)
+    for c in coords:
+        np.subtract(c[lo], c[hi], out=diff)
+        np.multiply(diff, diff, out=diff)
+        sums += diff
+    per_query = sums[which].reshape(n, first.shape[0])
+    D2[:, first, second] = per_query
+    D2[:, second, first] = per_query
     return D2
 
 
