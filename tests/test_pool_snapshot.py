@@ -24,6 +24,7 @@ from screening.bo.campaign import StopRules  # noqa: E402
 from screening.bo.domain import DiscretePool, DomainError  # noqa: E402
 from screening.bo.strategy import Strategy  # noqa: E402
 from screening.errors import MatscreenError  # noqa: E402
+from screening.io.array_file import open_arrays, write_arrays  # noqa: E402
 from screening.io.file_digest import check_sha256, file_sha256, file_stamp  # noqa: E402
 from screening.objectives.bandgap import pool_snapshot as ps  # noqa: E402
 from screening.objectives.bandgap.campaign_dir import create_pool_campaign, open_campaign_dir  # noqa: E402
@@ -159,10 +160,12 @@ def test_a_damaged_snapshot_is_not_read_and_is_written_again(tmp_path, tables, d
     name = ps.KNOWN_SNAPSHOT_NAME if damage == "known-edited" else ps.POOL_SNAPSHOT_NAME
     if damage == "deleted":
         (folder / name).unlink()
+    elif damage == "known-edited":  # a well-formed array file with other values
+        meta, arrays = open_arrays(folder / name)
+        write_arrays(folder / name, {**arrays, "values": arrays["values"] + 1.0}, meta)
     else:
         data = pd.read_parquet(folder / name)
-        column = "__value" if damage == "known-edited" else "pred_band_gap"
-        data[column] = data[column] + 1.0  # a search on these numbers would pick other crystals
+        data["pred_band_gap"] = data["pred_band_gap"] + 1.0  # a search on these numbers would pick other crystals
         data.to_parquet(folder / name, index=False)
     cd = open_campaign_dir(folder)
     notes = cd.campaign.notices()
@@ -259,3 +262,29 @@ def test_a_pool_file_changed_moments_ago_is_hashed_until_it_has_settled(tmp_path
     for _ in range(2):
         open_campaign_dir(tmp_path / "c").campaign.close()
     assert hashed.count(pool.name) == 3
+
+
+def test_the_known_snapshot_is_the_known_data_and_a_former_parquet_one_is_replaced(tmp_path, tables) -> None:
+    from screening.bo.known_fit import KnownData
+
+    _new(tmp_path / "c", tables)
+    folder = tmp_path / "c"
+    record = open_campaign_dir(folder).campaign.store.get_meta(ps.META_KEY)
+    known = ps.read_known_snapshot(folder, record["files"][ps.KNOWN_SNAPSHOT_NAME])
+    _, known_path, frame = tables
+    rows = frame.iloc[300:]
+    assert isinstance(known, KnownData) and known.ids == rows["id"].astype(str).tolist()
+    np.testing.assert_array_equal(known.values, rows["band_gap"].to_numpy(dtype=np.float64))
+    emb = rows[[c for c in rows.columns if c.startswith("emb_")]].to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(known.embedding, emb)
+    # a campaign whose snapshot is of the former format (known data as Parquet): not read, written
+    # again as this format at its next command, silently, and the former file removed
+    with sqlite3.connect(folder / "campaign.sqlite") as conn:
+        conn.execute("UPDATE meta SET value = json_set(value, '$.format', 1) WHERE key = ?", (ps.META_KEY,))
+    (folder / ps.KNOWN_SNAPSHOT_NAME).unlink()
+    rows.to_parquet(folder / "known_snapshot.parquet")
+    cd = open_campaign_dir(folder)
+    assert cd.campaign.notices() == []
+    cd.campaign.close()
+    assert (folder / ps.KNOWN_SNAPSHOT_NAME).is_file() and not (folder / "known_snapshot.parquet").exists()
+    assert open_campaign_dir(folder).campaign.store.get_meta(ps.META_KEY)["format"] == ps.FORMAT

@@ -218,6 +218,8 @@ def _keep_snapshot(campaign: Campaign, outdir: Path, pool: BandGapPool, known: A
             files[ps.KNOWN_SNAPSHOT_NAME] = ps.write_known_snapshot(outdir, known)
         record = {"format": ps.FORMAT, "files": files, "inputs": inputs, "emb_dim": _emb_dim(pool)}
         campaign.store.set_meta(ps.META_KEY, record)
+        for name in ps.FORMER_NAMES:  # an earlier format's file: no record vouches for it any more
+            (outdir / name).unlink(missing_ok=True)
     except (ps.SnapshotUnusable, OSError, MatscreenError) as exc:
         notes.append(f"the pool is read from its file in every command: no snapshot kept ({exc})")
         return
