@@ -22,6 +22,35 @@ def test_pool_rejects_duplicate_ids_and_bad_features() -> None:
         DiscretePool(["a", "b", "c"], np.zeros((2, 2)))
 
 
+def test_ids_found_by_their_sort_order_are_the_rows_a_hash_finds() -> None:
+    rng = np.random.default_rng(3)
+    ids = [f"mp-{v}" for v in rng.permutation(5000)]
+    order = np.argsort(np.array(ids, dtype=object), kind="stable")
+    hashed, ordered = DiscretePool(ids, np.zeros((5000, 2))), DiscretePool(ids, np.zeros((5000, 2)), id_order=order)
+    assert ordered._index._sorted is not None  # the order was used
+    keys = [ids[7], ids[4999], "mp-", "zz", "mp-99999", ids[0], "", "mp-1"]
+    np.testing.assert_array_equal(ordered.indices_of(keys[:1] + keys[5:6]), hashed.indices_of(keys[:1] + keys[5:6]))
+    np.testing.assert_array_equal(ordered._index.rows(keys), hashed._index.rows(keys))
+    assert ordered.index_of(ids[123]) == 123 and not ordered.contains("zz")
+    np.testing.assert_array_equal(ordered.available_mask(keys), hashed.available_mask(keys))
+
+
+@pytest.mark.parametrize("damage", ["unsorted", "repeated row", "out of range", "too short"])
+def test_an_order_that_does_not_sort_the_ids_is_not_used(damage: str) -> None:
+    ids = ["c", "a", "d", "b"]
+    order = {
+        "unsorted": np.array([0, 1, 2, 3]),
+        "repeated row": np.array([1, 1, 0, 2]),
+        "out of range": np.array([1, 3, 0, 4]),
+        "too short": np.array([1, 3, 0]),
+    }[damage]
+    pool = DiscretePool(ids, np.zeros((4, 2)), id_order=order)
+    assert pool._index._sorted is None  # hashed instead
+    np.testing.assert_array_equal(pool.indices_of(["a", "b", "c", "d"]), [1, 3, 0, 2])
+    with pytest.raises(DomainError, match="'a' occurs more than once"):  # duplicates are still refused
+        DiscretePool(["a", "b", "a"], np.zeros((3, 2)), id_order=np.array([0, 2, 1]))
+
+
 def test_pool_lookup_and_exclusion() -> None:
     pool = _pool()
     assert pool.index_of("m7") == 7

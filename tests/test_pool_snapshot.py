@@ -96,6 +96,7 @@ def test_campaign_new_keeps_a_snapshot_and_later_commands_never_read_the_embeddi
     cd.campaign.ask(1, fresh=True)
     pool = cd.campaign.domain
     assert isinstance(pool, DiscretePool) and pool._embedding is None  # reloaded model, remembered key
+    assert pool._index._sorted is not None  # ids found by the snapshot's sort order, not hashed
     assert cd.campaign.notices() == []
     cd.campaign.close()
 

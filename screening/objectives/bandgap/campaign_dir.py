@@ -329,7 +329,7 @@ def open_campaign_dir(outdir: str | Path, allow_objectives: Iterable[str] = ()) 
     snapshot = _read_snapshot(outdir, record, reducer, extra, kp is not None, notes)
     if snapshot is not None:
         pool, known = snapshot
-        pool.load_embedding = _embedding_reader(outdir, pool_path, reducer, extra, pool.ids)
+        pool.load_embedding = _embedding_reader(outdir, pool_path, reducer, extra, pool)
     else:
         pool = _load_pool_file(pool_path, reducer, extra)
         known = _load_known_file(kp, pool, extra) if kp is not None else None
@@ -379,13 +379,14 @@ def _read_snapshot(
         return None
     files = record.get("files") or {}
     try:
-        frame, features = ps.read_pool_snapshot(outdir, files.get(ps.POOL_SNAPSHOT_NAME))
+        frame, features, id_order = ps.read_pool_snapshot(outdir, files.get(ps.POOL_SNAPSHOT_NAME))
         known = ps.read_known_snapshot(outdir, files.get(ps.KNOWN_SNAPSHOT_NAME)) if has_known else None
     except ps.SnapshotUnusable as exc:
         notes.append(f"read the pool file again: the pool snapshot {exc}")
         return None
     source = str(extra["pool_path"])
     pool = BandGapPool(frame, features, reducer, source, extra["pool_file_sha256"], None)
+    pool.id_order = id_order
     pool.embedding_dim = int(record.get("emb_dim") or 0) or None
     return pool, known
 
@@ -412,15 +413,16 @@ def _load_known_file(path: Path, pool: BandGapPool, extra: dict) -> Any:
     )
 
 
-def _embedding_reader(outdir: Path, pool_path: Path, reducer: PCAReducer, extra: dict, ids: list[str]):
+def _embedding_reader(outdir: Path, pool_path: Path, reducer: PCAReducer, extra: dict, snapshot: BandGapPool):
     """Reads the embeddings of a snapshot's pool from the pool file (when the model is built):
-    the file checked by its full SHA-256 again, its rows those of the snapshot."""
+    the file checked by its full SHA-256 again, its rows those of the snapshot (whose ids are
+    listed only then: 10^6 of them cost a later command 0.05 s for nothing)."""
 
     def read() -> np.ndarray:
         if not pool_path.is_file() or file_sha256(pool_path) != extra["pool_file_sha256"]:
             raise MatscreenError(f"{outdir}: the pool file {pool_path} changed since the campaign was created")
         pool = _load_pool_file(pool_path, reducer, extra)
-        if pool.ids != ids or pool.embedding is None:
+        if pool.ids != snapshot.ids or pool.embedding is None:
             raise MatscreenError(
                 f"{outdir}: the pool snapshot does not match {pool_path}; delete {outdir}/pool_snapshot.parquet"
             )

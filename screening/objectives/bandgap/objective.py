@@ -277,6 +277,8 @@ class BandGapPool:
     embedding_dim: int | None = None
     # What vouches for the arrays (DiscretePool.content_token); set by the campaign that checked them.
     content_token: str | None = None
+    # The rows in the order of their ids, from a snapshot (DiscretePool's ``id_order``); None: hashed.
+    id_order: np.ndarray | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -305,6 +307,7 @@ class BandGapPool:
             prior_std=std,
             embedding_loader=self.load_embedding,
             embedding_dim=self.embedding_dim,
+            id_order=self.id_order,
         )
         domain.content_token = self.content_token
         return domain

@@ -48,6 +48,10 @@ META_KEY = "pool_snapshot"
 FORMAT = 2
 #: Columns of the pool snapshot that hold the PCA coordinates (the pool's own columns never start so).
 FEATURE_PREFIX = "__pca_"
+#: The pool snapshot's column of the rows in the order of their ids (an argsort), so that a later
+#: command finds ids by binary search (:class:`~screening.bo.domain.DiscretePool`'s ``id_order``)
+#: instead of hashing 10^6 of them (0.16 s).
+ORDER_COLUMN = "__id_order"
 
 
 class SnapshotUnusable(Exception):
@@ -56,31 +60,38 @@ class SnapshotUnusable(Exception):
 
 def write_pool_snapshot(folder: Path, frame: pd.DataFrame, features: np.ndarray, emb_columns: list[str]) -> dict:
     """Write the checked pool ``frame`` without ``emb_columns``, with ``features`` (n, d) as
-    :data:`FEATURE_PREFIX` columns; return its record (``{"sha256", "stamp"}``).
+    :data:`FEATURE_PREFIX` columns and the ids' sort order as :data:`ORDER_COLUMN`; return its
+    record (``{"sha256", "stamp"}``).
 
     Raises :class:`SnapshotUnusable` when the frame cannot round-trip through Parquet (a column
     of mixed types) or uses the reserved names: the campaign then reads the pool file each time."""
     light = frame.drop(columns=list(emb_columns))
-    if any(str(c).startswith(FEATURE_PREFIX) for c in light.columns):
-        raise SnapshotUnusable(f"the pool has a column named {FEATURE_PREFIX}*")
+    if any(str(c).startswith(FEATURE_PREFIX) or str(c) == ORDER_COLUMN for c in light.columns):
+        raise SnapshotUnusable(f"the pool has a column named {FEATURE_PREFIX}* or {ORDER_COLUMN}")
     coords = pd.DataFrame(np.asarray(features, dtype=np.float64), columns=_feature_names(features.shape[1]))
-    return _write(folder / POOL_SNAPSHOT_NAME, pd.concat([light.reset_index(drop=True), coords], axis=1))
+    ids = np.asarray(light["id"].astype(str).to_numpy(), dtype=object)
+    order = pd.DataFrame({ORDER_COLUMN: np.argsort(ids, kind="stable").astype(np.int64)})
+    return _write(folder / POOL_SNAPSHOT_NAME, pd.concat([light.reset_index(drop=True), coords, order], axis=1))
 
 
-def read_pool_snapshot(folder: Path, record: dict | None) -> tuple[pd.DataFrame, np.ndarray]:
-    """``(frame, features)`` from the pool snapshot that ``record`` vouches for.
+def read_pool_snapshot(folder: Path, record: dict | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``(frame, features, id_order)`` from the pool snapshot that ``record`` vouches for.
 
-    Raises :class:`SnapshotUnusable` (with the reason) when it does not, or when it cannot be read."""
+    Raises :class:`SnapshotUnusable` (with the reason) when it does not, or when it cannot be read.
+    ``id_order`` is checked where it is used (:class:`~screening.bo.domain.DiscretePool`)."""
     table = _read(folder / POOL_SNAPSHOT_NAME, record)
     names = [c for c in table.column_names if str(c).startswith(FEATURE_PREFIX)]
     if not names or names != _feature_names(len(names)):
         raise SnapshotUnusable(f"{POOL_SNAPSHOT_NAME} has no PCA coordinates")
+    if ORDER_COLUMN not in table.column_names:
+        raise SnapshotUnusable(f"{POOL_SNAPSHOT_NAME} has no id order")
     try:  # split before pandas: the frame is not copied to drop the coordinates (0.2 s at 10^6 rows)
-        frame = table.drop_columns(names).to_pandas()
+        frame = table.drop_columns([*names, ORDER_COLUMN]).to_pandas()
         features = np.column_stack([table.column(n).to_numpy().astype(np.float64, copy=False) for n in names])
+        order = table.column(ORDER_COLUMN).to_numpy().astype(np.int64, copy=False)
     except (TypeError, ValueError) as exc:  # pyarrow's conversion errors (e.g. a null coordinate)
         raise SnapshotUnusable(f"{POOL_SNAPSHOT_NAME} could not be read ({exc})") from exc
-    return frame, features
+    return frame, features, order
 
 
 def write_known_snapshot(folder: Path, known: Any) -> dict:
