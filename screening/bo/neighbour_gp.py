@@ -330,21 +330,61 @@ def local_predict_np(
     nbr_idx: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`local_predict` in numpy: the same kernel, jitter and Cholesky factor, then the
-    triangular solves by substitution over the k columns (vectorised over the queries)."""
+    triangular solves by substitution over the k columns (vectorised over the queries).
+
+    The kernel is evaluated once per distinct pair of neighbours (:func:`distinct_pairs`) and the
+    queries are factored :data:`PREDICT_BLOCK` at a time. Why: the queries a result reaches share
+    most of their neighbours, and the (n, k, k) squared distances and the kernel's temporaries
+    built from them (236 MB each for the 115,000 candidates one pick reaches at 10^6) cost more
+    than the factorisation itself. Every entry is the same expression of the same sum as before,
+    so the factors, predictions and picks are the same to the last bit; as before, one failed
+    factor jitters every query of the call (as torch does for its batch)."""
     s1, ell, s0, sn = params.local_signal**2, params.lengthscale, params.offset_signal**2, params.noise**2
     n, k = nbr_idx.shape
     if k == 0:
         return np.zeros(n, dtype=np.float64), np.full(n, s1 + s0 + sn, dtype=np.float64)
-    D2 = neighbour_pair_distances(points, nbr_idx)
-    K = s1 * np.exp(-0.5 * D2 / ell**2) + s0
-    K = K + (sn + 1e-9) * np.eye(k)
+    which, lo, hi = distinct_pairs(nbr_idx, points.shape[0])
+    pair_kernel = s1 * np.exp(-0.5 * pair_sq_distances(points, lo, hi) / ell**2) + s0
+    diagonal = s1 * np.exp(-0.5 * np.zeros(1) / ell**2) + s0 + (sn + 1e-9)  # a point to itself: D2 = 0
+    mean, var = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
+    for jitter in (0.0, 1e-6 * (s1 + s0)):
+        try:
+            for s in range(0, n, PREDICT_BLOCK):
+                block = slice(s, s + PREDICT_BLOCK)
+                K = _kernel_matrices(pair_kernel[which[block]], diagonal + jitter, k)
+                mean[block], var[block] = _predict_factored(
+                    params, np.linalg.cholesky(K), residuals[nbr_idx[block]], nbr_dist[block]
+                )
+            return mean, var
+        except np.linalg.LinAlgError:  # as torch: one failed factor jitters the whole batch
+            if jitter:
+                raise
+    raise AssertionError("unreachable")
+
+
+PREDICT_BLOCK = 4096  # queries factored at a time in local_predict_np (their temporaries stay in cache)
+
+
+def _kernel_matrices(upper: np.ndarray, diagonal: np.ndarray, k: int) -> np.ndarray:
+    """(m, k, k) symmetric matrices from each row's upper-triangle values (np.triu_indices(k, 1)
+    order) and one diagonal value (jitter and noise included)."""
+    first, second = np.triu_indices(k, 1)
+    K = np.empty((upper.shape[0], k, k), dtype=np.float64)
+    K[:, first, second] = upper
+    K[:, second, first] = upper
+    K[:, np.arange(k), np.arange(k)] = diagonal
+    return K
+
+
+def _predict_factored(
+    params: NeighbourGPParams, L: np.ndarray, neighbour_res: np.ndarray, nbr_dist: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance from the kernel's Cholesky factors ``L`` (m, k, k), the neighbours'
+    residuals (m, k) and distances (m, k): :func:`local_predict_np`'s solves."""
+    s1, ell, s0, sn = params.local_signal**2, params.lengthscale, params.offset_signal**2, params.noise**2
     ks = s1 * np.exp(-0.5 * nbr_dist**2 / ell**2) + s0
-    try:
-        L = np.linalg.cholesky(K)
-    except np.linalg.LinAlgError:  # as torch: one failed factor jitters the whole batch
-        L = np.linalg.cholesky(K + 1e-6 * (s1 + s0) * np.eye(k))
     # L [y, v] = [r, ks] (forward), then L^T alpha = y (backward): alpha = K^-1 r, v = L^-1 ks
-    fwd = _solve_lower(L, np.stack([residuals[nbr_idx], ks], axis=-1))
+    fwd = _solve_lower(L, np.stack([neighbour_res, ks], axis=-1))
     alpha = _solve_lower_transposed(L, fwd[..., 0])
     v = fwd[..., 1]
     mean = (ks * alpha).sum(axis=-1)
@@ -352,27 +392,29 @@ def local_predict_np(
     return mean, var
 
 
-def neighbour_pair_distances(points: np.ndarray, nbr_idx: np.ndarray) -> np.ndarray:
-    """(n, k, k) squared distances between each query's ``k`` neighbours (rows of ``points``).
+def distinct_pairs(nbr_idx: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(which, lo, hi)``: the distinct pairs of neighbours over all queries, ``lo[j] <= hi[j]``
+    (rows of the points), and for each query its k(k-1)/2 pairs in ``np.triu_indices(k, 1)``
+    order as positions in them, ``which`` (n, k(k-1)/2).
 
-    Each distinct pair of neighbours is computed once: the queries a result reaches lie together
-    and share most of their neighbours (89,000 candidates reached by one pick at 10^6 held 2.5
-    million neighbour pairs, 340,000 of them distinct), so this is 2.4x faster than summing all
-    k x k entries per query (0.30 against 0.72 s there). Every entry is the same sum as before, in
-    the same order (one coordinate at a time; (a - b)^2 equals (b - a)^2 bit for bit): the same
-    bits, hence the same predictions and picks."""
+    Why: the queries a result reaches lie together and share most of their neighbours (89,000
+    candidates reached by one pick at 10^6 held 2.5 million neighbour pairs, 340,000 of them
+    distinct), so distances and kernel values are computed once per distinct pair."""
     import pandas as pd  # its hash table finds the distinct pairs in one pass (np.unique sorts)
 
     n, k = nbr_idx.shape
-    D2 = np.zeros((n, k, k), dtype=np.float64)
-    if n == 0 or k < 2:
-        return D2
     first, second = np.triu_indices(k, 1)
     a, b = nbr_idx[:, first], nbr_idx[:, second]
-    size = np.int64(points.shape[0])
+    size = np.int64(max(n_points, 1))
     pair_code = (np.minimum(a, b).astype(np.int64) * size + np.maximum(a, b)).reshape(-1)
     which, codes = pd.factorize(pair_code)
     lo, hi = np.divmod(np.asarray(codes, dtype=np.int64), size)
+    return np.asarray(which, dtype=np.int64).reshape(n, first.shape[0]), lo, hi
+
+
+def pair_sq_distances(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Squared distance between rows ``lo`` and ``hi`` of ``points``, summed one coordinate at a
+    time (the order every entry was always summed in: the same bits; (a - b)^2 equals (b - a)^2)."""
     coords = np.ascontiguousarray(points.T)  # (d, n_points): one coordinate per row
     sums = np.zeros(lo.shape[0], dtype=np.float64)
     diff = np.empty_like(sums)
@@ -380,7 +422,20 @@ def neighbour_pair_distances(points: np.ndarray, nbr_idx: np.ndarray) -> np.ndar
         np.subtract(c[lo], c[hi], out=diff)
         np.multiply(diff, diff, out=diff)
         sums += diff
-    per_query = sums[which].reshape(n, first.shape[0])
+    return sums
+
+
+def neighbour_pair_distances(points: np.ndarray, nbr_idx: np.ndarray) -> np.ndarray:
+    """(n, k, k) squared distances between each query's ``k`` neighbours (rows of ``points``):
+    each distinct pair computed once (:func:`distinct_pairs`, :func:`pair_sq_distances`), every
+    entry the same sum as every entry summed one coordinate at a time, to the last bit."""
+    n, k = nbr_idx.shape
+    D2 = np.zeros((n, k, k), dtype=np.float64)
+    if n == 0 or k < 2:
+        return D2
+    which, lo, hi = distinct_pairs(nbr_idx, points.shape[0])
+    first, second = np.triu_indices(k, 1)
+    per_query = pair_sq_distances(points, lo, hi)[which]
     D2[:, first, second] = per_query
     D2[:, second, first] = per_query
     return D2
