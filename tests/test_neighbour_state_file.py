@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 import numpy as np
@@ -12,7 +13,7 @@ from test_pool_snapshot import write_tables
 from screening.bo import neighbour_search as ns
 from screening.bo.strategy import Strategy, Target
 from screening.bo.suggest import suggest_pool
-from screening.io.array_file import HASH_BLOCK
+from screening.io.array_file import HASH_BLOCK, read_meta
 
 STRATEGY = Strategy(surrogate="neighbour", acquisition="window", n_neighbours=8, neighbour_components=6)
 TARGET = Target(2.0, 0.01)
@@ -233,3 +234,85 @@ def test_tell_never_builds_a_model_nor_extends_one_from_other_results(tmp_path, 
     cd = open_campaign_dir(tmp_path / "d")
     assert cd.campaign.extend_saved_model() is False and cd.campaign.notices() == []
     cd.campaign.close()
+
+
+# ---------------------------------------------------------------- the finite scan the seal vouches for
+
+
+class _Sealer:
+    """A campaign's seal store in memory (what ``cache["neighbour_seal"]`` reads and writes)."""
+
+    def __init__(self) -> None:
+        self.seal: ns.Seal | None = None
+
+    def read(self) -> ns.Seal | None:
+        return self.seal
+
+    def write(self, seal: ns.Seal) -> None:
+        self.seal = seal
+
+
+def _saved_with_seal(tmp_path):
+    """A small pool's model saved with its seal, and what ``load_checked`` needs to read it."""
+    pool, gap, _ = _pool()
+    path, sealer = tmp_path / "neighbour_state.arrays", _Sealer()
+    ask(pool, [pool.ids[0]], [float(gap[0])], {"neighbour_state_path": path, "neighbour_seal": sealer})
+    settings = ns.NeighbourSettings(8, 6, label_match_tolerance=TARGET.tolerance)  # what the strategy builds
+    return path, sealer.seal, read_meta(path)["key"], settings
+
+
+def _scans(monkeypatch) -> list[str]:
+    """The names of the arrays scanned for finite values from now on."""
+    scanned: list[str] = []
+    real = ns._not_finite
+    monkeypatch.setattr(ns, "_not_finite", lambda arrays: scanned.extend(arrays) or real(arrays))
+    return scanned
+
+
+def test_the_unchanged_files_a_seal_found_finite_are_not_scanned_again(tmp_path, monkeypatch) -> None:
+    path, seal, key, settings = _saved_with_seal(tmp_path)
+    assert seal is not None and seal.finite
+    scanned = _scans(monkeypatch)
+    state, why = ns.load_checked(path, key, settings, seal)
+    assert state is not None and why is None and scanned == []
+    # the other checks still run on the vouched files
+    monkeypatch.setattr(ns, "check_state", lambda *a, **k: "a neighbour index points outside the labelled set")
+    assert ns.load_checked(path, key, settings, seal)[0] is None
+
+
+def test_a_file_with_another_stamp_is_scanned_in_full_whatever_its_seal_says(tmp_path, monkeypatch) -> None:
+    from screening.io.array_file import content_digest, open_arrays, write_arrays
+    from screening.io.file_digest import file_stamp
+
+    path, seal, key, settings = _saved_with_seal(tmp_path)
+    meta, arrays = open_arrays(path)
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    arrays["gp_mean"][3] = np.nan
+    write_arrays(path, arrays, meta)  # new bytes, a new stamp
+    # even a seal forged to the new bytes and claiming a finite file does not spare the scan
+    forged = dataclasses.replace(seal, state=content_digest(meta, arrays))
+    scanned = _scans(monkeypatch)
+    state, why = ns.load_checked(path, key, settings, forged)
+    assert state is None and "gp_mean holds values that are not finite" in why and "gp_mean" in scanned
+    # with its new stamp, a seal that was not finite at writing scans too
+    stamped = dataclasses.replace(forged, state_stamp=file_stamp(path), finite=False)
+    assert "not finite" in ns.load_checked(path, key, settings, stamped)[1]
+
+
+def test_a_state_saved_with_a_non_finite_value_is_sealed_as_not_finite_and_refused(tmp_path) -> None:
+    path, _, key, settings = _saved_with_seal(tmp_path)
+    state, _ = ns.load_checked(path, key, settings, None, sealed=False)
+    state.gp._pred_var = np.array(state.gp._pred_var)
+    state.gp._pred_var[5] = np.inf
+    seal = ns.save_state(state, path, key)
+    assert not seal.finite
+    state, why = ns.load_checked(path, key, settings, seal)
+    assert state is None and "gp_var holds values that are not finite" in why
+
+
+def test_a_seal_vouches_only_for_the_stamps_it_recorded() -> None:
+    seal = ns.Seal("key", "state", "base", [1, 2], [3, 4], finite=True)
+    assert seal.vouches_finite([1, 2], [3, 4]) and not seal.vouches_finite([1, 2], [3, 5])
+    assert ns.Seal.from_dict(seal.to_dict()) == seal
+    assert not ns.Seal.from_dict({**seal.to_dict(), "finite": "yes"}).finite  # only a JSON true counts
+    assert not ns.Seal.from_dict({"key": "k", "state": "s", "base": "b"}).vouches_finite(None, None)

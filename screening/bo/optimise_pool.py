@@ -492,6 +492,8 @@ def _load_shared_start(cache: dict, key: str, settings, n_pool: int) -> Neighbou
         seal = ns.Seal.from_dict(json.loads(path.with_suffix(".seal.json").read_text(encoding="utf-8")))
     except (OSError, ValueError):
         seal = None
+    if seal is not None:  # a seal kept beside the file vouches for its digest, not for a skipped scan
+        seal = dataclasses.replace(seal, finite=False)
     state, why = ns.load_checked(path, key, settings, seal, sealed=True, n_pool=n_pool)
     if state is not None and state.told_rows:
         state, why = None, "it holds results"
