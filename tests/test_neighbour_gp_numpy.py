@@ -220,11 +220,13 @@ def test_add_and_preview_equal_merging_every_list_to_the_last_bit(seed) -> None:
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("n_points", [300, 50_000])  # pair codes in 32 bits, then in 64
 @pytest.mark.parametrize("k", [8, 2, 1, 0])
-def test_pair_distances_of_distinct_pairs_equal_every_entry_summed_to_the_last_bit(k: int) -> None:
+def test_pair_distances_of_distinct_pairs_equal_every_entry_summed_to_the_last_bit(k: int, n_points: int) -> None:
     rng = np.random.default_rng(1)
     # queries sharing neighbours (and a list holding one point twice), as the reached ones do
-    points, idx = rng.normal(size=(300, 64)) * 30, rng.integers(0, 300, (529, k))
+    points = rng.normal(size=(n_points, 64)) * 30
+    idx = rng.integers(n_points - 300, n_points, (529, k))
     coords = np.ascontiguousarray(points.T)[:, idx]
     expected = np.zeros((len(idx), k, k))
     for c in coords:  # the former computation: every entry, one coordinate at a time
@@ -235,3 +237,36 @@ def test_pair_distances_of_distinct_pairs_equal_every_entry_summed_to_the_last_b
 def test_squared_norms_in_blocks_equal_one_pass_to_the_last_bit() -> None:
     x = np.random.default_rng(2).normal(size=(1000, 64)) * 40
     np.testing.assert_array_equal(ng.squared_norms(x, rows=97), (x * x).sum(axis=1))
+
+
+def _former_local_predict(params, points, residuals, nbr_dist, nbr_idx):
+    """local_predict_np before it evaluated the kernel per distinct pair and factored in blocks:
+    the (n, k, k) distances, one kernel over them, one factor for the whole call."""
+    s1, ell, s0, sn = params.local_signal**2, params.lengthscale, params.offset_signal**2, params.noise**2
+    k = nbr_idx.shape[1]
+    K = s1 * np.exp(-0.5 * ng.neighbour_pair_distances(points, nbr_idx) / ell**2) + s0
+    K = K + (sn + 1e-9) * np.eye(k)
+    ks = s1 * np.exp(-0.5 * nbr_dist**2 / ell**2) + s0
+    try:
+        L = np.linalg.cholesky(K)
+    except np.linalg.LinAlgError:
+        L = np.linalg.cholesky(K + 1e-6 * (s1 + s0) * np.eye(k))
+    fwd = ng._solve_lower(L, np.stack([residuals[nbr_idx], ks], axis=-1))
+    alpha = ng._solve_lower_transposed(L, fwd[..., 0])
+    v = fwd[..., 1]
+    return (ks * alpha).sum(axis=-1), np.maximum(s1 + s0 + sn - (v * v).sum(axis=-1), 1e-6 * sn + 1e-12)
+
+
+@pytest.mark.parametrize("loud", [False, True], ids=["plain", "jittered"])
+def test_local_prediction_in_blocks_equals_the_former_one_to_the_last_bit(monkeypatch, loud: bool) -> None:
+    rng = np.random.default_rng(7)
+    monkeypatch.setattr(ng, "PREDICT_BLOCK", 64)  # several blocks and a remainder of one query
+    # far from the others, exact duplicates: the last query's plain factor fails, and every query
+    # of the call is then jittered, as before
+    X = np.concatenate([rng.normal(size=(60, 5)), 50 + np.repeat(rng.normal(size=(3, 5)), 4 if loud else 1, axis=0)])
+    r = rng.normal(size=len(X))
+    d, i = ng.nearest_np(np.concatenate([rng.normal(size=(64 * 3, 5)), [X[-1] + 0.01]]), X, 8)
+    params = ng.NeighbourGPParams(1e4, 1.0, 1e4, 0.0) if loud else ng.NeighbourGPParams(0.7, 1.1, 0.3, 0.2)
+    got, want = ng.local_predict_np(params, X, r, d, i), _former_local_predict(params, X, r, d, i)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
