@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # torch, botorch and scipy load only when a campaign suggests
     from screening.bo.strategy import Strategy
 
 NEIGHBOUR_STATE_NAME = "neighbour_state.arrays"
+PENDING_EFFECT_NAME = "pending_effect.arrays"  # the next ask's picks' effect on it (pending_effect.py)
 """The fitted neighbour model beside the campaign store, with its build-time part in
 ``neighbour_state_base.arrays`` (a cache: deleting them costs a rebuild)."""
 
@@ -191,6 +192,23 @@ class _StoreSeal:
         self.store.set_meta(self.META_KEY, seal.to_dict())
 
 
+class _StoreDigest:
+    """The digest of the saved pending effect (:mod:`screening.bo.pending_effect`), kept in the
+    campaign's store rather than beside the file it vouches for."""
+
+    META_KEY = "pending_effect_digest"
+
+    def __init__(self, store: CampaignStore) -> None:
+        self.store = store
+
+    def read(self) -> str | None:
+        digest = self.store.get_meta(self.META_KEY)
+        return digest if isinstance(digest, str) else None
+
+    def write(self, digest: str) -> None:
+        self.store.set_meta(self.META_KEY, digest)
+
+
 class _StoreKeyMemo:
     """The neighbour model's key remembered under the inputs it was computed for
     (:func:`screening.bo.optimise_pool._state_key`), kept in the campaign's store."""
@@ -243,6 +261,8 @@ class Campaign:
             self._hyper_cache["neighbour_state_path"] = Path(store.path).with_name(NEIGHBOUR_STATE_NAME)
             self._hyper_cache["neighbour_seal"] = _StoreSeal(store)
             self._hyper_cache["neighbour_key_memo"] = _StoreKeyMemo(store)
+            self._hyper_cache["pending_effect_path"] = Path(store.path).with_name(PENDING_EFFECT_NAME)
+            self._hyper_cache["pending_effect_seal"] = _StoreDigest(store)
             if os.environ.get("MATSCREEN_NO_CACHE", "") in ("", "0"):  # known-data fits, shared by campaigns
                 from screening.cache_dir import default_cache_dir
 
@@ -574,6 +594,34 @@ class Campaign:
             tolerance=target.tolerance if target is not None else None,
             target=target.target if target is not None else None,
         )
+
+    def prepare_new_ask(self) -> bool:
+        """Make the picks the next ``ask`` will make (without recording them) and save their
+        effect on the saved model, with the points still pending, for a later ``ask --new``
+        (:mod:`screening.bo.pending_effect`); False where nothing was saved (not a neighbour pool
+        campaign, no sealed model, or the measured-scale model picks).
+
+        Why here: ``campaign tell`` has just extended the model in memory; a second suggestion
+        while the first is in the lab (``ask --new``) then reads the effect instead of predicting
+        again every candidate the pending picks come near (0.6 s at 10^6 candidates). The picks
+        are the next ask's: the same call on the same data and seed; an ask that picks otherwise
+        (the campaign changed meanwhile) leaves a file ``ask --new`` does not read."""
+        if self.strategy.surrogate != "neighbour" or not _is_pool(self.domain) or self.target is None:
+            return False
+        from screening.bo import measured_search as ms
+        from screening.bo.optimise_pool import pending_effect_basis, save_pending_effect
+
+        pool: Any = self.domain
+        state = self._hyper_cache.get("neighbour")
+        if state is None or (self.strategy.learns_map and ms.applies(state, pool.known)):
+            return False
+        records, pending = self.store.observations(), [p.key for p in self.store.pending()]
+        n = max(self.batch_size - len(pending), 0)
+        basis, saved = pending_effect_basis(self._hyper_cache, pending, n, self._ask_seed(len(records), len(pending)))
+        if basis is None or saved:
+            return saved
+        picks = [str(p) for p in self._propose(n)] if n else []
+        return save_pending_effect(pool, pending + picks, basis, self._hyper_cache)
 
     def learned_map(self) -> Any:
         """The map the search has learned from the base prediction to the measured value

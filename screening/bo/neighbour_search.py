@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from screening.bo import label_match as lm
 from screening.bo.known_fit import KnownData, KnownFitCache
 from screening.bo.neighbour_gp import NeighbourGP, NeighbourGPParams, NeighbourSettings, Projection
 from screening.io.array_file import content_digest, hash_array
+
+if TYPE_CHECKING:
+    from screening.bo.pending_effect import PendingEffect
 
 # eV, added in quadrature to the network's std where that is the predictive std (predictive).
 NETWORK_STD_FLOOR = 0.05
@@ -391,16 +394,21 @@ def select(
     rng: np.random.Generator,
     pending_rows: Sequence[int] = (),
     tie_break: float = 0.0,
+    pending_effect: PendingEffect | None = None,
 ) -> list[int]:
     """``q`` rows of ``free`` (pool rows) to evaluate next; pending rows are believed at their mean.
 
     ``tie_break`` > 0 (window only): each free candidate's mean is shifted by ``tie_break`` times
     its predictive std times a standard normal drawn from ``rng`` before scoring (``Strategy.tie_break``
-    says why)."""
+    says why). ``pending_effect``: the pending rows' effect on this very model, computed before
+    (:mod:`screening.bo.pending_effect`); read instead of computed where it believes exactly
+    ``pending_rows`` at exactly their means here."""
     mean, std = predictive(state)
     mean, std = mean.copy(), std.copy()
     believed: list[int] = list(pending_rows)
-    if believed:
+    if believed and pending_effect is not None and pending_effect.applies(believed, mean[believed]):
+        mean[pending_effect.changed], std[pending_effect.changed] = pending_effect.mean, pending_effect.std
+    elif believed:
         _believe(state, believed, mean, std)
     picks: list[int] = []
     available = np.zeros(mean.shape[0], dtype=bool)
@@ -441,12 +449,21 @@ def select(
 
 def _believe(state: NeighbourState, rows: list[int], mean: np.ndarray, std: np.ndarray) -> None:
     """Condition (in place, on copies) on ``rows`` taking their current predicted means."""
+    changed, m, s = believed_effect(state, rows, mean[rows])
+    mean[changed], std[changed] = m, s
+
+
+def believed_effect(
+    state: NeighbourState, rows: Sequence[int], believed_mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(changed, mean, std)``: the candidates whose prediction changes when pool ``rows`` are
+    observed at ``believed_mean`` (a "kriging believer"), and their new mean and std."""
+    rows = list(rows)
     pts = state.pool_points[rows]
-    res = (mean[rows] - state.pool_prior[rows]) / state.scale(rows)
+    res = (np.asarray(believed_mean, dtype=np.float64) - state.pool_prior[rows]) / state.scale(rows)
     changed, m, s = state.gp.preview_add(pts, res)
     scale = state.scale(changed)
-    mean[changed] = state.pool_prior[changed] + scale * m
-    std[changed] = scale * s
+    return changed, state.pool_prior[changed] + scale * m, scale * s
 
 
 def calibration(state: NeighbourState, rows: np.ndarray, values: np.ndarray) -> dict[str, float]:
@@ -864,9 +881,9 @@ def check_state(state: NeighbourState, n_pool: int, *, scan_finite: bool = True)
         "known_res": state.known_res,
         "told_y": state.told_y,
     }
-    name = _not_finite(finite_read) if scan_finite else None
-    if name is not None:
-        return f"{name} holds values that are not finite"
+    not_finite = _not_finite(finite_read) if scan_finite else None
+    if not_finite is not None:
+        return f"{not_finite} holds values that are not finite"
     if np.any(np.asarray(gp._pred_var) < 0) or (state.pool_scale is not None and np.any(state.pool_scale <= 0)):
         return "a variance or scale is negative"
     if len(state.told_y) != k or (k and (min(state.told_rows) < 0 or max(state.told_rows) >= n_pool)):

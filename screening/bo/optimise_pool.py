@@ -252,9 +252,79 @@ def suggest_neighbour(
         )
         return [pool.ids[r] for r in rows]
     rows = ns.select(
-        state, free, q, strategy.acquisition, target.target, target.tolerance, rng, pend, strategy.tie_break or 0.0
+        state,
+        free,
+        q,
+        strategy.acquisition,
+        target.target,
+        target.tolerance,
+        rng,
+        pend,
+        strategy.tie_break or 0.0,
+        pending_effect=_saved_pending_effect(hyper_cache, len(pool)) if pend else None,
     )
     return [pool.ids[r] for r in rows]
+
+
+def _sealed_state_digest(cache: dict) -> str | None:
+    """The digest of the saved model file when the model in ``cache`` is that file's, else None."""
+    sealer = cache.get("neighbour_seal")
+    if sealer is None or cache.get("neighbour") is None or cache.get("neighbour_unsaved"):
+        return None  # no sealed file, or an in-process loop ahead of it
+    seal = sealer.read()
+    return None if seal is None else seal.state
+
+
+def _saved_pending_effect(cache: dict | None, n_pool: int):
+    """The pending picks' effect that ``campaign tell`` saved (:mod:`screening.bo.pending_effect`)
+    when it was computed from the model now in ``cache``; ``select`` checks the rest."""
+    from screening.bo import pending_effect as pe
+
+    if cache is None or cache.get("pending_effect_path") is None:
+        return None
+    digest = _sealed_state_digest(cache)
+    if digest is None:
+        return None
+    effect = pe.load(cache["pending_effect_path"], cache["pending_effect_seal"].read(), n_pool)
+    return effect if effect is not None and effect.state_digest == digest else None
+
+
+def save_pending_effect(pool: DiscretePool, believed_ids: Sequence[str], basis: str, hyper_cache: dict) -> bool:
+    """Compute and save the effect of believing ``believed_ids`` (the pending points a later
+    ``ask --new`` will have) on the saved model; False, with nothing saved, where the model in
+    ``hyper_cache`` is not the sealed file's."""
+    from screening.bo import pending_effect as pe
+
+    digest = _sealed_state_digest(hyper_cache)
+    if digest is None or hyper_cache.get("pending_effect_path") is None or not believed_ids:
+        return False
+    from screening.bo import neighbour_search as ns
+
+    state = hyper_cache["neighbour"]
+    rows = np.asarray(pool.indices_of(list(believed_ids)), dtype=np.int64)
+    believed = ns.predictive(state, rows)[0]  # what select believes them at, bit for bit
+    effect = pe.PendingEffect(digest, basis, rows, believed, *ns.believed_effect(state, list(rows), believed))
+    hyper_cache["pending_effect_seal"].write(pe.save(hyper_cache["pending_effect_path"], effect))
+    return True
+
+
+def pending_effect_basis(hyper_cache: dict, pending: Sequence[str], n: int, seed: int) -> tuple[str | None, bool]:
+    """``(basis, saved)``: the inputs of the next ask's picks (:func:`screening.bo.pending_effect.basis`),
+    None where no sealed model holds them, and whether the saved effect was made from them."""
+    from screening.bo import pending_effect as pe
+
+    digest = _sealed_state_digest(hyper_cache)
+    if digest is None or hyper_cache.get("pending_effect_path") is None:
+        return None, False
+    basis = pe.basis(digest, list(pending), n, seed)
+    path = hyper_cache["pending_effect_path"]
+    try:
+        from screening.io.array_file import read_meta
+
+        saved = read_meta(path).get("basis") == basis and hyper_cache["pending_effect_seal"].read() is not None
+    except (OSError, ValueError):
+        saved = False
+    return basis, saved
 
 
 def measured_model(

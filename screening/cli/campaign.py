@@ -214,7 +214,8 @@ def campaign_tell(
     outcome = tell_results_file(cd, results)
     # the next ask reads the model with these results in it (also after a retried tell: the one
     # killed after recording them may not have saved it)
-    cd.campaign.extend_saved_model()
+    if cd.campaign.extend_saved_model():
+        cd.campaign.prepare_new_ask()  # and the effect of the next ask's picks, for an `ask --new`
     show_notices(cd.campaign)
     info = summary(cd)
     parts = [f"told {len(outcome.search)} asked result(s)"]
