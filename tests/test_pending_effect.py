@@ -122,3 +122,19 @@ def test_an_effect_applies_only_to_the_same_rows_in_order_at_the_same_means_to_t
     assert not effect.applies([1, 4], np.array([2.4, 2.5]))
     assert not effect.applies([4], np.array([2.5]))
     assert not effect.applies([4, 1], np.array([2.5, np.nextafter(2.4, 3.0)]))
+
+
+def test_a_tell_never_fails_for_the_effect(tmp_path, tables, monkeypatch) -> None:
+    from screening.bo.campaign import Campaign
+    from screening.bo.strategy import StrategyError
+
+    _told(tmp_path / "c", tables, prepare=False)
+
+    def exhausted(self, n):
+        raise StrategyError("the pool is exhausted: every candidate has been evaluated or is pending")
+
+    monkeypatch.setattr(Campaign, "_propose", exhausted)
+    cd = open_campaign_dir(tmp_path / "c")
+    assert cd.campaign.prepare_new_ask() is False
+    cd.campaign.close()
+    assert not (tmp_path / "c" / PENDING_EFFECT_NAME).exists()

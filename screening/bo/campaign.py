@@ -620,8 +620,11 @@ class Campaign:
         basis, saved = pending_effect_basis(self._hyper_cache, pending, n, self._ask_seed(len(records), len(pending)))
         if basis is None or saved:
             return saved
-        picks = [str(p) for p in self._propose(n)] if n else []
-        return save_pending_effect(pool, pending + picks, basis, self._hyper_cache)
+        try:  # only time is at stake: a tell never fails for it (an exhausted pool, a full disk)
+            picks = [str(p) for p in self._propose(n)] if n else []
+            return save_pending_effect(pool, pending + picks, basis, self._hyper_cache)
+        except (MatscreenError, OSError):
+            return False
 
     def learned_map(self) -> Any:
         """The map the search has learned from the base prediction to the measured value
