@@ -603,7 +603,7 @@ class Campaign:
 
         Why here: ``campaign tell`` has just extended the model in memory; a second suggestion
         while the first is in the lab (``ask --new``) then reads the effect instead of predicting
-        again every candidate the pending picks come near (0.6 s at 10^6 candidates). The picks
+        again every candidate the pending picks come near (0.4 s at 10^6 candidates). The picks
         are the next ask's: the same call on the same data and seed; an ask that picks otherwise
         (the campaign changed meanwhile) leaves a file ``ask --new`` does not read."""
         if self.strategy.surrogate != "neighbour" or not _is_pool(self.domain) or self.target is None:

@@ -2,7 +2,7 @@
 
 Why: a second suggestion while picks are pending conditions the model on each pending pick at
 its predicted mean (:func:`~screening.bo.neighbour_search.select`): the candidates a pick comes
-near are predicted again (0.6 s for the 115,000 that one pick reaches at 10^6 candidates), which
+near are predicted again (0.4 s for the 115,000 that one pick reaches at 10^6 candidates), which
 kept ``ask --new`` above the 2 s of issue 28. ``campaign tell``, which holds the extended model in
 memory, makes the picks the next ``ask`` will make (the same call on the same data), computes
 their effect (:func:`screening.bo.optimise_pool.save_pending_effect`) and saves it here; ``ask --new`` reads it where it is the effect of exactly its
