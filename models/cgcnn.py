@@ -192,13 +192,17 @@ class CrystalGraphConvNet(nn.Module):
 
         Returns ``prediction`` (denormalised target, or class-1 probability for classification),
         ``embedding`` (h, the input of ``fc_out``), ``pooled`` (v, mean atom features before the
-        softplus) and ``raw`` (the network output before denormalisation).
+        softplus), ``raw`` (the network output before denormalisation), and per atom
+        ``atom_features`` (the last convolution's output), ``atom_layers`` (the embedding and every
+        convolution's output) with ``edge_attr`` (the Gaussian-expanded distances).
         """
         x = self.embedding(self.atom_table[batch.z])
         edge_attr = self.gaussian(batch.edge_dist)
         nbr_idx = getattr(batch, "nbr_idx", None)
+        atom_layers = [x]
         for conv in self.convs:
             x = conv(x, batch.edge_index, edge_attr, nbr_idx)
+            atom_layers.append(x)
         index = getattr(batch, "batch", None)
         if index is None:
             index = torch.zeros_like(batch.z)
@@ -209,6 +213,7 @@ class CrystalGraphConvNet(nn.Module):
             h = F.softplus(fc(h))
         raw = self.fc_out(h)
         out = {"embedding": h, "pooled": pooled, "raw": raw, "atom_features": x}
+        out["atom_layers"], out["edge_attr"] = atom_layers, edge_attr  # what a PropertyBranch reads
         if self.config.task == "classification":
             out["prediction"] = torch.softmax(raw, dim=1)[:, 1]
         elif self.config.outputs:

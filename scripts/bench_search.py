@@ -105,7 +105,7 @@ def featurised_mp(model: str | None, cache_dir: Path) -> pd.DataFrame:
     from screening.featurize.featurizer import featurize_records, load_featurizer_model, model_fingerprint
     from screening.io.records import StructureRecord
 
-    net = load_featurizer_model(model, companions=False)  # the search reads the base network's columns only
+    net = load_featurizer_model(model, branches=False)  # the search reads the base network's columns only
     out = cache_dir / f"bench_search_mp_{model_fingerprint(net)[:12]}.parquet"
     if not out.is_file():
         data = pd.read_csv(MP_CSV, usecols=["material_id", "band_gap", "cif"])

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--shipped",
         action="store_true",
-        help="also the shipped default exactly as featurize runs it (with its companion networks): the model "
+        help="also the shipped default exactly as featurize runs it (with its property branches): the model "
         "card's figures, as JSON",
     )
     ap.add_argument("--parity", type=Path, default=None, help="with --shipped: write its test parity plot here")

@@ -139,18 +139,17 @@ def test_default_model_is_the_projects_128d_model():
     assert model.config.target_name == "band_gap"
 
 
-def test_the_default_takes_formation_energy_from_its_shipped_companions():
-    """Band gap, std and embedding from the default network; formation energy the mean of the
-    shipped formation-energy networks (pretrained/MODEL_CARD.md); --single-model the network alone."""
-    from screening.featurize.registry import SHIPPED_COMPANIONS
-    from screening.models.property_ensemble import PropertyEnsemble
+def test_the_default_takes_formation_energy_from_its_shipped_branch():
+    """Band gap, std and embedding from the default network; formation energy from the shipped
+    branch on its trunk (pretrained/MODEL_CARD.md); --single-model the network alone."""
+    from screening.featurize.registry import SHIPPED_BRANCHES
+    from screening.models.property_branch import BranchedNet
 
     model = load_featurizer_model()
-    assert isinstance(model, PropertyEnsemble)
-    properties, names = SHIPPED_COMPANIONS["cgcnn_bandgap_128"]
-    assert properties == ("formation_energy_per_atom",) and len(model.companions) == len(names) == 3
-    alone = load_featurizer_model(companions=False)
-    assert not isinstance(alone, PropertyEnsemble)
+    assert isinstance(model, BranchedNet)
+    assert list(model.branches) == list(SHIPPED_BRANCHES["cgcnn_bandgap_128"]) == ["formation_energy_per_atom"]
+    alone = load_featurizer_model(branches=False)
+    assert not isinstance(alone, BranchedNet)
     for (k, a), b in zip(model.base.state_dict().items(), alone.state_dict().values()):
         assert np.array_equal(a.numpy(), b.numpy(), equal_nan=True), k
 
@@ -160,7 +159,7 @@ def test_the_formation_energy_first_model_loads_by_name_with_the_default_graphs(
     reads the same crystal graphs as the default, so one graph build serves either."""
     from screening.featurize.featurizer import prediction_columns
 
-    default = load_featurizer_model(companions=False)
+    default = load_featurizer_model(branches=False)
     alt = load_featurizer_model("cgcnn_formation_energy_128")
     assert alt.config.h_fea_len == 128
     for field in ("radius", "max_num_nbr", "dmin", "step"):

@@ -33,10 +33,10 @@ def test_pretrained_folder_is_package_data() -> None:
     assert setuptools_cfg["package-dir"]["screening.pretrained"] == "pretrained"
     shipped = _shipped("screening.pretrained", REPO / "pretrained")
     assert {f"{DEFAULT_MODEL}.safetensors", "MODEL_CARD.md", f"{DEFAULT_MODEL}_metrics.json"} <= shipped
-    from screening.featurize.registry import SHIPPED_COMPANIONS
+    from screening.featurize.registry import SHIPPED_BRANCHES
 
-    for _, companions in SHIPPED_COMPANIONS.values():  # a wheel must carry every companion network
-        assert {f"{name}.safetensors" for name in companions} <= shipped
+    for branches in SHIPPED_BRANCHES.values():  # a wheel must carry every property branch
+        assert {f"{name}.safetensors" for name in branches.values()} <= shipped
 
 
 def test_runtime_data_files_are_package_data() -> None:

@@ -105,20 +105,21 @@ def test_screen_ranks_only_crystals_predicted_stable_enough(tmp_path) -> None:
         )
 
 
-def test_screen_runs_a_shipped_models_companions_only_for_the_filter(tmp_path, monkeypatch) -> None:
-    """Without --max-formation-energy the companion networks would only slow screening down; with
-    it, the filtered column is the ensemble's, as featurize writes it."""
-    from test_property_ensemble import EF, companion
+def test_screen_runs_a_shipped_models_branches_only_for_the_filter(tmp_path, monkeypatch) -> None:
+    """Without --max-formation-energy the property branches would only slow screening down; with
+    it, the filtered column is the branch's, as featurize writes it."""
+    from test_property_branch import EF, branch_for
 
     from screening.featurize import registry
     from screening.models.cgcnn import save_model
+    from screening.models.property_branch import save_branch
 
     shipped = tmp_path / "pretrained"
     shipped.mkdir()
     save_model(multitask_model(), shipped / "gap_model.safetensors")
-    save_model(companion(1), shipped / "ef_a.safetensors")
+    save_branch(branch_for(multitask_model()), shipped / "gap_model_ef.safetensors")
     monkeypatch.setenv("MATSCREEN_PRETRAINED", str(shipped))
-    monkeypatch.setitem(registry.SHIPPED_COMPANIONS, "gap_model", ((EF,), ("ef_a",)))
+    monkeypatch.setitem(registry.SHIPPED_BRANCHES, "gap_model", {EF: "gap_model_ef"})
     db = write_db(tmp_path / "db.csv", n=12)
     kwargs = dict(chunk_size=6, workers=0, progress=False)
     plain = screen_database(db, 2.0, 0.1, "gap_model", tmp_path / "plain.parquet", **kwargs)

@@ -47,7 +47,7 @@ def featurize(
         False, "--no-cache", rich_help_panel=ADVANCED, help="Compute every embedding, store none"
     ),
     single_model: bool = typer.Option(
-        False, "--single-model", rich_help_panel=ADVANCED, help="All columns from --model, no companions"
+        False, "--single-model", rich_help_panel=ADVANCED, help="All columns from --model's own heads"
     ),
     compile_model: bool = typer.Option(
         False, "--compile", rich_help_panel=ADVANCED, help="torch.compile: faster on large sources"
@@ -63,7 +63,7 @@ def featurize(
     from screening.io.sources import folder_atom_init
 
     # As in the original CGCNN, a data folder's own atom_init.json goes with an original checkpoint.
-    net = load_featurizer_model(model, atom_init or folder_atom_init(source), companions=not single_model)
+    net = load_featurizer_model(model, atom_init or folder_atom_init(source), branches=not single_model)
     _apply_graph_settings(net, radius, max_nbr)
     summary = featurize_source(
         source,

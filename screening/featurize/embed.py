@@ -15,7 +15,7 @@ from screening.errors import ModelLoadError
 from screening.graph_store import collate
 from screening.graphs import CrystalGraph
 from screening.models.cgcnn import output_names
-from screening.models.property_ensemble import FeaturizerNet
+from screening.models.property_branch import FeaturizerNet
 
 # Crystals per forward batch. Small batches keep the (edges x 128) tensors in cache: on 2 cores
 # batch 32 ran ~1.7x faster than 256 (scripts/bench_featurize.py).

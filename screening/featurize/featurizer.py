@@ -61,7 +61,7 @@ from screening.io.report_pair import parquet_stamp, stamp_path, stamp_text
 from screening.io.tables import beside, csv_chunk_writer, is_csv
 from screening.io.time_budget import DEFAULT_RECORD_SECONDS
 from screening.models.cgcnn import check_elements
-from screening.models.property_ensemble import FeaturizerNet
+from screening.models.property_branch import FeaturizerNet
 from screening.progress import progress_bar
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from screening.featurize.embed import DEFAULT_BATCH_SIZE, check_finite_outputs, 
 from screening.featurize.registry import featurizer_model
 from screening.graphs import structure_to_graph
 from screening.models.cgcnn import check_elements
-from screening.models.property_ensemble import FeaturizerNet
+from screening.models.property_branch import FeaturizerNet
 
 try:
     from matminer.featurizers.base import BaseFeaturizer as _MatminerBase

@@ -12,17 +12,15 @@ from pathlib import Path
 
 from screening.errors import ModelLoadError
 from screening.models.cgcnn import load_model, load_original_checkpoint
-from screening.models.property_ensemble import FeaturizerNet, PropertyEnsemble
+from screening.models.property_branch import BranchedNet, FeaturizerNet, load_branch
 
 DEFAULT_MODEL = "cgcnn_bandgap_128"
-# Outputs of a shipped model that come from the mean of other shipped networks, and those networks
-# (``PropertyEnsemble`` says why). The default's embedding and band gap drive the search; its
-# formation energy is predicted better by the formation-energy networks (pretrained/MODEL_CARD.md).
-SHIPPED_COMPANIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    DEFAULT_MODEL: (
-        ("formation_energy_per_atom",),
-        ("cgcnn_formation_energy_128", "cgcnn_formation_energy_128_s1", "cgcnn_formation_energy_128_s2"),
-    ),
+# Outputs of a shipped model that a shipped branch on its trunk predicts instead of its own head
+# (``models/property_branch.py`` says why): property -> branch file name in pretrained/. The
+# default's embedding and band gap drive the search; its formation energy comes from a branch
+# trained for it at a fraction of a network's cost (pretrained/MODEL_CARD.md).
+SHIPPED_BRANCHES: dict[str, dict[str, str]] = {
+    DEFAULT_MODEL: {"formation_energy_per_atom": "cgcnn_bandgap_128_formation_energy_branch"},
 }
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,19 +52,20 @@ def resolve_model_path(model: str | Path | None) -> Path:
     candidate = pretrained_dir() / f"{model}.safetensors"
     if candidate.exists():
         return candidate
-    known = sorted(p.stem for p in pretrained_dir().glob("*.safetensors"))
+    branches = {name for by_property in SHIPPED_BRANCHES.values() for name in by_property.values()}
+    known = sorted(p.stem for p in pretrained_dir().glob("*.safetensors") if p.stem not in branches)
     raise ModelLoadError(f"unknown model {model!r}: not a file, and pretrained/ has {known or 'no models'}")
 
 
 def load_featurizer_model(
-    model: str | Path | None = None, atom_init: str | Path | None = None, companions: bool = True
+    model: str | Path | None = None, atom_init: str | Path | None = None, branches: bool = True
 ) -> FeaturizerNet:
     """Load the project's model (default) or an original CGCNN checkpoint.
 
     Original ``*.pth.tar`` checkpoints need the ``atom_init.json`` they were trained with:
     ``atom_init`` or, as in the original CGCNN, an ``atom_init.json`` beside the checkpoint.
-    A shipped model listed in ``SHIPPED_COMPANIONS`` comes with its companion networks unless
-    ``companions`` is False (then every column is its own).
+    A shipped model listed in ``SHIPPED_BRANCHES`` comes with its property branches unless
+    ``branches`` is False (then every column is the network's own).
     """
     path = resolve_model_path(model)
     if path.name.endswith((".pth.tar", ".pth", ".tar")):
@@ -82,20 +81,20 @@ def load_featurizer_model(
     else:
         net = load_model(path)
     net.source_path = str(path)  # names the model in errors (see check_finite_outputs)
-    shipped = SHIPPED_COMPANIONS.get(path.stem) if path.parent.resolve() == pretrained_dir().resolve() else None
-    if not companions or shipped is None:
+    shipped = SHIPPED_BRANCHES.get(path.stem) if path.parent.resolve() == pretrained_dir().resolve() else None
+    if not branches or shipped is None:
         return net
-    properties, names = shipped
-    ensemble = PropertyEnsemble(net, [load_model(resolve_model_path(n)) for n in names], properties)
-    ensemble.source_path = str(path)
-    return ensemble
+    loaded = {prop: load_branch(pretrained_dir() / f"{name}.safetensors", net) for prop, name in shipped.items()}
+    branched = BranchedNet(net, loaded)
+    branched.source_path = str(path)
+    return branched
 
 
-def featurizer_model(model: FeaturizerNet | str | Path | None, companions: bool = True) -> FeaturizerNet:
+def featurizer_model(model: FeaturizerNet | str | Path | None, branches: bool = True) -> FeaturizerNet:
     """``model`` itself when it is a loaded network, else :func:`load_featurizer_model` of it: what
     every entry point that takes "a network, a name or a path" starts with."""
     if model is None or isinstance(model, (str, Path)):
-        return load_featurizer_model(model, companions=companions)
+        return load_featurizer_model(model, branches=branches)
     return model
 
 
@@ -113,7 +112,7 @@ def model_fingerprint(model: FeaturizerNet) -> str:
 __all__ = [
     "DEFAULT_MODEL",
     "REPO_ROOT",
-    "SHIPPED_COMPANIONS",
+    "SHIPPED_BRANCHES",
     "featurizer_model",
     "load_featurizer_model",
     "model_fingerprint",

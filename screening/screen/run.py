@@ -270,8 +270,8 @@ def screen_database(
     fault-injection hook of :class:`ChunkJob`. ``max_formation_energy`` (eV/atom) ranks only the
     crystals whose predicted formation energy is at most that (the chunks keep every row, so
     another limit re-ranks without featurizing again). Without a limit a shipped model runs
-    without its companion networks (``featurize --single-model``), about twice as fast; with
-    one, the formation energy is the shipped ensemble's, as ``featurize`` writes it.
+    without its property branches (``featurize --single-model``); with one, the formation
+    energy is the shipped branch's, as ``featurize`` writes it.
 
     Ctrl-C (KeyboardInterrupt) or SIGTERM (handled as Ctrl-C while the run holds the main
     thread) terminates the workers at once and raises :class:`ScreenInterrupted`.
@@ -290,9 +290,9 @@ def screen_database(
         raise ScreenError(f"{output}: screen writes a ranked Parquet table; name the output .parquet")
     start = time.perf_counter()
     source = open_database(db)
-    # A shipped model's companion networks (the default's formation energy) cost about as much as
-    # the rest of featurizing; screening needs their column only to filter on it.
-    net = featurizer_model(model, companions=max_formation_energy is not None)
+    # A shipped model's property branches (the default's formation energy) add to every forward
+    # pass; screening needs their column only to filter on it.
+    net = featurizer_model(model, branches=max_formation_energy is not None)
     pred_col = f"pred_{net.config.target_name}"
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
