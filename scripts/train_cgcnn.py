@@ -33,6 +33,7 @@ import os
 import signal
 import time
 import warnings
+from dataclasses import asdict, astuple, dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -201,6 +202,39 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@dataclass
+class RunProgress:
+    """Where a training run stands: what an epoch's checkpoint carries besides the weights."""
+
+    epoch: int = 0
+    best_val: float = math.inf
+    best_epoch: int = 0
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def save_run(path: Path, key: str, module, opt, sched, progress: RunProgress) -> None:
+    """The epoch's resumable checkpoint (``key``: the trained module's name in it), atomically."""
+    state = {key: module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    state |= {k: v for k, v in asdict(progress).items() if k != "history"} | {"history": json.dumps(progress.history)}
+    atomic_torch_save(state, path)
+
+
+def resume_run(path: Path, key: str, module, opt, sched) -> RunProgress:
+    """Load :func:`save_run`'s checkpoint into ``module``, ``opt`` and ``sched``; where it stood."""
+    state = load_checkpoint(path)
+    module.load_state_dict(state[key])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return RunProgress(
+        int(state["epoch"]),
+        float(state["best_val"]),
+        int(state["best_epoch"]),
+        json.loads(state["history"]),
+        float(state["train_seconds"]),
+    )
+
+
 def warmup_cosine(step: int, steps_per_epoch: int, epochs: int, floor: float = 0.01) -> float:
     """LR factor: linear warm-up over the first epoch, then cosine decay to ``floor``."""
     if step < steps_per_epoch:
@@ -230,6 +264,14 @@ def parity_plot(target: np.ndarray, pred: np.ndarray, test_metrics: dict, path: 
     fig.savefig(tmp)
     os.replace(tmp, path)
     plt.close(fig)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """How a training run uses the machine, shared by every training script here."""
+    p.add_argument("--workers", type=int, default=2, help="processes building the graph cache")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--limit", type=int, default=0, help="the first N crystals only (smoke test)")
+    p.add_argument("--kill-after-epoch", type=int, default=0, help=argparse.SUPPRESS)  # tests: SIGKILL self
 
 
 def main(argv=None) -> int:
@@ -271,10 +313,7 @@ def main(argv=None) -> int:
         help="validation figure that picks the epoch kept and drives early stopping: one property's "
         "MAE, or the sum of both properties' MAEs, each over its training standard deviation",
     )
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--limit", type=int, default=0, help="train on the first N crystals only (smoke test)")
-    p.add_argument("--kill-after-epoch", type=int, default=0, help=argparse.SUPPRESS)  # tests: SIGKILL self
+    add_run_options(p)
     args = p.parse_args(argv)
 
     from screening.atom_features import element_property_table
@@ -332,12 +371,7 @@ def main(argv=None) -> int:
     best_val, best_epoch, history, epoch, train_seconds = math.inf, 0, [], 0, 0.0
     last, best_path = ckdir / "last.pt", ckdir / "best.safetensors"
     if args.resume and last.exists():
-        state = load_checkpoint(last)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        epoch, best_val, best_epoch = int(state["epoch"]), float(state["best_val"]), int(state["best_epoch"])
-        history, train_seconds = json.loads(state["history"]), float(state["train_seconds"])
+        epoch, best_val, best_epoch, history, train_seconds = astuple(resume_run(last, "model", model, opt, sched))
         print(f"resumed from {last.name}: epoch {epoch}, best val MAE {best_val:.4f} (epoch {best_epoch})", flush=True)
     elif args.resume:
         print("no checkpoint to resume from; starting afresh", flush=True)
@@ -380,19 +414,7 @@ def main(argv=None) -> int:
             best_val, best_epoch = score, epoch
             save_model(model.cpu(), best_path, {"epoch": epoch, "val_mae_eV": val_mae, "status": "training"})
             model.to(device)
-        atomic_torch_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "epoch": epoch,
-                "best_val": best_val,
-                "best_epoch": best_epoch,
-                "history": json.dumps(history),
-                "train_seconds": train_seconds,
-            },
-            last,
-        )
+        save_run(last, "model", model, opt, sched, RunProgress(epoch, best_val, best_epoch, history, train_seconds))
         print(
             f"epoch {epoch:3d}/{args.epochs}  loss {total / len(train):.4f}  val MAE gap {val_mae:.4f} eV  "
             f"Ef {val_ef:.4f} eV/atom  {seconds:.0f} s{'  *' if improved else ''}",

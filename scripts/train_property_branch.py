@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,10 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_cgcnn import (  # noqa: E402
     DEFAULT_DATA,
     REPO,
-    atomic_torch_save,
+    RunProgress,
+    add_run_options,
     build_store,
-    load_checkpoint,
     regression_metrics,
+    resume_run,
+    save_run,
     split_by_material_id,
     warmup_cosine,
 )
@@ -136,10 +138,7 @@ def main(argv=None) -> int:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--distil", type=float, default=0.0, help="weight of the L1 term towards the teachers' mean")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--limit", type=int, default=0, help="the first N crystals only (smoke test)")
-    p.add_argument("--kill-after-epoch", type=int, default=0, help=argparse.SUPPRESS)  # tests: SIGKILL self
+    add_run_options(p)
     args = p.parse_args(argv)
 
     from screening.featurize.registry import DEFAULT_MODEL, resolve_model_path
@@ -200,12 +199,7 @@ def main(argv=None) -> int:
     if args.resume and not last.exists():
         print("no checkpoint to resume from; starting afresh", flush=True)
     if args.resume and last.exists():
-        state = load_checkpoint(last)
-        branch.load_state_dict(state["branch"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        epoch, best_val, best_epoch = int(state["epoch"]), float(state["best_val"]), int(state["best_epoch"])
-        history, seconds_total = json.loads(state["history"]), float(state["train_seconds"])
+        epoch, best_val, best_epoch, history, seconds_total = astuple(resume_run(last, "branch", branch, opt, sched))
         print(f"resumed at epoch {epoch} (best val {best_val:.4f} at {best_epoch})", flush=True)
 
     while epoch < args.epochs:
@@ -230,19 +224,7 @@ def main(argv=None) -> int:
         if improved:
             best_val, best_epoch = val_mae, epoch
             save_branch(branch, best_path)
-        atomic_torch_save(
-            {
-                "branch": branch.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "epoch": epoch,
-                "best_val": best_val,
-                "best_epoch": best_epoch,
-                "history": json.dumps(history),
-                "train_seconds": seconds_total,
-            },
-            last,
-        )
+        save_run(last, "branch", branch, opt, sched, RunProgress(epoch, best_val, best_epoch, history, seconds_total))
         print(f"epoch {epoch:3d}/{args.epochs}  val MAE {val_mae:.4f} eV/atom  {seconds:.0f} s" + "  *" * improved)
         if args.kill_after_epoch and epoch == args.kill_after_epoch:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -234,35 +234,14 @@ def suggest_neighbour(
     )
     pend = [int(r) for r in pool.indices_of(pending_ids)] if len(pending_ids) else []
     measured = measured_model(strategy, pool, state, told_ids=told_ids, told_y=told_y, hyper_cache=hyper_cache)
+    # what either model's selection takes after the model itself
+    picking = (free, q, strategy.acquisition, target.target, target.tolerance, rng, pend, strategy.tie_break or 0.0)
     if measured is not None:
         from screening.bo import measured_search as ms
 
         gp, inp = measured
-        rows = ms.select(
-            gp,
-            inp,
-            free,
-            q,
-            strategy.acquisition,
-            target.target,
-            target.tolerance,
-            rng,
-            pend,
-            strategy.tie_break or 0.0,
-        )
-        return [pool.ids[r] for r in rows]
-    rows = ns.select(
-        state,
-        free,
-        q,
-        strategy.acquisition,
-        target.target,
-        target.tolerance,
-        rng,
-        pend,
-        strategy.tie_break or 0.0,
-        pending_effect=_saved_pending_effect(hyper_cache, len(pool)) if pend else None,
-    )
+        return [pool.ids[r] for r in ms.select(gp, inp, *picking)]
+    rows = ns.select(state, *picking, pending_effect=_saved_pending_effect(hyper_cache, len(pool)) if pend else None)
     return [pool.ids[r] for r in rows]
 
 
