@@ -60,6 +60,16 @@ def trunk_digest(net: CrystalGraphConvNet) -> str:
     return h.hexdigest()
 
 
+def check_trunk(config: BranchConfig, trunk: CrystalGraphConvNet, where: str) -> None:
+    """Refuse a branch on a trunk other than the one it was trained on (``where`` names it)."""
+    digest = trunk_digest(trunk)
+    if config.trunk_digest != digest:
+        raise ModelLoadError(
+            f"{where}: this branch was trained on another network's trunk (digest {config.trunk_digest[:12]}, "
+            f"this network's {digest[:12]}); its {config.property} would be meaningless"
+        )
+
+
 def _mlp(width: int, hidden: int, depth: int, out: int | None) -> nn.Sequential:
     """``depth`` SiLU layers of ``hidden``, then a linear layer to ``out`` (None: no last layer)."""
     layers: list[nn.Module] = []
@@ -131,11 +141,7 @@ def load_branch(path: str | Path, trunk: CrystalGraphConvNet) -> PropertyBranch:
         config = BranchConfig(**json.loads(meta["branch_config"]))
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path}: not a property branch ({type(exc).__name__}: {exc})") from exc
-    if config.trunk_digest != trunk_digest(trunk):
-        raise ModelLoadError(
-            f"{path}: this branch was trained on another network's trunk (digest {config.trunk_digest[:12]}, "
-            f"this network's {trunk_digest(trunk)[:12]}); its {config.property} would be meaningless"
-        )
+    check_trunk(config, trunk, str(path))
     branch = PropertyBranch(config, trunk.config)
     try:
         branch.load_state_dict(tensors)
@@ -154,8 +160,7 @@ class BranchedNet(nn.Module):
         for prop, branch in branches.items():
             if prop not in names:
                 raise ModelLoadError(f"the base network does not predict {prop!r} (it predicts {names})")
-            if branch.config.trunk_digest != trunk_digest(base):
-                raise ModelLoadError(f"the {prop} branch was trained on another network's trunk")
+            check_trunk(branch.config, base, f"the {prop} branch")
             self.columns[prop] = names.index(prop)
         self.base = base
         self.branches = nn.ModuleDict(dict(branches))
@@ -186,6 +191,7 @@ __all__ = [
     "BranchedNet",
     "FeaturizerNet",
     "PropertyBranch",
+    "check_trunk",
     "load_branch",
     "save_branch",
     "trunk_digest",

@@ -83,12 +83,19 @@ class GraphStore:
             nbr_dist=self.nbr_dist[a:b],
         )
 
+    def atom_rows(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The rows of crystals ``indices``' atoms in the flat per-atom arrays, crystal by crystal
+        in the order given: where a batch of them finds its atoms (and anything kept per atom in
+        store order, such as a frozen network's atom features)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts, ends = self.atom_offsets[indices], self.atom_offsets[indices + 1]
+        return np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+
     def batch(self, indices: Sequence[int] | np.ndarray) -> Batch:
         """Collate crystals ``indices`` (any order) into one batch, vectorised."""
         indices = np.asarray(indices, dtype=np.int64)
-        starts, ends = self.atom_offsets[indices], self.atom_offsets[indices + 1]
-        sizes = ends - starts
-        atom_rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        sizes = self.atom_offsets[indices + 1] - self.atom_offsets[indices]
+        atom_rows = self.atom_rows(indices)
         new_offsets = np.repeat(np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes)
         nbr_idx = self.nbr_idx[atom_rows].astype(np.int64) + new_offsets[:, None]
         return _batch_from_arrays(self.atomic_numbers[atom_rows], nbr_idx, self.nbr_dist[atom_rows], sizes)

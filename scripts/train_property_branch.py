@@ -44,6 +44,7 @@ from train_cgcnn import (  # noqa: E402
     RunProgress,
     add_run_options,
     build_store,
+    evaluate,
     regression_metrics,
     resume_run,
     save_run,
@@ -74,14 +75,9 @@ def teacher_mean(store, batch_size: int = 512) -> np.ndarray:
 
     preds = []
     for name in TEACHERS:
-        net = load_model(resolve_model_path(name)).eval()
-        col = output_names(net.config).index(PROPERTY)
-        with torch.inference_mode():
-            out = [
-                net(store.batch(np.arange(s, min(s + batch_size, len(store)))))["outputs"][:, col]
-                for s in range(0, len(store), batch_size)
-            ]
-        preds.append(torch.cat(out).numpy())
+        net = load_model(resolve_model_path(name))
+        outputs, _ = evaluate(net, store, np.arange(len(store)), batch_size)
+        preds.append(outputs[:, output_names(net.config).index(PROPERTY)])
         print(f"  teacher {name} done", flush=True)
     return np.mean(preds, axis=0)
 
@@ -93,14 +89,10 @@ class BranchData:
         self.store, self.layers = store, layers
         self.width, self.gaussian = trunk.config.atom_fea_len, trunk.gaussian
 
-    def rows(self, idx: np.ndarray) -> torch.Tensor:
-        start, end = self.store.atom_offsets[idx], self.store.atom_offsets[idx + 1]
-        return torch.from_numpy(np.concatenate([np.arange(a, b) for a, b in zip(start, end)]))
-
     def inputs(self, idx: np.ndarray, edges: bool = True):
         """``edges`` False: only the atoms and which crystal each is in (a branch without
         convolutions reads nothing else), several times faster than building the batch."""
-        layers = list(self.layers.index_select(0, self.rows(idx)).split(self.width, dim=1))
+        layers = list(self.layers.index_select(0, torch.from_numpy(self.store.atom_rows(idx))).split(self.width, dim=1))
         if not edges:
             sizes = self.store.atom_offsets[idx + 1] - self.store.atom_offsets[idx]
             index = torch.from_numpy(np.repeat(np.arange(len(idx)), sizes))
@@ -178,7 +170,7 @@ def main(argv=None) -> int:
         crystal_hidden=args.crystal_hidden,
     )
     branch = PropertyBranch(config, trunk.config)
-    train_feats = layers.index_select(0, data.rows(train))
+    train_feats = layers.index_select(0, torch.from_numpy(store.atom_rows(train)))
     branch.feature_mean.copy_(train_feats.mean(0))
     branch.feature_std.copy_(train_feats.std(0) + 1e-6)
     del train_feats
