@@ -227,11 +227,20 @@ def test_pair_distances_of_distinct_pairs_equal_every_entry_summed_to_the_last_b
     # queries sharing neighbours (and a list holding one point twice), as the reached ones do
     points = rng.normal(size=(n_points, 64)) * 30
     idx = rng.integers(n_points - 300, n_points, (529, k))
-    coords = np.ascontiguousarray(points.T)[:, idx]
-    expected = np.zeros((len(idx), k, k))
-    for c in coords:  # the former computation: every entry, one coordinate at a time
+    which, lo, hi = ng.distinct_pairs(idx, n_points)
+    assert np.all(lo <= hi) and len(set(zip(lo.tolist(), hi.tolist()))) == len(lo)  # each pair once
+    first, second = np.triu_indices(k, 1)
+    expected = _every_entry_d2(points, idx)
+    np.testing.assert_array_equal(ng.pair_sq_distances(points, lo, hi)[which], expected[:, first, second])
+
+
+def _every_entry_d2(points: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The former (n, k, k) squared distances: every entry, one coordinate at a time."""
+    n, k = idx.shape
+    expected = np.zeros((n, k, k))
+    for c in np.ascontiguousarray(points.T)[:, idx]:
         expected += (c[:, :, None] - c[:, None, :]) ** 2
-    np.testing.assert_array_equal(ng.neighbour_pair_distances(points, idx), expected)
+    return expected
 
 
 def test_squared_norms_in_blocks_equal_one_pass_to_the_last_bit() -> None:
@@ -244,7 +253,7 @@ def _former_local_predict(params, points, residuals, nbr_dist, nbr_idx):
     the (n, k, k) distances, one kernel over them, one factor for the whole call."""
     s1, ell, s0, sn = params.local_signal**2, params.lengthscale, params.offset_signal**2, params.noise**2
     k = nbr_idx.shape[1]
-    K = s1 * np.exp(-0.5 * ng.neighbour_pair_distances(points, nbr_idx) / ell**2) + s0
+    K = s1 * np.exp(-0.5 * _every_entry_d2(points, nbr_idx) / ell**2) + s0
     K = K + (sn + 1e-9) * np.eye(k)
     ks = s1 * np.exp(-0.5 * nbr_dist**2 / ell**2) + s0
     try:

@@ -345,7 +345,7 @@ def local_predict_np(
         return np.zeros(n, dtype=np.float64), np.full(n, s1 + s0 + sn, dtype=np.float64)
     which, lo, hi = distinct_pairs(nbr_idx, points.shape[0])
     pair_kernel = s1 * np.exp(-0.5 * pair_sq_distances(points, lo, hi) / ell**2) + s0
-    diagonal = s1 * np.exp(-0.5 * np.zeros(1) / ell**2) + s0 + (sn + 1e-9)  # a point to itself: D2 = 0
+    diagonal = s1 + s0 + (sn + 1e-9)  # a point to itself: D2 = 0, so the kernel is s1 + s0
     mean, var = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.float64)
     for jitter in (0.0, 1e-6 * (s1 + s0)):
         try:
@@ -365,7 +365,7 @@ def local_predict_np(
 PREDICT_BLOCK = 4096  # queries factored at a time in local_predict_np (their temporaries stay in cache)
 
 
-def _kernel_matrices(upper: np.ndarray, diagonal: np.ndarray, k: int) -> np.ndarray:
+def _kernel_matrices(upper: np.ndarray, diagonal: float, k: int) -> np.ndarray:
     """(m, k, k) symmetric matrices from each row's upper-triangle values (np.triu_indices(k, 1)
     order) and one diagonal value (jitter and noise included)."""
     first, second = np.triu_indices(k, 1)
@@ -430,22 +430,6 @@ def pair_sq_distances(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.
         np.multiply(diff, diff, out=diff)
         sums += diff
     return sums
-
-
-def neighbour_pair_distances(points: np.ndarray, nbr_idx: np.ndarray) -> np.ndarray:
-    """(n, k, k) squared distances between each query's ``k`` neighbours (rows of ``points``):
-    each distinct pair computed once (:func:`distinct_pairs`, :func:`pair_sq_distances`), every
-    entry the same sum as every entry summed one coordinate at a time, to the last bit."""
-    n, k = nbr_idx.shape
-    D2 = np.zeros((n, k, k), dtype=np.float64)
-    if n == 0 or k < 2:
-        return D2
-    which, lo, hi = distinct_pairs(nbr_idx, points.shape[0])
-    first, second = np.triu_indices(k, 1)
-    per_query = pair_sq_distances(points, lo, hi)[which]
-    D2[:, first, second] = per_query
-    D2[:, second, first] = per_query
-    return D2
 
 
 def _solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
