@@ -235,9 +235,9 @@ class _IdIndex:
         self._table: Any = None
         self._sorted: np.ndarray | None = None
         self._order: np.ndarray | None = None
-        if order is not None and _sorts(ids, order):
-            self._order = np.asarray(order, dtype=np.int64)
-            self._sorted = np.asarray(ids, dtype=object)[self._order]
+        listed = _listed_in_order(ids, order) if order is not None else None
+        if listed is not None:
+            self._order, self._sorted = np.asarray(order, dtype=np.int64), listed
             return
         import pandas as pd  # here: `campaign status` imports this module without building a pool
 
@@ -260,15 +260,16 @@ class _IdIndex:
         return np.where(self._sorted[at] == wanted, self._order[at], -1).astype(np.int64)
 
 
-def _sorts(ids: list[str], order: np.ndarray) -> bool:
-    """Whether ``order`` lists every row of ``ids`` once, in strictly increasing order of id."""
+def _listed_in_order(ids: list[str], order: np.ndarray) -> np.ndarray | None:
+    """``ids`` in ``order`` (an object array) where ``order`` lists every row once, in strictly
+    increasing order of id; else None."""
     order = np.asarray(order)
     if order.shape != (len(ids),) or order.dtype.kind not in "iu":
-        return False
+        return None
     if len(ids) and (int(order.min()) < 0 or int(order.max()) >= len(ids)):
-        return False
+        return None
     listed = np.asarray(ids, dtype=object)[order]
-    return bool(np.all(listed[1:] > listed[:-1]))
+    return listed if bool(np.all(listed[1:] > listed[:-1])) else None
 
 
 # --------------------------------------------------------------------------- continuous box
