@@ -21,6 +21,18 @@ from typing import Any
 PR_SET_PDEATHSIG = 1
 
 
+def usable_cpus(cap: int = 8) -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one, which is what
+    a container or ``taskset`` grants), at most ``cap``: the default number of worker processes.
+    The cap keeps a many-core machine from forking dozens of workers, each with its own model
+    and pymatgen, for a job that is usually limited by reading its source."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    return max(1, min(n, cap))
+
+
 def die_with_parent() -> bool:
     """Call in a worker's initializer; True when the kernel will signal this worker on the
     parent's death (Linux), False where the platform has no such mechanism."""

@@ -201,3 +201,45 @@ def test_dense_fixed_degree_path_equals_message_passing_path(small_model):
         scatter = small_model(batch)
     np.testing.assert_allclose(dense["embedding"].numpy(), scatter["embedding"].numpy(), atol=1e-5)
     np.testing.assert_allclose(dense["prediction"].numpy(), scatter["prediction"].numpy(), atol=1e-5)
+
+
+@pytest.mark.shared
+def test_subnormal_gaussians_are_zeroed_and_outputs_keep_their_bits(original_models, sample_structures):
+    """The zeroing exists for speed (subnormal products run in microcode); it must remove every
+    float32 subnormal the plain expansion makes, and change no output bit on real crystals."""
+    from screening.featurize.embed import subnormals_flushed
+    from screening.models.cgcnn import FLOAT32_TINY, GaussianDistance
+
+    model = original_models["band_gap"]
+    batch = collate([structure_to_graph(s, allow_sparse=True) for s in sample_structures.values()])
+    zeroed = model.gaussian(batch.edge_dist)
+    d = batch.edge_dist.to(torch.float64).unsqueeze(-1)
+    plain = torch.exp(-((d - model.gaussian.centres) ** 2) / model.gaussian.var**2).to(torch.float32)
+    subnormal = (plain != 0) & (plain.abs() < FLOAT32_TINY)
+    assert subnormal.any()  # the sample crystals do make them: the test exercises the zeroing
+    assert not ((zeroed != 0) & (zeroed.abs() < FLOAT32_TINY)).any()
+    assert torch.equal(zeroed[~subnormal], plain[~subnormal]) and (zeroed[subnormal] == 0).all()
+
+    class PlainGaussians(GaussianDistance):
+        def forward(self, distances):
+            d = distances.to(torch.float64).unsqueeze(-1)
+            return torch.exp(-((d - self.centres) ** 2) / self.var**2).to(torch.float32)
+
+    with torch.no_grad():
+        fast = model(batch)
+        with subnormals_flushed():
+            flushed = model(batch)
+        saved = model.gaussian
+        try:
+            model.gaussian = PlainGaussians(model.config.dmin, model.config.radius, model.config.step)
+            slow = model(batch)
+        finally:
+            model.gaussian = saved
+    for key in ("embedding", "prediction"):
+        assert torch.equal(fast[key], slow[key])
+        # flushing zeroes subnormal activations (softplus of < -87): below 1e-37 absolute
+        assert (flushed[key] - slow[key]).abs().max() < 1e-37
+    assert torch.equal(flushed["prediction"], slow["prediction"])
+    # flushing is scoped: outside the context, subnormals are kept again
+    tiny = torch.tensor([FLOAT32_TINY], dtype=torch.float32)
+    assert (tiny / 4).item() != 0.0

@@ -98,6 +98,30 @@ def test_worker_processes_give_the_same_rows_as_in_process(mixed_folder, small_m
     assert [e.record_id for e in inline.errors] == [e.record_id for e in pooled.errors]
 
 
+def test_workers_embed_blocks_in_the_given_order_and_read_the_cache_themselves(small_model_path, tmp_path):
+    """Many small blocks in flight on two workers: rows come back in input order, equal to the
+    in-process rows, with a bad record reported where it was; a re-run finds every row in the
+    cache from inside the workers and writes the same rows."""
+    from screening.featurize.featurizer import Featurizer
+    from screening.io.records import as_record
+
+    structures = {f"nacl_{k}": nacl(5.4 + 0.01 * k) for k in range(30)}
+    structures["pu"] = Structure(Lattice.cubic(3.0), ["Pu"], [[0, 0, 0]])
+    records = [as_record(s, key) for key, s in structures.items()]
+    model = load_featurizer_model(str(small_model_path))
+    inline = Featurizer(model, workers=0).featurize(records)
+    cache = tmp_path / "cache"
+    pooled = Featurizer(model, workers=2, cache_dir=cache, block_size=3, chunk_size=7)
+    first = pooled.featurize(records)
+    again = Featurizer(model, workers=2, cache_dir=cache, block_size=3, chunk_size=7)
+    second = again.featurize(records)
+    assert list(first.frame.id) == [k for k in structures if k != "pu"]
+    pd.testing.assert_frame_equal(first.frame, inline.frame)
+    pd.testing.assert_frame_equal(second.frame, inline.frame)
+    assert [e.record_id for e in first.errors] == ["pu"] == [e.record_id for e in second.errors]
+    assert (pooled.cache_hits, again.cache_hits) == (0, 30)
+
+
 @pytest.mark.shared
 def test_featurizing_the_sample_folder_reproduces_original_predictions(cgcnn_ref, tmp_path):
     folder = tmp_path / "samples"

@@ -17,7 +17,9 @@ def featurize(
     model: str = typer.Option(
         None, "--model", metavar="NAME", show_default="cgcnn_bandgap_128", help="Model name or weights file"
     ),
-    workers: int = typer.Option(1, "--workers", metavar="N", help="Processes reading files (0: this one)"),
+    workers: int = typer.Option(
+        None, "--workers", metavar="N", show_default="one per CPU", help="Worker processes (0: this one)"
+    ),
     atom_init: Path = typer.Option(
         None, "--atom-init", metavar="PATH", rich_help_panel=ADVANCED, help="atom_init.json of a .pth.tar model"
     ),
@@ -61,6 +63,7 @@ def featurize(
     from screening.featurize.featurizer import featurize_source
     from screening.featurize.registry import load_featurizer_model
     from screening.io.sources import folder_atom_init
+    from screening.processes import usable_cpus
 
     # As in the original CGCNN, a data folder's own atom_init.json goes with an original checkpoint.
     net = load_featurizer_model(model, atom_init or folder_atom_init(source), branches=not single_model)
@@ -70,7 +73,7 @@ def featurize(
         output,
         net,
         batch_size=batch_size,
-        workers=workers,
+        workers=usable_cpus() if workers is None else workers,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
         compile=compile_model,
     )

@@ -5,9 +5,10 @@ The flow for one source is
     records ──(worker processes)──> parsed structure + crystal graph ──(batches)──> CGCNN
             ──> rows: id, formula, pred_<target>, emb_0 … emb_{d-1}, labels
 
-CIF parsing and neighbour search are CPU-bound Python/numpy work, so they run in a process pool;
-the forward pass runs batched in the parent. A record that fails at any stage becomes an error
-row (id, source, stage, reason) and the rest goes on. Results are cached in SQLite under a key of
+CIF parsing, neighbour search and the batched forward pass all run in each worker process, on
+blocks of records (the parent only checks the cache in and writes rows out): with the forward
+in the parent, the parent's one core capped the whole run. A record that fails at any stage
+becomes an error row (id, source, stage, reason) and the rest goes on. Results are cached in SQLite under a key of
 (structure content, model weights, graph settings), so re-running a screen only pays for what is
 new. :func:`featurize_source` streams chunks straight to Parquet so memory stays bounded for
 databases of any size.
@@ -15,6 +16,7 @@ databases of any size.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import warnings
@@ -80,12 +82,21 @@ class PreparedRecord:
     key: str | None = None
     graph: CrystalGraph | None = None
     error: RecordError | None = None
+    predictions: np.ndarray | None = None  # set by embed_block, which then drops the graph
+    embedding: np.ndarray | None = None
+    from_cache: bool = False
 
     @property
     def built_graph(self) -> CrystalGraph:
         """The graph of a record that prepared without error (``prepare_record`` sets it exactly then)."""
         assert self.graph is not None, f"{self.record_id}: no graph ({self.error})"
         return self.graph
+
+    @property
+    def outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and embedding of a record that ``embed_block`` embedded (set exactly then)."""
+        assert self.predictions is not None and self.embedding is not None, f"{self.record_id}: not embedded"
+        return self.predictions, self.embedding
 
     @property
     def cache_key(self) -> str:
@@ -112,10 +123,13 @@ def prepare_record(
     try:
         with warnings.catch_warnings(), time_budget(seconds):
             warnings.simplefilter("ignore")
-            # validated against the model's own graph radius: the neighbour budget depends on it
-            structure = parse_record(record, limits=replace(DEFAULT_LIMITS, radius=radius))
+            # validated against the model's own graph radius (the neighbour budget depends on it);
+            # the minimum distance is checked on the graph's own neighbour list
+            structure = parse_record(record, limits=replace(DEFAULT_LIMITS, radius=radius, min_distance=0.0))
             prepared.formula = structure.composition.reduced_formula if len(structure) else None
-            prepared.graph = structure_to_graph(structure, radius, max_num_nbr, record.record_id)
+            prepared.graph = structure_to_graph(
+                structure, radius, max_num_nbr, record.record_id, min_distance=min(DEFAULT_LIMITS.min_distance, radius)
+            )
             prepared.key = structure_fingerprint(structure)
     except RecordError as exc:
         exc.source = exc.source or record.source
@@ -127,8 +141,63 @@ def prepare_record(
     return prepared
 
 
-def _prepare_star(args):
-    return prepare_record(*args)
+def embed_block(
+    records: Sequence[Any],
+    model: FeaturizerNet,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    cache: EmbeddingCache | None = None,
+) -> list[PreparedRecord]:
+    """Parse, build graphs and embed one block of records: the unit of work of a worker.
+
+    Every record comes back with its predictions and embedding, from ``cache`` where it holds
+    them (``from_cache``), or with its error; graphs are dropped, so only rows travel back.
+    """
+    cfg = model.config
+    prepared = [prepare_record(r, cfg.radius, cfg.max_num_nbr) for r in records]
+    good: list[PreparedRecord] = []
+    for p in prepared:
+        if p.error is None:
+            try:
+                check_elements(model, p.built_graph.atomic_numbers, p.record_id)
+            except GraphBuildError as exc:
+                exc.source = p.source
+                p.error = exc
+        if p.error is None:
+            good.append(p)
+    cached = cache.get_many([p.cache_key for p in good]) if cache else {}
+    todo = [p for p in good if p.key not in cached]
+    preds, embs = embed_graphs(model, [p.built_graph for p in todo], batch_size)
+    check_finite_outputs(model, preds, embs, [p.record_id for p in todo])
+    for p, pred, emb in zip(todo, preds, embs):
+        p.predictions, p.embedding = pred, emb
+    for p in good:
+        if p.key in cached:
+            p.predictions, p.embedding = cached[p.cache_key]
+            p.from_cache = True
+    for p in prepared:
+        p.graph = None
+    return prepared
+
+
+# What each worker process holds: the model, the batch size, and its own read-only cache handle.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(model: FeaturizerNet, batch_size: int, cache_dir: str | None, model_key: str, compile: bool) -> None:
+    from screening.processes import die_with_parent
+
+    die_with_parent()  # a killed `featurize` leaves no orphaned workers
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    _WORKER.update(
+        model=compiled(model) if compile else model,
+        batch_size=batch_size,
+        cache=EmbeddingCache(cache_dir, model_key) if cache_dir else None,
+    )
+
+
+def _embed_block_in_worker(records: Sequence[Any]) -> list[PreparedRecord]:
+    return embed_block(records, _WORKER["model"], _WORKER["batch_size"], _WORKER["cache"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,9 +229,10 @@ def errors_to_frame(errors: Sequence[RecordError]) -> pd.DataFrame:
 class Featurizer:
     """Records in, embedding rows out, with worker processes, cache and error collection.
 
-    ``workers=0`` parses in-process (small jobs, tests); ``workers>0`` uses a process pool.
-    ``compile=True`` runs the forward through ``torch.compile`` (fused C++ kernels): ~3x faster
-    forward on CPU after a one-off compilation of tens of seconds, so worth it for large jobs only.
+    ``workers=0`` does everything in this process (small jobs, tests); ``workers>0`` gives each
+    worker process blocks of ``block_size`` records to parse, build graphs for and embed.
+    ``compile=True`` runs the forward through ``torch.compile`` (fused C++ kernels), after a
+    one-off compilation of tens of seconds per process, so worth it for large jobs only.
     """
 
     def __init__(
@@ -173,33 +243,43 @@ class Featurizer:
         cache_dir: str | Path | None = None,
         chunk_size: int = 2048,
         compile: bool = False,
+        block_size: int = 64,
     ) -> None:
         self.model = model
-        self.forward_model = compiled(model) if compile else model
+        self.compile = compile
         self.batch_size = batch_size
         self.workers = workers
         self.chunk_size = chunk_size
-        self.cache = EmbeddingCache(cache_dir, model_fingerprint(model)) if cache_dir else None
+        self.block_size = max(1, block_size)
+        self.cache_dir = str(cache_dir) if cache_dir else None
+        self.model_key = model_fingerprint(model)
+        self.cache = EmbeddingCache(cache_dir, self.model_key) if cache_dir else None
         self.target = f"pred_{model.config.target_name}"
         self.prediction_columns = prediction_columns(model)
         self.cache_hits = 0
 
-    def _prepared(self, records: Iterable[Any]) -> Iterator[PreparedRecord]:
-        cfg = self.model.config
-        jobs = ((r, cfg.radius, cfg.max_num_nbr) for r in records)
+    def _embedded(self, records: Iterable[Any]) -> Iterator[PreparedRecord]:
+        """Every record, embedded or with its error, in the order given."""
+        stream = iter(records)
+        blocks = iter(lambda: list(itertools.islice(stream, self.block_size)), [])
         if self.workers <= 0:
-            yield from (_prepare_star(j) for j in jobs)
+            model = compiled(self.model) if self.compile else self.model
+            for block in blocks:
+                yield from embed_block(block, model, self.batch_size, self.cache)
             return
-        # Feed the pool one block at a time (the next block parses while this one is embedded),
-        # so parsed graphs never pile up faster than the forward pass consumes them.
-        blocks = iter(lambda: list(itertools.islice(jobs, self.chunk_size)), [])
-        with _pool_context().Pool(self.workers, initializer=_worker_init) as pool:
-            block = next(blocks, None)
-            pending = pool.map_async(_prepare_star, block, chunksize=16) if block else None
-            while pending is not None:
-                done = pending.get()
-                block = next(blocks, None)
-                pending = pool.map_async(_prepare_star, block, chunksize=16) if block else None
+        init = (self.model, self.batch_size, self.cache_dir, self.model_key, self.compile)
+        # A bounded number of blocks in flight: workers never idle waiting for the parent, and
+        # parsed rows never pile up faster than they are written.
+        in_flight = max(4, 4 * self.workers)
+        with _pool_context().Pool(self.workers, initializer=_worker_init, initargs=init) as pool:
+            pending: collections.deque = collections.deque()
+            for block in itertools.islice(blocks, in_flight):
+                pending.append(pool.apply_async(_embed_block_in_worker, (block,)))
+            while pending:
+                done = pending.popleft().get()
+                block = next(blocks, [])
+                if block:
+                    pending.append(pool.apply_async(_embed_block_in_worker, (block,)))
                 yield from done
 
     def iter_chunks(
@@ -207,8 +287,8 @@ class Featurizer:
     ) -> Iterator[tuple[pd.DataFrame, list[RecordError]]]:
         """Featurize ``records`` in chunks of ``chunk_size``; yields (rows, errors) per chunk."""
         buffer: list[PreparedRecord] = []
-        for prepared in self._prepared(records):
-            buffer.append(prepared)
+        for embedded in self._embedded(records):
+            buffer.append(embedded)
             if len(buffer) >= self.chunk_size:
                 yield self._finish_chunk(buffer)
                 if on_progress:
@@ -232,30 +312,17 @@ class Featurizer:
         return pd.DataFrame(columns=cols)
 
     def _finish_chunk(self, chunk: list[PreparedRecord]) -> tuple[pd.DataFrame, list[RecordError]]:
-        errors: list[RecordError] = []
-        good: list[PreparedRecord] = []
-        for p in chunk:
-            if p.error is None:
-                try:
-                    check_elements(self.model, p.built_graph.atomic_numbers, p.record_id)
-                except GraphBuildError as exc:
-                    exc.source = p.source
-                    p.error = exc
-            (errors.append(p.error) if p.error is not None else good.append(p))
-        cached = self.cache.get_many([p.cache_key for p in good]) if self.cache else {}
-        todo = [p for p in good if p.key not in cached]
-        preds, embs = embed_graphs(self.forward_model, [p.built_graph for p in todo], self.batch_size)
-        check_finite_outputs(self.model, preds, embs, [p.record_id for p in todo])
-        fresh = {p.cache_key: (pr, em) for p, pr, em in zip(todo, preds, embs)}
+        errors = [p.error for p in chunk if p.error is not None]
+        good = [p for p in chunk if p.error is None]
+        fresh = [p for p in good if not p.from_cache]
         if self.cache and fresh:
-            self.cache.put_many((k, v[0], v[1]) for k, v in fresh.items())
-        self.cache_hits += len(good) - len(todo)
-        results = cached | fresh
+            self.cache.put_many((p.cache_key, *p.outputs) for p in fresh)
+        self.cache_hits += len(good) - len(fresh)
         h = self.model.config.h_fea_len
-        emb = np.stack([results[p.key][1] for p in good]).astype(np.float32) if good else np.zeros((0, h), np.float32)
+        emb = np.stack([p.outputs[1] for p in good]).astype(np.float32) if good else np.zeros((0, h), np.float32)
         frame = pd.DataFrame({"id": [p.record_id for p in good], "formula": [p.formula for p in good]})
         n_pred = len(self.prediction_columns)
-        pred = np.stack([results[p.key][0] for p in good]) if good else np.zeros((0, n_pred), np.float64)
+        pred = np.stack([p.outputs[0] for p in good]) if good else np.zeros((0, n_pred), np.float64)
         for k, name in enumerate(self.prediction_columns):
             frame[name] = pred[:, k]
         frame = pd.concat([frame, pd.DataFrame(emb, columns=[f"emb_{k}" for k in range(h)])], axis=1)
@@ -274,20 +341,13 @@ def compiled(model: FeaturizerNet) -> FeaturizerNet:
 
 def _pool_context():
     """``fork`` where the platform has it: workers start in milliseconds instead of re-importing
-    torch and pymatgen (seconds each). Workers only parse and build graphs (numpy/pymatgen), never
-    touch torch's thread pool, so forking a process that imported torch is safe here."""
+    torch and pymatgen (seconds each), and share the parent's model pages. Each worker sets torch
+    to one thread before its first forward pass, so it never enters the OpenMP thread pool that
+    the parent may have started before the fork (the one part of torch that fork breaks)."""
     import multiprocessing
 
     methods = multiprocessing.get_all_start_methods()
     return get_context("fork" if "fork" in methods else "spawn")
-
-
-def _worker_init() -> None:
-    from screening.processes import die_with_parent
-
-    die_with_parent()  # a killed `featurize` leaves no orphaned workers
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
 
 
 def featurize_records(

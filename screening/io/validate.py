@@ -159,15 +159,24 @@ def min_distance_problem(structure: Any, min_distance: float) -> str | None:
     Only call after :func:`neighbour_budget_problem`: the search is bounded by the density.
     """
     centre, point, images, dist = structure.get_neighbor_list(r=min_distance, exclude_self=False)
-    if len(dist) == 0:
+    is_self = (centre == point) & np.all(np.asarray(images).reshape(len(dist), 3) == 0, axis=1)
+    return pair_distance_problem(centre[~is_self], point[~is_self], dist[~is_self], min_distance)
+
+
+def pair_distance_problem(
+    centre: np.ndarray, point: np.ndarray, distance: np.ndarray, min_distance: float
+) -> str | None:
+    """The ``min_distance`` check on a pair list that holds every pair (periodic images included,
+    each site's zero-distance pair with itself excluded) up to at least ``min_distance``: the
+    graph's own neighbour list serves, so graph building needs no second neighbour search."""
+    if len(distance) == 0:
         return None
-    is_self = (centre == point) & np.all(np.asarray(images) == 0, axis=1)
-    if is_self.all():
+    k = int(np.argmin(distance))
+    if not distance[k] < min_distance:
         return None
-    k = int(np.argmin(np.where(is_self, np.inf, dist)))
     i, j = int(centre[k]), int(point[k])
     what = f"site {i} and its own periodic image are" if i == j else f"sites {min(i, j)} and {max(i, j)} are"
-    return f"min_distance: {what} {float(dist[k]):.3f} Å apart (minimum {min_distance:g} Å)"
+    return f"min_distance: {what} {float(distance[k]):.3f} Å apart (minimum {min_distance:g} Å)"
 
 
 def structure_problem(structure: Any, limits: StructureLimits = DEFAULT_LIMITS) -> str | None:
@@ -191,6 +200,8 @@ def structure_problem(structure: Any, limits: StructureLimits = DEFAULT_LIMITS) 
     problem = neighbour_budget_problem(n_sites, volume, limits.radius, limits.max_neighbours_per_site)
     if problem is not None:
         return problem
+    if limits.min_distance <= 0:  # off, or left to graph building (pair_distance_problem)
+        return None
     return min_distance_problem(structure, limits.min_distance)
 
 
@@ -350,6 +361,7 @@ __all__ = [
     "expected_neighbours",
     "lattice_problem",
     "min_distance_problem",
+    "pair_distance_problem",
     "named_elements",
     "neighbour_budget_problem",
     "occupancy_problem",

@@ -232,3 +232,24 @@ def test_a_crystal_with_sites_near_vacuum_is_refused_not_embedded(tmp_path: Path
     assert sorted(errors.index) == ["in_bohr", "pair_in_box"]
     for reason in errors.reason:
         assert reason.startswith("sparse_site: site ") and "neighbours within 8 Å where the network reads 12" in reason
+
+
+@pytest.mark.parametrize(
+    "structure",
+    [
+        Structure(Lattice.cubic(5.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.52, 0.5, 0.5]]),
+        Structure(Lattice.cubic(5.0), ["Na", "Na"], [[0.1, 0.1, 0.1], [0.1, 0.1, 0.1]]),  # one spot
+        Structure(Lattice.orthorhombic(0.4, 4, 4), ["Na"], [[0, 0, 0]]),
+    ],
+    ids=["close_pair", "coincident", "own_image"],
+)
+def test_featurize_checks_distances_on_the_graphs_list_with_the_validators_words(structure) -> None:
+    """featurize skips the validator's own neighbour search and checks the graph's pair list:
+    the error must be the one the validator gives, word for word."""
+    from screening.featurize.featurizer import prepare_record
+
+    expected = structure_problem(structure)
+    assert expected is not None and expected.startswith("min_distance")
+    prepared = prepare_record(StructureRecord("probe", "test", structure=structure), 8.0, 12)
+    assert isinstance(prepared.error, InvalidStructureError) and prepared.graph is None
+    assert prepared.error.reason == expected and prepared.error.source == "test"
