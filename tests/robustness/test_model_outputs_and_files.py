@@ -35,10 +35,14 @@ def nan_model(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_model_with_nan_weights_stops_the_run_and_writes_nothing(tmp_path: Path, nan_model: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_model_with_nan_weights_stops_the_run_and_writes_nothing(
+    tmp_path: Path, nan_model: Path, workers: int
+) -> None:
+    """Also from a worker process, where the forward pass runs: the error crosses back whole."""
     out = tmp_path / "out" / "emb.parquet"
     with pytest.raises(ModelLoadError, match=r"nan\.safetensors: non-finite \(NaN/inf\) predictions") as info:
-        featurize_source(_folder(tmp_path), out, model=str(nan_model), progress=False)
+        featurize_source(_folder(tmp_path), out, model=str(nan_model), progress=False, workers=workers)
     assert "'nacl'" in str(info.value)
     assert not out.exists() and not out.with_suffix(".errors.csv").exists()
     assert list(out.parent.iterdir()) == []  # no temporary file either
