@@ -122,6 +122,22 @@ def test_workers_embed_blocks_in_the_given_order_and_read_the_cache_themselves(s
     assert (pooled.cache_hits, again.cache_hits) == (0, 30)
 
 
+def test_spawned_workers_give_the_same_rows(small_model_path, monkeypatch):
+    """Where there is no safe fork (macOS, Windows) workers are spawned and the model travels
+    pickled: the rows must be those of the in-process run."""
+    from multiprocessing import get_context
+
+    import screening.featurize.featurizer as fz
+    from screening.io.records import as_record
+
+    records = [as_record(nacl(5.5 + 0.02 * k), f"nacl_{k}") for k in range(6)]
+    model = load_featurizer_model(str(small_model_path))
+    inline = fz.Featurizer(model, workers=0).featurize(records)
+    monkeypatch.setattr(fz, "_pool_context", lambda: get_context("spawn"))
+    spawned = fz.Featurizer(model, workers=2, block_size=2).featurize(records)
+    pd.testing.assert_frame_equal(spawned.frame, inline.frame)
+
+
 @pytest.mark.shared
 def test_featurizing_the_sample_folder_reproduces_original_predictions(cgcnn_ref, tmp_path):
     folder = tmp_path / "samples"

@@ -340,14 +340,15 @@ def compiled(model: FeaturizerNet) -> FeaturizerNet:
 
 
 def _pool_context():
-    """``fork`` where the platform has it: workers start in milliseconds instead of re-importing
-    torch and pymatgen (seconds each), and share the parent's model pages. Each worker sets torch
-    to one thread before its first forward pass, so it never enters the OpenMP thread pool that
-    the parent may have started before the fork (the one part of torch that fork breaks)."""
-    import multiprocessing
+    """``fork`` on Linux: workers start in milliseconds instead of re-importing torch and pymatgen
+    (seconds each), and share the parent's model pages. Each worker sets torch to one thread
+    before its first forward pass, so it never enters the OpenMP thread pool that the parent may
+    have started before the fork (the one part of torch that fork breaks). ``spawn`` elsewhere:
+    macOS's system libraries are not safe to use in a forked child, and Windows has no fork; the
+    model then travels to each worker pickled (2 MB)."""
+    import sys
 
-    methods = multiprocessing.get_all_start_methods()
-    return get_context("fork" if "fork" in methods else "spawn")
+    return get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 def featurize_records(
