@@ -10,11 +10,7 @@ The trunk is frozen, so its per-atom layers are computed once (about 1.2 GB for 
 crystals) and each epoch only runs the branch. Same data and split as ``train_cgcnn.py`` (the
 shipped ``split.csv``); test crystals take no part in training or in choosing the epoch kept.
 ``--distil W`` mixes in an L1 term towards the three formation-energy networks' mean on the
-training crystals. ``--augment K`` adds K copies of every training crystal with its atoms moved
-by N(0, ``--augment-sigma``²) Å along each axis, labelled by the teachers alone (no DFT value):
-the branch fits the training crystals far better than held-out ones (0.021 against 0.051
-eV/atom), so it learns the teachers' function around each crystal, not only at it. Every epoch
-writes a resumable checkpoint; ``--resume`` continues from it.
+training crystals. Every epoch writes a resumable checkpoint; ``--resume`` continues from it.
 Only a finished run writes into ``--out``:
 
     <out>/<name>.safetensors    the branch (weights + config, tied to the trunk by its digest)
@@ -32,16 +28,14 @@ import os
 import signal
 import sys
 import time
-import warnings
-import zlib
 from dataclasses import asdict, astuple
-from multiprocessing import Pool
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_cgcnn import (  # noqa: E402
@@ -88,71 +82,6 @@ def teacher_mean(store, batch_size: int = 512) -> np.ndarray:
     return np.mean(preds, axis=0)
 
 
-def _perturbed_graph(args):
-    """The graph of one training crystal with its atoms moved by N(0, sigma²) Å per axis; the
-    draw is fixed by (seed, copy, material id), so a rebuilt cache holds the same crystals."""
-    record_id, text, copy, sigma, seed = args
-    from pymatgen.core import Structure
-
-    from screening.graphs import structure_to_graph
-    from screening.io.cif import structure_from_cif
-
-    rng = np.random.default_rng([seed, copy, zlib.crc32(record_id.encode())])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            s = structure_from_cif(text)
-            moved = Structure(
-                s.lattice,
-                s.species,
-                s.cart_coords + rng.normal(0.0, sigma, s.cart_coords.shape),
-                coords_are_cartesian=True,
-            )
-            return f"{record_id}#{copy}", structure_to_graph(moved, 8.0, 12, record_id), None
-        except Exception as exc:  # noqa: BLE001 - reported per record
-            return record_id, None, str(exc)
-
-
-def augmented_store(
-    frame: pd.DataFrame, ids: np.ndarray, copies: int, sigma: float, seed: int, cache: Path, workers: int
-):
-    """``copies`` perturbed graphs of each crystal in ``ids`` (cached: building takes a minute)."""
-    from screening.graph_store import GraphStore
-
-    if cache.exists():
-        print(f"augmented graphs: loading cache {cache}", flush=True)
-        return GraphStore.load(cache)
-    cifs = frame.set_index("material_id").loc[list(ids), "cif"]
-    jobs = [(mid, text, c, sigma, seed) for c in range(copies) for mid, text in cifs.items()]
-    out_ids, graphs, t0 = [], [], time.time()
-    with Pool(max(workers, 1)) as pool:
-        for k, (rid, graph, err) in enumerate(pool.imap(_perturbed_graph, jobs, chunksize=64)):
-            if graph is None:
-                print(f"  skipped {rid}: {err}", flush=True)
-                continue
-            out_ids.append(rid)
-            graphs.append(graph)
-            if (k + 1) % 10000 == 0:
-                print(f"  augmented graphs {k + 1}/{len(jobs)}  {(k + 1) / (time.time() - t0):.0f}/s", flush=True)
-    store = GraphStore.from_graphs(out_ids, graphs)
-    store.save(cache)
-    print(f"augmented graphs: built {len(store)} in {time.time() - t0:.0f} s -> {cache}", flush=True)
-    return store
-
-
-def concat_stores(a, b):
-    """One store holding ``a``'s crystals, then ``b``'s (indices of ``a`` unchanged)."""
-    from screening.graph_store import GraphStore
-
-    return GraphStore(
-        ids=np.concatenate([a.ids, b.ids]),
-        atomic_numbers=np.concatenate([a.atomic_numbers, b.atomic_numbers]),
-        nbr_idx=np.concatenate([a.nbr_idx, b.nbr_idx]),
-        nbr_dist=np.concatenate([a.nbr_dist, b.nbr_dist]),
-        atom_offsets=np.concatenate([a.atom_offsets, b.atom_offsets[1:] + a.atom_offsets[-1]]),
-    )
-
-
 class BranchData:
     """Cached trunk layers plus the store's edges: the branch's inputs for any set of crystals."""
 
@@ -182,17 +111,6 @@ def predict(branch, data: BranchData, idx: np.ndarray, batch_size: int = 512) ->
     return np.concatenate(out)
 
 
-def branch_loss(pred: torch.Tensor, dft: torch.Tensor, teacher: torch.Tensor | None, scale: float, distil: float):
-    """Mean per-crystal L1 in units of the target's std: ``(1 - distil)`` to the DFT value plus
-    ``distil`` to the teachers' mean; a crystal without a DFT value (NaN: a perturbed copy) has
-    only the teachers' term, with the same weight ``distil``."""
-    if teacher is None:
-        return (pred - dft).abs().mean() / scale
-    has = ~torch.isnan(dft)
-    to_dft = torch.where(has, (pred - torch.nan_to_num(dft)).abs(), torch.zeros_like(pred))
-    return ((1 - distil) * to_dft + distil * (pred - teacher).abs()).mean() / scale
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -211,8 +129,6 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--distil", type=float, default=0.0, help="weight of the L1 term towards the teachers' mean")
-    p.add_argument("--augment", type=int, default=0, help="perturbed copies of each training crystal (needs --distil)")
-    p.add_argument("--augment-sigma", type=float, default=0.03, help="their atoms' displacement, Å per axis")
     p.add_argument("--seed", type=int, default=0)
     add_run_options(p)
     args = p.parse_args(argv)
@@ -239,20 +155,6 @@ def main(argv=None) -> int:
     layers = trunk_layers(trunk, store)
     data = BranchData(store, layers, trunk)
     teacher = teacher_mean(store) if args.distil else None
-    n_real = len(store)
-    if args.augment:
-        if teacher is None:
-            p.error("--augment needs --distil: the perturbed crystals have only the teachers' values")
-        name = f"{cache.stem}_aug{args.augment}_s{args.augment_sigma:g}_seed{args.seed}.npz"
-        aug = augmented_store(
-            frame, store.ids[train], args.augment, args.augment_sigma, args.seed, cache.with_name(name), args.workers
-        )
-        aug_layers, aug_teacher = trunk_layers(trunk, aug), teacher_mean(aug)
-        store, layers = concat_stores(store, aug), torch.cat([layers, aug_layers])
-        data = BranchData(store, layers, trunk)
-        teacher = np.concatenate([teacher, aug_teacher])
-        y = np.concatenate([y, np.full(len(aug), np.nan)])
-        del aug_layers
 
     ym, ys = float(y[train].mean()), float(y[train].std())
     config = BranchConfig(
@@ -269,7 +171,6 @@ def main(argv=None) -> int:
     )
     branch = PropertyBranch(config, trunk.config)
     train_feats = layers.index_select(0, torch.from_numpy(store.atom_rows(train)))
-    fit_rows = np.concatenate([train, np.arange(n_real, len(store))])  # training + perturbed crystals
     branch.feature_mean.copy_(train_feats.mean(0))
     branch.feature_std.copy_(train_feats.std(0) + 1e-6)
     del train_feats
@@ -281,7 +182,7 @@ def main(argv=None) -> int:
     teach_t = torch.tensor(teacher, dtype=torch.float32) if teacher is not None else None
 
     opt = torch.optim.AdamW(branch.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps = math.ceil(len(fit_rows) / args.batch_size)
+    steps = math.ceil(len(train) / args.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, steps, args.epochs))
     ckdir = args.checkpoint_dir or (REPO / "cache" / f"train_{args.name}")
     ckdir.mkdir(parents=True, exist_ok=True)
@@ -296,9 +197,11 @@ def main(argv=None) -> int:
     while epoch < args.epochs:
         branch.train()
         t0, total = time.time(), 0.0
-        for idx in np.array_split(np.random.default_rng([args.seed, epoch]).permutation(fit_rows), steps):
+        for idx in np.array_split(np.random.default_rng([args.seed, epoch]).permutation(train), steps):
             pred = branch(*data.inputs(idx, args.n_conv > 0))
-            loss = branch_loss(pred, y_t[idx], None if teach_t is None else teach_t[idx], ys, args.distil)
+            loss = F.l1_loss((pred - ym) / ys, (y_t[idx] - ym) / ys)
+            if teach_t is not None:
+                loss = (1 - args.distil) * loss + args.distil * F.l1_loss((pred - ym) / ys, (teach_t[idx] - ym) / ys)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -308,7 +211,7 @@ def main(argv=None) -> int:
         epoch += 1
         seconds = time.time() - t0
         seconds_total += seconds
-        history.append({"epoch": epoch, "train_loss": total / len(fit_rows), "val_mae": val_mae, "seconds": seconds})
+        history.append({"epoch": epoch, "train_loss": total / len(train), "val_mae": val_mae, "seconds": seconds})
         improved = val_mae < best_val
         if improved:
             best_val, best_epoch = val_mae, epoch
@@ -351,8 +254,6 @@ _TUNED = {
     "lr",
     "weight_decay",
     "distil",
-    "augment",
-    "augment_sigma",
     "seed",
 }
 
