@@ -91,3 +91,36 @@ def test_featurize_never_writes_over_its_input(tmp_path) -> None:
         assert res.exit_code == 1, res.output
         assert says in res.output
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_featurize_and_screen_default_to_one_worker_per_cpu(tmp_path, monkeypatch):
+    """Without --workers both commands use every CPU the process may run on (the forward pass runs
+    in the workers, so one worker would leave the other cores idle); --workers still decides."""
+    import screening.featurize.featurizer as featurizer
+    import screening.processes as processes
+    import screening.screen.run as run
+
+    seen: dict[str, int] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(name):
+        def record(*args, **kwargs):
+            seen[name] = kwargs["workers"]
+            raise Stop
+
+        return record
+
+    monkeypatch.setattr(processes, "usable_cpus", lambda cap=8: 3)
+    monkeypatch.setattr(featurizer, "featurize_source", fake("featurize"))
+    monkeypatch.setattr(run, "screen_database", fake("screen"))
+    source = tmp_path / "s.json"
+    write_json_source(source)
+    for extra, expected in (([], 3), (["--workers", "0"], 0)):
+        runner.invoke(app, ["featurize", str(source), "-o", str(tmp_path / "e.parquet"), *extra])
+        runner.invoke(app, ["screen", str(source), "--target", "2.0", "-o", str(tmp_path / "r.parquet"), *extra])
+        assert seen == {"featurize": expected, "screen": expected}
+        seen.clear()
+    monkeypatch.undo()
+    assert 1 <= processes.usable_cpus() <= 8 and processes.usable_cpus(cap=1) == 1

@@ -115,7 +115,9 @@ def screen(
     model: str = typer.Option(
         None, "--model", metavar="NAME", show_default="cgcnn_bandgap_128", help="Model name or weights file"
     ),
-    workers: int = typer.Option(1, "--workers", metavar="N", help="Worker processes (0: this one)"),
+    workers: int = typer.Option(
+        None, "--workers", metavar="N", show_default="one per CPU", help="Worker processes (0: this one)"
+    ),
     top: int = typer.Option(10, "--top", metavar="N", help="Best rows to print"),
     max_formation_energy: float = typer.Option(
         None,
@@ -150,6 +152,7 @@ def screen(
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from screening.processes import usable_cpus
     from screening.progress import plural
     from screening.screen.run import ScreenInterrupted, screen_database
 
@@ -162,7 +165,7 @@ def screen(
             output,
             chunk_size=chunk_size,
             engine=engine,
-            workers=workers,
+            workers=usable_cpus() if workers is None else workers,
             address=address,
             batch_size=batch_size,
             max_formation_energy=max_formation_energy,
