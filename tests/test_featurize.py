@@ -138,6 +138,31 @@ def test_spawned_workers_give_the_same_rows(small_model_path, monkeypatch):
     pd.testing.assert_frame_equal(spawned.frame, inline.frame)
 
 
+class _KillsItsReader:
+    """Stands in for a structure; the process that reads its length dies at once (as the kernel
+    kills a worker that runs out of memory)."""
+
+    def __len__(self) -> int:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+        return 0
+
+
+def test_a_worker_that_dies_stops_the_run_with_a_clear_error_not_a_hang(small_model_path, tmp_path):
+    from screening.errors import MatscreenError
+    from screening.featurize.featurizer import Featurizer
+    from screening.io.records import StructureRecord, as_record
+
+    records = [as_record(nacl(5.5 + 0.02 * k), f"nacl_{k}") for k in range(4)]
+    records.insert(2, StructureRecord("doomed", "test", structure=_KillsItsReader()))  # type: ignore[arg-type]
+    model = load_featurizer_model(str(small_model_path))
+    # the doomed record's block and any not finished before it: which finished first varies
+    with pytest.raises(MatscreenError, match=r"process died .* records '(nacl_0|doomed)' … 'nacl_3' \((5|3)\) were"):
+        Featurizer(model, workers=2, block_size=2).featurize(records)
+
+
 @pytest.mark.shared
 def test_featurizing_the_sample_folder_reproduces_original_predictions(cgcnn_ref, tmp_path):
     folder = tmp_path / "samples"

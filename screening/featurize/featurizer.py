@@ -21,6 +21,8 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -269,18 +271,29 @@ class Featurizer:
             return
         init = (self.model, self.batch_size, self.cache_dir, self.model_key, self.compile)
         # A bounded number of blocks in flight: workers never idle waiting for the parent, and
-        # parsed rows never pile up faster than they are written.
+        # parsed rows never pile up faster than they are written. A process pool that reports a
+        # dead worker (killed for memory, crashed) instead of waiting for its block for ever.
         in_flight = max(4, 4 * self.workers)
-        with _pool_context().Pool(self.workers, initializer=_worker_init, initargs=init) as pool:
+        executor = ProcessPoolExecutor(
+            self.workers, mp_context=_pool_context(), initializer=_worker_init, initargs=init
+        )
+        try:
             pending: collections.deque = collections.deque()
             for block in itertools.islice(blocks, in_flight):
-                pending.append(pool.apply_async(_embed_block_in_worker, (block,)))
+                pending.append((block, executor.submit(_embed_block_in_worker, block)))
             while pending:
-                done = pending.popleft().get()
+                block, future = pending.popleft()
+                try:
+                    done = future.result()
+                except BrokenProcessPool:
+                    unfinished = [r for b in [block, *(b for b, _ in pending)] for r in b]
+                    raise MatscreenError(_worker_died_message(unfinished)) from None
                 block = next(blocks, [])
                 if block:
-                    pending.append(pool.apply_async(_embed_block_in_worker, (block,)))
+                    pending.append((block, executor.submit(_embed_block_in_worker, block)))
                 yield from done
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def iter_chunks(
         self, records: Iterable[Any], on_progress: Callable[[int], None] | None = None
@@ -331,6 +344,17 @@ class Featurizer:
             if col not in frame.columns:
                 frame[col] = labels[col].to_numpy()
         return frame, errors
+
+
+def _worker_died_message(unfinished: Sequence[Any]) -> str:
+    """Why the run stopped when a worker process vanished, naming the records not yet embedded
+    (one of them was in the dead worker's hands; the pool does not say which)."""
+    ids = [str(getattr(r, "record_id", "?")) for r in unfinished]
+    held = f"records {ids[0]!r} … {ids[-1]!r} ({len(ids)})" if len(ids) > 1 else f"record {ids[0]!r}"
+    return (
+        f"a featurize worker process died (killed for memory, or crashed) while {held} were being "
+        "embedded; nothing was written. Rerun with fewer --workers, or --workers 0 to find the record"
+    )
 
 
 def compiled(model: FeaturizerNet) -> FeaturizerNet:
