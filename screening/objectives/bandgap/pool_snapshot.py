@@ -86,7 +86,8 @@ def read_pool_snapshot(folder: Path, record: dict | None) -> tuple[pd.DataFrame,
     if ORDER_COLUMN not in table.column_names:
         raise SnapshotUnusable(f"{POOL_SNAPSHOT_NAME} has no id order")
     try:  # split before pandas: the frame is not copied to drop the coordinates (0.2 s at 10^6 rows)
-        frame = table.drop_columns([*names, ORDER_COLUMN]).to_pandas()
+        # no deduplication of text: it hashes every string (ids are unique anyway): 0.47 → 0.07 s at 10^6
+        frame = table.drop_columns([*names, ORDER_COLUMN]).to_pandas(deduplicate_objects=False)
         features = np.column_stack([table.column(n).to_numpy().astype(np.float64, copy=False) for n in names])
         order = table.column(ORDER_COLUMN).to_numpy().astype(np.int64, copy=False)
     except (TypeError, ValueError) as exc:  # pyarrow's conversion errors (e.g. a null coordinate)
