@@ -266,6 +266,17 @@ def parity_plot(target: np.ndarray, pred: np.ndarray, test_metrics: dict, path: 
     plt.close(fig)
 
 
+def add_io_options(p: argparse.ArgumentParser, name: str) -> None:
+    """Where a training run reads its data and writes its weights (``name`` is the default file
+    stem), shared by every training script here."""
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, default=REPO / "pretrained")
+    p.add_argument("--name", default=name)
+    p.add_argument("--cache", type=Path, default=REPO / "cache" / "train_graphs_r8_n12.npz")
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="default: cache/train_<name>")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """How a training run uses the machine, shared by every training script here."""
     p.add_argument("--workers", type=int, default=2, help="processes building the graph cache")
@@ -276,12 +287,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--out", type=Path, default=REPO / "pretrained")
-    p.add_argument("--name", default="cgcnn_bandgap_128")
-    p.add_argument("--cache", type=Path, default=REPO / "cache" / "train_graphs_r8_n12.npz")
-    p.add_argument("--checkpoint-dir", type=Path, default=None, help="default: cache/train_<name>")
-    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
+    add_io_options(p, "cgcnn_bandgap_128")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--patience", type=int, default=12, help="stop after this many epochs without a better val MAE")
     p.add_argument("--batch-size", type=int, default=64)

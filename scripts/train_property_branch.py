@@ -39,9 +39,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_cgcnn import (  # noqa: E402
-    DEFAULT_DATA,
     REPO,
     RunProgress,
+    add_io_options,
     add_run_options,
     build_store,
     evaluate,
@@ -113,12 +113,7 @@ def predict(branch, data: BranchData, idx: np.ndarray, batch_size: int = 512) ->
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--out", type=Path, default=REPO / "pretrained")
-    p.add_argument("--name", default="cgcnn_bandgap_128_formation_energy_branch")
-    p.add_argument("--cache", type=Path, default=REPO / "cache" / "train_graphs_r8_n12.npz")
-    p.add_argument("--checkpoint-dir", type=Path, default=None, help="default: cache/train_<name>")
-    p.add_argument("--resume", action="store_true")
+    add_io_options(p, "cgcnn_bandgap_128_formation_energy_branch")
     p.add_argument("--from-layer", type=int, default=3, help="trunk layer the branch's convolutions continue")
     p.add_argument("--n-conv", type=int, default=1, help="the branch's own convolutions (copies of the trunk's)")
     p.add_argument("--hidden", type=int, default=256)
