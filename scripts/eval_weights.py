@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split", type=Path, default=REPO / "pretrained" / "split.csv")
     ap.add_argument(
         "--shipped",
-        action="store_true",
-        help="also the shipped default exactly as featurize runs it (with its property branches): the model "
-        "card's figures, as JSON",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MODEL",
+        help="also a shipped model (the default unless named) exactly as featurize runs it (with its property "
+        "branches): the model card's figures, as JSON",
     )
     ap.add_argument("--parity", type=Path, default=None, help="with --shipped: write its test parity plot here")
     args = ap.parse_args(argv)
@@ -70,10 +73,10 @@ def main(argv: list[str] | None = None) -> None:
             m = mae_by_split(avg, y)
             name = " + ".join(label_of(p) for p in combo)
             print(f"| {name} | {m['val'][0]:.4f} | {m['val'][1]:.4f} | {m['test'][0]:.4f} | {m['test'][1]:.4f} |")
-    if args.shipped:
+    if args.shipped is not None:
         from screening.featurize.registry import load_featurizer_model
 
-        model = load_featurizer_model()
+        model = load_featurizer_model(args.shipped or None)
         out = {s: train_cgcnn.evaluate(model, store, r) for s, r in rows.items()}
         figures = {s: train_cgcnn.held_out_figures(o[0], o[1], y[s]) for s, o in out.items()}
         print(json.dumps(figures, indent=1))

@@ -266,9 +266,9 @@ def parity_plot(target: np.ndarray, pred: np.ndarray, test_metrics: dict, path: 
     plt.close(fig)
 
 
-def add_io_options(p: argparse.ArgumentParser, name: str) -> None:
+def add_io_options(p: argparse.ArgumentParser, name: str | None) -> None:
     """Where a training run reads its data and writes its weights (``name`` is the default file
-    stem), shared by every training script here."""
+    stem; None: the script derives it), shared by every training script here."""
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=REPO / "pretrained")
     p.add_argument("--name", default=name)

@@ -1,4 +1,5 @@
-"""Train a property branch on the default network's frozen trunk (formation energy by default).
+"""Train a property branch on a network's frozen trunk (the default network's unless ``--trunk``;
+formation energy).
 
 Why: ``featurize`` should give the best formation energy the project has at the cost of about one
 network (issue 28). The default network's own formation-energy head reaches 0.075 eV/atom on the
@@ -15,6 +16,9 @@ Only a finished run writes into ``--out``:
 
     <out>/<name>.safetensors    the branch (weights + config, tied to the trunk by its digest)
     <out>/<name>_metrics.json   test / validation MAE, history, command
+
+``<name>`` defaults to ``<trunk>_formation_energy_branch``, the file ``featurize`` looks for beside
+a shipped network (``SHIPPED_BRANCHES``).
 
     python scripts/train_property_branch.py --from-layer 3 --n-conv 1 --epochs 30
 """
@@ -113,7 +117,7 @@ def predict(branch, data: BranchData, idx: np.ndarray, batch_size: int = 512) ->
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_io_options(p, "cgcnn_bandgap_128_formation_energy_branch")
+    add_io_options(p, None)  # default name: <trunk>_formation_energy_branch
     p.add_argument("--from-layer", type=int, default=3, help="trunk layer the branch's convolutions continue")
     p.add_argument("--n-conv", type=int, default=1, help="the branch's own convolutions (copies of the trunk's)")
     p.add_argument("--hidden", type=int, default=256)
@@ -125,6 +129,7 @@ def main(argv=None) -> int:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--distil", type=float, default=0.0, help="weight of the L1 term towards the teachers' mean")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trunk", default=None, help="the network whose trunk it reads (default: the default model)")
     add_run_options(p)
     args = p.parse_args(argv)
 
@@ -145,8 +150,11 @@ def main(argv=None) -> int:
     labels = np.array([split_of[i] for i in store.ids])
     train, val, test = (np.flatnonzero(labels == s) for s in ("train", "val", "test"))
 
-    trunk = load_model(resolve_model_path(DEFAULT_MODEL)).eval()
-    print(f"trunk layers of {len(store)} crystals ({DEFAULT_MODEL})", flush=True)
+    trunk_name = args.trunk or DEFAULT_MODEL
+    if args.name is None:  # never the default network's branch file for another trunk
+        args.name = f"{Path(trunk_name).stem}_formation_energy_branch"
+    trunk = load_model(resolve_model_path(trunk_name)).eval()
+    print(f"trunk layers of {len(store)} crystals ({trunk_name})", flush=True)
     layers = trunk_layers(trunk, store)
     data = BranchData(store, layers, trunk)
     teacher = teacher_mean(store) if args.distil else None
@@ -228,6 +236,7 @@ def main(argv=None) -> int:
         "best_epoch": best_epoch,
         "train_seconds": seconds_total,
         "command": "python scripts/train_property_branch.py "
+        + (f"--trunk {args.trunk} " if args.trunk else "")
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in _TUNED),
         "history": history,
     }

@@ -225,7 +225,7 @@ def test_the_formation_energy_first_model_loads_by_name_with_the_default_graphs(
     from screening.featurize.featurizer import prediction_columns
 
     default = load_featurizer_model(branches=False)
-    alt = load_featurizer_model("cgcnn_formation_energy_128")
+    alt = load_featurizer_model("cgcnn_formation_energy_128", branches=False)
     assert alt.config.h_fea_len == 128
     for field in ("radius", "max_num_nbr", "dmin", "step"):
         assert getattr(alt.config, field) == getattr(default.config, field)
@@ -233,6 +233,31 @@ def test_the_formation_energy_first_model_loads_by_name_with_the_default_graphs(
     assert "pred_formation_energy_per_atom" in prediction_columns(alt)
     weights = dict(alt.state_dict())
     assert any(not np.array_equal(t.numpy(), weights[k].numpy()) for k, t in default.state_dict().items())
+
+
+def test_the_formation_energy_first_model_takes_formation_energy_from_its_own_branch():
+    """``--model cgcnn_formation_energy_128`` comes with the branch trained on its trunk (the
+    formation energy of the three-network mean in one pass); its band gap, std and embedding stay
+    the network's own, and the default's branch is refused on it."""
+    import torch
+
+    from screening.errors import ModelLoadError
+    from screening.featurize.registry import SHIPPED_BRANCHES, pretrained_dir
+    from screening.models.property_branch import BranchedNet, load_branch
+
+    alt = load_featurizer_model("cgcnn_formation_energy_128")
+    assert isinstance(alt, BranchedNet) and list(alt.branches) == ["formation_energy_per_atom"]
+    assert SHIPPED_BRANCHES["cgcnn_formation_energy_128"] != SHIPPED_BRANCHES["cgcnn_bandgap_128"]
+    with pytest.raises(ModelLoadError, match="another network's trunk"):
+        load_branch(pretrained_dir() / "cgcnn_bandgap_128_formation_energy_branch.safetensors", alt.base)
+    alone = load_featurizer_model("cgcnn_formation_energy_128", branches=False)
+    rows = featurize_records({"NaCl": nacl()}, alt).frame
+    own = featurize_records({"NaCl": nacl()}, alone).frame
+    emb = [c for c in rows.columns if c.startswith("emb_")]
+    assert np.array_equal(rows[emb].to_numpy(), own[emb].to_numpy())
+    assert rows["pred_band_gap"].iloc[0] == own["pred_band_gap"].iloc[0]
+    ef, ef_own = rows["pred_formation_energy_per_atom"].iloc[0], own["pred_formation_energy_per_atom"].iloc[0]
+    assert ef != ef_own and abs(ef - ef_own) < 0.5 and torch.isfinite(torch.tensor(ef))
 
 
 def test_unknown_model_name_lists_what_exists():

@@ -1,5 +1,5 @@
 """The property-branch training script: a run killed after an epoch resumes to the same branch,
-and what it ships loads on the default network's trunk and nowhere else."""
+and what it ships loads on the trunk it read (the default network's, or ``--trunk``'s) and nowhere else."""
 
 from __future__ import annotations
 
@@ -55,3 +55,26 @@ def test_a_killed_branch_training_resumes_to_the_same_branch(tmp_path) -> None:
     other = load_model(REPO / "pretrained" / "cgcnn_formation_energy_128.safetensors")
     with pytest.raises(ModelLoadError, match="another network's trunk"):
         load_branch(tmp_path / "full" / f"{NAME}.safetensors", other)
+
+
+def test_a_branch_on_another_trunk_loads_on_that_network_only(tmp_path) -> None:
+    assert DATA.is_file(), f"{DATA} is needed (../shared beside the checkout)"
+    run = _train(tmp_path, "other", "--trunk", "cgcnn_formation_energy_128", "--epochs", "1")
+    assert run.returncode == 0, run.stderr
+    assert "(cgcnn_formation_energy_128)" in run.stdout  # the trunk it read
+    metrics = json.loads(
+        (tmp_path / "other" / "cgcnn_formation_energy_128_formation_energy_branch_metrics.json").read_text()
+    )
+    assert "--trunk cgcnn_formation_energy_128 " in metrics["command"]  # the command reproduces it
+
+    from screening.errors import ModelLoadError
+    from screening.featurize.registry import load_featurizer_model
+    from screening.models.cgcnn import load_model
+    from screening.models.property_branch import load_branch
+
+    # named after the trunk it read: never the default network's branch file
+    assert not (tmp_path / "other" / f"{NAME}.safetensors").exists()
+    path = tmp_path / "other" / "cgcnn_formation_energy_128_formation_energy_branch.safetensors"
+    load_branch(path, load_model(REPO / "pretrained" / "cgcnn_formation_energy_128.safetensors"))
+    with pytest.raises(ModelLoadError, match="another network's trunk"):
+        load_branch(path, load_featurizer_model(branches=False))
