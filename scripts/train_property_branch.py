@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     add_run_options(p)
     args = p.parse_args(argv)
 
-    from screening.featurize.registry import DEFAULT_MODEL, resolve_model_path
+    from screening.featurize.registry import DEFAULT_MODEL, formation_energy_branch_name, resolve_model_path
     from screening.models.cgcnn import load_model
     from screening.models.property_branch import BranchConfig, PropertyBranch, save_branch, trunk_digest
 
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
 
     trunk_name = args.trunk or DEFAULT_MODEL
     if args.name is None:  # never the default network's branch file for another trunk
-        args.name = f"{Path(trunk_name).stem}_formation_energy_branch"
+        args.name = formation_energy_branch_name(Path(trunk_name).stem)
     trunk = load_model(resolve_model_path(trunk_name)).eval()
     print(f"trunk layers of {len(store)} crystals ({trunk_name})", flush=True)
     layers = trunk_layers(trunk, store)

@@ -15,6 +15,14 @@ from screening.models.cgcnn import load_model, load_original_checkpoint
 from screening.models.property_branch import BranchedNet, FeaturizerNet, load_branch
 
 DEFAULT_MODEL = "cgcnn_bandgap_128"
+
+
+def formation_energy_branch_name(model: str) -> str:
+    """The file stem of the formation-energy branch on ``model``'s trunk (what
+    ``scripts/train_property_branch.py`` writes and featurize looks for in pretrained/)."""
+    return f"{model}_formation_energy_branch"
+
+
 # Outputs of a shipped model that a shipped branch on its trunk predicts instead of its own head
 # (``models/property_branch.py`` says why): property -> branch file name in pretrained/. The
 # default's embedding and band gap drive the search; its formation energy comes from a branch
@@ -22,8 +30,8 @@ DEFAULT_MODEL = "cgcnn_bandgap_128"
 # formation-energy-first alternative has one too: on its trunk the branch reaches the three
 # formation-energy networks' mean (test MAE 0.049 eV/atom) in one forward pass.
 SHIPPED_BRANCHES: dict[str, dict[str, str]] = {
-    DEFAULT_MODEL: {"formation_energy_per_atom": "cgcnn_bandgap_128_formation_energy_branch"},
-    "cgcnn_formation_energy_128": {"formation_energy_per_atom": "cgcnn_formation_energy_128_formation_energy_branch"},
+    model: {"formation_energy_per_atom": formation_energy_branch_name(model)}
+    for model in (DEFAULT_MODEL, "cgcnn_formation_energy_128")
 }
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,6 +125,7 @@ __all__ = [
     "REPO_ROOT",
     "SHIPPED_BRANCHES",
     "featurizer_model",
+    "formation_energy_branch_name",
     "load_featurizer_model",
     "model_fingerprint",
     "pretrained_dir",
